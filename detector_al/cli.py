@@ -1,0 +1,310 @@
+"""The ``detector-al`` command line."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import typer
+
+from detector_al.images import list_images
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="Active learning for object detection in Label Studio."
+)
+log = logging.getLogger("detector_al")
+
+SAMPLE_DATA = Path("sample_data")
+BOOTSTRAP_DIR = Path("models") / "bootstrap"
+BOOTSTRAP_EPOCHS = 60
+
+
+@app.callback()
+def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging.")) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(levelname)s %(message)s"
+    )
+
+
+def expand_sources(paths: list[Path]) -> list[Path]:
+    """Files as given, and the image files inside folders (recursively), in a stable order.
+
+    A named file is kept whatever its suffix (it gets an error record if it is no image); a folder
+    contributes only files with image suffixes.
+    """
+    out: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            out.extend(list_images(p))
+        elif p.exists():
+            out.append(p)
+        else:
+            raise typer.BadParameter(f"no such file or folder: {p}")
+    return out
+
+
+def _fail(message: str) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code=2)
+
+
+def load_detector(model: str, **kwargs):
+    from detector_al.detector import Detector, UnsupportedModelError
+
+    try:
+        return Detector.load(model, **kwargs)
+    except (FileNotFoundError, UnsupportedModelError) as exc:
+        _fail(str(exc))
+
+
+@app.command()
+def train(
+    data: Path = typer.Argument(..., help="YOLO dataset yaml (train/val image folders and class names)."),
+    out: Path = typer.Option(BOOTSTRAP_DIR, "--out", help="Run folder; the model is written to OUT/best.pt."),
+    epochs: int = typer.Option(40, help="Training epochs."),
+    imgsz: int = typer.Option(256, help="Square input size in pixels."),
+    batch: int = typer.Option(16, help="Batch size."),
+    base: str = typer.Option(
+        "yolov8n.yaml", help="Model config (random init) or weights to start from, e.g. yolo11n.pt."
+    ),
+    seed: int = typer.Option(0, help="Random seed (training is deterministic for a seed)."),
+    device: str = typer.Option(None, help="cpu, 0, 0,1 ... (default: GPU 0 if present, else cpu)."),
+) -> None:
+    """Train a detector with ultralytics (the bootstrap model, or a fine-tune from weights)."""
+    from detector_al.training import TrainConfig, train_detector
+
+    try:
+        best = train_detector(
+            data, out, TrainConfig(epochs=epochs, imgsz=imgsz, batch=batch, base=base, seed=seed, device=device)
+        )
+    except FileNotFoundError as exc:
+        _fail(str(exc))
+    typer.echo(f"model: {best}")
+
+
+@app.command()
+def predict(
+    images: list[Path] = typer.Argument(..., help="Image files and/or folders."),
+    model: str = typer.Option(..., "--model", "-m", help="Weights (.pt) or a model name."),
+    out: Path = typer.Option(..., "--out", "-o", help="JSON Lines file: one line per input file."),
+    conf: float = typer.Option(0.25, help="Confidence threshold of the boxes written."),
+    imgsz: int = typer.Option(None, help="Input size (default: the model's training size)."),
+    batch_size: int = typer.Option(16, help="Images per forward pass."),
+) -> None:
+    """Pre-annotate images: one JSON line per file with its boxes, or the error that stopped it."""
+    from detector_al.files import atomic_write
+    from detector_al.progress import track
+
+    sources = expand_sources(images)
+    det = load_detector(model, conf=conf, imgsz=imgsz)
+    n_err = 0
+    with atomic_write(out) as f:
+        for p in track(det.predict(sources, batch_size=batch_size), len(sources), "predict"):
+            n_err += not p.ok
+            f.write(json.dumps(p.to_json(det.names)) + "\n")
+    typer.echo(f"{len(sources)} images, {len(sources) - n_err} predicted, {n_err} unreadable -> {out}")
+
+
+def _write_scored(out: Path, records: list, names: tuple[str, ...]) -> None:
+    from detector_al.files import atomic_write
+
+    if out.suffix.lower() == ".csv":
+        import csv
+
+        with atomic_write(out) as f:
+            w = csv.writer(f)
+            w.writerow(["image", "score", "decision", "rank", "n_detections", "labels", "error"])
+            for r in records:
+                labels = ";".join(sorted({names[int(c)] for c in r.detections.class_id}))
+                w.writerow(
+                    [
+                        r.source,
+                        "" if r.score is None else f"{r.score:.6g}",
+                        r.decision,
+                        "" if r.rank is None else r.rank,
+                        len(r.detections),
+                        labels,
+                        r.error or "",
+                    ]
+                )
+        return
+    with atomic_write(out) as f:
+        for r in records:
+            f.write(json.dumps(r.to_json(names)) + "\n")
+
+
+def run_scoring(
+    sources: list[Path],
+    det,
+    strategy: str,
+    round_index: int,
+    budget: int,
+    diversity: bool,
+    cold_start: bool,
+    ceal,
+    seed: int,
+    batch_size: int,
+) -> list:
+    """Predict, score, auto-accept and rank ``sources``; returns the ranked records in input order."""
+    from detector_al.progress import track
+    from detector_al.ranking import assign_queue, score_predictions
+    from detector_al.uncertainty import get_strategy
+
+    strat = get_strategy(strategy)
+    preds = track(det.predict(sources, batch_size=batch_size), len(sources), f"score ({strategy})")
+    records = list(score_predictions(preds, strat, round_index, ceal, min_confidence=0.25))
+    return assign_queue(records, budget, diversity=diversity, cold=cold_start, seed=seed)
+
+
+def print_summary(records: list, ceal, round_index: int, top: int = 0, names: tuple[str, ...] = ()) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from detector_al.ranking import summary
+
+    info = summary(records)
+    console = Console()
+    counts = ", ".join(f"{k}: {v}" for k, v in info["counts"].items())
+    console.print(
+        f"[bold]{len(records)} images[/] ({counts}); auto-accept threshold delta_{round_index} = "
+        f"{ceal.threshold(round_index):.4g}"
+    )
+    if info["quantiles"]:
+        console.print("score quantiles: " + ", ".join(f"{k} {v:.4g}" for k, v in info["quantiles"].items()))
+    if top:
+        table = Table(title=f"Annotation queue (top {top})")
+        for col in ("rank", "image", "score", "decision", "boxes"):
+            table.add_column(col)
+        ranked = sorted((r for r in records if r.rank is not None), key=lambda r: r.rank)[:top]
+        for r in ranked:
+            labels = ", ".join(f"{names[int(c)]}" for c in r.detections.class_id[:6])
+            table.add_row(str(r.rank), Path(r.source).name, f"{r.score:.4g}", r.decision, labels)
+        console.print(table)
+
+
+@app.command()
+def score(
+    images: list[Path] = typer.Argument(..., help="Image files and/or folders (the unlabeled pool)."),
+    model: str = typer.Option(..., "--model", "-m", help="Weights (.pt) or a model name."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output: JSON Lines, or CSV when the name ends in .csv."),
+    strategy: str = typer.Option(
+        "mi_aod",
+        help="Uncertainty strategy: "
+        + ", ".join(
+            [
+                "mi_aod",
+                "mi_aod_unweighted",
+                "entropy_sum",
+                "entropy_mean",
+                "entropy_max",
+                "least_confidence",
+                "margin",
+                "random",
+            ]
+        ),
+    ),
+    round_index: int = typer.Option(0, "--round", help="Active-learning round t (CEAL threshold decays with t)."),
+    budget: int = typer.Option(50, help="How many images to query (send to annotators)."),
+    diversity: bool = typer.Option(True, help="Pick a diverse batch (k-center greedy) from the top candidates."),
+    cold_start: bool = typer.Option(False, help="Order by diversity alone (no trained model yet)."),
+    auto_accept: bool = typer.Option(True, help="CEAL: auto-accept confident images as pseudo-labels."),
+    delta0: float = typer.Option(None, help="CEAL threshold at round 0 (default from CealConfig)."),
+    decay: float = typer.Option(None, help="CEAL threshold decay per round."),
+    plot: Path = typer.Option(None, help="Write a score histogram (PNG) with the thresholds marked."),
+    seed: int = typer.Option(0, help="Seed of the selection."),
+    batch_size: int = typer.Option(16, help="Images per forward pass."),
+    conf: float = typer.Option(0.05, help="Lowest box confidence the scorers see."),
+) -> None:
+    """Score images by uncertainty, auto-accept the confident ones, and rank the rest into a queue."""
+    from dataclasses import replace
+
+    from detector_al.pseudo_labels import CealConfig
+    from detector_al.uncertainty import STRATEGIES
+
+    if strategy not in STRATEGIES:
+        raise typer.BadParameter(f"unknown strategy {strategy!r}; choose one of: {', '.join(STRATEGIES)}")
+    ceal = CealConfig(enabled=auto_accept)
+    if delta0 is not None:
+        ceal = replace(ceal, delta_0=delta0)
+    if decay is not None:
+        ceal = replace(ceal, decay=decay)
+    sources = expand_sources(images)
+    det = load_detector(model, conf=conf)
+    records = run_scoring(sources, det, strategy, round_index, budget, diversity, cold_start, ceal, seed, batch_size)
+    _write_scored(out, records, det.names)
+    print_summary(records, ceal, round_index)
+    if plot:
+        from detector_al.plots import score_histogram
+
+        query = [r.score for r in records if r.decision == "query"]
+        score_histogram(
+            np.array([r.score for r in records if r.score is not None]),
+            plot,
+            {
+                f"auto-accept delta_{round_index}": ceal.threshold(round_index),
+                "lowest queried": min(query) if query else None,
+            },
+            title=f"{strategy} scores",
+        )
+        typer.echo(f"plot: {plot}")
+    typer.echo(f"queue: {out}")
+
+
+def ensure_bootstrap_model(epochs: int = BOOTSTRAP_EPOCHS) -> Path:
+    """The bootstrap model trained on the sample data: reused when cached, else trained now (minutes on 2 cores)."""
+    from detector_al.training import TrainConfig, train_detector
+
+    best = BOOTSTRAP_DIR / "best.pt"
+    if best.exists():
+        log.info("bootstrap model: %s (cached)", best)
+        return best
+    log.info(
+        "training the bootstrap model on %s (%d epochs, about 6 min on 2 CPU cores; cached afterwards)",
+        SAMPLE_DATA,
+        epochs,
+    )
+    return train_detector(SAMPLE_DATA / "data.yaml", BOOTSTRAP_DIR, TrainConfig(epochs=epochs))
+
+
+@app.command()
+def demo(
+    model: str = typer.Option(None, "--model", "-m", help="Use these weights instead of the bootstrap model."),
+    pool: Path = typer.Option(SAMPLE_DATA / "images" / "pool", help="The unlabeled pool to score."),
+    out: Path = typer.Option(Path("runs") / "demo", help="Where the queue and the plot are written."),
+    budget: int = typer.Option(20, help="Images to query."),
+    top: int = typer.Option(15, help="Rows of the queue to print."),
+) -> None:
+    """The main job on the embedded default: bootstrap model, score the sample pool, print the ranked queue."""
+    from detector_al.plots import score_histogram
+    from detector_al.pseudo_labels import CealConfig
+
+    if not pool.exists():
+        _fail(f"pool folder not found: {pool} (run from the repository root, or pass --pool)")
+    weights = model or str(ensure_bootstrap_model())
+    det = load_detector(weights, conf=0.05)
+    ceal = CealConfig()
+    sources = expand_sources([pool])
+    records = run_scoring(sources, det, "mi_aod", 0, budget, True, False, ceal, 0, 16)
+    _write_scored(out / "queue.jsonl", records, det.names)
+    print_summary(records, ceal, 0, top=top, names=det.names)
+    query = [r.score for r in records if r.decision == "query"]
+    plot = score_histogram(
+        np.array([r.score for r in records if r.score is not None]),
+        out / "scores.png",
+        {"auto-accept delta_0": ceal.threshold(0), "lowest queried": min(query) if query else None},
+        title="mi_aod scores of the sample pool",
+    )
+    typer.echo(f"queue: {out / 'queue.jsonl'}  plot: {plot}")
+
+
+@app.command("make-sample-data")
+def make_sample_data(
+    out: Path = typer.Argument(SAMPLE_DATA, help="Destination folder."),
+    seed: int = typer.Option(0, help="Generator seed."),
+) -> None:
+    """Regenerate the synthetic sample dataset (seeded: the same seed writes the same files)."""
+    from detector_al.sample_data import generate
+
+    typer.echo(f"wrote {generate(out, seed)}")

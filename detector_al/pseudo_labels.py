@@ -1,0 +1,91 @@
+"""CEAL auto-accept: confident images become pseudo-labels for one round, never human annotations.
+
+An image is auto-accepted in round ``t`` when all of these hold:
+
+1. its uncertainty is below the decaying threshold ``delta_t = max(delta_0 - dr * t, 0)``;
+2. every detection is confident: ``conf_b >= min_confidence`` for every box with ``conf_b >= detect_threshold``;
+3. it has at least one detection (unless ``accept_empty``: a weak model that sees nothing must not teach
+   "nothing here");
+4. no anchor sits in the ambiguous band ``band_low <= max_c p_ic < detect_threshold`` unless its box overlaps a
+   detection (``IoU >= duplicate_iou``, an NMS duplicate): such an anchor is a likely missed object.
+
+Its pseudo-labels are its detections with ``conf_b >= detect_threshold``. They are recomputed from the
+current model every round and live only in the round's training set (the trainer marks them); nothing
+here writes them anywhere a human annotation could be mistaken for them.
+
+Example:
+    >>> CealConfig(delta_0=0.01, decay=0.002).threshold(2)
+    0.006
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from detector_al.types import Detections, ImagePredictions
+
+
+@dataclass(frozen=True)
+class CealConfig:
+    """Auto-accept settings. ``delta_0`` and ``decay`` are on the scale of the strategy's score."""
+
+    delta_0: float = 0.004
+    decay: float = 0.0005
+    min_confidence: float = 0.5
+    detect_threshold: float = 0.25
+    band_low: float = 0.1
+    duplicate_iou: float = 0.3
+    accept_empty: bool = False
+    enabled: bool = True
+
+    def threshold(self, round_index: int) -> float:
+        """``delta_t = max(delta_0 - dr * t, 0)``."""
+        return round(max(self.delta_0 - self.decay * round_index, 0.0), 12)
+
+
+@dataclass(frozen=True)
+class AcceptDecision:
+    accepted: bool
+    reason: str
+    pseudo_labels: Detections
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(N, M) IoU of ``xyxy`` boxes ``a`` (N, 4) and ``b`` (M, 4)."""
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
+    area_a = np.prod(a[:, 2:] - a[:, :2], axis=1)
+    area_b = np.prod(b[:, 2:] - b[:, :2], axis=1)
+    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
+
+
+def ambiguous_anchors(pred: ImagePredictions, cfg: CealConfig) -> np.ndarray:
+    """Indices of anchors in the ambiguous band that duplicate no detection (likely missed objects)."""
+    s = pred.probs.max(axis=1)
+    cand = np.flatnonzero((s >= cfg.band_low) & (s < cfg.detect_threshold))
+    confident = pred.detections[pred.detections.confidence >= cfg.detect_threshold]
+    if cand.size == 0 or len(confident) == 0:
+        return cand
+    overlap = box_iou(pred.anchor_boxes[cand], confident.xyxy).max(axis=1)
+    return cand[overlap < cfg.duplicate_iou]
+
+
+def auto_accept(pred: ImagePredictions, score: float, round_index: int, cfg: CealConfig) -> AcceptDecision:
+    """Decide whether ``pred`` is auto-accepted in round ``round_index`` (see the module docstring)."""
+    kept = pred.detections[pred.detections.confidence >= cfg.detect_threshold]
+    if not cfg.enabled:
+        return AcceptDecision(False, "auto-accept disabled", kept)
+    if not len(kept) and not cfg.accept_empty:
+        return AcceptDecision(False, "no detection (an empty pseudo-label would teach 'nothing here')", kept)
+    delta = cfg.threshold(round_index)
+    if not score < delta:
+        return AcceptDecision(False, f"score {score:.4g} >= delta_t {delta:.4g}", kept)
+    if len(kept) and kept.confidence.min() < cfg.min_confidence:
+        return AcceptDecision(False, f"a box at confidence {kept.confidence.min():.2f} < {cfg.min_confidence}", kept)
+    missed = ambiguous_anchors(pred, cfg)
+    if missed.size:
+        return AcceptDecision(False, f"{missed.size} anchors in the ambiguous band (possible missed object)", kept)
+    return AcceptDecision(True, "confident", kept)

@@ -1,0 +1,111 @@
+"""Training a detector with ultralytics: the bootstrap model and, later, fine-tuning rounds.
+
+No pretrained weights can be downloaded on an offline machine, so :func:`train_detector` works from a
+model config (``yolov8n.yaml``: random initialisation) as well as from weights (``yolo11n.pt`` for users
+who are online, or a previous round's ``best.pt``).
+
+Example:
+    >>> best = train_detector("sample_data/data.yaml", "models/bootstrap", epochs=30)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BASE = "yolov8n.yaml"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Options of one training run; the defaults suit 2 CPU cores and the sample data."""
+
+    epochs: int = 40
+    imgsz: int = 256
+    batch: int = 16
+    base: str = DEFAULT_BASE
+    seed: int = 0
+    device: str | None = None
+    workers: int = 2
+    patience: int = 100
+    lr0: float = 0.01
+    optimizer: str = "SGD"
+    warmup_epochs: float = 3.0
+
+
+def resolve_data_yaml(data: str | Path) -> Path:
+    """Absolute path of a dataset yaml (ultralytics resolves relative roots against its own datasets dir)."""
+    path = Path(data).expanduser().resolve()
+    if not path.is_file():
+        raise FileNotFoundError(f"dataset file not found: {path}")
+    return path
+
+
+def train_detector(data: str | Path, out: str | Path, config: TrainConfig = TrainConfig()) -> Path:
+    """Train (or fine-tune) a YOLO detector and return the path of its best weights.
+
+    The run's files (``weights/best.pt``, ``weights/last.pt``, ``results.csv``, ``args.yaml``) land in ``out``;
+    ``out/best.pt`` is a copy of the best weights written only once training has finished, so that a
+    crash never leaves a half-written model where users look for one.
+
+    Args:
+        data: a YOLO dataset yaml.
+        out: the run folder (created; an existing run there is replaced).
+        config: epochs, image size, base weights or config, seed, device.
+    """
+    from ultralytics import YOLO
+
+    data_yaml = resolve_data_yaml(data)
+    out = Path(out).expanduser().resolve()
+    base = config.base
+    if base.endswith(".pt") and Path(base).exists():
+        base = str(Path(base).resolve())
+    model = YOLO(base, task="detect")
+    device = config.device or ("0" if _cuda() else "cpu")
+    log.info(
+        "training %s on %s for %d epochs at %d px (device %s)",
+        config.base,
+        data_yaml,
+        config.epochs,
+        config.imgsz,
+        device,
+    )
+    model.train(
+        data=str(data_yaml),
+        epochs=config.epochs,
+        imgsz=config.imgsz,
+        batch=config.batch,
+        device=device,
+        workers=config.workers,
+        seed=config.seed,
+        deterministic=True,
+        patience=config.patience,
+        lr0=config.lr0,
+        optimizer=config.optimizer,
+        warmup_epochs=config.warmup_epochs,
+        project=str(out.parent),
+        name=out.name,
+        exist_ok=True,
+        plots=False,  # plots fetch a font from the internet
+        amp=False,
+        verbose=False,
+    )
+    best = out / "weights" / "best.pt"
+    if not best.exists():  # pragma: no cover - ultralytics always writes it
+        raise RuntimeError(f"training finished without writing {best}")
+    final = out / "best.pt"
+    tmp = final.with_suffix(".pt.tmp")
+    shutil.copyfile(best, tmp)
+    os.replace(tmp, final)
+    return final
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()

@@ -1,0 +1,75 @@
+"""CEAL auto-accept: the decaying threshold and the checks that block acceptance."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from detector_al.pseudo_labels import CealConfig, auto_accept, box_iou
+from detector_al.types import Detections
+from tests.factories import background, pred
+
+CFG = CealConfig(delta_0=0.01, decay=0.002, min_confidence=0.5, detect_threshold=0.25, band_low=0.1)
+
+
+def confident_scene(extra_anchor_p: float | None = None, extra_box=(60, 60, 80, 80), conf: float = 0.9):
+    p = background()
+    boxes = np.tile(np.array([[0, 0, 1, 1]], np.float32), (len(p), 1))
+    p[10, 0] = conf
+    boxes[10] = [10, 10, 30, 30]
+    p[11, 0] = 0.2  # an NMS duplicate of the detected box: in the band, but overlapping it
+    boxes[11] = [11, 11, 31, 31]
+    if extra_anchor_p is not None:
+        p[50, 1] = extra_anchor_p
+        boxes[50] = extra_box
+    dets = Detections(np.array([[10, 10, 30, 30]]), np.array([conf]), np.array([0]), anchor=np.array([10]))
+    return pred(p, p.copy(), dets=dets, boxes=boxes)
+
+
+@pytest.mark.parametrize(("t", "expected"), [(0, 0.01), (1, 0.008), (4, 0.002), (5, 0.0), (9, 0.0)])
+def test_threshold_decays_linearly_and_stops_at_zero(t, expected):
+    assert CFG.threshold(t) == pytest.approx(expected)
+
+
+def test_confident_image_is_accepted_with_its_detections_as_pseudo_labels():
+    d = auto_accept(confident_scene(), score=0.001, round_index=0, cfg=CFG)
+    assert d.accepted, d.reason
+    assert len(d.pseudo_labels) == 1 and d.pseudo_labels.class_id[0] == 0
+
+
+@pytest.mark.parametrize("band_p", [0.1, 0.15, 0.24])
+def test_object_in_the_ambiguous_band_blocks_acceptance(band_p):
+    d = auto_accept(confident_scene(extra_anchor_p=band_p), score=0.0, round_index=0, cfg=CFG)
+    assert not d.accepted and "ambiguous" in d.reason
+
+
+def test_below_band_does_not_block():
+    assert auto_accept(confident_scene(extra_anchor_p=0.05), 0.0, 0, CFG).accepted
+
+
+def test_score_above_threshold_blocks_and_threshold_tightens_with_rounds():
+    scene = confident_scene()
+    assert auto_accept(scene, 0.007, 0, CFG).accepted
+    assert not auto_accept(scene, 0.007, 2, CFG).accepted  # delta_2 = 0.006
+
+
+def test_unconfident_detection_blocks():
+    d = auto_accept(confident_scene(conf=0.4), 0.0, 0, CFG)
+    assert not d.accepted and "confidence" in d.reason
+
+
+def test_empty_image_is_not_accepted_by_default():
+    p = background()
+    empty = pred(p, p.copy())
+    assert not auto_accept(empty, 0.0, 0, CFG).accepted
+    assert auto_accept(empty, 0.0, 0, CealConfig(accept_empty=True)).accepted
+
+
+def test_disabled():
+    assert not auto_accept(confident_scene(), 0.0, 0, CealConfig(enabled=False)).accepted
+
+
+def test_box_iou_known_values():
+    a = np.array([[0, 0, 10, 10]], np.float32)
+    b = np.array([[0, 0, 10, 10], [5, 0, 15, 10], [20, 20, 30, 30]], np.float32)
+    np.testing.assert_allclose(box_iou(a, b)[0], [1.0, 50 / 150, 0.0])
