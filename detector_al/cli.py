@@ -299,6 +299,39 @@ def demo(
     typer.echo(f"queue: {out / 'queue.jsonl'}  plot: {plot}")
 
 
+@app.command()
+def serve(
+    model: str = typer.Option(
+        None, "--model", "-m", help="Weights to serve (default: MODEL_PATH, else the current version in MODEL_DIR)."
+    ),
+    host: str = typer.Option("127.0.0.1", help="Interface to listen on (0.0.0.0 for other machines)."),
+    port: int = typer.Option(9090, help="Port (Label Studio's default for ML backends)."),
+    model_dir: Path = typer.Option(None, help="Model versions and state (default: MODEL_DIR or models/backend)."),
+) -> None:
+    """Run the Label Studio ML backend (uvicorn). Configured by LABEL_STUDIO_URL, LABEL_STUDIO_API_KEY,
+    BASIC_AUTH_USER, BASIC_AUTH_PASS, MODEL_DIR, SCORE_THRESHOLD, LABEL_MAPPING, TRAIN_EVERY ..."""
+    import uvicorn
+
+    from ml_backend.main import create_app
+    from ml_backend.settings import Settings
+
+    overrides = {k: v for k, v in {"model_path": model, "model_dir": model_dir}.items() if v is not None}
+    settings = Settings(**overrides)
+    from detector_al.registry import ModelRegistry
+
+    try:  # fail here, with a clear message, rather than inside the server's start-up
+        ModelRegistry(settings.model_dir).resolve(settings.model_path)
+    except FileNotFoundError as exc:
+        _fail(str(exc))
+    uvicorn.run(
+        create_app(settings, run_job=_default_trainer(settings)), host=host, port=port, workers=1, log_level="info"
+    )
+
+
+def _default_trainer(settings):
+    return None
+
+
 @app.command("make-sample-data")
 def make_sample_data(
     out: Path = typer.Argument(SAMPLE_DATA, help="Destination folder."),

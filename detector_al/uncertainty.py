@@ -132,6 +132,15 @@ class Strategy:
     name: str
     score: Callable[[ImagePredictions], float]
     description: str
+    scale: float = 1.0  # a typical score: confidence(scale) = 0.5
+
+    def confidence(self, score: float) -> float:
+        """Label Studio's task score, a confidence in (0, 1] (1 = certain): ``1 / (1 + score / scale)``.
+
+        Monotone decreasing in the uncertainty, so Label Studio's lowest-score-first order serves the most
+        uncertain images first.
+        """
+        return 1.0 / (1.0 + max(score, 0.0) / self.scale)
 
 
 def _anchor_probs(p: ImagePredictions) -> np.ndarray:
@@ -144,18 +153,20 @@ _STRATEGIES = [
         "mi_aod",
         lambda p: mi_aod_score(p.probs, p.probs_flip, p.level),
         "flip-view discrepancy, MI-AOD re-weighted by class score per level (default)",
+        0.01,
     ),
     Strategy(
         "mi_aod_unweighted",
         lambda p: unweighted_discrepancy(p.probs, p.probs_flip),
         "flip-view discrepancy, plain mean over anchors (ablation)",
+        0.001,
     ),
     Strategy("entropy_sum", lambda p: box_entropy(p.detections.confidence, "sum"), "box entropy, summed"),
-    Strategy("entropy_mean", lambda p: box_entropy(p.detections.confidence, "mean"), "box entropy, mean"),
-    Strategy("entropy_max", lambda p: box_entropy(p.detections.confidence, "max"), "box entropy, max"),
-    Strategy("least_confidence", lambda p: least_confidence(p.detections.confidence), "1 - confidence, max"),
-    Strategy("margin", lambda p: box_margin(_anchor_probs(p)), "(1 - top-2 margin)^2, max"),
-    Strategy("random", lambda p: random_score(p.source), "uniform, seeded by the image name"),
+    Strategy("entropy_mean", lambda p: box_entropy(p.detections.confidence, "mean"), "box entropy, mean", 0.3),
+    Strategy("entropy_max", lambda p: box_entropy(p.detections.confidence, "max"), "box entropy, max", 0.3),
+    Strategy("least_confidence", lambda p: least_confidence(p.detections.confidence), "1 - confidence, max", 0.3),
+    Strategy("margin", lambda p: box_margin(_anchor_probs(p)), "(1 - top-2 margin)^2, max", 0.3),
+    Strategy("random", lambda p: random_score(p.source), "uniform, seeded by the image name", 0.5),
 ]
 STRATEGIES: dict[str, Strategy] = {s.name: s for s in _STRATEGIES}
 DEFAULT_STRATEGY = "mi_aod"

@@ -1,0 +1,110 @@
+"""Model versions on disk: every trained model is kept with its metrics; one of them is current.
+
+Layout::
+
+    MODEL_DIR/
+      versions/<version>/best.pt        # the weights
+      versions/<version>/meta.json      # metrics, parent version, created_at, source
+      current.json                      # {"version": ...}, replaced atomically on promotion
+
+A version name is ``v<n>-<sha256 of the weights, 8 hex>``: increasing, and tied to the bytes it serves.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+
+from detector_al.files import atomic_write
+
+
+def _sha(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class ModelRegistry:
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        (self.root / "versions").mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+
+    def versions(self) -> list[str]:
+        """All complete versions, oldest first."""
+        done = [p.parent.name for p in (self.root / "versions").glob("*/meta.json")]
+        return sorted(done, key=lambda v: int(v.split("-")[0][1:]) if v[1:].split("-")[0].isdigit() else -1)
+
+    def path(self, version: str) -> Path:
+        return self.root / "versions" / version / "best.pt"
+
+    def meta(self, version: str) -> dict:
+        return json.loads((self.root / "versions" / version / "meta.json").read_text())
+
+    def current(self) -> str | None:
+        f = self.root / "current.json"
+        if not f.exists():
+            return None
+        version = json.loads(f.read_text()).get("version")
+        return version if version in self.versions() else None
+
+    def add(self, weights: str | Path, **meta) -> str:
+        """Copy ``weights`` in as a new version (not yet current) and return its name.
+
+        The weights land under a temporary name and the folder appears only once complete.
+        """
+        weights = Path(weights)
+        digest = _sha(weights)[:8]
+        with self._lock:
+            for v in self.versions():
+                if v.endswith(digest):
+                    return v
+            n = 1 + max(
+                (int(v.split("-")[0][1:]) for v in self.versions() if v.split("-")[0][1:].isdigit()), default=-1
+            )
+            version = f"v{n}-{digest}"
+            tmp = self.root / "versions" / f".{version}.tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            shutil.copyfile(weights, tmp / "best.pt")
+            with atomic_write(tmp / "meta.json") as f:
+                json.dump({"version": version, "created_at": time.time(), "source": str(weights), **meta}, f, indent=2)
+            os.replace(tmp, self.root / "versions" / version)
+        return version
+
+    def promote(self, version: str) -> None:
+        if version not in self.versions():
+            raise KeyError(f"unknown model version {version!r}")
+        with atomic_write(self.root / "current.json") as f:
+            json.dump({"version": version, "promoted_at": time.time()}, f)
+
+    def resolve(self, weights: str | None) -> tuple[str, Path]:
+        """The version to serve at start-up.
+
+        ``weights`` never seen before are registered and promoted; weights already registered (the same
+        ``MODEL_PATH`` after a restart) leave the current version, possibly a retrained one, in place.
+
+        Raises:
+            FileNotFoundError: nothing to serve (no weights given and no current version).
+        """
+        if weights:
+            p = Path(weights)
+            if not p.is_file():
+                raise FileNotFoundError(f"model weights not found: {p}")
+            known = any(v.endswith(_sha(p)[:8]) for v in self.versions())
+            version = self.add(p, note="initial weights")
+            if self.current() is None or not known:  # new weights win; known ones do not undo a retrained model
+                self.promote(version)
+        cur = self.current()
+        if cur is None:
+            raise FileNotFoundError(
+                f"no model in {self.root}: set MODEL_PATH (or pass --model) to the weights to serve"
+            )
+        return cur, self.path(cur)

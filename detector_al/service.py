@@ -1,0 +1,159 @@
+"""The prediction service behind the ML backend: Label Studio tasks in, scored pre-annotations out.
+
+Holds the one loaded :class:`~detector_al.detector.Detector` (swapped atomically after retraining), parses
+and caches label configs, fetches task images, scores and auto-accepts, records everything in the store.
+The HTTP layer (``ml_backend``) only parses requests and calls this.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from detector_al.detector import Detector
+from detector_al.label_config import RectangleTarget, parse_label_config
+from detector_al.ls_client import ImageFetchError, fetch_task_image, project_id
+from detector_al.ls_regions import to_label_studio_regions
+from detector_al.pseudo_labels import CealConfig, auto_accept
+from detector_al.store import PredictionRow, Store
+from detector_al.types import ImagePredictions
+from detector_al.uncertainty import get_strategy
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServiceConfig:
+    score_threshold: float = 0.25
+    strategy: str = "mi_aod"
+    ceal: CealConfig = field(default_factory=CealConfig)
+    label_mapping: dict[str, str] = field(default_factory=dict)
+    local_files_root: Path | None = None
+    cache_dir: Path | None = None
+    batch_size: int = 16
+
+
+@dataclass(frozen=True)
+class TaskPrediction:
+    """One task's answer: regions, the task-level confidence, and what was recorded."""
+
+    task_id: int | None
+    result: list[dict]
+    score: float | None
+    model_version: str
+    error: str | None = None
+
+    def to_label_studio(self) -> dict:
+        return {"result": self.result, "score": self.score, "model_version": self.model_version}
+
+
+class PredictionService:
+    """Thread-safe: inference runs under a lock, and :meth:`swap` replaces the model between requests."""
+
+    def __init__(self, detector: Detector, store: Store, config: ServiceConfig | None = None) -> None:
+        self._detector = detector
+        self.store = store
+        self.config = config or ServiceConfig()
+        self.strategy = get_strategy(self.config.strategy)
+        self._infer_lock = threading.Lock()
+        self._targets: dict[str, RectangleTarget] = {}
+        self._fetch_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="detector-al-fetch")
+
+    @property
+    def detector(self) -> Detector:
+        return self._detector
+
+    @property
+    def model_version(self) -> str:
+        return self._detector.version
+
+    def swap(self, detector: Detector) -> None:
+        """Serve ``detector`` from now on; a request in flight finishes on the old one, never on a mix."""
+        with self._infer_lock:
+            self._detector = detector
+        log.info("now serving model version %s", detector.version)
+
+    def target(self, label_config: str) -> RectangleTarget:
+        """Parse (once per distinct config) and map classes to labels; raises LabelConfigError."""
+        key = hashlib.sha256(label_config.encode()).hexdigest()
+        names = self._detector.names
+        key += ":" + ",".join(names)
+        if key not in self._targets:
+            self._targets[key] = parse_label_config(label_config, names, self.config.label_mapping)
+            if len(self._targets) > 64:
+                self._targets.pop(next(iter(self._targets)))
+        return self._targets[key]
+
+    def predict_tasks(
+        self,
+        tasks: list[dict],
+        label_config: str,
+        project: str | int | None = None,
+        hostname: str | None = None,
+        access_token: str | None = None,
+    ) -> list[TaskPrediction]:
+        """One :class:`TaskPrediction` per task, in order; a task whose image fails gets an empty result."""
+        target = self.target(label_config)
+        pid = project_id(project)
+        fetched = list(self._fetch_pool.map(lambda t: self._fetch(t, target, hostname, access_token), tasks))
+        paths = [p for p, _ in fetched if p is not None]
+        with self._infer_lock:
+            detector = self._detector
+            preds = {p.source: p for p in detector.predict([str(x) for x in paths], self.config.batch_size)}
+        round_index = self.store.project(pid)["round"] if pid is not None else 0
+        out: list[TaskPrediction] = []
+        rows: list[PredictionRow] = []
+        for task, (path, fetch_error) in zip(tasks, fetched, strict=True):
+            task_id = task.get("id")
+            pred = preds.get(str(path)) if path is not None else None
+            error = fetch_error or (pred.error if pred is not None and not pred.ok else None)
+            if error or pred is None:
+                log.error("task %s: %s", task_id, error)
+                out.append(TaskPrediction(task_id, [], None, detector.version, error))
+                if task_id is not None:
+                    rows.append(
+                        PredictionRow(
+                            int(task_id), str(path or ""), detector.version, None, None, "error", round_index, 0, error
+                        )
+                    )
+                continue
+            item, row = self._answer(task_id, pred, target, round_index, detector.version)
+            out.append(item)
+            if row is not None:
+                rows.append(row)
+        if pid is not None and rows:
+            self.store.record_predictions(pid, rows)
+        return out
+
+    def _fetch(self, task: dict, target: RectangleTarget, hostname, access_token) -> tuple[Path | None, str | None]:
+        url = (task.get("data") or {}).get(target.value_key)
+        if not url:
+            return (
+                None,
+                f'task data has no {target.value_key!r} field (the config\'s <Image value="${target.value_key}">)',
+            )
+        try:
+            return fetch_task_image(
+                str(url), hostname, access_token, task.get("id"), self.config.local_files_root, self.config.cache_dir
+            ), None
+        except ImageFetchError as exc:
+            return None, str(exc)
+
+    def _answer(self, task_id, pred: ImagePredictions, target: RectangleTarget, round_index: int, version: str):
+        score = float(self.strategy.score(pred))
+        verdict = auto_accept(pred, score, round_index, self.config.ceal)
+        shown = pred.detections[pred.detections.confidence >= self.config.score_threshold]
+        regions = to_label_studio_regions(shown, pred.width, pred.height, target)
+        confidence = self.strategy.confidence(score)
+        item = TaskPrediction(task_id, regions, round(confidence, 6), version)
+        row = None
+        if task_id is not None:
+            decision = "auto_accept" if verdict.accepted else "query"
+            row = PredictionRow(
+                int(task_id), pred.source, version, score, confidence, decision, round_index, len(regions)
+            )
+        return item, row

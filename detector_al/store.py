@@ -1,0 +1,305 @@
+"""The backend's state in one SQLite file: predictions and their queue ranks, webhook events, training jobs.
+
+One connection per thread, WAL journaling, and every write in a transaction, so a crash mid-run leaves
+the file consistent and readers never see half a batch. Id spaces are kept apart by name: ``project``
+(Label Studio project id), ``task_id`` (Label Studio task id), ``content_hash`` (image bytes), ``job_id``.
+
+Example:
+    >>> s = Store(":memory:")
+    >>> s.enqueue_training(1, "START_TRAINING")
+    (1, True)
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS projects (
+    project INTEGER PRIMARY KEY,
+    round INTEGER NOT NULL DEFAULT 0,
+    model_version TEXT,
+    annotations_since_training INTEGER NOT NULL DEFAULT 0,
+    updated_at REAL
+);
+CREATE TABLE IF NOT EXISTS predictions (
+    project INTEGER NOT NULL,
+    task_id INTEGER NOT NULL,
+    image TEXT,
+    model_version TEXT,
+    score REAL,
+    confidence REAL,
+    decision TEXT,
+    rank INTEGER,
+    round INTEGER,
+    n_boxes INTEGER,
+    error TEXT,
+    updated_at REAL,
+    PRIMARY KEY (project, task_id)
+);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    action TEXT NOT NULL,
+    project INTEGER,
+    task_id INTEGER,
+    annotation_id INTEGER,
+    received_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS training_jobs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    project INTEGER,
+    reason TEXT,
+    status TEXT NOT NULL,
+    requested_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    error TEXT,
+    model_version TEXT,
+    detail TEXT
+);
+CREATE TABLE IF NOT EXISTS images (
+    content_hash TEXT NOT NULL,
+    project INTEGER NOT NULL,
+    path TEXT NOT NULL,
+    task_id INTEGER,
+    width INTEGER,
+    height INTEGER,
+    score REAL,
+    decision TEXT,
+    rank INTEGER,
+    round INTEGER,
+    model_version TEXT,
+    detections TEXT,
+    error TEXT,
+    updated_at REAL,
+    PRIMARY KEY (content_hash, project)
+);
+"""
+
+QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
+
+
+@dataclass(frozen=True)
+class PredictionRow:
+    """What the backend remembers of one task's latest prediction."""
+
+    task_id: int
+    image: str
+    model_version: str
+    score: float | None
+    confidence: float | None
+    decision: str
+    round: int
+    n_boxes: int
+    error: str | None = None
+
+
+class Store:
+    """Thread-safe access to the SQLite state file (created on first use)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._lock = threading.RLock()
+        self._shared = (
+            sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            if self.path == ":memory:"
+            else None
+        )
+        with self._lock:
+            self._conn().executescript(SCHEMA)
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._shared is not None:
+            return self._shared
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.row_factory = sqlite3.Row
+            self._local.conn = conn
+        return conn
+
+    class _Tx:
+        def __init__(self, store: Store) -> None:
+            self.store = store
+
+        def __enter__(self) -> sqlite3.Connection:
+            self.store._lock.acquire()
+            self.conn = self.store._conn()
+            self.conn.row_factory = sqlite3.Row
+            self.conn.execute("BEGIN IMMEDIATE")
+            return self.conn
+
+        def __exit__(self, exc_type, exc, tb) -> None:
+            try:
+                self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+            finally:
+                self.store._lock.release()
+
+    def _tx(self) -> _Tx:
+        return Store._Tx(self)
+
+    def _query(self, sql: str, args: Iterable = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            conn = self._conn()
+            conn.row_factory = sqlite3.Row
+            return conn.execute(sql, tuple(args)).fetchall()
+
+    # ---- projects ------------------------------------------------------------------------------------
+
+    def project(self, project: int) -> dict:
+        """The project's round, model version and annotation counter (defaults for an unseen project)."""
+        rows = self._query("SELECT * FROM projects WHERE project = ?", (project,))
+        if rows:
+            return dict(rows[0])
+        return {"project": project, "round": 0, "model_version": None, "annotations_since_training": 0}
+
+    def set_project(self, project: int, **fields) -> None:
+        allowed = {"round", "model_version", "annotations_since_training"}
+        if not set(fields) <= allowed:
+            raise ValueError(f"unknown project fields: {set(fields) - allowed}")
+        with self._tx() as c:
+            c.execute("INSERT OR IGNORE INTO projects (project, updated_at) VALUES (?, ?)", (project, time.time()))
+            for k, v in fields.items():
+                c.execute(f"UPDATE projects SET {k} = ?, updated_at = ? WHERE project = ?", (v, time.time(), project))
+
+    # ---- predictions ---------------------------------------------------------------------------------
+
+    def record_predictions(self, project: int, rows: list[PredictionRow]) -> None:
+        """Upsert the rows and renumber the project's queue (rank 1 = most uncertain), in one transaction."""
+        now = time.time()
+        with self._tx() as c:
+            c.executemany(
+                "INSERT INTO predictions (project, task_id, image, model_version, score, confidence, decision, round,"
+                " n_boxes, error, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+                " ON CONFLICT(project, task_id) DO UPDATE SET image=excluded.image,"
+                " model_version=excluded.model_version, score=excluded.score, confidence=excluded.confidence,"
+                " decision=excluded.decision, round=excluded.round, n_boxes=excluded.n_boxes, error=excluded.error,"
+                " updated_at=excluded.updated_at",
+                [
+                    (
+                        project,
+                        r.task_id,
+                        r.image,
+                        r.model_version,
+                        r.score,
+                        r.confidence,
+                        r.decision,
+                        r.round,
+                        r.n_boxes,
+                        r.error,
+                        now,
+                    )
+                    for r in rows
+                ],
+            )
+            c.execute(
+                "UPDATE predictions SET rank = (SELECT r FROM (SELECT task_id, ROW_NUMBER() OVER ("
+                " ORDER BY CASE decision WHEN 'auto_accept' THEN 1 ELSE 0 END, score DESC, task_id) AS r"
+                " FROM predictions WHERE project = ? AND score IS NOT NULL) q WHERE q.task_id = predictions.task_id)"
+                " WHERE project = ?",
+                (project, project),
+            )
+
+    def predictions(self, project: int) -> list[dict]:
+        """The project's stored predictions, in queue order (unranked errors last)."""
+        rows = self._query(
+            "SELECT * FROM predictions WHERE project = ? ORDER BY rank IS NULL, rank, task_id", (project,)
+        )
+        return [dict(r) for r in rows]
+
+    # ---- webhook events ------------------------------------------------------------------------------
+
+    def record_event(self, action: str, project: int | None, task_id: int | None, annotation_id: int | None) -> int:
+        with self._tx() as c:
+            cur = c.execute(
+                "INSERT INTO events (action, project, task_id, annotation_id, received_at) VALUES (?,?,?,?,?)",
+                (action, project, task_id, annotation_id, time.time()),
+            )
+            if project is not None and action in ("ANNOTATION_CREATED", "ANNOTATION_UPDATED"):
+                c.execute("INSERT OR IGNORE INTO projects (project, updated_at) VALUES (?, ?)", (project, time.time()))
+                c.execute(
+                    "UPDATE projects SET annotations_since_training = annotations_since_training + 1 WHERE project = ?",
+                    (project,),
+                )
+            return int(cur.lastrowid)
+
+    def events(self, project: int | None = None) -> list[dict]:
+        if project is None:
+            return [dict(r) for r in self._query("SELECT * FROM events ORDER BY id")]
+        return [dict(r) for r in self._query("SELECT * FROM events WHERE project = ? ORDER BY id", (project,))]
+
+    # ---- training jobs -------------------------------------------------------------------------------
+
+    def enqueue_training(self, project: int | None, reason: str) -> tuple[int, bool]:
+        """Queue a training run for ``project`` unless one is already queued (bursts coalesce).
+
+        Returns:
+            (job id, whether a new job was created).
+        """
+        with self._tx() as c:
+            row = c.execute(
+                "SELECT id FROM training_jobs WHERE status = ? AND project IS ? ORDER BY id LIMIT 1", (QUEUED, project)
+            ).fetchone()
+            if row:
+                c.execute(
+                    "UPDATE training_jobs SET reason = reason || ', ' || ? WHERE id = ? AND length(reason) < 500",
+                    (reason, row["id"]),
+                )
+                return int(row["id"]), False
+            cur = c.execute(
+                "INSERT INTO training_jobs (project, reason, status, requested_at) VALUES (?,?,?,?)",
+                (project, reason, QUEUED, time.time()),
+            )
+            return int(cur.lastrowid), True
+
+    def claim_training(self) -> dict | None:
+        """Mark the oldest queued job as running and return it (None when the queue is empty)."""
+        with self._tx() as c:
+            row = c.execute("SELECT * FROM training_jobs WHERE status = ? ORDER BY id LIMIT 1", (QUEUED,)).fetchone()
+            if row is None:
+                return None
+            c.execute(
+                "UPDATE training_jobs SET status = ?, started_at = ? WHERE id = ?", (RUNNING, time.time(), row["id"])
+            )
+            job = dict(row)
+            job["status"] = RUNNING
+            return job
+
+    def finish_training(
+        self,
+        job_id: int,
+        status: str,
+        error: str | None = None,
+        model_version: str | None = None,
+        detail: dict | None = None,
+    ) -> None:
+        with self._tx() as c:
+            c.execute(
+                "UPDATE training_jobs SET status = ?, finished_at = ?, error = ?, model_version = ?, detail = ?"
+                " WHERE id = ?",
+                (status, time.time(), error, model_version, json.dumps(detail) if detail else None, job_id),
+            )
+
+    def requeue_interrupted(self) -> int:
+        """After a restart: jobs left ``running`` by a crash go back to the queue. Returns how many."""
+        with self._tx() as c:
+            cur = c.execute(
+                "UPDATE training_jobs SET status = ?, started_at = NULL,"
+                " detail = 'requeued: the backend stopped while this job was running' WHERE status = ?",
+                (QUEUED, RUNNING),
+            )
+            return cur.rowcount
+
+    def training_jobs(self, limit: int = 20) -> list[dict]:
+        return [dict(r) for r in self._query("SELECT * FROM training_jobs ORDER BY id DESC LIMIT ?", (limit,))]

@@ -1,0 +1,37 @@
+"""Request dependencies: the backend object and HTTP basic auth."""
+
+from __future__ import annotations
+
+import secrets
+
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPBasic, HTTPBasicCredentials
+
+from ml_backend.state import Backend
+
+_basic = HTTPBasic(auto_error=False)
+
+
+def get_backend(request: Request) -> Backend:
+    return request.app.state.backend
+
+
+def require_auth(
+    credentials: HTTPBasicCredentials | None = Depends(_basic), backend: Backend = Depends(get_backend)
+) -> None:
+    """With BASIC_AUTH_USER / BASIC_AUTH_PASS set, every endpoint but /health needs them (Label Studio's
+    "Basic auth" option); a missing or wrong pair gets 401."""
+    user, password = backend.settings.basic_auth_user, backend.settings.basic_auth_pass
+    if not user and not password:
+        return
+    ok = (
+        credentials is not None
+        and secrets.compare_digest(credentials.username.encode(), (user or "").encode())
+        and secrets.compare_digest(credentials.password.encode(), (password or "").encode())
+    )
+    if not ok:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "wrong or missing basic-auth credentials",
+            headers={"WWW-Authenticate": "Basic"},
+        )

@@ -1,0 +1,31 @@
+"""POST /setup (Label Studio connects or is about to predict) and GET /versions."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, HTTPException
+
+from detector_al.label_config import LabelConfigError
+from detector_al.ls_client import project_id
+from ml_backend.dependencies import get_backend, require_auth
+from ml_backend.schemas import SetupRequest, SetupResponse, VersionsResponse
+from ml_backend.state import Backend
+
+router = APIRouter(dependencies=[Depends(require_auth)])
+
+
+@router.post("/setup", response_model=SetupResponse)
+def setup(body: SetupRequest, backend: Backend = Depends(get_backend)) -> SetupResponse:
+    try:
+        target = backend.service.target(body.schema_)
+    except LabelConfigError as exc:
+        raise HTTPException(422, str(exc)) from None
+    pid = project_id(body.project)
+    backend.remember(body.hostname, body.access_token, pid, body.schema_)
+    if pid is not None:
+        backend.sync_model_version(pid)
+    return SetupResponse(model_version=backend.service.model_version, unmatched_labels=list(target.unmatched_labels))
+
+
+@router.get("/versions", response_model=VersionsResponse)
+def versions(backend: Backend = Depends(get_backend)) -> VersionsResponse:
+    return VersionsResponse(versions=backend.registry.versions() or [backend.service.model_version])

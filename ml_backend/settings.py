@@ -1,0 +1,33 @@
+"""Backend settings, from the environment variables Label Studio users know (or a .env file)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every field reads the upper-case environment variable of its name (``MODEL_DIR``, ``SCORE_THRESHOLD`` ...)."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", protected_namespaces=())
+
+    label_studio_url: str | None = Field(None, description="Label Studio URL (else the one /setup sends)")
+    label_studio_api_key: str | None = Field(None, description="Label Studio API token (else the one /setup sends)")
+    basic_auth_user: str | None = None
+    basic_auth_pass: str | None = None
+    model_dir: Path = Field(Path("models/backend"), description="model versions and the SQLite state live here")
+    model_path: str | None = Field(None, description="initial weights (default: the newest version in MODEL_DIR)")
+    score_threshold: float = Field(0.25, ge=0.0, le=1.0, description="lowest box confidence sent to Label Studio")
+    label_mapping: dict[str, str] = Field(default_factory=dict, description='JSON, e.g. {"car": "Vehicle"}')
+    strategy: str = "mi_aod"
+    ceal_delta0: float | None = None
+    ceal_decay: float | None = None
+    train_every: int = Field(0, ge=0, description="queue a training run every N new or updated annotations (0: off)")
+    local_files_document_root: Path | None = Field(None, description="shared local-files root: read images from disk")
+    store_path: Path | None = Field(None, description="SQLite file (default MODEL_DIR/detector_al.sqlite3)")
+
+    @property
+    def store_file(self) -> Path:
+        return self.store_path or self.model_dir / "detector_al.sqlite3"

@@ -1,0 +1,179 @@
+"""The ML backend over HTTP (FastAPI TestClient, real model): protocol, bad input, auth, webhooks."""
+
+from __future__ import annotations
+
+import base64
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+
+from ml_backend.main import create_app
+from ml_backend.settings import Settings
+
+NO_RECT = (
+    '<View><Image name="image" value="$image"/><Choices name="c" toName="image"><Choice value="a"/></Choices></View>'
+)
+
+
+@pytest.fixture(scope="module")
+def label_config(sample_data) -> str:
+    return (sample_data / "label_config.xml").read_text()
+
+
+def make_client(tmp_path, weights, **settings) -> TestClient:
+    s = Settings(model_dir=tmp_path / "models", model_path=str(weights), **settings)
+    return TestClient(create_app(s))
+
+
+@pytest.fixture
+def client(tmp_path, trained_weights):
+    with make_client(tmp_path, trained_weights) as c:
+        yield c
+
+
+def tasks_for(paths, start=1):
+    return [{"id": start + i, "data": {"image": str(p)}} for i, p in enumerate(paths)]
+
+
+def test_health_and_setup_report_the_same_model_version(client, label_config):
+    h = client.get("/health").json()
+    assert h["status"] == "UP"
+    s = client.post("/setup", json={"project": "3.1700000000", "schema": label_config}).json()
+    assert s["model_version"] == h["model_version"] and s["model_version"].startswith("v0-")
+    assert client.get("/versions").json()["versions"] == [s["model_version"]]
+
+
+def test_predict_one_result_per_task_in_order_and_failures_are_isolated(client, label_config, sample_data):
+    good = sorted((sample_data / "images" / "val").glob("*.jpg"))[:4]
+    tasks = tasks_for(good)
+    tasks.insert(2, {"id": 99, "data": {"image": str(sample_data / "bad_inputs" / "truncated.jpg")}})
+    tasks.insert(3, {"id": 98, "data": {"image": "/data/upload/1/missing.jpg"}})
+    r = client.post("/predict", json={"tasks": tasks, "project": "3.17", "label_config": label_config})
+    assert r.status_code == 200, r.text
+    results = r.json()["results"]
+    assert len(results) == len(tasks)
+    assert results[2]["result"] == [] and results[3]["result"] == []
+    version = client.get("/health").json()["model_version"]
+    for res in (results[0], results[1], results[4], results[5]):
+        assert res["model_version"] == version and 0 < res["score"] <= 1
+        for region in res["result"]:
+            v = region["value"]
+            assert region["type"] == "rectanglelabels" and v["rectanglelabels"][0] in ("circle", "square", "star")
+            assert 0 <= v["x"] <= 100 and 0 < v["width"] <= 100 and region["original_width"] > 0
+    assert sum(len(res["result"]) for res in results) > 0
+    stored = client.app.state.backend.store.predictions(3)
+    assert {row["task_id"] for row in stored} == {t["id"] for t in tasks}
+    ranked = [row for row in stored if row["rank"] is not None]
+    assert [row["rank"] for row in ranked] == list(range(1, len(ranked) + 1))
+    non_accepted = [row for row in ranked if row["decision"] != "auto_accept"]
+    assert all(a["score"] >= b["score"] for a, b in zip(non_accepted, non_accepted[1:], strict=False))
+    assert {row["task_id"] for row in stored if row["error"]} == {98, 99}
+
+
+def test_label_config_errors_are_clear(client, label_config):
+    r = client.post("/setup", json={"project": "1.1", "schema": NO_RECT})
+    assert r.status_code == 422 and "RectangleLabels" in r.json()["detail"]
+    other = label_config.replace('"circle"', '"Car"').replace('"square"', '"Bus"').replace('"star"', '"Bike"')
+    r = client.post("/setup", json={"project": "1.1", "schema": other})
+    assert r.status_code == 422 and "Car" in r.json()["detail"] and "circle" in r.json()["detail"]
+    mapped = other.replace('value="Car"', 'value="Car" predicted_values="circle"')
+    r = client.post("/setup", json={"project": "1.1", "schema": mapped})
+    assert r.status_code == 200 and set(r.json()["unmatched_labels"]) == {"Bus", "Bike"}
+
+
+def test_malformed_requests_get_422_with_a_message(client):
+    r = client.post("/predict", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 422 and "invalid request" in r.json()["detail"]
+    r = client.post("/predict", json={"project": "1.1"})
+    assert r.status_code == 422 and "tasks" in r.json()["detail"]
+    r = client.post("/webhook", json={"project": 1})
+    assert r.status_code == 422 and "action" in r.json()["detail"]
+    r = client.post("/predict", json={"tasks": [{"id": 1, "data": {}}], "project": "77.1"})
+    assert r.status_code == 422 and "setup" in r.json()["detail"]
+
+
+def test_webhook_records_events_and_coalesces_training_requests(tmp_path, trained_weights):
+    import threading
+
+    release, seen = threading.Event(), []
+
+    def slow_job(job, report):  # stands in for the trainer: blocks until released
+        seen.append(job["id"])
+        report(phase="train", epoch=1, epochs=2)
+        release.wait(10)
+        return {"model_version": "vX"}
+
+    s = Settings(model_dir=tmp_path / "models", model_path=str(trained_weights))
+    with TestClient(create_app(s, run_job=slow_job)) as client:
+        started = time.perf_counter()
+        jobs = []
+        for i in range(5):
+            r = client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 5}})
+            assert r.status_code == 200
+            jobs.append(r.json()["training_job"])
+            if i == 0:
+                deadline = time.time() + 5
+                while not seen and time.time() < deadline:
+                    time.sleep(0.02)
+        r = client.post(
+            "/webhook",
+            json={"action": "ANNOTATION_CREATED", "project": {"id": 5}, "task": {"id": 9}, "annotation": {"id": 4}},
+        )
+        assert (time.perf_counter() - started) / 6 < 0.5
+        store = client.app.state.backend.store
+        assert [e["action"] for e in store.events(5)] == ["START_TRAINING"] * 5 + ["ANNOTATION_CREATED"]
+        assert store.events(5)[-1]["task_id"] == 9
+        assert len(set(jobs)) == 2, jobs  # the running one, and one queued job for the rest of the burst
+        state = client.get("/health").json()["training"]
+        assert state["phase"] == "train" and state["epoch"] == 1 and state["queued"] == 1 and state["elapsed_s"] >= 0
+        release.set()
+        deadline = time.time() + 10
+        while time.time() < deadline and any(j["status"] != "done" for j in store.training_jobs()):
+            time.sleep(0.05)
+        assert [j["status"] for j in store.training_jobs()] == ["done", "done"]
+
+
+def test_without_a_trainer_jobs_fail_visibly(client):
+    client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 6}})
+    store = client.app.state.backend.store
+    deadline = time.time() + 10
+    while time.time() < deadline and store.training_jobs()[0]["status"] in ("queued", "running"):
+        time.sleep(0.05)
+    assert store.training_jobs()[0]["status"] == "failed" and "no trainer" in store.training_jobs()[0]["error"]
+    assert client.get("/health").json()["training"]["last"]["status"] == "failed"
+
+
+def test_train_every_n_annotations(tmp_path, trained_weights):
+    with make_client(tmp_path, trained_weights, train_every=3) as c:
+        ids = [
+            c.post("/webhook", json={"action": "ANNOTATION_CREATED", "project": {"id": 2}, "task": {"id": i}}).json()[
+                "training_job"
+            ]
+            for i in range(3)
+        ]
+        assert ids[:2] == [None, None] and ids[2] is not None
+
+
+def test_basic_auth(tmp_path, trained_weights, label_config):
+    with make_client(tmp_path, trained_weights, basic_auth_user="ls", basic_auth_pass="s3cret") as c:
+        assert c.get("/health").status_code == 200
+        body = {"project": "1.1", "schema": label_config}
+        assert c.post("/setup", json=body).status_code == 401
+        bad = base64.b64encode(b"ls:wrong").decode()
+        assert c.post("/setup", json=body, headers={"Authorization": f"Basic {bad}"}).status_code == 401
+        good = base64.b64encode(b"ls:s3cret").decode()
+        assert c.post("/setup", json=body, headers={"Authorization": f"Basic {good}"}).status_code == 200
+
+
+def test_concurrent_predictions_are_consistent(client, label_config, sample_data):
+    from concurrent.futures import ThreadPoolExecutor
+
+    paths = sorted((sample_data / "images" / "val").glob("*.jpg"))[:3]
+    body = {"tasks": tasks_for(paths), "label_config": label_config}
+    ref = client.post("/predict", json=body).json()
+    with ThreadPoolExecutor(4) as pool:
+        outs = list(pool.map(lambda _: client.post("/predict", json=body).json(), range(6)))
+    for out in outs:
+        assert [len(r["result"]) for r in out["results"]] == [len(r["result"]) for r in ref["results"]]
+        assert [r["score"] for r in out["results"]] == pytest.approx([r["score"] for r in ref["results"]], abs=1e-5)
