@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import itertools
 import time
 
 import pytest
@@ -67,7 +68,7 @@ def test_predict_one_result_per_task_in_order_and_failures_are_isolated(client, 
     ranked = [row for row in stored if row["rank"] is not None]
     assert [row["rank"] for row in ranked] == list(range(1, len(ranked) + 1))
     non_accepted = [row for row in ranked if row["decision"] != "auto_accept"]
-    assert all(a["score"] >= b["score"] for a, b in zip(non_accepted, non_accepted[1:], strict=False))
+    assert all(a["score"] >= b["score"] for a, b in itertools.pairwise(non_accepted))
     assert {row["task_id"] for row in stored if row["error"]} == {98, 99}
 
 
