@@ -288,7 +288,7 @@ def make_bad_inputs(out: Path, rng: np.random.Generator) -> dict[str, str]:
     stored.save(out / "exif_rotated.jpg", quality=90, exif=exif.tobytes())
     expected["exif_rotated.jpg"] = "ok"
 
-    big = base.resize((8000, 6000), Image.BILINEAR)
+    big = base.resize((base.width * 25, base.height * 25), Image.BILINEAR)  # 5600 x 5600 up to 8000 x 6000
     big.save(out / "huge.jpg", quality=60)
     expected["huge.jpg"] = "ok"
 

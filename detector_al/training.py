@@ -33,8 +33,8 @@ class TrainConfig:
     device: str | None = None
     workers: int = 2
     patience: int = 100
-    lr0: float = 0.01
-    optimizer: str = "SGD"
+    lr0: float = 0.004
+    optimizer: str = "AdamW"
     warmup_epochs: float = 3.0
 
 

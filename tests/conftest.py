@@ -14,7 +14,9 @@ TEST_EPOCHS = int(os.environ.get("DETECTOR_AL_TEST_EPOCHS", "60"))
 
 
 def _sample_key() -> str:
-    h = hashlib.sha256(f"epochs={TEST_EPOCHS}".encode())
+    from detector_al.training import TrainConfig
+
+    h = hashlib.sha256(repr(TrainConfig(epochs=TEST_EPOCHS)).encode())
     for p in sorted((SAMPLE / "labels").rglob("*.txt")):
         h.update(p.read_bytes())
     return h.hexdigest()[:10]
