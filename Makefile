@@ -5,7 +5,11 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PIP    := $(BIN)/python -m pip
 
-.PHONY: setup demo test test-fast lint bench model clean
+LS_VENV  := .venv-ls
+LS_STAMP := $(LS_VENV)/.installed
+LABEL_STUDIO_VERSION := 1.23.2
+
+.PHONY: setup ls-setup demo test test-fast lint bench model clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -16,14 +20,23 @@ $(STAMP): pyproject.toml constraints.txt
 
 setup: $(STAMP)
 
+## Label Studio in its own environment (it is a separate server with its own pins).
+$(LS_STAMP):
+	$(PYTHON) -m venv $(LS_VENV)
+	$(LS_VENV)/bin/python -m pip install -q --upgrade pip
+	$(LS_VENV)/bin/python -m pip install -q "label-studio==$(LABEL_STUDIO_VERSION)"
+	touch $(LS_STAMP)
+
+ls-setup: $(LS_STAMP)
+
 ## The main job on the embedded default: sample data, bootstrap model, ranked queue.
-demo: $(STAMP)
+demo: $(STAMP) $(LS_STAMP)
 	$(BIN)/detector-al demo
 
-## The test suite (trains its own small model; no network).
-test: $(STAMP)
+## The test suite: trains its own small model and starts a real Label Studio (no network).
+test: $(STAMP) $(LS_STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q
+	DETECTOR_AL_REQUIRE_LS=1 $(BIN)/python -m pytest -q
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
@@ -39,4 +52,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_inference.py
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(LS_VENV) runs .pytest_cache .ruff_cache

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field, replace
 
 from detector_al.detector import Detector
@@ -55,6 +56,7 @@ class Backend:
         )
         self.credentials = Credentials(settings.label_studio_url, settings.label_studio_api_key)
         self.worker = TrainingWorker(self.store, run_job)
+        self._synced: dict[int, str] = {}
 
     def remember(self, hostname: str | None, token: str | None, project: int | None, label_config: str | None) -> None:
         """Keep what /setup or a webhook told us (environment settings take precedence)."""
@@ -71,12 +73,27 @@ class Backend:
         return LabelStudioClient(self.credentials.url, self.credentials.token)
 
     def sync_model_version(self, project: int) -> None:
-        """Set the project's model_version to ours, in the background (Label Studio waits on /setup)."""
+        """Set the project's model_version to ours, in the background (Label Studio waits on /setup and /predict).
+
+        Label Studio accepts a version only once it knows it (from the backend's /setup answer or from stored
+        predictions), so a refusal is retried a few times.
+        """
+        version = self.service.model_version
+        if self._synced.get(project) == version:
+            return
 
         def run() -> None:
-            try:
-                self.client().set_model_version(project, self.service.model_version)
-            except Exception as exc:  # logged, never fatal: predictions still work
-                log.warning("could not set project %s model_version: %s", project, exc)
+            delay = 0.5
+            for attempt in range(6):
+                try:
+                    self.client().set_model_version(project, version)
+                    self._synced[project] = version
+                    return
+                except Exception as exc:  # logged, never fatal: predictions still work  # noqa: BLE001
+                    if attempt == 5:
+                        log.warning("could not set project %s model_version to %s: %s", project, version,
+                                    str(exc).splitlines()[-1][:300])
+                    time.sleep(delay)
+                    delay *= 2
 
         threading.Thread(target=run, name="detector-al-sync-version", daemon=True).start()

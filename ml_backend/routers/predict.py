@@ -25,4 +25,6 @@ def predict(body: PredictRequest, backend: Backend = Depends(get_backend)) -> Pr
         )
     except LabelConfigError as exc:
         raise HTTPException(422, str(exc)) from None
+    if pid is not None:
+        backend.sync_model_version(pid)
     return PredictResponse(results=[TaskResult(**a.to_label_studio()) for a in answers])

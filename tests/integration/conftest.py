@@ -1,0 +1,105 @@
+"""A real Label Studio (from .venv-ls) and a real backend server (uvicorn, subprocess) for integration tests."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from detector_al.local_label_studio import LocalLabelStudio, free_port, label_studio_bin
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def pytest_collection_modifyitems(config, items):
+    if label_studio_bin().exists():
+        return
+    if os.environ.get("DETECTOR_AL_REQUIRE_LS"):
+        raise pytest.UsageError(f"DETECTOR_AL_REQUIRE_LS is set but {label_studio_bin()} does not exist")
+    skip = pytest.mark.skip(reason=f"no Label Studio at {label_studio_bin()} (make ls-setup)")
+    for item in items:
+        if "integration" in str(item.fspath):
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def ls_template() -> Path:
+    """An initialised Label Studio data dir (migrations run once, then copied per session)."""
+    template = REPO / ".cache" / "ls-template"
+    LocalLabelStudio(template).init()
+    return template
+
+
+@pytest.fixture(scope="session")
+def label_studio(ls_template, tmp_path_factory):
+    data = tmp_path_factory.mktemp("ls-data")
+    files = tmp_path_factory.mktemp("ls-files")
+    ls = LocalLabelStudio(data / "d", files_root=files)
+    ls.copy_from(ls_template)
+    with ls:
+        yield ls
+
+
+@pytest.fixture(scope="session")
+def ls_client(label_studio):
+    from label_studio_sdk import LabelStudio
+
+    return LabelStudio(base_url=label_studio.url, api_key=label_studio.token)
+
+
+class BackendServer:
+    def __init__(self, weights: Path, files_root: Path, model_dir: Path, **env) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.model_dir = model_dir
+        self.log = model_dir.parent / f"backend-{self.port}.log"
+        self.env = {**os.environ, "MODEL_DIR": str(model_dir), "LOCAL_FILES_DOCUMENT_ROOT": str(files_root),
+                    "PYTHONUNBUFFERED": "1", **{k: str(v) for k, v in env.items()}}
+        self.weights = weights
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> BackendServer:
+        cmd = [sys.executable, "-m", "detector_al", "serve", "--model", str(self.weights), "--port", str(self.port)]
+        self.proc = subprocess.Popen(cmd, env=self.env, stdout=self.log.open("a"), stderr=subprocess.STDOUT,
+                                     cwd=REPO, start_new_session=True)
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            assert self.proc.poll() is None, self.log.read_text()[-3000:]
+            try:
+                if requests.get(f"{self.url}/health", timeout=1).status_code == 200:
+                    return self
+            except requests.RequestException:
+                time.sleep(0.3)
+        raise TimeoutError(self.log.read_text()[-3000:])
+
+    def stop(self, kill: bool = False) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill() if kill else self.proc.terminate()
+            self.proc.wait(30)
+
+    def health(self) -> dict:
+        return requests.get(f"{self.url}/health", timeout=5).json()
+
+
+@pytest.fixture(scope="session")
+def backend(trained_weights, label_studio, tmp_path_factory):
+    server = BackendServer(trained_weights, label_studio.files_root, tmp_path_factory.mktemp("backend") / "models")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def pool_folder(label_studio, sample_data) -> Path:
+    """Twelve pool images under Label Studio's local-files root."""
+    dest = label_studio.files_root / "pool"
+    dest.mkdir(exist_ok=True)
+    for p in sorted((sample_data / "images" / "pool").glob("*.jpg"))[:12]:
+        shutil.copy(p, dest / p.name)
+    return dest
