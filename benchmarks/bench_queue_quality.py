@@ -49,10 +49,14 @@ def main() -> None:
     det = Detector.load(args.model or str(ensure_bootstrap_model()), conf=0.05)
     preds = list(det.predict(paths))
     n_top = max(1, len(preds) // 5)
-    print(f"pool: {len(preds)} images; rare {rare.sum()}, cluttered {clutter.sum()}, easy {easy.sum()}; "
-          f"top 20 % = {n_top} images; model {det.version}")
-    print(f"{'strategy':20s} {'AUC(hard>easy)':>15s} {'AUC(rare>easy)':>15s} {'rare in top20%':>15s} "
-          f"{'clutter in top20%':>18s}")
+    print(
+        f"pool: {len(preds)} images; rare {rare.sum()}, cluttered {clutter.sum()}, easy {easy.sum()}; "
+        f"top 20 % = {n_top} images; model {det.version}"
+    )
+    print(
+        f"{'strategy':20s} {'AUC(hard>easy)':>15s} {'AUC(rare>easy)':>15s} {'rare in top20%':>15s} "
+        f"{'clutter in top20%':>18s}"
+    )
     print(f"{'(random expectation)':20s} {0.5:15.3f} {0.5:15.3f} {rare.mean():15.1%} {clutter.mean():18.1%}")
     results = {}
     for name, strategy in STRATEGIES.items():
@@ -65,8 +69,10 @@ def main() -> None:
             "clutter_share_top20": float(clutter[top].mean()),
         }
         results[name] = row
-        print(f"{name:20s} {row['auc_hard_vs_easy']:15.3f} {row['auc_rare_vs_easy']:15.3f} "
-              f"{row['rare_share_top20']:15.1%} {row['clutter_share_top20']:18.1%}")
+        print(
+            f"{name:20s} {row['auc_hard_vs_easy']:15.3f} {row['auc_rare_vs_easy']:15.3f} "
+            f"{row['rare_share_top20']:15.1%} {row['clutter_share_top20']:18.1%}"
+        )
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"model": det.version, "pool": len(preds), "strategies": results}, indent=2))

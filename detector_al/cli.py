@@ -332,6 +332,94 @@ def _default_trainer(settings):
     return None
 
 
+@app.command()
+def ingest(
+    folder: Path = typer.Argument(..., help="Folder of images (searched recursively)."),
+    model: str = typer.Option(..., "--model", "-m", help="Weights (.pt)."),
+    ls_url: str = typer.Option(None, "--ls-url", envvar="LABEL_STUDIO_URL", help="Label Studio URL."),
+    api_key: str = typer.Option(None, "--api-key", envvar="LABEL_STUDIO_API_KEY", help="Label Studio API token."),
+    project: int = typer.Option(None, "--project", help="Label Studio project id."),
+    project_title: str = typer.Option(None, "--project-title", help="Project title (created if it does not exist)."),
+    label_config: Path = typer.Option(
+        None,
+        help="Labeling config for a new project / the import file "
+        "(default: one RectangleLabels label per model class).",
+    ),
+    files_root: Path = typer.Option(
+        None,
+        "--ls-files-root",
+        envvar="LOCAL_FILES_DOCUMENT_ROOT",
+        help="Label Studio's local-files root: images under it are served, not uploaded.",
+    ),
+    out: Path = typer.Option(None, "--out", help="Offline: write a Label Studio import file (tasks.json)."),
+    export_pseudo: Path = typer.Option(None, "--export-pseudo-labels", help="Write auto-accepted images as YOLO."),
+    store_path: Path = typer.Option(Path("runs") / "ingest.sqlite3", "--store", help="SQLite state file."),
+    strategy: str = typer.Option("mi_aod", help="Uncertainty strategy."),
+    round_index: int = typer.Option(0, "--round", help="Active-learning round (CEAL threshold)."),
+    budget: int = typer.Option(50, help="Images to put at the head of the queue."),
+    batch_size: int = typer.Option(16, help="Images per forward pass."),
+    score_threshold: float = typer.Option(0.25, help="Lowest box confidence in the pre-annotations."),
+) -> None:
+    """Pre-annotate a folder and push it into a prioritised Label Studio queue (or write tasks.json offline).
+
+    Idempotent and resumable: the content hash of each image decides; a second run adds only new files and
+    refreshes the priorities."""
+    from detector_al.ingest import IngestConfig, LabelStudioSink, export_pseudo_labels, write_tasks_json
+    from detector_al.ingest import ingest as run_ingest
+    from detector_al.label_config import LabelConfigError, default_label_config, parse_label_config
+    from detector_al.ls_client import LabelStudioClient, LabelStudioError
+    from detector_al.store import Store
+    from detector_al.uncertainty import STRATEGIES
+
+    if not folder.is_dir():
+        _fail(f"not a folder: {folder}")
+    if strategy not in STRATEGIES:
+        raise typer.BadParameter(f"unknown strategy {strategy!r}; choose one of: {', '.join(STRATEGIES)}")
+    online = ls_url is not None or project is not None or project_title is not None
+    if not online and out is None and export_pseudo is None:
+        _fail("say where the tasks go: --ls-url with --project/--project-title, or --out tasks.json (offline)")
+    det = load_detector(model, conf=0.05)
+    config_text = label_config.read_text() if label_config else default_label_config(det.names)
+    sink, pid = None, 0
+    try:
+        if online:
+            if project is None and project_title is None:
+                _fail("give --project <id> or --project-title <title>")
+            client = LabelStudioClient(ls_url or "", api_key or "")
+            client.check()
+            if project is None:
+                found = [p for p in client.ls.projects.list(title=project_title) if p.title == project_title]
+                project = (
+                    found[0].id
+                    if found
+                    else client.ls.projects.create(title=project_title, label_config=config_text).id
+                )
+            config_text = client.ls.projects.get(id=project).label_config
+            sink, pid = LabelStudioSink(client, project, files_root, folder), project
+        target = parse_label_config(config_text, det.names)
+    except (LabelStudioError, LabelConfigError) as exc:
+        _fail(str(exc))
+    cfg = IngestConfig(
+        strategy=strategy,
+        round_index=round_index,
+        budget=budget,
+        batch_size=batch_size,
+        score_threshold=score_threshold,
+        files_root=files_root,
+    )
+    store = Store(store_path)
+    report = run_ingest(folder, det, store, target, cfg, sink=sink, project=pid)
+    typer.echo(report.summary())
+    if out is not None:
+        n = write_tasks_json(store, out, det.version, pid)
+        typer.echo(f"{n} tasks -> {out}" + (f" (image URLs relative to {files_root})" if files_root else ""))
+    if export_pseudo is not None:
+        n = export_pseudo_labels(store, export_pseudo, det.names, pid)
+        typer.echo(f"{n} auto-accepted images -> {export_pseudo} (YOLO, pseudo-labels: not human annotations)")
+    if sink is not None:
+        typer.echo(f"project {pid}: {ls_url}/projects/{pid}/data (tab 'Active learning queue')")
+
+
 @app.command("make-sample-data")
 def make_sample_data(
     out: Path = typer.Argument(SAMPLE_DATA, help="Destination folder."),

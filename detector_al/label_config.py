@@ -102,3 +102,14 @@ def parse_label_config(
         unmatched_labels=unmatched_labels,
         unmatched_classes=unmatched_classes,
     )
+
+
+def default_label_config(class_names: tuple[str, ...] | list[str]) -> str:
+    """A labeling config with one RectangleLabels label per model class (for new projects and import files)."""
+    from xml.sax.saxutils import quoteattr
+
+    labels = "\n".join(f"    <Label value={quoteattr(n)}/>" for n in class_names)
+    return (
+        f'<View>\n  <Image name="image" value="$image" zoom="true"/>\n'
+        f'  <RectangleLabels name="label" toName="image">\n{labels}\n  </RectangleLabels>\n</View>\n'
+    )

@@ -44,9 +44,17 @@ def label_studio_bin() -> Path:
 class LocalLabelStudio:
     """A Label Studio server process with its data in ``data_dir`` (kept, so a second start resumes)."""
 
-    def __init__(self, data_dir: Path, port: int | None = None, files_root: Path | None = None,
-                 user: str = DEFAULT_USER, password: str = DEFAULT_PASSWORD, token: str = DEFAULT_TOKEN,
-                 binary: Path | None = None, log_file: Path | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int | None = None,
+        files_root: Path | None = None,
+        user: str = DEFAULT_USER,
+        password: str = DEFAULT_PASSWORD,
+        token: str = DEFAULT_TOKEN,
+        binary: Path | None = None,
+        log_file: Path | None = None,
+    ) -> None:
         self.data_dir = Path(data_dir).absolute()
         self.port = port or free_port()
         self.files_root = Path(files_root).absolute() if files_root else self.data_dir / "files"
@@ -61,22 +69,24 @@ class LocalLabelStudio:
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("LABEL_STUDIO_", "VIRTUAL_ENV"))}
-        env.update({
-            "LABEL_STUDIO_BASE_DATA_DIR": str(self.data_dir),
-            "LABEL_STUDIO_HOST": self.url,
-            "LABEL_STUDIO_USERNAME": self.user,
-            "LABEL_STUDIO_PASSWORD": self.password,
-            "LABEL_STUDIO_USER_TOKEN": self.token,
-            "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
-            "LOCAL_FILES_SERVING_ENABLED": "true",
-            "LOCAL_FILES_DOCUMENT_ROOT": str(self.files_root),
-            "SSRF_PROTECTION_ENABLED": "false",
-            "ML_BLOCK_LOCAL_IP": "false",
-            "SENTRY_DSN": "",
-            "FRONTEND_SENTRY_DSN": "",
-            "COLLECT_ANALYTICS": "false",
-            "LATEST_VERSION_CHECK": "false",
-        })
+        env.update(
+            {
+                "LABEL_STUDIO_BASE_DATA_DIR": str(self.data_dir),
+                "LABEL_STUDIO_HOST": self.url,
+                "LABEL_STUDIO_USERNAME": self.user,
+                "LABEL_STUDIO_PASSWORD": self.password,
+                "LABEL_STUDIO_USER_TOKEN": self.token,
+                "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
+                "LOCAL_FILES_SERVING_ENABLED": "true",
+                "LOCAL_FILES_DOCUMENT_ROOT": str(self.files_root),
+                "SSRF_PROTECTION_ENABLED": "false",
+                "ML_BLOCK_LOCAL_IP": "false",
+                "SENTRY_DSN": "",
+                "FRONTEND_SENTRY_DSN": "",
+                "COLLECT_ANALYTICS": "false",
+                "LATEST_VERSION_CHECK": "false",
+            }
+        )
         return env
 
     def _check_binary(self) -> None:
@@ -95,8 +105,15 @@ class LocalLabelStudio:
         self.files_root.mkdir(parents=True, exist_ok=True)
         log.info("initialising Label Studio data in %s (first time: about 30 s)", self.data_dir)
         with self.log_file.open("a") as out:
-            subprocess.run([str(self.binary), "init", "--no-browser"], env=self.env(), stdout=out,
-                           stderr=subprocess.STDOUT, check=True, cwd=self.data_dir, timeout=600)
+            subprocess.run(
+                [str(self.binary), "init", "--no-browser"],
+                env=self.env(),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                check=True,
+                cwd=self.data_dir,
+                timeout=600,
+            )
 
     def copy_from(self, template: Path) -> None:
         """Start from a copy of an initialised data dir (about 3 s to ready instead of 30 s)."""
@@ -108,7 +125,11 @@ class LocalLabelStudio:
         out = self.log_file.open("a")
         self.proc = subprocess.Popen(
             [str(self.binary), "start", "--internal-host", "127.0.0.1", "--port", str(self.port), "--no-browser"],
-            env=self.env(), stdout=out, stderr=subprocess.STDOUT, cwd=self.data_dir, start_new_session=True,
+            env=self.env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=self.data_dir,
+            start_new_session=True,
         )
         deadline = time.time() + timeout
         while time.time() < deadline:

@@ -67,22 +67,52 @@ CREATE TABLE IF NOT EXISTS images (
     content_hash TEXT NOT NULL,
     project INTEGER NOT NULL,
     path TEXT NOT NULL,
+    url TEXT,
     task_id INTEGER,
     width INTEGER,
     height INTEGER,
     score REAL,
+    confidence REAL,
     decision TEXT,
-    rank INTEGER,
+    priority REAL,
     round INTEGER,
     model_version TEXT,
-    detections TEXT,
+    regions TEXT,
+    pseudo_labels TEXT,
+    embedding BLOB,
     error TEXT,
     updated_at REAL,
     PRIMARY KEY (content_hash, project)
 );
+CREATE INDEX IF NOT EXISTS images_by_score ON images (project, score);
 """
 
 QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
+
+
+@dataclass(frozen=True)
+class ImageRow:
+    """One ingested image file: where it is, which task shows it, how uncertain it is."""
+
+    content_hash: str
+    path: str
+    url: str | None = None
+    task_id: int | None = None
+    width: int = 0
+    height: int = 0
+    score: float | None = None
+    confidence: float | None = None
+    decision: str = "rest"
+    priority: float | None = None
+    round: int = 0
+    model_version: str | None = None
+    regions: str | None = None
+    pseudo_labels: str | None = None
+    embedding: bytes | None = None
+    error: str | None = None
+
+
+IMAGE_COLUMNS = tuple(ImageRow.__dataclass_fields__)
 
 
 @dataclass(frozen=True)
@@ -217,6 +247,41 @@ class Store:
             "SELECT * FROM predictions WHERE project = ? ORDER BY rank IS NULL, rank, task_id", (project,)
         )
         return [dict(r) for r in rows]
+
+    # ---- ingested images ------------------------------------------------------------------------------
+
+    def record_images(self, project: int, rows: list[ImageRow]) -> None:
+        """Upsert image rows (one transaction: a batch is stored whole or not at all)."""
+        cols = ", ".join(IMAGE_COLUMNS)
+        marks = ", ".join("?" for _ in IMAGE_COLUMNS)
+        updates = ", ".join(f"{c}=excluded.{c}" for c in IMAGE_COLUMNS if c != "content_hash")
+        now = time.time()
+        with self._tx() as c:
+            c.executemany(
+                f"INSERT INTO images ({cols}, project, updated_at) VALUES ({marks}, ?, ?)"
+                f" ON CONFLICT(content_hash, project) DO UPDATE SET {updates}, updated_at=excluded.updated_at",
+                [(*(getattr(r, k) for k in IMAGE_COLUMNS), project, now) for r in rows],
+            )
+
+    def image_hashes(self, project: int) -> dict[str, int | None]:
+        """content hash -> task id (None for images stored without a task, e.g. unreadable ones)."""
+        return {
+            r["content_hash"]: r["task_id"]
+            for r in self._query("SELECT content_hash, task_id FROM images WHERE project = ?", (project,))
+        }
+
+    def images(self, project: int, where: str = "1", args: Iterable = (), order: str = "path") -> list[ImageRow]:
+        """Image rows of a project matching an SQL condition (``where`` is code, never user input)."""
+        rows = self._query(f"SELECT * FROM images WHERE project = ? AND ({where}) ORDER BY {order}", (project, *args))
+        return [ImageRow(**{k: r[k] for k in IMAGE_COLUMNS}) for r in rows]
+
+    def set_image_queue(self, project: int, updates: list[tuple[str, str, float]]) -> None:
+        """Set ``(content_hash, decision, priority)`` for several images in one transaction."""
+        with self._tx() as c:
+            c.executemany(
+                "UPDATE images SET decision = ?, priority = ?, updated_at = ? WHERE content_hash = ? AND project = ?",
+                [(d, pr, time.time(), h, project) for h, d, pr in updates],
+            )
 
     # ---- webhook events ------------------------------------------------------------------------------
 

@@ -89,10 +89,14 @@ class Backend:
                     self.client().set_model_version(project, version)
                     self._synced[project] = version
                     return
-                except Exception as exc:  # logged, never fatal: predictions still work  # noqa: BLE001
+                except Exception as exc:  # logged, never fatal: predictions still work
                     if attempt == 5:
-                        log.warning("could not set project %s model_version to %s: %s", project, version,
-                                    str(exc).splitlines()[-1][:300])
+                        log.warning(
+                            "could not set project %s model_version to %s: %s",
+                            project,
+                            version,
+                            str(exc).splitlines()[-1][:300],
+                        )
                     time.sleep(delay)
                     delay *= 2
 

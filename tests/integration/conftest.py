@@ -59,15 +59,21 @@ class BackendServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.model_dir = model_dir
         self.log = model_dir.parent / f"backend-{self.port}.log"
-        self.env = {**os.environ, "MODEL_DIR": str(model_dir), "LOCAL_FILES_DOCUMENT_ROOT": str(files_root),
-                    "PYTHONUNBUFFERED": "1", **{k: str(v) for k, v in env.items()}}
+        self.env = {
+            **os.environ,
+            "MODEL_DIR": str(model_dir),
+            "LOCAL_FILES_DOCUMENT_ROOT": str(files_root),
+            "PYTHONUNBUFFERED": "1",
+            **{k: str(v) for k, v in env.items()},
+        }
         self.weights = weights
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> BackendServer:
         cmd = [sys.executable, "-m", "detector_al", "serve", "--model", str(self.weights), "--port", str(self.port)]
-        self.proc = subprocess.Popen(cmd, env=self.env, stdout=self.log.open("a"), stderr=subprocess.STDOUT,
-                                     cwd=REPO, start_new_session=True)
+        self.proc = subprocess.Popen(
+            cmd, env=self.env, stdout=self.log.open("a"), stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True
+        )
         deadline = time.time() + 120
         while time.time() < deadline:
             assert self.proc.poll() is None, self.log.read_text()[-3000:]

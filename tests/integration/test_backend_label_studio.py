@@ -26,13 +26,17 @@ def wait_for(fn, timeout=20.0, every=0.3):
 
 @pytest.fixture(scope="module")
 def project(ls_client, sample_data, pool_folder, backend):
-    p = ls_client.projects.create(title="backend integration", label_config=(sample_data / "label_config.xml").read_text())
-    st = ls_client.import_storage.local.create(project=p.id, path=str(pool_folder), regex_filter=r".*\.jpg",
-                                               use_blob_urls=True)
+    p = ls_client.projects.create(
+        title="backend integration", label_config=(sample_data / "label_config.xml").read_text()
+    )
+    st = ls_client.import_storage.local.create(
+        project=p.id, path=str(pool_folder), regex_filter=r".*\.jpg", use_blob_urls=True
+    )
     ls_client.import_storage.local.sync(id=st.id)
-    ml = ls_client.ml.create(project=p.id, url=backend.url, title="detector-al", is_interactive=False)
-    ls_client.actions.create(id="retrieve_tasks_predictions", project=p.id, selected_items={"all": True, "excluded": []})
-    p.ml_id = ml.id
+    ls_client.ml.create(project=p.id, url=backend.url, title="detector-al", is_interactive=False)
+    ls_client.actions.create(
+        id="retrieve_tasks_predictions", project=p.id, selected_items={"all": True, "excluded": []}
+    )
     return p
 
 
@@ -40,8 +44,9 @@ def tasks_of(ls_client, project_id, **kw):
     return list(ls_client.tasks.list(project=project_id, fields="all", **kw))
 
 
-def test_every_task_gets_the_adapters_boxes_and_the_projects_model_version(ls_client, project, backend,
-                                                                            trained_weights, pool_folder):
+def test_every_task_gets_the_adapters_boxes_and_the_projects_model_version(
+    ls_client, project, backend, trained_weights, pool_folder
+):
     version = backend.health()["model_version"]
     assert wait_for(lambda: ls_client.projects.get(id=project.id).model_version == version)
     tasks = tasks_of(ls_client, project.id)
@@ -54,8 +59,9 @@ def test_every_task_gets_the_adapters_boxes_and_the_projects_model_version(ls_cl
         name = t.data["image"].split("d=")[-1].split("/")[-1]
         (ref,) = det.predict([pool_folder / name])
         ref_boxes = ref.detections[ref.detections.confidence >= 0.25]
-        got = sorted((r["value"]["x"], r["value"]["y"], r["value"]["width"], r["value"]["height"])
-                     for r in preds[0].result)
+        got = sorted(
+            (r["value"]["x"], r["value"]["y"], r["value"]["width"], r["value"]["height"]) for r in preds[0].result
+        )
         want = sorted(xyxy_to_percent(b, ref.width, ref.height) for b in ref_boxes.xyxy)
         assert len(got) == len(want), name
         np.testing.assert_allclose(np.array(got).reshape(-1, 4), np.array(want).reshape(-1, 4), atol=0.05)
@@ -66,7 +72,9 @@ def test_every_task_gets_the_adapters_boxes_and_the_projects_model_version(ls_cl
 def test_data_manager_order_by_prediction_score_is_the_uncertainty_order(ls_client, project, backend):
     version = backend.health()["model_version"]
     wait_for(lambda: ls_client.projects.get(id=project.id).model_version == version)
-    view = ls_client.views.create(project=project.id, data={"title": "AL queue", "ordering": ["tasks:predictions_score"]})
+    view = ls_client.views.create(
+        project=project.id, data={"title": "AL queue", "ordering": ["tasks:predictions_score"]}
+    )
     ordered = [t.id for t in tasks_of(ls_client, project.id, view=view.id)]
     status = requests.get(f"{backend.url}/status", timeout=5).json()
     assert status["model_version"] == version
@@ -85,9 +93,14 @@ def test_a_real_annotation_reaches_the_store_through_the_webhook(ls_client, proj
     from detector_al.store import Store
 
     task = tasks_of(ls_client, project.id)[0]
-    region = {"from_name": "label", "to_name": "image", "type": "rectanglelabels", "original_width": 256,
-              "original_height": 192, "value": {"x": 10, "y": 10, "width": 20, "height": 20, "rotation": 0,
-                                                "rectanglelabels": ["circle"]}}
+    region = {
+        "from_name": "label",
+        "to_name": "image",
+        "type": "rectanglelabels",
+        "original_width": 256,
+        "original_height": 192,
+        "value": {"x": 10, "y": 10, "width": 20, "height": 20, "rotation": 0, "rectanglelabels": ["circle"]},
+    }
     ann = ls_client.annotations.create(id=task.id, result=[region])
     store = Store(backend.model_dir / "detector_al.sqlite3")
     events = wait_for(lambda: [e for e in store.events(project.id) if e["action"] == "ANNOTATION_CREATED"])
@@ -95,12 +108,16 @@ def test_a_real_annotation_reaches_the_store_through_the_webhook(ls_client, proj
 
 
 def test_unfetchable_images_fail_only_their_task(ls_client, project, backend, sample_data, pool_folder):
-    good = ls_client.tasks.create(project=project.id, data={"image": "/data/local-files/?d=pool/" + next(
-        pool_folder.glob("*.jpg")).name})
+    good = ls_client.tasks.create(
+        project=project.id, data={"image": "/data/local-files/?d=pool/" + next(pool_folder.glob("*.jpg")).name}
+    )
     missing = ls_client.tasks.create(project=project.id, data={"image": "/data/upload/999/no-such-file.jpg"})
     outside = ls_client.tasks.create(project=project.id, data={"image": "/data/local-files/?d=pool/absent.jpg"})
-    ls_client.actions.create(id="retrieve_tasks_predictions", project=project.id,
-                             selected_items={"all": False, "included": [good.id, missing.id, outside.id]})
+    ls_client.actions.create(
+        id="retrieve_tasks_predictions",
+        project=project.id,
+        selected_items={"all": False, "included": [good.id, missing.id, outside.id]},
+    )
     preds = {t: list(ls_client.predictions.list(task=t)) for t in (good.id, missing.id, outside.id)}
     assert len(preds[good.id]) == 1 and preds[good.id][0].score is not None
     for t in (missing.id, outside.id):
@@ -112,17 +129,28 @@ def test_unfetchable_images_fail_only_their_task(ls_client, project, backend, sa
     assert rows[good.id]["error"] is None
 
 
-def test_a_wrong_token_fails_only_the_tasks_that_need_label_studio(label_studio, trained_weights, sample_data,
-                                                                   tmp_path, pool_folder):
+def test_a_wrong_token_fails_only_the_tasks_that_need_label_studio(
+    label_studio, trained_weights, sample_data, tmp_path, pool_folder
+):
     from tests.integration.conftest import BackendServer
 
-    server = BackendServer(trained_weights, tmp_path / "not-shared", tmp_path / "models",
-                           LABEL_STUDIO_URL=label_studio.url, LABEL_STUDIO_API_KEY="wrong-token").start()
+    server = BackendServer(
+        trained_weights,
+        tmp_path / "not-shared",
+        tmp_path / "models",
+        LABEL_STUDIO_URL=label_studio.url,
+        LABEL_STUDIO_API_KEY="wrong-token",
+    ).start()
     try:
         img = next(pool_folder.glob("*.jpg"))
-        body = {"tasks": [{"id": 1, "data": {"image": f"/data/local-files/?d=pool/{img.name}"}},
-                          {"id": 2, "data": {"image": str(img)}}],
-                "label_config": (sample_data / "label_config.xml").read_text(), "project": "900.1"}
+        body = {
+            "tasks": [
+                {"id": 1, "data": {"image": f"/data/local-files/?d=pool/{img.name}"}},
+                {"id": 2, "data": {"image": str(img)}},
+            ],
+            "label_config": (sample_data / "label_config.xml").read_text(),
+            "project": "900.1",
+        }
         res = requests.post(f"{server.url}/predict", json=body, timeout=60).json()["results"]
         assert res[0]["result"] == [] and res[0]["score"] is None
         assert res[1]["score"] is not None
