@@ -37,7 +37,7 @@ from detector_al.ls_client import LabelStudioClient
 from detector_al.ls_regions import to_label_studio_regions
 from detector_al.progress import track
 from detector_al.pseudo_labels import CealConfig, auto_accept
-from detector_al.selection import select_batch
+from detector_al.selection import DEFAULT_CANDIDATE_FACTOR, select_batch
 from detector_al.store import ImageRow, Store
 from detector_al.uncertainty import get_strategy
 
@@ -298,7 +298,7 @@ def choose_queue(store: Store, project: int, budget: int) -> list[tuple[str, str
     rows = store.images(project, "error IS NULL AND decision != 'auto_accept'", order="score DESC")
     if not rows:
         return []
-    cand = rows[: max(budget * 8, budget)]
+    cand = rows[: 2 * DEFAULT_CANDIDATE_FACTOR * budget]  # select_batch keeps 4x budget distinct ones
     emb = np.stack([np.frombuffer(r.embedding, np.float32) for r in cand])
     picked = select_batch(np.array([r.score for r in cand]), emb, budget)
     out = {r.content_hash: ("rest", priority(r.score)) for r in rows}

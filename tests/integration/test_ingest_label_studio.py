@@ -1,0 +1,217 @@
+"""`detector-al ingest` against a real Label Studio: tasks, priorities, tabs, idempotence, a real kill, offline file."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+
+from tests.integration.conftest import REPO
+
+pytestmark = pytest.mark.slow
+READABLE_BAD = {"png_named.jpg", "rgba.png", "gray16.png", "grayscale.png", "exif_rotated.jpg", "huge.jpg"}
+
+
+def ingest_cmd(label_studio, folder, weights, store, *extra):
+    return [
+        sys.executable,
+        "-m",
+        "detector_al",
+        "ingest",
+        str(folder),
+        "--model",
+        str(weights),
+        "--ls-url",
+        label_studio.url,
+        "--api-key",
+        label_studio.token,
+        "--ls-files-root",
+        str(label_studio.files_root),
+        "--store",
+        str(store),
+        *map(str, extra),
+    ]
+
+
+def run(cmd, timeout=600):
+    res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    return res.stdout
+
+
+def all_tasks(ls_client, project, **kw):
+    return list(ls_client.tasks.list(project=project, fields="all", **kw))
+
+
+def project_by_title(ls_client, title):
+    return next(p for p in ls_client.projects.list(title=title) if p.title == title)
+
+
+def view_by_title(ls_client, project, title):
+    return next(v for v in ls_client.views.list(project=project) if v.data.get("title") == title)
+
+
+@pytest.fixture(scope="module")
+def ingest_folder(label_studio, sample_data):
+    dest = label_studio.files_root / "ingest-src"
+    (dest / "nested").mkdir(parents=True, exist_ok=True)
+    pool = sorted((sample_data / "images" / "pool").glob("*.jpg"))
+    for p in pool[20:40]:
+        shutil.copy(p, dest / p.name)
+    for p in pool[40:50]:
+        shutil.copy(p, dest / "nested" / p.name)
+    shutil.copytree(sample_data / "bad_inputs", dest / "bad_inputs", dirs_exist_ok=True)
+    return dest
+
+
+def test_ingest_creates_prioritised_tasks_and_tabs_and_is_idempotent(
+    ls_client, label_studio, ingest_folder, trained_weights, tmp_path, sample_data
+):
+    store = tmp_path / "ingest.sqlite3"
+    cmd = ingest_cmd(
+        label_studio,
+        ingest_folder,
+        trained_weights,
+        store,
+        "--project-title",
+        "ingest test",
+        "--label-config",
+        sample_data / "label_config.xml",
+        "--budget",
+        "8",
+    )
+    out = run(cmd)
+    assert "3 unreadable" in out and "truncated.jpg" in out and "empty.jpg" in out
+    project = project_by_title(ls_client, "ingest test")
+    tasks = all_tasks(ls_client, project.id)
+    assert len(tasks) == 30 + len(READABLE_BAD)
+    names = {t.data["image"].rsplit("/", 1)[-1] for t in tasks}
+    assert names >= READABLE_BAD
+    version = ls_client.projects.get(id=project.id).model_version
+    assert version and version != "undefined"
+    for t in tasks:
+        assert {"al_priority", "al_uncertainty", "al_status", "al_hash"} <= set(t.data)
+        preds = t.predictions
+        assert len(preds) == 1 and preds[0].model_version == version
+
+    queue = view_by_title(ls_client, project.id, "Active learning queue")
+    review = view_by_title(ls_client, project.id, "Auto-accepted (review)")
+    in_queue = all_tasks(ls_client, project.id, view=queue.id)
+    in_review = all_tasks(ls_client, project.id, view=review.id)
+    assert {t.id for t in in_review} == {t.id for t in tasks if t.data["al_status"] == "auto_accept"}
+    assert {t.id for t in in_queue} == {t.id for t in tasks if t.data["al_status"] != "auto_accept"}
+    queried = [t for t in in_queue if t.data["al_status"] == "query"]
+    assert len(queried) == 8 and in_queue[:8] == queried  # the chosen batch heads the queue
+    rest = [t.data["al_uncertainty"] for t in in_queue[8:]]
+    assert rest == sorted(rest, reverse=True)  # then the uncertainty order
+    most_uncertain = max(in_queue, key=lambda t: t.data["al_uncertainty"])
+    assert in_queue[0].id == most_uncertain.id  # the batch starts from the most uncertain image
+
+    out2 = run(cmd)
+    assert " 0 new" in out2 and "0 tasks created" in out2
+    assert len(all_tasks(ls_client, project.id)) == len(tasks)
+
+
+def test_a_killed_ingest_resumes_with_each_image_exactly_once(
+    ls_client, label_studio, sample_data, trained_weights, tmp_path
+):
+    folder = label_studio.files_root / "kill-src"
+    folder.mkdir()
+    for p in sorted((sample_data / "images" / "pool").glob("*.jpg"))[100:160]:
+        shutil.copy(p, folder / p.name)
+    store = tmp_path / "ingest.sqlite3"
+    title = "ingest kill test"
+    cmd = ingest_cmd(
+        label_studio,
+        folder,
+        trained_weights,
+        store,
+        "--project-title",
+        title,
+        "--label-config",
+        sample_data / "label_config.xml",
+        "--batch-size",
+        "4",
+    )
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + 300
+    count = 0
+    while time.time() < deadline:
+        try:
+            project = project_by_title(ls_client, title)
+            count = len(all_tasks(ls_client, project.id))
+        except StopIteration:
+            count = 0
+        if count >= 8:
+            break
+        assert proc.poll() is None, proc.stdout.read().decode()[-2000:]
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    assert 0 < count < 60, count
+    run(cmd)
+    tasks = all_tasks(ls_client, project_by_title(ls_client, title).id)
+    hashes = [t.data["al_hash"] for t in tasks]
+    assert len(tasks) == 60 and len(set(hashes)) == 60
+    assert all(len(t.predictions) == 1 for t in tasks)
+
+
+def test_offline_tasks_json_imports_unchanged(ls_client, label_studio, sample_data, trained_weights, tmp_path):
+    folder = label_studio.files_root / "offline-src"
+    folder.mkdir()
+    for p in sorted((sample_data / "images" / "pool").glob("*.jpg"))[200:212]:
+        shutil.copy(p, folder / p.name)
+    out, pseudo = tmp_path / "tasks.json", tmp_path / "pseudo"
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "detector_al",
+            "ingest",
+            str(folder),
+            "--model",
+            str(trained_weights),
+            "--out",
+            str(out),
+            "--export-pseudo-labels",
+            str(pseudo),
+            "--ls-files-root",
+            str(label_studio.files_root),
+            "--store",
+            str(tmp_path / "s.sqlite3"),
+            "--label-config",
+            str(sample_data / "label_config.xml"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    tasks = json.loads(out.read_text())
+    assert len(tasks) == 12 and all(t["predictions"] and "al_priority" in t["data"] for t in tasks)
+    assert (pseudo / "data.yaml").exists() and (pseudo / "PSEUDO_LABELS.txt").exists()
+    p = ls_client.projects.create(title="offline import", label_config=(sample_data / "label_config.xml").read_text())
+    ls_client.import_storage.local.create(project=p.id, path=str(folder), regex_filter=r"^$", use_blob_urls=True)
+    with out.open("rb") as f:
+        r = requests.post(
+            f"{label_studio.url}/api/projects/{p.id}/import",
+            files={"tasks.json": f},
+            headers={"Authorization": f"Token {label_studio.token}"},
+            timeout=60,
+        )
+    assert r.status_code == 201, r.text
+    imported = all_tasks(ls_client, p.id)
+    assert len(imported) == 12 and all(len(t.predictions) == 1 for t in imported)
+    img = requests.get(
+        label_studio.url + imported[0].data["image"],
+        headers={"Authorization": f"Token {label_studio.token}"},
+        timeout=30,
+    )
+    assert img.status_code == 200 and img.content[:2] == b"\xff\xd8"
