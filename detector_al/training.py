@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,7 +47,12 @@ def resolve_data_yaml(data: str | Path) -> Path:
     return path
 
 
-def train_detector(data: str | Path, out: str | Path, config: TrainConfig = TrainConfig()) -> Path:
+def train_detector(
+    data: str | Path,
+    out: str | Path,
+    config: TrainConfig = TrainConfig(),
+    on_epoch: Callable[[int, int], None] | None = None,
+) -> Path:
     """Train (or fine-tune) a YOLO detector and return the path of its best weights.
 
     The run's files (``weights/best.pt``, ``weights/last.pt``, ``results.csv``, ``args.yaml``) land in ``out``;
@@ -57,6 +63,7 @@ def train_detector(data: str | Path, out: str | Path, config: TrainConfig = Trai
         data: a YOLO dataset yaml.
         out: the run folder (created; an existing run there is replaced).
         config: epochs, image size, base weights or config, seed, device.
+        on_epoch: called with ``(epoch, epochs)`` after every epoch (1-based), for progress displays.
     """
     from ultralytics import YOLO
 
@@ -66,6 +73,8 @@ def train_detector(data: str | Path, out: str | Path, config: TrainConfig = Trai
     if base.endswith(".pt") and Path(base).exists():
         base = str(Path(base).resolve())
     model = YOLO(base, task="detect")
+    if on_epoch is not None:
+        model.add_callback("on_fit_epoch_end", lambda trainer: on_epoch(trainer.epoch + 1, trainer.epochs))
     device = config.device or ("0" if _cuda() else "cpu")
     log.info(
         "training %s on %s for %d epochs at %d px (device %s)",
@@ -109,3 +118,22 @@ def _cuda() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+def evaluate(
+    weights: str | Path, data: str | Path, split: str = "val", imgsz: int = 256, device: str | None = None
+) -> dict[str, float]:
+    """mAP50 and mAP50-95 of ``weights`` on a split of a dataset yaml (ultralytics ``val``)."""
+    from ultralytics import YOLO
+
+    metrics = YOLO(str(weights), task="detect").val(
+        data=str(resolve_data_yaml(data)),
+        split=split,
+        imgsz=imgsz,
+        batch=16,
+        plots=False,
+        verbose=False,
+        device=device or ("0" if _cuda() else "cpu"),
+        workers=0,
+    )
+    return {"map50": float(metrics.box.map50), "map50_95": float(metrics.box.map)}

@@ -25,6 +25,8 @@ class Settings(BaseSettings):
     ceal_delta0: float | None = None
     ceal_decay: float | None = None
     train_every: int = Field(0, ge=0, description="queue a training run every N new or updated annotations (0: off)")
+    train_epochs: int = Field(20, ge=1, description="fine-tuning epochs per retraining round")
+    train_tolerance: float = Field(0.005, ge=0.0, description="promote when new mAP50-95 >= serving - this")
     local_files_document_root: Path | None = Field(None, description="shared local-files root: read images from disk")
     store_path: Path | None = Field(None, description="SQLite file (default MODEL_DIR/detector_al.sqlite3)")
 

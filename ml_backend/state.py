@@ -12,6 +12,7 @@ from detector_al.detector import Detector
 from detector_al.ls_client import LabelStudioClient, LabelStudioError
 from detector_al.pseudo_labels import CealConfig
 from detector_al.registry import ModelRegistry
+from detector_al.retraining import RetrainConfig, Retrainer
 from detector_al.service import PredictionService, ServiceConfig
 from detector_al.store import Store
 from detector_al.worker import JobRunner, TrainingWorker
@@ -55,6 +56,16 @@ class Backend:
             ),
         )
         self.credentials = Credentials(settings.label_studio_url, settings.label_studio_api_key)
+        if run_job is None:
+            run_job = Retrainer(
+                self.service,
+                self.registry,
+                self.store,
+                self.client,
+                self.credentials.label_configs.get,
+                settings.model_dir / "training",
+                RetrainConfig(epochs=settings.train_epochs, tolerance=settings.train_tolerance),
+            )
         self.worker = TrainingWorker(self.store, run_job)
         self._synced: dict[int, str] = {}
 

@@ -1,0 +1,325 @@
+"""One retraining round from Label Studio annotations; run by the backend's training worker.
+
+1. **Collect** the latest non-cancelled annotation of every labeled task (label-studio-sdk) into a YOLO
+   dataset. The split is stable: a task is in validation when ``sha256(task id) mod 5 == 0``, so it never
+   moves between splits as labels accumulate.
+2. **Pseudo-labels** (CEAL): the current model scores the unlabeled tasks; the auto-accepted ones join the
+   *training* split only, as ``pseudo_*`` files listed in ``pseudo.txt``; they are never written to Label
+   Studio as annotations.
+3. **Fine-tune** from the serving weights (ultralytics); progress (phase, epoch) goes to ``/health``.
+4. **Evaluate** the serving and the new weights on the human-labeled validation split (with fewer than
+   ``min_val_images`` there, on all human-labeled images) and **promote** the new weights only if
+   ``new mAP50-95 >= serving mAP50-95 - tolerance`` (default tolerance 0.005: noise of a small split).
+   Every version is kept on disk with its metrics; the swap is atomic.
+5. After a promotion: **re-score** the unlabeled tasks, replace their predictions (new ``model_version``,
+   also set on the project), refresh the priority fields, and advance the CEAL round.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from detector_al.detector import Detector
+from detector_al.files import atomic_write
+from detector_al.label_config import RectangleTarget, parse_label_config
+from detector_al.ls_client import ImageFetchError, LabelStudioClient, fetch_task_image
+from detector_al.ls_regions import from_label_studio_regions, to_label_studio_regions
+from detector_al.pseudo_labels import auto_accept
+from detector_al.registry import ModelRegistry
+from detector_al.selection import select_batch
+from detector_al.service import PredictionService
+from detector_al.store import PredictionRow, Store
+from detector_al.training import TrainConfig, evaluate, train_detector
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RetrainConfig:
+    epochs: int = 20
+    lr0: float = 0.002
+    tolerance: float = 0.005
+    min_val_images: int = 3
+    min_labeled: int = 2
+    pseudo_labels: bool = True
+    budget: int = 20
+
+
+def in_validation(task_id: int) -> bool:
+    """``sha256(str(task_id)) mod 5 == 0``: about 20 % of tasks, fixed for ever."""
+    return int(hashlib.sha256(str(task_id).encode()).hexdigest(), 16) % 5 == 0
+
+
+def latest_annotation(task) -> list[dict] | None:
+    """The result of the task's most recent non-cancelled annotation (None if there is none)."""
+    anns = [a if isinstance(a, dict) else a.dict() for a in (getattr(task, "annotations", None) or [])]
+    anns = [a for a in anns if not a.get("was_cancelled")]
+    if not anns:
+        return None
+    best = max(anns, key=lambda a: (str(a.get("updated_at") or a.get("created_at") or ""), a.get("id") or 0))
+    return best.get("result") or []
+
+
+def _link(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if dst.exists() or dst.is_symlink():
+        dst.unlink()
+    try:
+        os.symlink(src.resolve(), dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+
+
+def _write_labels(path: Path, boxes: np.ndarray, classes: np.ndarray) -> None:
+    """YOLO label file from normalised ``xyxy`` boxes."""
+    lines = [
+        f"{c} {(b[0] + b[2]) / 2:.6f} {(b[1] + b[3]) / 2:.6f} {b[2] - b[0]:.6f} {b[3] - b[1]:.6f}"
+        for b, c in zip(boxes, classes, strict=True)
+        if b[2] > b[0] and b[3] > b[1]
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path) as f:
+        f.write("\n".join(lines) + ("\n" if lines else ""))
+
+
+class Retrainer:
+    """The worker's job runner: ``Retrainer(...)(job, report) -> result dict``."""
+
+    def __init__(
+        self,
+        service: PredictionService,
+        registry: ModelRegistry,
+        store: Store,
+        client: Callable[[], LabelStudioClient],
+        label_config: Callable[[int], str | None],
+        work_dir: Path,
+        config: RetrainConfig = RetrainConfig(),
+    ) -> None:
+        self.service, self.registry, self.store = service, registry, store
+        self.client, self.label_config = client, label_config
+        self.work_dir = Path(work_dir)
+        self.config = config
+
+    # -- the job ------------------------------------------------------------------------------------------
+    def __call__(self, job: dict, report) -> dict:
+        project = job["project"]
+        if project is None:
+            raise ValueError("the training request names no project")
+        client = self.client()
+        config_text = self.label_config(project) or client.ls.projects.get(id=project).label_config
+        detector = self.service.detector
+        target = parse_label_config(config_text, detector.names, self.service.config.label_mapping)
+        report(phase="collecting annotations")
+        tasks = list(client.ls.tasks.list(project=project, fields="all"))
+        labeled = [(t, res) for t in tasks if (res := latest_annotation(t)) is not None]
+        unlabeled = [t for t in tasks if latest_annotation(t) is None]
+        if len(labeled) < self.config.min_labeled:
+            raise ValueError(
+                f"only {len(labeled)} labeled tasks in project {project}; label at least "
+                f"{self.config.min_labeled} before training"
+            )
+        root = self.work_dir / f"job-{job['id']}"
+        shutil.rmtree(root, ignore_errors=True)
+        n_train, n_val = self._write_human_split(labeled, target, root, client)
+
+        report(phase="pseudo-labels")
+        round_index = self.store.project(project)["round"]
+        n_pseudo = (
+            self._write_pseudo_labels(unlabeled, target, root, client, round_index) if self.config.pseudo_labels else 0
+        )
+        val_dir = "images/val" if n_val >= self.config.min_val_images else "images/human"
+        data_yaml = root / "data.yaml"
+        names = "\n".join(f"  {i}: {n}" for i, n in enumerate(detector.names))
+        data_yaml.write_text(f"train: images/train\nval: {val_dir}\nnames:\n{names}\n")
+
+        report(phase="training", epoch=0, epochs=self.config.epochs)
+        serving_path = self.registry.path(detector.version)
+        cfg = TrainConfig(
+            epochs=self.config.epochs,
+            imgsz=detector.imgsz,
+            base=str(serving_path),
+            lr0=self.config.lr0,
+            warmup_epochs=1.0,
+        )
+        best = train_detector(
+            data_yaml, root / "run", cfg, on_epoch=lambda e, n: report(phase="training", epoch=e, epochs=n)
+        )
+
+        report(phase="evaluating")
+        split = "val"
+        old = evaluate(serving_path, data_yaml, split, detector.imgsz)
+        new = evaluate(best, data_yaml, split, detector.imgsz)
+        result = {
+            "labeled": len(labeled),
+            "train_images": n_train,
+            "val_images": n_val,
+            "pseudo_labeled": n_pseudo,
+            "validated_on": val_dir,
+            "serving": {"version": detector.version, **old},
+            "candidate": new,
+        }
+        version = self.registry.add(
+            best,
+            parent=detector.version,
+            metrics=new,
+            serving_metrics=old,
+            job=job["id"],
+            project=project,
+            labeled=len(labeled),
+        )
+        result["model_version"] = version
+        if new["map50_95"] < old["map50_95"] - self.config.tolerance:
+            result["promoted"] = False
+            log.info(
+                "kept %s: candidate %s mAP50-95 %.4f < %.4f - %.3f",
+                detector.version,
+                version,
+                new["map50_95"],
+                old["map50_95"],
+                self.config.tolerance,
+            )
+            return result
+
+        report(phase="promoting")
+        self.registry.promote(version)
+        self.service.swap(
+            Detector.load(self.registry.path(version), conf=detector.conf, version=version, imgsz=detector.imgsz)
+        )
+        report(phase="re-scoring")
+        self.store.set_project(project, round=round_index + 1, model_version=version, annotations_since_training=0)
+        result["promoted"] = True
+        result["rescored"] = self._rescore(project, unlabeled, target, client, round_index + 1)
+        client.set_model_version(project, version)
+        return result
+
+    # -- steps --------------------------------------------------------------------------------------------
+    def _image(self, task, client: LabelStudioClient, target: RectangleTarget) -> Path | None:
+        url = (task.data or {}).get(target.value_key)
+        try:
+            return fetch_task_image(
+                str(url),
+                client.url,
+                client.api_key,
+                task.id,
+                self.service.config.local_files_root,
+                self.service.config.cache_dir,
+            )
+        except ImageFetchError as exc:
+            log.warning("task %s skipped: %s", task.id, exc)
+            return None
+
+    def _write_human_split(self, labeled, target, root: Path, client) -> tuple[int, int]:
+        counts = {"train": 0, "val": 0}
+        for task, result in labeled:
+            img = self._image(task, client, target)
+            if img is None:
+                continue
+            boxes, classes = from_label_studio_regions(result, target)
+            split = "val" if in_validation(task.id) else "train"
+            name = f"task{task.id}{img.suffix.lower()}"
+            for sub in (split, "human"):
+                _link(img, root / "images" / sub / name)
+                _write_labels(root / "labels" / sub / f"task{task.id}.txt", boxes, classes)
+            counts[split] += 1
+        if counts["train"] == 0:  # ultralytics needs a training image: use the validation ones too
+            for p in (root / "images" / "val").glob("*"):
+                _link(p, root / "images" / "train" / p.name)
+                shutil.copyfile(root / "labels" / "val" / f"{p.stem}.txt", root / "labels" / "train" / f"{p.stem}.txt")
+        return counts["train"], counts["val"]
+
+    def _predict_unlabeled(self, unlabeled, target, client):
+        paths, kept = [], []
+        for t in unlabeled:
+            p = self._image(t, client, target)
+            if p is not None:
+                paths.append(str(p))
+                kept.append(t)
+        with self.service._infer_lock:
+            detector = self.service.detector
+            preds = list(detector.predict(paths, self.service.config.batch_size))
+        return kept, preds, detector
+
+    def _write_pseudo_labels(self, unlabeled, target, root: Path, client, round_index: int) -> int:
+        kept, preds, _ = self._predict_unlabeled(unlabeled, target, client)
+        strategy, ceal = self.service.strategy, self.service.config.ceal
+        names = []
+        for task, p in zip(kept, preds, strict=True):
+            if not p.ok:
+                continue
+            verdict = auto_accept(p, float(strategy.score(p)), round_index, ceal)
+            if not verdict.accepted:
+                continue
+            pl = verdict.pseudo_labels
+            boxes = pl.xyxy / np.array([p.width, p.height, p.width, p.height], np.float32)
+            name = f"pseudo_task{task.id}"
+            _link(Path(p.source), root / "images" / "train" / f"{name}{Path(p.source).suffix.lower()}")
+            _write_labels(root / "labels" / "train" / f"{name}.txt", boxes, pl.class_id)
+            names.append(name)
+        (root / "pseudo.txt").write_text("".join(f"{n}\n" for n in names))
+        return len(names)
+
+    def _rescore(self, project: int, unlabeled, target, client: LabelStudioClient, round_index: int) -> int:
+        """Replace the unlabeled tasks' predictions with the new model's and refresh their priority fields."""
+        kept, preds, detector = self._predict_unlabeled(unlabeled, target, client)
+        strategy, ceal, cfg = self.service.strategy, self.service.config.ceal, self.service.config
+        rows, scored = [], []
+        for task, p in zip(kept, preds, strict=True):
+            if not p.ok:
+                continue
+            score = float(strategy.score(p))
+            verdict = auto_accept(p, score, round_index, ceal)
+            shown = p.detections[p.detections.confidence >= cfg.score_threshold]
+            regions = to_label_studio_regions(shown, p.width, p.height, target)
+            confidence = strategy.confidence(score)
+            for old in client.ls.predictions.list(task=task.id):
+                client.ls.predictions.delete(id=old.id)
+            client.ls.predictions.create(
+                task=task.id, result=regions, score=round(confidence, 6), model_version=detector.version
+            )
+            decision = "auto_accept" if verdict.accepted else "rest"
+            rows.append(
+                PredictionRow(
+                    task.id,
+                    p.source,
+                    detector.version,
+                    score,
+                    confidence,
+                    "auto_accept" if verdict.accepted else "query",
+                    round_index,
+                    len(regions),
+                )
+            )
+            scored.append((task, score, decision, p.embedding))
+        if rows:
+            self.store.record_predictions(project, rows)
+        self._refresh_priorities(client, scored)
+        return len(rows)
+
+    def _refresh_priorities(self, client: LabelStudioClient, scored) -> None:
+        """Rewrite ``al_*`` task fields (the queue tab's order) where the project uses them."""
+        from detector_al.ingest import priority
+
+        users = [(t, s, d, e) for t, s, d, e in scored if "al_priority" in (t.data or {})]
+        if not users:
+            return
+        pending = [i for i, (_, _, d, _) in enumerate(users) if d != "auto_accept"]
+        budget = min(self.config.budget, len(pending))
+        chosen = {}
+        if pending:
+            picked = select_batch(
+                np.array([users[i][1] for i in pending]), np.stack([users[i][3] for i in pending]), budget
+            )
+            chosen = {pending[j]: k for k, j in enumerate(picked)}
+        for i, (task, score, decision, _) in enumerate(users):
+            status = "query" if i in chosen else decision
+            prio = 1.0 + (budget - chosen[i]) / budget if i in chosen else priority(score)
+            data = {**task.data, "al_priority": round(prio, 6), "al_uncertainty": round(score, 8), "al_status": status}
+            client.ls.tasks.update(id=task.id, data=data)

@@ -1,0 +1,128 @@
+"""The loop closes: annotations in Label Studio -> "Start Training" -> a promoted model -> a refreshed queue."""
+
+from __future__ import annotations
+
+import shutil
+import time
+
+import numpy as np
+import pytest
+import requests
+
+from detector_al.store import Store
+from tests.integration.conftest import BackendServer
+
+pytestmark = pytest.mark.slow
+
+
+def oracle_regions(sample_data, image_name: str, names=("circle", "square", "star")) -> list[dict]:
+    """Ground truth of a pool image as Label Studio regions (what an annotator would draw)."""
+    from PIL import Image
+
+    rows = np.loadtxt(sample_data / "oracle" / "pool" / f"{image_name[:-4]}.txt", ndmin=2)
+    w, h = Image.open(sample_data / "images" / "pool" / image_name).size
+    return [
+        {
+            "from_name": "label",
+            "to_name": "image",
+            "type": "rectanglelabels",
+            "original_width": w,
+            "original_height": h,
+            "value": {
+                "x": (cx - bw / 2) * 100,
+                "y": (cy - bh / 2) * 100,
+                "width": bw * 100,
+                "height": bh * 100,
+                "rotation": 0,
+                "rectanglelabels": [names[int(c)]],
+            },
+        }
+        for c, cx, cy, bw, bh in rows
+    ]
+
+
+def wait_job(server: BackendServer, done_jobs: int, timeout: float = 600) -> dict:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        status = requests.get(f"{server.url}/status", timeout=5).json()
+        finished = [j for j in status["jobs"] if j["status"] in ("done", "failed")]
+        if len(finished) >= done_jobs and not any(j["status"] in ("queued", "running") for j in status["jobs"]):
+            return status
+        time.sleep(1)
+    raise TimeoutError(requests.get(f"{server.url}/status", timeout=5).json())
+
+
+def test_start_training_promotes_a_new_version_and_refreshes_the_queue(
+    ls_client, label_studio, sample_data, trained_weights, tmp_path_factory
+):
+    folder = label_studio.files_root / "retrain-src"
+    folder.mkdir()
+    for p in sorted((sample_data / "images" / "pool").glob("*.jpg"))[60:78]:
+        shutil.copy(p, folder / p.name)
+    server = BackendServer(
+        trained_weights,
+        label_studio.files_root,
+        tmp_path_factory.mktemp("rt") / "models",
+        TRAIN_EPOCHS=4,
+        TRAIN_TOLERANCE=1.0,
+    ).start()
+    try:
+        project = ls_client.projects.create(
+            title="retraining", label_config=(sample_data / "label_config.xml").read_text()
+        )
+        st = ls_client.import_storage.local.create(
+            project=project.id, path=str(folder), regex_filter=r".*\.jpg", use_blob_urls=True
+        )
+        ls_client.import_storage.local.sync(id=st.id)
+        ml = ls_client.ml.create(project=project.id, url=server.url, title="detector-al", is_interactive=False)
+        ls_client.actions.create(
+            id="retrieve_tasks_predictions", project=project.id, selected_items={"all": True, "excluded": []}
+        )
+        v0 = server.health()["model_version"]
+        tasks = list(ls_client.tasks.list(project=project.id, fields="all"))
+        assert len(tasks) == 18 and all(len(t.predictions) == 1 for t in tasks)
+
+        def annotate(task):
+            ls_client.annotations.create(
+                id=task.id, result=oracle_regions(sample_data, task.data["image"].split("/")[-1])
+            )
+
+        # a forced failure, for real: too few labels to train on -> the serving model stays
+        annotate(tasks[0])
+        ls_client.ml.train(id=ml.id)
+        status = wait_job(server, 1)
+        assert status["jobs"][0]["status"] == "failed" and "label at least" in status["jobs"][0]["error"]
+        assert server.health()["model_version"] == v0
+
+        for t in tasks[1:8]:
+            annotate(t)
+        ls_client.ml.train(id=ml.id)
+        status = wait_job(server, 2)
+        job = status["jobs"][0]
+        assert job["status"] == "done", job
+        v1 = server.health()["model_version"]
+        assert v1 != v0 and v1 == job["model_version"] and v1 in status["versions"] and v0 in status["versions"]
+        assert ls_client.projects.get(id=project.id).model_version == v1
+
+        labeled = {t.id for t in tasks[:8]}
+        for t in ls_client.tasks.list(project=project.id, fields="all"):
+            versions = [p.model_version for p in t.predictions]
+            if t.id not in labeled:
+                assert versions == [v1], (t.id, versions)
+            assert len(t.annotations) == (1 if t.id in labeled else 0)  # pseudo-labels never became annotations
+        rows = [
+            r
+            for r in Store(server.model_dir / "detector_al.sqlite3").predictions(project.id)
+            if r["task_id"] not in labeled
+        ]
+        assert rows and all(r["model_version"] == v1 and r["round"] == 1 for r in rows)
+        ranks = sorted(
+            r["rank"]
+            for r in Store(server.model_dir / "detector_al.sqlite3").predictions(project.id)
+            if r["rank"] is not None
+        )
+        assert ranks == list(range(1, len(ranks) + 1))
+        meta = requests.get(f"{server.url}/status", timeout=5).json()["jobs"][0]
+        assert meta["model_version"] == v1
+    finally:
+        server.stop()
