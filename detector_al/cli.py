@@ -420,6 +420,51 @@ def ingest(
         typer.echo(f"project {pid}: {ls_url}/projects/{pid}/data (tab 'Active learning queue')")
 
 
+@app.command()
+def simulate(
+    dataset: Path = typer.Argument(
+        ...,
+        help="A VOC folder (Annotations/, JPEGImages/, ImageSets/Main/) or a YOLO "
+        "data.yaml (pool = train split, test = test or val split).",
+    ),
+    out: Path = typer.Option(Path("runs") / "simulate", "--out", help="Results, models and plots (resumable)."),
+    preset: str = typer.Option("cpu", help="cpu (about an hour on 2 cores), gpu (larger), smoke (seconds)."),
+    variants: str = typer.Option(None, help="Comma-separated, e.g. random,entropy,mi_aod,mi_aod+div,mi_aod+ceal."),
+    seeds: str = typer.Option(None, help="Comma-separated seeds (default: the preset's)."),
+    rounds: int = typer.Option(None, help="Rounds (default: the preset's)."),
+    budget: int = typer.Option(None, help="Images labeled per round."),
+    initial: int = typer.Option(None, help="Initial labeled images."),
+) -> None:
+    """The active-learning experiment with an oracle: learning curves of strategies, same start for all."""
+    from dataclasses import replace
+
+    from detector_al.simulation import PRESETS, labels_to_reach, run_simulation, summarise
+
+    if preset not in PRESETS:
+        raise typer.BadParameter(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
+    cfg = PRESETS[preset]
+    changes = {
+        "variants": tuple(variants.split(",")) if variants else None,
+        "seeds": tuple(int(s) for s in seeds.split(",")) if seeds else None,
+        "rounds": rounds,
+        "budget": budget,
+        "initial": initial,
+    }
+    cfg = replace(cfg, **{k: v for k, v in changes.items() if v is not None})
+    results = run_simulation(dataset, out, cfg)
+    curves = summarise(results)
+    final = {v: c[max(c)][0] for v, c in curves.items()}
+    target = final.get("random")
+    for v, c in curves.items():
+        need = labels_to_reach(c, target) if target is not None else None
+        typer.echo(
+            f"{v:20s} "
+            + "  ".join(f"{n}:{m:.3f}±{s:.3f}" for n, (m, s) in c.items())
+            + (f"   reaches random's final mAP50 with {need} labels" if need else "")
+        )
+    typer.echo(f"results: {out / 'results.json'}  plot: {out / 'learning_curves.png'}")
+
+
 @app.command("make-sample-data")
 def make_sample_data(
     out: Path = typer.Argument(SAMPLE_DATA, help="Destination folder."),

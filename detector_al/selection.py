@@ -120,8 +120,11 @@ def select_batch(
     if not diversity:
         return np.argsort(-scores, kind="stable")[:budget].astype(np.int64)
     cand = candidates(scores, emb, max(budget, factor * budget), dup_eps)
-    picked = k_center_greedy(emb[cand], budget, covered=labeled_emb, first=0)
-    return cand[picked]
+    picked = cand[k_center_greedy(emb[cand], budget, covered=labeled_emb, first=0)]
+    if len(picked) < budget:  # fewer distinct images than the budget: fill up by score, duplicates last
+        rest = [i for i in np.argsort(-scores, kind="stable") if i not in set(picked.tolist())]
+        picked = np.concatenate([picked, np.asarray(rest[: budget - len(picked)], np.int64)])
+    return picked
 
 
 def cold_start(emb: np.ndarray, budget: int, seed: int = 0, labeled_emb: np.ndarray | None = None) -> np.ndarray:

@@ -37,6 +37,7 @@ class TrainConfig:
     lr0: float = 0.004
     optimizer: str = "AdamW"
     warmup_epochs: float = 3.0
+    val: bool = True  # validate every epoch (picks best.pt); False: only at the end, best.pt = last
 
 
 def resolve_data_yaml(data: str | Path) -> Path:
@@ -100,6 +101,7 @@ def train_detector(
         project=str(out.parent),
         name=out.name,
         exist_ok=True,
+        val=config.val,
         plots=False,  # plots fetch a font from the internet
         amp=False,
         verbose=False,

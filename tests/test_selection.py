@@ -72,3 +72,9 @@ def test_budget_edge_cases():
     assert len(select_batch(np.array([]), np.zeros((0, 2)), 5)) == 0
     assert len(select_batch(np.array([0.5, 0.2]), np.eye(2), 0)) == 0
     assert sorted(select_batch(np.array([0.5, 0.2]), np.eye(2), 10).tolist()) == [0, 1]
+
+
+def test_a_pool_of_identical_images_still_fills_the_budget():
+    emb = np.ones((6, 4)) / 2
+    batch = select_batch(np.array([0.1, 0.6, 0.3, 0.5, 0.2, 0.4]), emb, budget=3)
+    assert batch.tolist() == [1, 3, 5]
