@@ -6,7 +6,10 @@ same model predictions, and we print
 * ``AUC(hard > easy)``: the probability that a random rare-class or cluttered image is ranked above a random
   easy one (ties count half; random ranking gives 0.5);
 * the share of rare-class images and of cluttered images in the top 20 % of the queue (random: their share of
-  the pool).
+  the pool);
+
+each for the plain ranking by score and for the queue with a diverse head (k-center over the top candidates,
+as ``detector-al score`` and ingest build it). AUCs are computed on queue positions.
 
 Usage: ``python benchmarks/bench_queue_quality.py [--model W] [--out docs/queue_quality.json]``
 """
@@ -31,6 +34,7 @@ def auc(pos: np.ndarray, neg: np.ndarray) -> float:
 def main() -> None:
     from detector_al.cli import ensure_bootstrap_model
     from detector_al.detector import Detector
+    from detector_al.selection import select_batch
     from detector_al.uncertainty import STRATEGIES
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -54,25 +58,40 @@ def main() -> None:
         f"top 20 % = {n_top} images; model {det.version}"
     )
     print(
-        f"{'strategy':20s} {'AUC(hard>easy)':>15s} {'AUC(rare>easy)':>15s} {'rare in top20%':>15s} "
-        f"{'clutter in top20%':>18s}"
+        f"{'queue of':30s} {'AUC(hard>easy)':>15s} {'AUC(rare>easy)':>15s} {'AUC(clut>easy)':>15s} "
+        f"{'rare in top20%':>15s} {'clutter in top20%':>18s}"
     )
-    print(f"{'(random expectation)':20s} {0.5:15.3f} {0.5:15.3f} {rare.mean():15.1%} {clutter.mean():18.1%}")
+    print(
+        f"{'(random expectation)':30s} {0.5:15.3f} {0.5:15.3f} {0.5:15.3f} {rare.mean():15.1%} {clutter.mean():18.1%}"
+    )
     results = {}
+    emb = np.stack([p.embedding for p in preds])
     for name, strategy in STRATEGIES.items():
         scores = np.array([strategy.score(p) for p in preds])
-        top = np.argsort(-scores, kind="stable")[:n_top]
-        row = {
-            "auc_hard_vs_easy": auc(scores[hard], scores[easy]),
-            "auc_rare_vs_easy": auc(scores[rare], scores[easy]),
-            "rare_share_top20": float(rare[top].mean()),
-            "clutter_share_top20": float(clutter[top].mean()),
-        }
-        results[name] = row
-        print(
-            f"{name:20s} {row['auc_hard_vs_easy']:15.3f} {row['auc_rare_vs_easy']:15.3f} "
-            f"{row['rare_share_top20']:15.1%} {row['clutter_share_top20']:18.1%}"
-        )
+        for diverse in (False, True):
+            if diverse and name == "random":
+                continue
+            picked = select_batch(scores, emb, n_top, diversity=diverse)
+            chosen = set(picked.tolist())
+            rest = [i for i in np.argsort(-scores, kind="stable") if i not in chosen]
+            order = np.concatenate([picked, np.asarray(rest, np.int64)])  # the queue: batch first, then by score
+            position = np.empty(len(order))
+            position[order] = -np.arange(len(order))  # higher = earlier in the queue
+            top = order[:n_top]
+            row = {
+                "auc_hard_vs_easy": auc(position[hard], position[easy]),
+                "auc_rare_vs_easy": auc(position[rare], position[easy]),
+                "auc_clutter_vs_easy": auc(position[clutter], position[easy]),
+                "rare_share_top20": float(rare[top].mean()),
+                "clutter_share_top20": float(clutter[top].mean()),
+            }
+            label = name + (" + diversity" if diverse else "")
+            results[label] = row
+            print(
+                f"{label:30s} {row['auc_hard_vs_easy']:15.3f} {row['auc_rare_vs_easy']:15.3f} "
+                f"{row['auc_clutter_vs_easy']:15.3f} {row['rare_share_top20']:15.1%} "
+                f"{row['clutter_share_top20']:18.1%}"
+            )
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"model": det.version, "pool": len(preds), "strategies": results}, indent=2))

@@ -271,22 +271,58 @@ def ensure_bootstrap_model(epochs: int = BOOTSTRAP_EPOCHS) -> Path:
 @app.command()
 def demo(
     model: str = typer.Option(None, "--model", "-m", help="Use these weights instead of the bootstrap model."),
-    pool: Path = typer.Option(SAMPLE_DATA / "images" / "pool", help="The unlabeled pool to score."),
-    out: Path = typer.Option(Path("runs") / "demo", help="Where the queue and the plot are written."),
-    budget: int = typer.Option(20, help="Images to query."),
-    top: int = typer.Option(15, help="Rows of the queue to print."),
+    ls_url: str = typer.Option(None, "--ls-url", help="Use this Label Studio instead of starting one."),
+    api_key: str = typer.Option(None, "--api-key", envvar="LABEL_STUDIO_API_KEY", help="Its API token."),
+    ls_port: int = typer.Option(8080, help="Port of the local Label Studio."),
+    backend_port: int = typer.Option(9090, help="Port of the ML backend."),
+    data_dir: Path = typer.Option(Path(".cache") / "demo", help="Label Studio data, model versions, state."),
+    budget: int = typer.Option(20, help="Images at the head of the queue."),
+    train_epochs: int = typer.Option(20, help="Fine-tuning epochs when you press Start Training."),
+    exit_after_setup: bool = typer.Option(False, help="Stop the servers once everything is set up."),
+    offline: bool = typer.Option(False, help="No Label Studio: score the sample pool and print the queue."),
 ) -> None:
-    """The main job on the embedded default: bootstrap model, score the sample pool, print the ranked queue."""
+    """The main job: a local Label Studio with an active-learning queue over the sample data, end to end."""
+    if offline:
+        _offline_demo(model, budget)
+        return
+    from detector_al.demo import DemoConfig, install_sigterm_handler, run_demo
+    from detector_al.local_label_studio import label_studio_bin
+    from detector_al.ls_client import LabelStudioError
+
+    if ls_url is None and not label_studio_bin().exists():
+        _fail(
+            f"Label Studio is not installed at {label_studio_bin()}: run `make demo` (it makes .venv-ls), or "
+            "pass --ls-url/--api-key, or --offline"
+        )
+    install_sigterm_handler()
+    try:
+        code = run_demo(
+            DemoConfig(
+                data_dir=data_dir,
+                model=model,
+                ls_url=ls_url,
+                api_key=api_key,
+                ls_port=ls_port,
+                backend_port=backend_port,
+                budget=budget,
+                exit_after_setup=exit_after_setup,
+            )
+        )
+    except (LabelStudioError, FileNotFoundError, RuntimeError, TimeoutError) as exc:
+        _fail(str(exc))
+    raise typer.Exit(code)
+
+
+def _offline_demo(model: str | None, budget: int, top: int = 15) -> None:
     from detector_al.plots import score_histogram
     from detector_al.pseudo_labels import CealConfig
 
+    pool, out = SAMPLE_DATA / "images" / "pool", Path("runs") / "demo"
     if not pool.exists():
-        _fail(f"pool folder not found: {pool} (run from the repository root, or pass --pool)")
-    weights = model or str(ensure_bootstrap_model())
-    det = load_detector(weights, conf=0.05)
+        _fail(f"pool folder not found: {pool} (run from the repository root)")
+    det = load_detector(model or str(ensure_bootstrap_model()), conf=0.05)
     ceal = CealConfig()
-    sources = expand_sources([pool])
-    records = run_scoring(sources, det, "mi_aod", 0, budget, True, False, ceal, 0, 16)
+    records = run_scoring(expand_sources([pool]), det, "mi_aod", 0, budget, True, False, ceal, 0, 16)
     _write_scored(out / "queue.jsonl", records, det.names)
     print_summary(records, ceal, 0, top=top, names=det.names)
     query = [r.score for r in records if r.decision == "query"]

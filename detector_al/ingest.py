@@ -36,7 +36,7 @@ from detector_al.label_config import RectangleTarget
 from detector_al.ls_client import LabelStudioClient
 from detector_al.ls_regions import to_label_studio_regions
 from detector_al.progress import track
-from detector_al.pseudo_labels import CealConfig, auto_accept
+from detector_al.pseudo_labels import CealConfig, auto_accept, consistency
 from detector_al.selection import DEFAULT_CANDIDATE_FACTOR, select_batch
 from detector_al.store import ImageRow, Store
 from detector_al.uncertainty import get_strategy
@@ -259,7 +259,7 @@ def score_batch(
             rows.append(ImageRow(h, str(path), error=p.error, decision="error", model_version=det.version))
             continue
         score = float(strategy.score(p))
-        verdict = auto_accept(p, score, cfg.round_index, cfg.ceal)
+        verdict = auto_accept(p, consistency(p), cfg.round_index, cfg.ceal)
         shown = p.detections[p.detections.confidence >= cfg.score_threshold]
         regions = to_label_studio_regions(shown, p.width, p.height, target)
         pseudo = None

@@ -2,7 +2,8 @@
 
 An image is auto-accepted in round ``t`` when all of these hold:
 
-1. its uncertainty is below the decaying threshold ``delta_t = max(delta_0 - dr * t, 0)``;
+1. its flip-consistency uncertainty (:func:`consistency`, the ``mi_aod`` score, whatever strategy orders the
+   queue) is below the decaying threshold ``delta_t = max(delta_0 - dr * t, 0)``;
 2. every detection is confident: ``conf_b >= min_confidence`` for every box with ``conf_b >= detect_threshold``;
 3. it has at least one detection (unless ``accept_empty``: a weak model that sees nothing must not teach
    "nothing here");
@@ -73,8 +74,18 @@ def ambiguous_anchors(pred: ImagePredictions, cfg: CealConfig) -> np.ndarray:
     return cand[overlap < cfg.duplicate_iou]
 
 
+def consistency(pred: ImagePredictions) -> float:
+    """The uncertainty CEAL thresholds: the ``mi_aod`` score of the image (see :mod:`detector_al.uncertainty`)."""
+    from detector_al.uncertainty import mi_aod_score
+
+    return mi_aod_score(pred.probs, pred.probs_flip, pred.level)
+
+
 def auto_accept(pred: ImagePredictions, score: float, round_index: int, cfg: CealConfig) -> AcceptDecision:
-    """Decide whether ``pred`` is auto-accepted in round ``round_index`` (see the module docstring)."""
+    """Decide whether ``pred`` is auto-accepted in round ``round_index`` (see the module docstring).
+
+    ``score`` is the image's :func:`consistency` (passed in so that callers that already have it pay once).
+    """
     kept = pred.detections[pred.detections.confidence >= cfg.detect_threshold]
     if not cfg.enabled:
         return AcceptDecision(False, "auto-accept disabled", kept)

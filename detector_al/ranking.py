@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from detector_al.pseudo_labels import CealConfig, auto_accept
+from detector_al.pseudo_labels import CealConfig, auto_accept, consistency
 from detector_al.selection import cold_start, select_batch
 from detector_al.types import Detections, ImagePredictions
 from detector_al.uncertainty import Strategy
@@ -65,7 +65,7 @@ def score_predictions(
             yield ScoredImage(source=p.source, decision=ERROR, error=p.error)
             continue
         score = float(strategy.score(p))
-        verdict = auto_accept(p, score, round_index, ceal)
+        verdict = auto_accept(p, consistency(p), round_index, ceal)
         shown = p.detections[p.detections.confidence >= min_confidence]
         yield ScoredImage(
             source=p.source,

@@ -18,7 +18,7 @@ from detector_al.detector import Detector
 from detector_al.label_config import RectangleTarget, parse_label_config
 from detector_al.ls_client import ImageFetchError, fetch_task_image, project_id
 from detector_al.ls_regions import to_label_studio_regions
-from detector_al.pseudo_labels import CealConfig, auto_accept
+from detector_al.pseudo_labels import CealConfig, auto_accept, consistency
 from detector_al.store import PredictionRow, Store
 from detector_al.types import ImagePredictions
 from detector_al.uncertainty import get_strategy
@@ -145,7 +145,7 @@ class PredictionService:
 
     def _answer(self, task_id, pred: ImagePredictions, target: RectangleTarget, round_index: int, version: str):
         score = float(self.strategy.score(pred))
-        verdict = auto_accept(pred, score, round_index, self.config.ceal)
+        verdict = auto_accept(pred, consistency(pred), round_index, self.config.ceal)
         shown = pred.detections[pred.detections.confidence >= self.config.score_threshold]
         regions = to_label_studio_regions(shown, pred.width, pred.height, target)
         confidence = self.strategy.confidence(score)

@@ -201,13 +201,13 @@ def _choose(
 ) -> tuple[list[Path], dict[Path, list[str]]]:
     """The images to label next and (for +ceal) the round's pseudo-labels."""
     from detector_al.detector import Detector
-    from detector_al.pseudo_labels import CealConfig, auto_accept
+    from detector_al.pseudo_labels import CealConfig, auto_accept, consistency
     from detector_al.selection import select_batch
     from detector_al.uncertainty import get_strategy, random_score
 
     name = variant.replace("+ceal", "").replace("+div", "")
     strategy = get_strategy(STRATEGY_OF[name])
-    if name == "random":
+    if name == "random" and "+ceal" not in variant:
         order = sorted(unlabeled, key=lambda p: random_score(str(p.name), seed * 1000 + round_index))
         return order[: cfg.budget], {}
     det = Detector.load(weights, conf=0.05, imgsz=cfg.imgsz)
@@ -217,9 +217,9 @@ def _choose(
     for path, p in zip(unlabeled, preds, strict=True):
         if not p.ok:
             continue
-        s = float(strategy.score(p))
+        s = random_score(str(path.name), seed * 1000 + round_index) if name == "random" else float(strategy.score(p))
         if "+ceal" in variant:
-            verdict = auto_accept(p, s, round_index, ceal)
+            verdict = auto_accept(p, consistency(p), round_index, ceal)
             if verdict.accepted:
                 pl = verdict.pseudo_labels
                 pseudo[path] = [
@@ -239,8 +239,9 @@ def run_simulation(source: Path, out: Path, cfg: SimConfig) -> dict:
     """Run (or resume) the experiment; returns and writes ``out/results.json``."""
     from detector_al.training import evaluate
 
+    out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    ds = prepare_dataset(source, out)
+    ds = prepare_dataset(source.resolve(), out)
     results_file = out / "results.json"
     results = json.loads(results_file.read_text()) if results_file.exists() else {"config": asdict(cfg), "runs": []}
     done = {(r["seed"], r["variant"], r["round"]) for r in results["runs"]}

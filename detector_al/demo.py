@@ -1,0 +1,191 @@
+"""The main job in one command: a local Label Studio with an active-learning queue, end to end.
+
+1. starts a real Label Studio on loopback (data in ``.cache/demo/label-studio``: a second run resumes), or
+   uses an existing one (``--ls-url``/``--api-key``);
+2. makes the bootstrap model if none is cached (or uses ``--model``);
+3. starts the ML backend (uvicorn, a child process), creates the project with the sample label config,
+   connects the backend (its webhook comes with it), and ingests the sample pool: pre-annotations,
+   priorities, the "Active learning queue" and "Auto-accepted (review)" tabs;
+4. prints the URL, the login and what to do next, then serves until Ctrl-C and stops both servers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+log = logging.getLogger(__name__)
+
+PROJECT_TITLE = "detector-al demo"
+
+
+@dataclass
+class DemoConfig:
+    data_dir: Path = Path(".cache") / "demo"
+    sample_data: Path = Path("sample_data")
+    model: str | None = None
+    ls_url: str | None = None
+    api_key: str | None = None
+    ls_port: int = 8080
+    backend_port: int = 9090
+    budget: int = 20
+    train_epochs: int = 20
+    exit_after_setup: bool = False
+
+
+class ChildServer:
+    """The backend as a child process, stopped with its process group."""
+
+    def __init__(self, cmd: list[str], env: dict[str, str], url: str, log_file: Path) -> None:
+        self.url = url
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        self.log_file = log_file
+        self.proc = subprocess.Popen(
+            cmd, env=env, stdout=log_file.open("a"), stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the ML backend exited ({self.proc.returncode}); see {self.log_file}")
+            try:
+                if requests.get(f"{self.url}/health", timeout=1).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.3)
+        raise TimeoutError(f"the ML backend did not start within {timeout:.0f} s; see {self.log_file}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+def run_demo(cfg: DemoConfig) -> int:
+    from detector_al.cli import ensure_bootstrap_model
+    from detector_al.detector import Detector
+    from detector_al.ingest import IngestConfig, LabelStudioSink, ingest
+    from detector_al.label_config import parse_label_config
+    from detector_al.local_label_studio import LocalLabelStudio
+    from detector_al.ls_client import LabelStudioClient
+    from detector_al.registry import ModelRegistry
+    from detector_al.store import Store
+
+    data_dir = cfg.data_dir.absolute()
+    sample = cfg.sample_data.absolute()
+    pool = sample / "images" / "pool"
+    if not pool.is_dir():
+        raise FileNotFoundError(f"sample pool not found: {pool} (run from the repository root)")
+    started = time.perf_counter()
+    local_ls = None
+    backend = None
+    try:
+        if cfg.ls_url:
+            url, token, files_root = cfg.ls_url.rstrip("/"), cfg.api_key or "", None
+        else:
+            local_ls = LocalLabelStudio(data_dir / "label-studio", port=cfg.ls_port, files_root=sample)
+            local_ls.start()
+            url, token, files_root = local_ls.url, local_ls.token, sample
+        client = LabelStudioClient(url, token)
+        client.check()
+
+        weights = Path(cfg.model) if cfg.model else ensure_bootstrap_model()
+        model_dir = data_dir / "backend"
+        ModelRegistry(model_dir).resolve(str(weights))  # registered (and current, unless retrained since)
+        backend_url = f"http://127.0.0.1:{cfg.backend_port}"
+        env = {
+            **os.environ,
+            "MODEL_DIR": str(model_dir),
+            "LABEL_STUDIO_URL": url,
+            "LABEL_STUDIO_API_KEY": token,
+            "TRAIN_EPOCHS": str(cfg.train_epochs),
+            "PYTHONUNBUFFERED": "1",
+        }
+        if files_root is not None:
+            env["LOCAL_FILES_DOCUMENT_ROOT"] = str(files_root)
+        backend = ChildServer(
+            [sys.executable, "-m", "detector_al", "serve", "--port", str(cfg.backend_port)],
+            env,
+            backend_url,
+            data_dir / "backend.log",
+        )
+        backend.wait_ready()
+        version = requests.get(f"{backend_url}/health", timeout=5).json()["model_version"]  # retrained? keep it
+
+        ls = client.ls
+        found = [p for p in ls.projects.list(title=PROJECT_TITLE) if p.title == PROJECT_TITLE]
+        label_config = (sample / "label_config.xml").read_text()
+        project = found[0] if found else ls.projects.create(title=PROJECT_TITLE, label_config=label_config)
+        if not any(m.url.rstrip("/") == backend_url for m in ls.ml.list(project=project.id)):
+            ls.ml.create(project=project.id, url=backend_url, title="detector-al", is_interactive=False)
+        det = Detector.load(ModelRegistry(model_dir).path(version), conf=0.05, version=version)
+        target = parse_label_config(ls.projects.get(id=project.id).label_config, det.names)
+        sink = LabelStudioSink(client, project.id, files_root, pool)
+        report = ingest(
+            pool,
+            det,
+            Store(data_dir / "ingest.sqlite3"),
+            target,
+            IngestConfig(budget=cfg.budget, files_root=files_root),
+            sink=sink,
+            project=project.id,
+        )
+        print(report.summary().splitlines()[0], flush=True)
+        queue_tab = next(
+            v.id for v in ls.views.list(project=project.id) if v.data.get("title") == "Active learning queue"
+        )
+        user = local_ls.user if local_ls else "(your account)"
+        password = local_ls.password if local_ls else ""
+        print(
+            f"""
+detector-al demo is ready ({time.perf_counter() - started:.0f} s)
+  Label Studio : {url}/projects/{project.id}/data?tab={queue_tab}
+  login        : {user} / {password}    API token: {token}
+  ML backend   : {backend_url}  (model {version}; status: {backend_url}/status)
+
+Next: open the "Active learning queue" tab and press "Label All Tasks": the most uncertain images come
+first, pre-annotated. Label a few, then Settings -> Model -> "Start Training" (or POST to the backend's
+/webhook). The backend fine-tunes, promotes the new model if it is not worse, re-scores the pool and
+refreshes the queue: watch the model version and the al_priority column change.
+Ctrl-C stops both servers; running `make demo` again resumes in seconds.
+READY project={project.id} ls={url} backend={backend_url}""",
+            flush=True,
+        )
+        if cfg.exit_after_setup:
+            return 0
+        while True:
+            if backend.proc.poll() is not None:
+                raise RuntimeError(f"the ML backend stopped; see {backend.log_file}")
+            if local_ls is not None and local_ls.proc is not None and local_ls.proc.poll() is not None:
+                raise RuntimeError(f"Label Studio stopped; see {local_ls.log_file}")
+            time.sleep(1)
+    except KeyboardInterrupt:
+        print("\nstopping ...", flush=True)
+        return 0
+    finally:
+        if backend is not None:
+            backend.stop()
+        if local_ls is not None:
+            local_ls.stop()
+
+
+def _sigterm(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def install_sigterm_handler() -> None:
+    """Stop cleanly on SIGTERM as on Ctrl-C."""
+    signal.signal(signal.SIGTERM, _sigterm)
