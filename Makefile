@@ -9,7 +9,7 @@ LS_VENV  := .venv-ls
 LS_STAMP := $(LS_VENV)/.installed
 LABEL_STUDIO_VERSION := 1.23.2
 
-.PHONY: setup ls-setup demo test test-fast lint bench model clean
+.PHONY: setup ls-setup demo test test-fast lint bench model screenshot clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,14 @@ model: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_inference.py
+	$(BIN)/python benchmarks/bench_queue_quality.py --out docs/queue_quality.json
+
+## docs/queue.png: the Data Manager queue, in headless Chromium (Debian's chromium + chromium-driver).
+screenshot: $(STAMP) $(LS_STAMP)
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		(apt-get update -qq && apt-get install -y -qq chromium chromium-driver)
+	$(PIP) install -q "selenium>=4.20"
+	$(BIN)/python benchmarks/screenshot_queue.py
 
 clean:
 	rm -rf $(VENV) $(LS_VENV) runs .pytest_cache .ruff_cache
