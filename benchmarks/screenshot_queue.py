@@ -33,8 +33,18 @@ def main() -> None:
     args = ap.parse_args()
 
     ls_port, be_port = free_port(), free_port()
-    cmd = [sys.executable, "-m", "detector_al", "demo", "--ls-port", str(ls_port), "--backend-port", str(be_port),
-           "--data-dir", str(args.data_dir)] + (["--model", args.model] if args.model else [])
+    cmd = [
+        sys.executable,
+        "-m",
+        "detector_al",
+        "demo",
+        "--ls-port",
+        str(ls_port),
+        "--backend-port",
+        str(be_port),
+        "--data-dir",
+        str(args.data_dir),
+    ] + (["--model", args.model] if args.model else [])
     demo = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         ready = None
@@ -49,9 +59,17 @@ def main() -> None:
                 ready = line
         opts = webdriver.ChromeOptions()
         opts.binary_location = "/usr/bin/chromium"
-        for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                     "--window-size=1600,1000"):
+        for flag in (
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--window-size=1600,1000",
+        ):
             opts.add_argument(flag)
         driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
         try:

@@ -235,11 +235,31 @@ class LabelStudioSink:
                 },
             },
         }
-        hidden = [f"tasks:{c}" for c in (
-            "inner_id", "completed_at", "cancelled_annotations", "total_predictions", "annotators",
-            "annotations_results", "annotations_ids", "predictions_results", "file_upload", "storage_filename",
-            "created_at", "updated_at", "updated_by", "avg_lead_time", "draft_exists", "comment_count",
-            "unresolved_comment_count", "last_comment_updated_at", "comment_authors", "data.al_hash")]
+        hidden = [
+            f"tasks:{c}"
+            for c in (
+                "inner_id",
+                "completed_at",
+                "cancelled_annotations",
+                "total_predictions",
+                "annotators",
+                "annotations_results",
+                "annotations_ids",
+                "predictions_results",
+                "file_upload",
+                "storage_filename",
+                "created_at",
+                "updated_at",
+                "updated_by",
+                "avg_lead_time",
+                "draft_exists",
+                "comment_count",
+                "unresolved_comment_count",
+                "last_comment_updated_at",
+                "comment_authors",
+                "data.al_hash",
+            )
+        ]
         for spec in tabs.values():  # show what the queue is about: image, priority, uncertainty, status, score
             spec["hiddenColumns"] = {"explore": hidden, "labeling": hidden}
         existing = {}

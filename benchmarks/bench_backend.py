@@ -1,0 +1,98 @@
+"""Latency and throughput of the ML backend's /predict vs the adapter's own time on the same images.
+
+A real backend (``detector-al serve``, uvicorn) is started as a child process; tasks point at local files,
+so no image fetch is counted (the target is "at most 1.2x the adapter's time, plus the image fetch").
+Printed, measured in one run:
+
+* one-task latency: median over repeats of ``POST /predict`` with 1 task vs ``Detector.predict`` of 1 image;
+* a 100-task batch: ``POST /predict`` with 100 tasks vs ``Detector.predict`` of the same 100 images;
+* the two ratios.
+
+Usage: ``python benchmarks/bench_backend.py [--model W] [--repeats 15]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+
+def main() -> None:
+    from detector_al.cli import ensure_bootstrap_model
+    from detector_al.detector import Detector
+    from detector_al.local_label_studio import free_port
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default=None)
+    ap.add_argument("--images", type=Path, default=Path("sample_data/images/pool"))
+    ap.add_argument("--repeats", type=int, default=15)
+    args = ap.parse_args()
+    weights = args.model or str(ensure_bootstrap_model())
+    images = sorted(args.images.glob("*.jpg"))[:100]
+    config = Path("sample_data/label_config.xml").read_text()
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {**os.environ, "MODEL_DIR": str(Path(tmp) / "models")}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "detector_al", "serve", "--model", weights, "--port", str(port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            for _ in range(300):
+                try:
+                    if requests.get(f"{url}/health", timeout=1).ok:
+                        break
+                except requests.RequestException:
+                    time.sleep(0.2)
+            det = Detector.load(weights, conf=0.05)
+            session = requests.Session()
+
+            def post(paths):
+                body = {
+                    "tasks": [{"id": i + 1, "data": {"image": str(p.resolve())}} for i, p in enumerate(paths)],
+                    "label_config": config,
+                    "project": "1.1",
+                }
+                t = time.perf_counter()
+                r = session.post(f"{url}/predict", json=body, timeout=600)
+                r.raise_for_status()
+                return time.perf_counter() - t
+
+            def adapter(paths):
+                t = time.perf_counter()
+                list(det.predict([str(p) for p in paths]))
+                return time.perf_counter() - t
+
+            post(images[:16])
+            adapter(images[:16])  # warm-up both
+            one_api = statistics.median(post(images[i % 100 : i % 100 + 1]) for i in range(args.repeats))
+            one_ad = statistics.median(adapter(images[i % 100 : i % 100 + 1]) for i in range(args.repeats))
+            many_api = min(post(images) for _ in range(3))
+            many_ad = min(adapter(images) for _ in range(3))
+        finally:
+            proc.terminate()
+            proc.wait(30)
+    print(f"model {weights}, {det.imgsz} px; tasks point at local files (no fetch)")
+    print(
+        f"1 task   : /predict {1000 * one_api:7.1f} ms   adapter {1000 * one_ad:7.1f} ms   "
+        f"ratio {one_api / one_ad:5.2f}x (target <= 1.2x)"
+    )
+    print(
+        f"100 tasks: /predict {len(images) / many_api:7.1f} img/s adapter {len(images) / many_ad:7.1f} img/s "
+        f"ratio {many_api / many_ad:5.2f}x (target <= 1.2x)"
+    )
+
+
+if __name__ == "__main__":
+    main()

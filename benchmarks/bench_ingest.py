@@ -1,0 +1,111 @@
+"""Ingest throughput and memory: a generated folder into a real Label Studio vs `detector-al score` alone.
+
+Generates N synthetic images (the sample-data generator, seeded), starts a local Label Studio, and runs,
+each as a child process whose peak resident memory is read from the kernel (``ru_maxrss``):
+
+* ``detector-al score <folder>`` (predict + score + rank, no Label Studio);
+* ``detector-al ingest <folder>`` into a new project (tasks with predictions, priorities, tabs);
+
+for N = 1000 and N = 5000 (``--sizes``). Printed: images/s of both, the Label Studio overhead
+(target <= 15 %), and the ingest's peak memory at each size (target: growth under 150 MB).
+
+Usage: ``python benchmarks/bench_ingest.py [--model W] [--sizes 1000,5000]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+
+def make_folder(folder: Path, n: int, seed: int = 7) -> None:
+    import numpy as np
+
+    from detector_al.sample_data import make_scene
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    kinds = ["easy", "cluttered", "rare", "small", "occluded"]
+    for i in range(n):
+        sub = folder / f"part{i // 500:03d}"
+        sub.mkdir(exist_ok=True)
+        make_scene(rng, kinds[i % 5]).image.save(sub / f"img_{i:05d}.jpg", quality=85)
+
+
+def measure(cmd: list[str]) -> tuple[float, float]:
+    """Run ``cmd`` in a fresh Python helper so that its own peak RSS is reported."""
+    helper = (
+        "import resource, subprocess, sys, time; t = time.perf_counter(); "
+        "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); "
+        "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)"
+    )
+    out = subprocess.run([sys.executable, "-c", helper, *cmd], check=True, capture_output=True, text=True).stdout
+    seconds, mb = out.split()
+    return float(seconds), float(mb)
+
+
+def main() -> None:
+    from detector_al.cli import ensure_bootstrap_model
+    from detector_al.local_label_studio import LocalLabelStudio
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default=None)
+    ap.add_argument("--sizes", default="1000,5000")
+    args = ap.parse_args()
+    weights = args.model or str(ensure_bootstrap_model())
+    sizes = [int(s) for s in args.sizes.split(",")]
+    py = [sys.executable, "-m", "detector_al"]
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        files = tmp / "files"
+        ls = LocalLabelStudio(tmp / "ls", files_root=files)
+        template = Path(".cache/ls-template")
+        if template.exists():
+            ls.copy_from(template)
+        with ls:
+            rows = []
+            for n in sizes:
+                folder = files / f"gen{n}"
+                make_folder(folder, n)
+                s_time, s_mb = measure(
+                    [*py, "score", str(folder), "--model", weights, "--out", str(tmp / f"score{n}.jsonl")]
+                )
+                i_time, i_mb = measure(
+                    [
+                        *py,
+                        "ingest",
+                        str(folder),
+                        "--model",
+                        weights,
+                        "--ls-url",
+                        ls.url,
+                        "--api-key",
+                        ls.token,
+                        "--project-title",
+                        f"bench {n}",
+                        "--ls-files-root",
+                        str(files),
+                        "--store",
+                        str(tmp / f"ingest{n}.sqlite3"),
+                    ]
+                )
+                rows.append((n, n / s_time, n / i_time, s_mb, i_mb))
+                print(
+                    f"{n:6d} images: score {n / s_time:6.1f} img/s ({s_mb:5.0f} MB peak)   ingest {n / i_time:6.1f} "
+                    f"img/s ({i_mb:5.0f} MB peak)   Label Studio overhead {100 * (s_time and i_time / s_time - 1):5.1f} %",
+                    flush=True,
+                )
+                shutil.rmtree(folder)
+    if len(rows) >= 2:
+        print(
+            f"ingest peak memory growth {rows[0][0]} -> {rows[-1][0]} images: {rows[-1][4] - rows[0][4]:.0f} MB "
+            "(target < 150 MB)"
+        )
+
+
+if __name__ == "__main__":
+    main()
