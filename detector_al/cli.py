@@ -146,6 +146,7 @@ def run_scoring(
     ceal,
     seed: int,
     batch_size: int,
+    class_counts: np.ndarray | None = None,
 ) -> list:
     """Predict, score, auto-accept and rank ``sources``; returns the ranked records in input order."""
     from detector_al.progress import track
@@ -155,7 +156,9 @@ def run_scoring(
     strat = get_strategy(strategy)
     preds = track(det.predict(sources, batch_size=batch_size), len(sources), f"score ({strategy})")
     records = list(score_predictions(preds, strat, round_index, ceal, min_confidence=0.25))
-    return assign_queue(records, budget, diversity=diversity, cold=cold_start, seed=seed)
+    return assign_queue(
+        records, budget, diversity=diversity, cold=cold_start, seed=seed, labeled_class_counts=class_counts
+    )
 
 
 def print_summary(records: list, ceal, round_index: int, top: int = 0, names: tuple[str, ...] = ()) -> None:
@@ -216,6 +219,9 @@ def score(
     seed: int = typer.Option(0, help="Seed of the selection."),
     batch_size: int = typer.Option(16, help="Images per forward pass."),
     conf: float = typer.Option(0.05, help="Lowest box confidence the scorers see."),
+    balance_classes: Path = typer.Option(
+        None, help="YOLO label folder of the labeled set: favour images of the classes rare there."
+    ),
 ) -> None:
     """Score images by uncertainty, auto-accept the confident ones, and rank the rest into a queue."""
     from dataclasses import replace
@@ -232,7 +238,18 @@ def score(
         ceal = replace(ceal, decay=decay)
     sources = expand_sources(images)
     det = load_detector(model, conf=conf)
-    records = run_scoring(sources, det, strategy, round_index, budget, diversity, cold_start, ceal, seed, batch_size)
+    counts = None
+    if balance_classes is not None:
+        if not balance_classes.is_dir():
+            _fail(f"--balance-classes: not a folder of YOLO label files: {balance_classes}")
+        counts = np.zeros(len(det.names))
+        for f in balance_classes.rglob("*.txt"):
+            for line in f.read_text().splitlines():
+                if line.split() and line.split()[0].isdigit() and int(line.split()[0]) < len(counts):
+                    counts[int(line.split()[0])] += 1
+    records = run_scoring(
+        sources, det, strategy, round_index, budget, diversity, cold_start, ceal, seed, batch_size, counts
+    )
     _write_scored(out, records, det.names)
     print_summary(records, ceal, round_index)
     if plot:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from detector_al.pseudo_labels import CealConfig, auto_accept, consistency
-from detector_al.selection import cold_start, select_batch
+from detector_al.selection import class_balance_weights, cold_start, select_batch
 from detector_al.types import Detections, ImagePredictions
 from detector_al.uncertainty import Strategy
 
@@ -87,11 +87,21 @@ def assign_queue(
     cold: bool = False,
     seed: int = 0,
     labeled_emb: np.ndarray | None = None,
+    labeled_class_counts: np.ndarray | None = None,
 ) -> list[ScoredImage]:
-    """Choose the query batch among the non-accepted images and number the whole queue (in place)."""
+    """Choose the query batch among the non-accepted images and number the whole queue (in place).
+
+    With ``labeled_class_counts`` (boxes per class in the labeled set), the selection favours images whose
+    predicted classes are rare there: scores are multiplied by
+    :func:`~detector_al.selection.class_balance_weights` before choosing (the stored scores stay raw).
+    """
     pending = [i for i, s in enumerate(images) if s.decision == REST]
     if pending:
         scores = np.array([images[i].score for i in pending], np.float64)
+        if labeled_class_counts is not None:
+            scores = scores * class_balance_weights(
+                [np.unique(images[i].detections.class_id) for i in pending], labeled_class_counts
+            )
         emb = np.stack([images[i].embedding for i in pending])
         if cold:
             picked = cold_start(emb, budget, seed, labeled_emb)

@@ -71,3 +71,14 @@ def test_unknown_strategy_and_missing_model_are_clear_errors(sample_data, tmp_pa
     res = runner.invoke(app, ["score", pool, "--model", str(tmp_path / "none.pt"), "--out", str(tmp_path / "o.jsonl")])
     assert res.exit_code == 2 and "not found" in res.output
     assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_balance_classes_option(trained_weights, sample_data, tmp_path):
+    pool = sorted((sample_data / "images" / "pool").glob("*.jpg"))[:10]
+    labeled = tmp_path / "labels"
+    labeled.mkdir()
+    (labeled / "a.txt").write_text("1 0.5 0.5 0.1 0.1\n")
+    base = ["score", *map(str, pool), "--model", str(trained_weights), "--out", str(tmp_path / "q.jsonl")]
+    assert runner.invoke(app, [*base, "--balance-classes", str(labeled)]).exit_code == 0
+    res = runner.invoke(app, [*base, "--balance-classes", str(tmp_path / "nope")])
+    assert res.exit_code == 2 and "not a folder" in res.output
