@@ -322,6 +322,7 @@ def demo(
                 ls_port=ls_port,
                 backend_port=backend_port,
                 budget=budget,
+                train_epochs=train_epochs,
                 exit_after_setup=exit_after_setup,
             )
         )

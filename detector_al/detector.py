@@ -22,7 +22,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from detector_al.files import file_sha256
 from detector_al.images import ImageLoadError, LoadedImage, load_image
 from detector_al.types import Detections, ImagePredictions
 
@@ -78,14 +78,6 @@ def _batched(items: Iterable, n: int) -> Iterator[list]:
     it = iter(items)
     while chunk := list(islice(it, n)):
         yield chunk
-
-
-def _weights_version(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:12]
 
 
 class Detector:
@@ -165,7 +157,7 @@ class Detector:
         if path.suffix in (".pt", ".yaml") and not path.exists() and (path.parent != Path(".") or "/" in str(weights)):
             raise FileNotFoundError(f"model weights not found: {path}")
         yolo = YOLO(str(weights), task="detect")
-        version = kwargs.pop("version", None) or (_weights_version(path) if path.is_file() else path.stem)
+        version = kwargs.pop("version", None) or (file_sha256(path)[:12] if path.is_file() else path.stem)
         return cls(yolo, version=version, **kwargs)
 
     @property

@@ -17,7 +17,6 @@ its uncertainty ``u``: in [0, 1), increasing in ``u``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -31,7 +30,7 @@ import numpy as np
 import requests
 
 from detector_al.detector import Detector
-from detector_al.files import atomic_write
+from detector_al.files import atomic_write, file_sha256
 from detector_al.label_config import RectangleTarget
 from detector_al.ls_client import LabelStudioClient
 from detector_al.ls_regions import to_label_studio_regions
@@ -82,11 +81,8 @@ class IngestReport:
 
 
 def content_hash(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    """The identity of an image file: SHA-256 of its bytes."""
+    return file_sha256(path)
 
 
 def walk_images(folder: Path) -> Iterator[Path]:

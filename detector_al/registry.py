@@ -12,7 +12,6 @@ A version name is ``v<n>-<sha256 of the weights, 8 hex>``: increasing, and tied 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -20,15 +19,7 @@ import threading
 import time
 from pathlib import Path
 
-from detector_al.files import atomic_write
-
-
-def _sha(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+from detector_al.files import atomic_write, file_sha256
 
 
 class ModelRegistry:
@@ -61,7 +52,7 @@ class ModelRegistry:
         The weights land under a temporary name and the folder appears only once complete.
         """
         weights = Path(weights)
-        digest = _sha(weights)[:8]
+        digest = file_sha256(weights)[:8]
         with self._lock:
             for v in self.versions():
                 if v.endswith(digest):
@@ -98,7 +89,7 @@ class ModelRegistry:
             p = Path(weights)
             if not p.is_file():
                 raise FileNotFoundError(f"model weights not found: {p}")
-            known = any(v.endswith(_sha(p)[:8]) for v in self.versions())
+            known = any(v.endswith(file_sha256(p)[:8]) for v in self.versions())
             version = self.add(p, note="initial weights")
             if self.current() is None or not known:  # new weights win; known ones do not undo a retrained model
                 self.promote(version)
