@@ -408,6 +408,12 @@ def ingest(
     out: Path = typer.Option(None, "--out", help="Offline: write a Label Studio import file (tasks.json)."),
     export_pseudo: Path = typer.Option(None, "--export-pseudo-labels", help="Write auto-accepted images as YOLO."),
     store_path: Path = typer.Option(Path("runs") / "ingest.sqlite3", "--store", help="SQLite state file."),
+    model_dir: Path = typer.Option(
+        None,
+        "--model-dir",
+        envvar="MODEL_DIR",
+        help="The ML backend's model folder: predictions then carry the backend's version name for these weights.",
+    ),
     strategy: str = typer.Option("mi_aod", help="Uncertainty strategy."),
     round_index: int = typer.Option(0, "--round", help="Active-learning round (CEAL threshold)."),
     budget: int = typer.Option(50, help="Images to put at the head of the queue."),
@@ -432,7 +438,12 @@ def ingest(
     online = ls_url is not None or project is not None or project_title is not None
     if not online and out is None and export_pseudo is None:
         _fail("say where the tasks go: --ls-url with --project/--project-title, or --out tasks.json (offline)")
-    det = load_detector(model, conf=0.05)
+    version = None
+    if model_dir is not None and Path(model).is_file():
+        from detector_al.registry import ModelRegistry
+
+        version = ModelRegistry(model_dir).version_of(model)
+    det = load_detector(model, conf=0.05, version=version)
     config_text = label_config.read_text() if label_config else default_label_config(det.names)
     sink, pid = None, 0
     try:

@@ -70,6 +70,11 @@ class ModelRegistry:
             os.replace(tmp, self.root / "versions" / version)
         return version
 
+    def version_of(self, weights: str | Path) -> str | None:
+        """The registered version holding these exact weights, if any."""
+        digest = file_sha256(weights)[:8]
+        return next((v for v in self.versions() if v.endswith(digest)), None)
+
     def promote(self, version: str) -> None:
         if version not in self.versions():
             raise KeyError(f"unknown model version {version!r}")
