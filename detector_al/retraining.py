@@ -6,7 +6,8 @@
 2. **Pseudo-labels** (CEAL): the current model scores the unlabeled tasks; the auto-accepted ones join the
    *training* split only, as ``pseudo_*`` files listed in ``pseudo.txt``; they are never written to Label
    Studio as annotations.
-3. **Fine-tune** from the serving weights (ultralytics); progress (phase, epoch) goes to ``/health``.
+3. **Fine-tune** from the serving weights (ultralytics, in a child process, so serving stays fast and a crash
+   of the training cannot take the server down); progress (phase, epoch) goes to ``/health``.
 4. **Evaluate** the serving and the new weights on the human-labeled validation split (with fewer than
    ``min_val_images`` there, on all human-labeled images) and **promote** the new weights only if
    ``new mAP50-95 >= serving mAP50-95 - (tolerance + 0.05 / sqrt(n))`` for ``n`` evaluation images (the
@@ -39,7 +40,7 @@ from detector_al.registry import ModelRegistry
 from detector_al.selection import select_batch
 from detector_al.service import PredictionService
 from detector_al.store import PredictionRow, Store
-from detector_al.training import TrainConfig, evaluate, train_detector
+from detector_al.training import TrainConfig, evaluate, train_in_subprocess
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +158,7 @@ class Retrainer:
             lr0=self.config.lr0,
             warmup_epochs=1.0,
         )
-        best = train_detector(
+        best = train_in_subprocess(  # its own process: serving stays fast, a crash stays there
             data_yaml, root / "run", cfg, on_epoch=lambda e, n: report(phase="training", epoch=e, epochs=n)
         )
 

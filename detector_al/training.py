@@ -139,3 +139,49 @@ def evaluate(
         workers=0,
     )
     return {"map50": float(metrics.box.map50), "map50_95": float(metrics.box.map)}
+
+
+def _child_train(data, out, config, queue) -> None:  # pragma: no cover - runs in a spawned process
+    try:
+        best = train_detector(data, out, config, on_epoch=lambda e, n: queue.put(("epoch", e, n)))
+        queue.put(("done", str(best)))
+    except BaseException as exc:  # reported to the parent, which raises it there
+        queue.put(("error", f"{type(exc).__name__}: {exc}"))
+
+
+def train_in_subprocess(
+    data: str | Path, out: str | Path, config: TrainConfig, on_epoch: Callable[[int, int], None] | None = None
+) -> Path:
+    """:func:`train_detector` in a separate (spawned) process.
+
+    The server that calls it keeps serving at full speed (no two thread pools fighting over the cores in one
+    process), and a crash of the training (out of memory, a native error) cannot take the server down.
+
+    Raises:
+        RuntimeError: the training failed or its process died; the message says how.
+    """
+    import multiprocessing as mp
+    import queue as queue_mod
+
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    proc = ctx.Process(target=_child_train, args=(str(data), str(out), config, q), name="detector-al-train")
+    proc.start()
+    try:
+        while True:
+            try:
+                msg = q.get(timeout=1.0)
+            except queue_mod.Empty:
+                if not proc.is_alive():
+                    raise RuntimeError(f"the training process died (exit code {proc.exitcode})") from None
+                continue
+            if msg[0] == "epoch" and on_epoch is not None:
+                on_epoch(msg[1], msg[2])
+            elif msg[0] == "done":
+                return Path(msg[1])
+            elif msg[0] == "error":
+                raise RuntimeError(f"training failed: {msg[1]}")
+    finally:
+        proc.join(timeout=30)
+        if proc.is_alive():
+            proc.kill()

@@ -41,3 +41,12 @@ def test_latest_non_cancelled_annotation_wins():
 )
 def test_promotion_rule(new, old, n, promote):
     assert should_promote({"map50_95": new}, {"map50_95": old}, n) is promote
+
+
+def test_a_failing_training_subprocess_raises_in_the_parent(tmp_path):
+    from detector_al.training import TrainConfig, train_in_subprocess
+
+    bad = tmp_path / "data.yaml"
+    bad.write_text("train: nowhere\nval: nowhere\nnames:\n  0: a\n")
+    with pytest.raises(RuntimeError, match="training failed"):
+        train_in_subprocess(bad, tmp_path / "run", TrainConfig(epochs=1, imgsz=64))
