@@ -252,9 +252,7 @@ class Retrainer:
             if p is not None:
                 paths.append(str(p))
                 kept.append(t)
-        with self.service._infer_lock:
-            detector = self.service.detector
-            preds = list(detector.predict(paths, self.service.config.batch_size))
+        detector, preds = self.service.predict_paths(paths)
         return kept, preds, detector
 
     def _write_pseudo_labels(self, unlabeled, target, root: Path, client, round_index: int) -> int:

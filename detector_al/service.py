@@ -77,6 +77,12 @@ class PredictionService:
             self._detector = detector
         log.info("now serving model version %s", detector.version)
 
+    def predict_paths(self, paths: list[str]) -> tuple[Detector, list[ImagePredictions]]:
+        """Predict image files with the serving model; returns that model too (it may be swapped right after)."""
+        with self._infer_lock:
+            detector = self._detector
+            return detector, list(detector.predict(paths, self.config.batch_size))
+
     def target(self, label_config: str) -> RectangleTarget:
         """Parse (once per distinct config) and map classes to labels; raises LabelConfigError."""
         key = hashlib.sha256(label_config.encode()).hexdigest()
@@ -100,10 +106,9 @@ class PredictionService:
         target = self.target(label_config)
         pid = project_id(project)
         fetched = list(self._fetch_pool.map(lambda t: self._fetch(t, target, hostname, access_token), tasks))
-        paths = [p for p, _ in fetched if p is not None]
-        with self._infer_lock:
-            detector = self._detector
-            preds = {p.source: p for p in detector.predict([str(x) for x in paths], self.config.batch_size)}
+        paths = [str(p) for p, _ in fetched if p is not None]
+        detector, predictions = self.predict_paths(paths)
+        preds = {p.source: p for p in predictions}
         round_index = self.store.project(pid)["round"] if pid is not None else 0
         out: list[TaskPrediction] = []
         rows: list[PredictionRow] = []
