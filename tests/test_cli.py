@@ -82,3 +82,30 @@ def test_balance_classes_option(trained_weights, sample_data, tmp_path):
     assert runner.invoke(app, [*base, "--balance-classes", str(labeled)]).exit_code == 0
     res = runner.invoke(app, [*base, "--balance-classes", str(tmp_path / "nope")])
     assert res.exit_code == 2 and "not a folder" in res.output
+
+
+def test_unreachable_label_studio_is_a_clear_error(trained_weights, sample_data, tmp_path):
+    from detector_al.local_label_studio import free_port
+
+    dead = f"http://127.0.0.1:{free_port()}"
+    res = runner.invoke(
+        app,
+        [
+            "ingest",
+            str(sample_data / "bad_inputs"),
+            "--model",
+            str(trained_weights),
+            "--ls-url",
+            dead,
+            "--api-key",
+            "k",
+            "--project",
+            "1",
+            "--store",
+            str(tmp_path / "s.sqlite3"),
+        ],
+    )
+    assert res.exit_code == 2 and "cannot reach Label Studio" in res.output
+    res = runner.invoke(app, ["demo", "--ls-url", dead, "--api-key", "k", "--data-dir", str(tmp_path / "d")])
+    assert res.exit_code == 2 and "cannot reach Label Studio" in res.output
+    assert not (tmp_path / "s.sqlite3").exists()

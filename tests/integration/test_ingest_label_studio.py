@@ -215,3 +215,30 @@ def test_offline_tasks_json_imports_unchanged(ls_client, label_studio, sample_da
         timeout=30,
     )
     assert img.status_code == 200 and img.content[:2] == b"\xff\xd8"
+
+
+def test_a_wrong_api_key_is_refused_with_a_clear_message(label_studio, sample_data, trained_weights, tmp_path):
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "detector_al",
+            "ingest",
+            str(sample_data / "bad_inputs"),
+            "--model",
+            str(trained_weights),
+            "--ls-url",
+            label_studio.url,
+            "--api-key",
+            "not-the-token",
+            "--project-title",
+            "x",
+            "--store",
+            str(tmp_path / "s.sqlite3"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert res.returncode == 2 and "refused the API key" in res.stderr + res.stdout
