@@ -116,6 +116,8 @@ def load_image(source: str | Path | bytes, max_side: int | None = None) -> Loade
         raise ImageLoadError("not an image (unrecognised file format)") from None
     except (OSError, SyntaxError, ValueError) as exc:  # PIL raises these for truncated or corrupt data
         raise ImageLoadError(f"truncated or corrupt image data: {exc}") from None
+    except Exception as exc:
+        raise ImageLoadError(f"unreadable image ({type(exc).__name__}: {exc})") from None
     except Image.DecompressionBombError as exc:  # pragma: no cover - MAX_IMAGE_PIXELS is None
         raise ImageLoadError(str(exc)) from None
     finally:

@@ -25,6 +25,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 import requests
@@ -113,7 +114,7 @@ def local_files_url(path: Path, root: Path | None) -> str | None:
         rel = path.resolve().relative_to(root.resolve())
     except ValueError:
         return None
-    return f"/data/local-files/?d={rel.as_posix()}"
+    return f"/data/local-files/?d={quote(rel.as_posix())}"
 
 
 def task_data(row: ImageRow) -> dict:
@@ -393,14 +394,20 @@ def ingest(
 
     before = {r.content_hash: r for r in store.images(project, "error IS NULL")}
     queue = choose_queue(store, project, cfg.budget)
-    store.set_image_queue(project, queue)
-    if sink is not None:
+    if sink is not None:  # Label Studio first, the store after: a failed update is retried by the next run
         for h, decision, prio in queue:
             old = before.get(h)
             if old and old.task_id and (old.decision != decision or abs((old.priority or 0) - prio) > 1e-9):
-                sink.update(old.task_id, task_data(_replace(old, decision=decision, priority=prio)))
+                try:
+                    sink.update(old.task_id, task_data(_replace(old, decision=decision, priority=prio)))
+                except Exception as exc:
+                    log.warning("task %s (%s): priority not updated: %s", old.task_id, old.path, exc)
+                    continue
+            store.set_image_queue(project, [(h, decision, prio)])
         sink.ensure_tabs()
         sink.client.set_model_version(project, det.version)
+    else:
+        store.set_image_queue(project, queue)
     report.queried = sum(d == "query" for _, d, _ in queue)
     report.auto_accepted = len(store.images(project, "decision = 'auto_accept'"))
     return report

@@ -35,9 +35,19 @@ class RectangleTarget:
     unmatched_labels: tuple[str, ...] = ()
     unmatched_classes: tuple[str, ...] = ()
 
+    class_names: tuple[str, ...] = ()
+
     @property
     def label_to_class(self) -> dict[str, int]:
-        return {v: k for k, v in self.class_to_label.items()}
+        """Label -> the model class its human boxes train. When several classes map to one label (``Car`` with
+        ``predicted_values="car,truck"``), the class named like the label wins, else the lowest class id."""
+        out: dict[str, int] = {}
+        for k in sorted(self.class_to_label):
+            label = self.class_to_label[k]
+            named = k < len(self.class_names) and self.class_names[k].lower() == label.lower()
+            if label not in out or named:
+                out[label] = k
+        return out
 
 
 def parse_label_config(
@@ -99,6 +109,7 @@ def parse_label_config(
         value_key=str(obj.value).lstrip("$"),
         labels=labels,
         class_to_label=class_to_label,
+        class_names=tuple(class_names),
         unmatched_labels=unmatched_labels,
         unmatched_classes=unmatched_classes,
     )

@@ -53,8 +53,9 @@ def to_label_studio_regions(dets: Detections, width: int, height: int, target: R
 def from_label_studio_regions(result: list[dict], target: RectangleTarget) -> tuple[np.ndarray, np.ndarray]:
     """Annotation result -> (N, 4) boxes in *normalised* ``xyxy`` (0..1) and (N,) class ids.
 
-    Regions of other controls, rotated boxes (rotation is ignored: the axis-aligned box of the stored
-    corners is used), and labels with no model class are skipped.
+    A rotated rectangle becomes the axis-aligned box around its four corners (Label Studio rotates about the
+    top-left corner ``(x, y)``, in pixels, so the image size is needed; without it the region is skipped).
+    Regions of other controls and labels with no model class are skipped.
     """
     l2c = target.label_to_class
     boxes, classes = [], []
@@ -66,6 +67,26 @@ def from_label_studio_regions(result: list[dict], target: RectangleTarget) -> tu
         if not labels or labels[0] not in l2c:
             continue
         box = percent_to_xyxy(v["x"], v["y"], v["width"], v["height"], 1, 1)
+        angle = float(v.get("rotation") or 0.0)
+        if angle:
+            box = _rotated_bounds(v, angle, r.get("original_width"), r.get("original_height"))
+            if box is None:
+                continue
         boxes.append(np.clip(box, 0.0, 1.0))
         classes.append(l2c[labels[0]])
     return np.array(boxes, np.float64).reshape(-1, 4), np.array(classes, np.int64)
+
+
+def _rotated_bounds(v: dict, angle_deg: float, width, height) -> np.ndarray | None:
+    """Normalised ``xyxy`` bounds of a rectangle rotated by ``angle_deg`` (clockwise) about its top-left corner."""
+    if not width or not height:
+        return None
+    x0, y0 = v["x"] * width / 100.0, v["y"] * height / 100.0
+    w, h = v["width"] * width / 100.0, v["height"] * height / 100.0
+    a = np.deg2rad(angle_deg)
+    corners = np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float64)
+    rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+    pts = corners @ rot.T + [x0, y0]
+    return np.array(
+        [pts[:, 0].min() / width, pts[:, 1].min() / height, pts[:, 0].max() / width, pts[:, 1].max() / height]
+    )

@@ -30,7 +30,9 @@ class ModelRegistry:
 
     def versions(self) -> list[str]:
         """All complete versions, oldest first."""
-        done = [p.parent.name for p in (self.root / "versions").glob("*/meta.json")]
+        done = [
+            p.parent.name for p in (self.root / "versions").glob("*/meta.json") if not p.parent.name.startswith(".")
+        ]
         return sorted(done, key=lambda v: int(v.split("-")[0][1:]) if v[1:].split("-")[0].isdigit() else -1)
 
     def path(self, version: str) -> Path:

@@ -34,8 +34,7 @@ from detector_al.detector import Detector
 from detector_al.files import atomic_write
 from detector_al.label_config import RectangleTarget, parse_label_config
 from detector_al.ls_client import ImageFetchError, LabelStudioClient, fetch_task_image
-from detector_al.ls_regions import from_label_studio_regions, to_label_studio_regions
-from detector_al.pseudo_labels import auto_accept, consistency
+from detector_al.ls_regions import from_label_studio_regions
 from detector_al.registry import ModelRegistry
 from detector_al.selection import select_batch
 from detector_al.service import PredictionService
@@ -203,11 +202,17 @@ class Retrainer:
         self.service.swap(
             Detector.load(self.registry.path(version), conf=detector.conf, version=version, imgsz=detector.imgsz)
         )
-        report(phase="re-scoring")
-        self.store.set_project(project, round=round_index + 1, model_version=version, annotations_since_training=0)
+        self.store.set_project(project, round=round_index + 1, model_version=version)
         result["promoted"] = True
-        result["rescored"] = self._rescore(project, unlabeled, target, client, round_index + 1)
-        client.set_model_version(project, version)
+        report(phase="re-scoring")
+        try:  # the new model serves from here on: a failure below is a warning on a finished job, not a failure
+            current = list(client.ls.tasks.list(project=project, fields="all"))  # labels made during training count
+            still_unlabeled = [t for t in current if latest_annotation(t) is None]
+            result["rescored"] = self._rescore(project, still_unlabeled, target, client, round_index + 1)
+            client.set_model_version(project, version)
+        except Exception as exc:
+            log.warning("model %s promoted, but re-scoring the pool failed: %s", version, exc)
+            result["warning"] = f"re-scoring failed: {type(exc).__name__}: {exc}"
         return result
 
     # -- steps --------------------------------------------------------------------------------------------
@@ -245,67 +250,58 @@ class Retrainer:
                 shutil.copyfile(root / "labels" / "val" / f"{p.stem}.txt", root / "labels" / "train" / f"{p.stem}.txt")
         return counts["train"], counts["val"]
 
-    def _predict_unlabeled(self, unlabeled, target, client):
+    def _summaries(self, tasks, target, client, round_index: int):
+        """(task, ImageSummary) for every task whose image could be read, predicted by the serving model."""
         paths, kept = [], []
-        for t in unlabeled:
+        for t in tasks:
             p = self._image(t, client, target)
             if p is not None:
                 paths.append(str(p))
                 kept.append(t)
-        detector, preds = self.service.predict_paths(paths)
-        return kept, preds, detector
+        summaries = self.service.predict_paths(paths, lambda d, p: self.service.summarise(d, p, target, round_index))
+        return [(t, x) for t, x in zip(kept, summaries, strict=True) if x.error is None]
 
     def _write_pseudo_labels(self, unlabeled, target, root: Path, client, round_index: int) -> int:
-        kept, preds, _ = self._predict_unlabeled(unlabeled, target, client)
-        ceal = self.service.config.ceal
         names = []
-        for task, p in zip(kept, preds, strict=True):
-            if not p.ok:
+        for task, x in self._summaries(unlabeled, target, client, round_index):
+            if not x.accepted:
                 continue
-            verdict = auto_accept(p, consistency(p), round_index, ceal)
-            if not verdict.accepted:
-                continue
-            pl = verdict.pseudo_labels
-            boxes = pl.xyxy / np.array([p.width, p.height, p.width, p.height], np.float32)
+            pl = x.pseudo_labels
+            boxes = pl.xyxy / np.array([x.width, x.height, x.width, x.height], np.float32)
             name = f"pseudo_task{task.id}"
-            _link(Path(p.source), root / "images" / "train" / f"{name}{Path(p.source).suffix.lower()}")
+            _link(Path(x.source), root / "images" / "train" / f"{name}{Path(x.source).suffix.lower()}")
             _write_labels(root / "labels" / "train" / f"{name}.txt", boxes, pl.class_id)
             names.append(name)
         (root / "pseudo.txt").write_text("".join(f"{n}\n" for n in names))
         return len(names)
 
     def _rescore(self, project: int, unlabeled, target, client: LabelStudioClient, round_index: int) -> int:
-        """Replace the unlabeled tasks' predictions with the new model's and refresh their priority fields."""
-        kept, preds, detector = self._predict_unlabeled(unlabeled, target, client)
-        strategy, ceal, cfg = self.service.strategy, self.service.config.ceal, self.service.config
+        """Replace the unlabeled tasks' predictions with the new model's and refresh their priority fields.
+
+        The new prediction is created before the old ones are deleted, so a task is never left without one.
+        """
         rows, scored = [], []
-        for task, p in zip(kept, preds, strict=True):
-            if not p.ok:
-                continue
-            score = float(strategy.score(p))
-            verdict = auto_accept(p, consistency(p), round_index, ceal)
-            shown = p.detections[p.detections.confidence >= cfg.score_threshold]
-            regions = to_label_studio_regions(shown, p.width, p.height, target)
-            confidence = strategy.confidence(score)
-            for old in client.ls.predictions.list(task=task.id):
-                client.ls.predictions.delete(id=old.id)
+        for task, x in self._summaries(unlabeled, target, client, round_index):
+            old = [p.id for p in client.ls.predictions.list(task=task.id)]
             client.ls.predictions.create(
-                task=task.id, result=regions, score=round(confidence, 6), model_version=detector.version
+                task=task.id, result=x.regions, score=round(x.confidence, 6), model_version=x.model_version
             )
-            decision = "auto_accept" if verdict.accepted else "rest"
+            for pid in old:
+                client.ls.predictions.delete(id=pid)
+            decision = "auto_accept" if x.accepted else "rest"
             rows.append(
                 PredictionRow(
                     task.id,
-                    p.source,
-                    detector.version,
-                    score,
-                    confidence,
-                    "auto_accept" if verdict.accepted else "query",
+                    x.source,
+                    x.model_version,
+                    x.score,
+                    x.confidence,
+                    "auto_accept" if x.accepted else "query",
                     round_index,
-                    len(regions),
+                    len(x.regions),
                 )
             )
-            scored.append((task, score, decision, p.embedding))
+            scored.append((task, x.score, decision, x.embedding))
         if rows:
             self.store.record_predictions(project, rows)
         self._refresh_priorities(client, scored)

@@ -10,9 +10,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
 
 from detector_al.detector import Detector
 from detector_al.label_config import RectangleTarget, parse_label_config
@@ -20,10 +24,11 @@ from detector_al.ls_client import ImageFetchError, fetch_task_image, project_id
 from detector_al.ls_regions import to_label_studio_regions
 from detector_al.pseudo_labels import CealConfig, auto_accept, consistency
 from detector_al.store import PredictionRow, Store
-from detector_al.types import ImagePredictions
+from detector_al.types import Detections, ImagePredictions
 from detector_al.uncertainty import get_strategy
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass
@@ -35,6 +40,23 @@ class ServiceConfig:
     local_files_root: Path | None = None
     cache_dir: Path | None = None
     batch_size: int = 16
+
+
+@dataclass(frozen=True)
+class ImageSummary:
+    """One image's prediction reduced to what the queue needs (no per-anchor arrays)."""
+
+    source: str
+    model_version: str
+    score: float | None = None
+    confidence: float | None = None
+    accepted: bool = False
+    regions: list[dict] = field(default_factory=list)
+    embedding: np.ndarray | None = None
+    pseudo_labels: Detections | None = None
+    width: int = 0
+    height: int = 0
+    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -77,11 +99,39 @@ class PredictionService:
             self._detector = detector
         log.info("now serving model version %s", detector.version)
 
-    def predict_paths(self, paths: list[str]) -> tuple[Detector, list[ImagePredictions]]:
-        """Predict image files with the serving model; returns that model too (it may be swapped right after)."""
-        with self._infer_lock:
-            detector = self._detector
-            return detector, list(detector.predict(paths, self.config.batch_size))
+    def predict_paths(self, paths: list[str], reduce: Callable[[Detector, ImagePredictions], T]) -> list[T]:
+        """Predict image files with the serving model, one batch at a time, and keep only ``reduce(model, pred)``.
+
+        The per-anchor arrays of an image (megabytes at 640 px and 80 classes) are dropped as soon as it is
+        reduced, and the inference lock is held per batch, so a long re-scoring never blocks /predict for long.
+        """
+        out: list[T] = []
+        step = self.config.batch_size
+        for i in range(0, len(paths), step):
+            with self._infer_lock:
+                detector = self._detector
+                out.extend(reduce(detector, p) for p in detector.predict(paths[i : i + step], step))
+        return out
+
+    def summarise(self, detector: Detector, pred: ImagePredictions, target: RectangleTarget, round_index: int):
+        """What the queue needs of one prediction (see :class:`ImageSummary`)."""
+        if not pred.ok:
+            return ImageSummary(pred.source, detector.version, error=pred.error)
+        score = float(self.strategy.score(pred))
+        verdict = auto_accept(pred, consistency(pred), round_index, self.config.ceal)
+        shown = pred.detections[pred.detections.confidence >= self.config.score_threshold]
+        return ImageSummary(
+            pred.source,
+            detector.version,
+            score=score,
+            confidence=self.strategy.confidence(score),
+            accepted=verdict.accepted,
+            regions=to_label_studio_regions(shown, pred.width, pred.height, target),
+            embedding=pred.embedding,
+            pseudo_labels=verdict.pseudo_labels if verdict.accepted else None,
+            width=pred.width,
+            height=pred.height,
+        )
 
     def target(self, label_config: str) -> RectangleTarget:
         """Parse (once per distinct config) and map classes to labels; raises LabelConfigError."""
@@ -107,29 +157,41 @@ class PredictionService:
         pid = project_id(project)
         fetched = list(self._fetch_pool.map(lambda t: self._fetch(t, target, hostname, access_token), tasks))
         paths = [str(p) for p, _ in fetched if p is not None]
-        detector, predictions = self.predict_paths(paths)
-        preds = {p.source: p for p in predictions}
         round_index = self.store.project(pid)["round"] if pid is not None else 0
+        summaries = {
+            x.source: x for x in self.predict_paths(paths, lambda d, p: self.summarise(d, p, target, round_index))
+        }
+        version = next(iter(summaries.values())).model_version if summaries else self.model_version
         out: list[TaskPrediction] = []
         rows: list[PredictionRow] = []
         for task, (path, fetch_error) in zip(tasks, fetched, strict=True):
             task_id = task.get("id")
-            pred = preds.get(str(path)) if path is not None else None
-            error = fetch_error or (pred.error if pred is not None and not pred.ok else None)
-            if error or pred is None:
+            x = summaries.get(str(path)) if path is not None else None
+            error = fetch_error or (x.error if x is not None else "not predicted")
+            if x is None or x.error:
                 log.error("task %s: %s", task_id, error)
-                out.append(TaskPrediction(task_id, [], None, detector.version, error))
+                out.append(TaskPrediction(task_id, [], None, version, error))
                 if task_id is not None:
                     rows.append(
                         PredictionRow(
-                            int(task_id), str(path or ""), detector.version, None, None, "error", round_index, 0, error
+                            int(task_id), str(path or ""), version, None, None, "error", round_index, 0, error
                         )
                     )
                 continue
-            item, row = self._answer(task_id, pred, target, round_index, detector.version)
-            out.append(item)
-            if row is not None:
-                rows.append(row)
+            out.append(TaskPrediction(task_id, x.regions, round(x.confidence, 6), x.model_version))
+            if task_id is not None:
+                rows.append(
+                    PredictionRow(
+                        int(task_id),
+                        x.source,
+                        x.model_version,
+                        x.score,
+                        x.confidence,
+                        "auto_accept" if x.accepted else "query",
+                        round_index,
+                        len(x.regions),
+                    )
+                )
         if pid is not None and rows:
             self.store.record_predictions(pid, rows)
         return out
@@ -147,18 +209,3 @@ class PredictionService:
             ), None
         except ImageFetchError as exc:
             return None, str(exc)
-
-    def _answer(self, task_id, pred: ImagePredictions, target: RectangleTarget, round_index: int, version: str):
-        score = float(self.strategy.score(pred))
-        verdict = auto_accept(pred, consistency(pred), round_index, self.config.ceal)
-        shown = pred.detections[pred.detections.confidence >= self.config.score_threshold]
-        regions = to_label_studio_regions(shown, pred.width, pred.height, target)
-        confidence = self.strategy.confidence(score)
-        item = TaskPrediction(task_id, regions, round(confidence, 6), version)
-        row = None
-        if task_id is not None:
-            decision = "auto_accept" if verdict.accepted else "query"
-            row = PredictionRow(
-                int(task_id), pred.source, version, score, confidence, decision, round_index, len(regions)
-            )
-        return item, row

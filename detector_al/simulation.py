@@ -122,6 +122,15 @@ def _link_split(images: list[Path], labels: list[list[str] | Path], root: Path, 
     return out
 
 
+def _label_path(image: Path) -> Path:
+    """ultralytics' convention: the last ``/images/`` of the path becomes ``/labels/``, the suffix ``.txt``."""
+    parts = list(image.parts)
+    i = len(parts) - 1 - parts[::-1].index("images") if "images" in parts else None
+    if i is not None:
+        parts[i] = "labels"
+    return Path(*parts).with_suffix(".txt")
+
+
 def prepare_dataset(source: Path, work: Path) -> SimDataset:
     """VOC folder (Annotations/, JPEGImages/, ImageSets/Main/) or YOLO ``data.yaml`` -> pool + test split."""
     import yaml
@@ -139,13 +148,13 @@ def prepare_dataset(source: Path, work: Path) -> SimDataset:
         _link_split(*data["test"], root, "test")
     else:
         cfg = yaml.safe_load(source.read_text())
-        base = source.parent
+        base = source.parent / cfg["path"] if cfg.get("path") else source.parent
         raw = cfg["names"]
         names = [raw[k] for k in sorted(raw)] if isinstance(raw, dict) else list(raw)
 
         def split(key: str) -> tuple[list[Path], list[Path]]:
             imgs = sorted(p for p in (base / cfg[key]).glob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
-            return imgs, [Path(str(p.parent).replace("images", "labels")) / f"{p.stem}.txt" for p in imgs]
+            return imgs, [_label_path(p) for p in imgs]
 
         pool = _link_split(*split("train"), root, "pool")
         _link_split(*split("test" if cfg.get("test") else "val"), root, "test")

@@ -165,14 +165,25 @@ class Store:
 
         def __enter__(self) -> sqlite3.Connection:
             self.store._lock.acquire()
-            self.conn = self.store._conn()
-            self.conn.row_factory = sqlite3.Row
-            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                self.conn = self.store._conn()
+                self.conn.row_factory = sqlite3.Row
+                self.conn.execute("BEGIN IMMEDIATE")
+            except BaseException:
+                self.store._lock.release()  # a failed BEGIN (locked database, full disk) must not keep the lock
+                raise
             return self.conn
 
         def __exit__(self, exc_type, exc, tb) -> None:
             try:
-                self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+                if exc_type is None:
+                    try:
+                        self.conn.execute("COMMIT")
+                    except BaseException:
+                        self.conn.execute("ROLLBACK")  # never leave a transaction open on this connection
+                        raise
+                else:
+                    self.conn.execute("ROLLBACK")
             finally:
                 self.store._lock.release()
 
@@ -193,6 +204,20 @@ class Store:
         if rows:
             return dict(rows[0])
         return {"project": project, "round": 0, "model_version": None, "annotations_since_training": 0}
+
+    def take_annotation_count(self, project: int, at_least: int) -> int:
+        """If ``at_least`` new or updated annotations are counted, take them (subtract, atomically) and return how
+        many were taken; else 0. Events that arrive meanwhile stay counted."""
+        with self._tx() as c:
+            row = c.execute("SELECT annotations_since_training FROM projects WHERE project = ?", (project,)).fetchone()
+            n = row[0] if row else 0
+            if n < at_least:
+                return 0
+            c.execute(
+                "UPDATE projects SET annotations_since_training = annotations_since_training - ? WHERE project = ?",
+                (n, project),
+            )
+            return n
 
     def set_project(self, project: int, **fields) -> None:
         allowed = {"round", "model_version", "annotations_since_training"}

@@ -69,12 +69,18 @@ class TrainingWorker:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            job = self.store.claim_training()
-            if job is None:
-                self._wake.wait(self.poll_s)
-                self._wake.clear()
-                continue
-            self._run(job)
+            try:
+                job = self.store.claim_training()
+                if job is None:
+                    self._wake.wait(self.poll_s)
+                    self._wake.clear()
+                    continue
+                self._run(job)
+            except Exception as exc:
+                log.error("training worker: %s; retrying", exc)
+                with self._lock:
+                    self._state = {"phase": "error", "error": str(exc)}
+                self._stop.wait(self.poll_s)
 
     def _run(self, job: dict) -> None:
         with self._lock:

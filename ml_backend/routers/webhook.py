@@ -35,10 +35,9 @@ def webhook(body: WebhookRequest, backend: Backend = Depends(get_backend)) -> We
     if body.action == "START_TRAINING":
         job, _ = backend.store.enqueue_training(pid, "START_TRAINING")
     elif body.action in ANNOTATION_EVENTS[:2] and backend.settings.train_every and pid is not None:
-        count = backend.store.project(pid)["annotations_since_training"]
-        if count >= backend.settings.train_every:
+        count = backend.store.take_annotation_count(pid, backend.settings.train_every)
+        if count:
             job, _ = backend.store.enqueue_training(pid, f"{count} new or updated annotations")
-            backend.store.set_project(pid, annotations_since_training=0)
     if job is not None:
         backend.worker.notify()
     return WebhookResponse(status="ok", action=body.action, training_job=job)
