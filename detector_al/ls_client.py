@@ -51,7 +51,7 @@ def fetch_task_image(
         return direct
     if url.startswith("file://"):
         url = url[len("file://") :]
-    if Path(url).is_absolute() and Path(url).is_file():
+    if "://" not in url and not url.startswith("/data/") and Path(url).is_file():  # a plain file path
         return Path(url)
     from label_studio_sdk._extensions.label_studio_tools.core.utils.io import get_local_path
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -74,14 +73,14 @@ class TaskPrediction:
 
 
 class PredictionService:
-    """Thread-safe: inference runs under a lock, and :meth:`swap` replaces the model between requests."""
+    """Thread-safe: inference runs on one dedicated thread, and :meth:`swap` replaces the model between batches."""
 
     def __init__(self, detector: Detector, store: Store, config: ServiceConfig | None = None) -> None:
         self._detector = detector
         self.store = store
         self.config = config or ServiceConfig()
         self.strategy = get_strategy(self.config.strategy)
-        self._infer_lock = threading.Lock()
+        self._infer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="detector-al-infer")
         self._targets: dict[str, RectangleTarget] = {}
         self._fetch_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="detector-al-fetch")
 
@@ -95,22 +94,26 @@ class PredictionService:
 
     def swap(self, detector: Detector) -> None:
         """Serve ``detector`` from now on; a request in flight finishes on the old one, never on a mix."""
-        with self._infer_lock:
-            self._detector = detector
+        self._detector = detector  # one reference assignment: a batch uses either model, never a mix
         log.info("now serving model version %s", detector.version)
 
     def predict_paths(self, paths: list[str], reduce: Callable[[Detector, ImagePredictions], T]) -> list[T]:
         """Predict image files with the serving model, one batch at a time, and keep only ``reduce(model, pred)``.
 
-        The per-anchor arrays of an image (megabytes at 640 px and 80 classes) are dropped as soon as it is
-        reduced, and the inference lock is held per batch, so a long re-scoring never blocks /predict for long.
+        Every batch runs on the service's one inference thread: requests are served in turn, torch's thread
+        pool is made once and reused (a new request thread would pay for a new one), and the per-anchor arrays
+        of an image (megabytes at 640 px and 80 classes) are dropped as soon as it is reduced. A long re-scoring
+        therefore never blocks /predict for more than a batch.
         """
         out: list[T] = []
         step = self.config.batch_size
+
+        def run(chunk: list[str]) -> list[T]:
+            detector = self._detector  # a swap takes effect between batches, never inside one
+            return [reduce(detector, p) for p in detector.predict(chunk, step)]
+
         for i in range(0, len(paths), step):
-            with self._infer_lock:
-                detector = self._detector
-                out.extend(reduce(detector, p) for p in detector.predict(paths[i : i + step], step))
+            out.extend(self._infer.submit(run, paths[i : i + step]).result())
         return out
 
     def summarise(self, detector: Detector, pred: ImagePredictions, target: RectangleTarget, round_index: int):

@@ -90,7 +90,7 @@ class Backend:
         predictions), so a refusal is retried a few times.
         """
         version = self.service.model_version
-        if self._synced.get(project) == version:
+        if self._synced.get(project) == version or not (self.credentials.url and self.credentials.token):
             return
 
         def run() -> None:
