@@ -418,6 +418,7 @@ def ingest(
     round_index: int = typer.Option(0, "--round", help="Active-learning round (CEAL threshold)."),
     budget: int = typer.Option(50, help="Images to put at the head of the queue."),
     batch_size: int = typer.Option(16, help="Images per forward pass."),
+    tasks_per_request: int = typer.Option(128, help="Tasks created in Label Studio per import request."),
     score_threshold: float = typer.Option(0.25, help="Lowest box confidence in the pre-annotations."),
 ) -> None:
     """Pre-annotate a folder and push it into a prioritised Label Studio queue (or write tasks.json offline).
@@ -469,6 +470,7 @@ def ingest(
         round_index=round_index,
         budget=budget,
         batch_size=batch_size,
+        tasks_per_request=tasks_per_request,
         score_threshold=score_threshold,
         files_root=files_root,
     )

@@ -56,6 +56,7 @@ class IngestConfig:
     ceal: CealConfig = field(default_factory=CealConfig)
     score_threshold: float = 0.25
     batch_size: int = 16
+    tasks_per_request: int = 128  # images scored, then created in Label Studio with one import request
     files_root: Path | None = None  # Label Studio's LOCAL_FILES_DOCUMENT_ROOT, when the folder is under it
 
 
@@ -384,7 +385,7 @@ def ingest(
         else:
             report.new += 1
         pending.append((path, h, known_ls.get(h)))
-        if len(pending) >= cfg.batch_size:
+        if len(pending) >= max(cfg.batch_size, cfg.tasks_per_request):
             flush()
     flush()
     report.elapsed_s = time.perf_counter() - start

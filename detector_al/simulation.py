@@ -217,7 +217,7 @@ def _choose(
     name = variant.replace("+ceal", "").replace("+div", "")
     strategy = get_strategy(STRATEGY_OF[name])
     if name == "random" and "+ceal" not in variant:
-        order = sorted(unlabeled, key=lambda p: random_score(str(p.name), seed * 1000 + round_index))
+        order = sorted(unlabeled, key=lambda p: -random_score(str(p.name), seed * 1000 + round_index))  # as below
         return order[: cfg.budget], {}
     det = Detector.load(weights, conf=0.05, imgsz=cfg.imgsz)
     preds = list(det.predict([str(p) for p in unlabeled]))

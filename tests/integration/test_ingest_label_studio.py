@@ -138,6 +138,8 @@ def test_a_killed_ingest_resumes_with_each_image_exactly_once(
         sample_data / "label_config.xml",
         "--batch-size",
         "4",
+        "--tasks-per-request",
+        "4",
     )
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.time() + 300
