@@ -295,6 +295,9 @@ def demo(
     data_dir: Path = typer.Option(Path(".cache") / "demo", help="Label Studio data, model versions, state."),
     budget: int = typer.Option(20, help="Images at the head of the queue."),
     train_epochs: int = typer.Option(20, help="Fine-tuning epochs when you press Start Training."),
+    train_tolerance: float = typer.Option(
+        0.005, help="Promote a retrained model if its mAP50-95 is at most this much (plus small-split noise) worse."
+    ),
     exit_after_setup: bool = typer.Option(False, help="Stop the servers once everything is set up."),
     offline: bool = typer.Option(False, help="No Label Studio: score the sample pool and print the queue."),
 ) -> None:
@@ -323,6 +326,7 @@ def demo(
                 backend_port=backend_port,
                 budget=budget,
                 train_epochs=train_epochs,
+                train_tolerance=train_tolerance,
                 exit_after_setup=exit_after_setup,
             )
         )

@@ -38,6 +38,7 @@ class DemoConfig:
     backend_port: int = 9090
     budget: int = 20
     train_epochs: int = 20
+    train_tolerance: float = 0.005
     exit_after_setup: bool = False
 
 
@@ -112,6 +113,7 @@ def run_demo(cfg: DemoConfig) -> int:
             "LABEL_STUDIO_URL": url,
             "LABEL_STUDIO_API_KEY": token,
             "TRAIN_EPOCHS": str(cfg.train_epochs),
+            "TRAIN_TOLERANCE": str(cfg.train_tolerance),
             "PYTHONUNBUFFERED": "1",
         }
         if files_root is not None:
