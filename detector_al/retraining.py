@@ -38,7 +38,7 @@ from detector_al.ls_regions import from_label_studio_regions
 from detector_al.registry import ModelRegistry
 from detector_al.selection import select_batch
 from detector_al.service import PredictionService
-from detector_al.store import PredictionRow, Store
+from detector_al.store import Store
 from detector_al.training import TrainConfig, evaluate, train_in_subprocess
 
 log = logging.getLogger(__name__)
@@ -289,18 +289,7 @@ class Retrainer:
             for pid in old:
                 client.ls.predictions.delete(id=pid)
             decision = "auto_accept" if x.accepted else "rest"
-            rows.append(
-                PredictionRow(
-                    task.id,
-                    x.source,
-                    x.model_version,
-                    x.score,
-                    x.confidence,
-                    "auto_accept" if x.accepted else "query",
-                    round_index,
-                    len(x.regions),
-                )
-            )
+            rows.append(x.to_row(task.id, round_index))
             scored.append((task, x.score, decision, x.embedding))
         if rows:
             self.store.record_predictions(project, rows)

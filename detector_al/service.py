@@ -57,6 +57,20 @@ class ImageSummary:
     height: int = 0
     error: str | None = None
 
+    def to_row(self, task_id: int, round_index: int) -> PredictionRow:
+        """The store's record of this prediction for a task."""
+        decision = "auto_accept" if self.accepted else "query"
+        return PredictionRow(
+            int(task_id),
+            self.source,
+            self.model_version,
+            self.score,
+            self.confidence,
+            decision,
+            round_index,
+            len(self.regions),
+        )
+
 
 @dataclass(frozen=True)
 class TaskPrediction:
@@ -183,18 +197,7 @@ class PredictionService:
                 continue
             out.append(TaskPrediction(task_id, x.regions, round(x.confidence, 6), x.model_version))
             if task_id is not None:
-                rows.append(
-                    PredictionRow(
-                        int(task_id),
-                        x.source,
-                        x.model_version,
-                        x.score,
-                        x.confidence,
-                        "auto_accept" if x.accepted else "query",
-                        round_index,
-                        len(x.regions),
-                    )
-                )
+                rows.append(x.to_row(task_id, round_index))
         if pid is not None and rows:
             self.store.record_predictions(pid, rows)
         return out
