@@ -381,13 +381,7 @@ def serve(
         ModelRegistry(settings.model_dir).resolve(settings.model_path)
     except FileNotFoundError as exc:
         _fail(str(exc))
-    uvicorn.run(
-        create_app(settings, run_job=_default_trainer(settings)), host=host, port=port, workers=1, log_level="info"
-    )
-
-
-def _default_trainer(settings):
-    return None
+    uvicorn.run(create_app(settings), host=host, port=port, workers=1, log_level="info")
 
 
 @app.command()
