@@ -318,6 +318,16 @@ def score_batch(
     return rows
 
 
+def queue_fields(scores: np.ndarray, emb: np.ndarray, budget: int) -> list[tuple[str, float]]:
+    """``(al_status, al_priority)`` of each image: the diverse batch picked by :func:`select_batch` gets ``query``
+    and ``1 + (B - i) / B`` for its place ``i``; every other image ``rest`` and :func:`priority` of its score."""
+    out = [("rest", priority(s)) for s in scores]
+    if budget > 0 and len(out):
+        for i, j in enumerate(select_batch(np.asarray(scores, np.float64), emb, budget)):
+            out[j] = ("query", 1.0 + (budget - i) / budget)
+    return out
+
+
 def choose_queue(store: Store, project: int, budget: int) -> list[tuple[str, str, float]]:
     """(hash, decision, priority) for every scored, non-accepted image: the diverse top batch is ``query``."""
     rows = store.images(project, "error IS NULL AND decision != 'auto_accept'", order="score DESC")
@@ -325,11 +335,9 @@ def choose_queue(store: Store, project: int, budget: int) -> list[tuple[str, str
         return []
     cand = rows[: 2 * DEFAULT_CANDIDATE_FACTOR * budget]  # select_batch keeps 4x budget distinct ones
     emb = np.stack([np.frombuffer(r.embedding, np.float32) for r in cand])
-    picked = select_batch(np.array([r.score for r in cand]), emb, budget)
-    out = {r.content_hash: ("rest", priority(r.score)) for r in rows}
-    for i, j in enumerate(picked):
-        out[cand[j].content_hash] = ("query", 1.0 + (budget - i) / budget)
-    return [(h, d, p) for h, (d, p) in out.items()]
+    fields = queue_fields(np.array([r.score for r in cand]), emb, budget)
+    fields += [("rest", priority(r.score)) for r in rows[len(cand) :]]
+    return [(r.content_hash, d, p) for r, (d, p) in zip(rows, fields, strict=True)]
 
 
 def ingest(

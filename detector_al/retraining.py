@@ -36,7 +36,6 @@ from detector_al.label_config import RectangleTarget, parse_label_config
 from detector_al.ls_client import ImageFetchError, LabelStudioClient, fetch_task_image
 from detector_al.ls_regions import from_label_studio_regions
 from detector_al.registry import ModelRegistry
-from detector_al.selection import select_batch
 from detector_al.service import PredictionService
 from detector_al.store import Store
 from detector_al.training import TrainConfig, evaluate, train_in_subprocess
@@ -298,21 +297,20 @@ class Retrainer:
 
     def _refresh_priorities(self, client: LabelStudioClient, scored) -> None:
         """Rewrite ``al_*`` task fields (the queue tab's order) where the project uses them."""
-        from detector_al.ingest import priority
+        from detector_al.ingest import priority, queue_fields
 
         users = [(t, s, d, e) for t, s, d, e in scored if "al_priority" in (t.data or {})]
         if not users:
             return
         pending = [i for i, (_, _, d, _) in enumerate(users) if d != "auto_accept"]
-        budget = min(self.config.budget, len(pending))
-        chosen = {}
+        fields = {}
         if pending:
-            picked = select_batch(
+            budget = min(self.config.budget, len(pending))
+            chosen = queue_fields(
                 np.array([users[i][1] for i in pending]), np.stack([users[i][3] for i in pending]), budget
             )
-            chosen = {pending[j]: k for k, j in enumerate(picked)}
+            fields = dict(zip(pending, chosen, strict=True))
         for i, (task, score, decision, _) in enumerate(users):
-            status = "query" if i in chosen else decision
-            prio = 1.0 + (budget - chosen[i]) / budget if i in chosen else priority(score)
+            status, prio = fields.get(i, (decision, priority(score)))
             data = {**task.data, "al_priority": round(prio, 6), "al_uncertainty": round(score, 8), "al_status": status}
             client.ls.tasks.update(id=task.id, data=data)
