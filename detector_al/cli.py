@@ -65,7 +65,7 @@ def train(
     out: Path = typer.Option(BOOTSTRAP_DIR, "--out", help="Run folder; the model is written to OUT/best.pt."),
     epochs: int = typer.Option(40, help="Training epochs."),
     imgsz: int = typer.Option(256, help="Square input size in pixels."),
-    batch: int = typer.Option(16, help="Batch size."),
+    batch: int = typer.Option(8, help="Batch size (one optimizer step per batch)."),
     base: str = typer.Option(
         "yolov8n.yaml", help="Model config (random init) or weights to start from, e.g. yolo11n.pt."
     ),

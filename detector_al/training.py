@@ -28,7 +28,7 @@ class TrainConfig:
 
     epochs: int = 40
     imgsz: int = 256
-    batch: int = 16
+    batch: int = 8
     base: str = DEFAULT_BASE
     seed: int = 0
     device: str | None = None
@@ -37,6 +37,7 @@ class TrainConfig:
     lr0: float = 0.004
     optimizer: str = "AdamW"
     warmup_epochs: float = 3.0
+    nbs: int | None = None  # nominal batch size; None = the batch, i.e. one optimizer step per batch (see below)
     val: bool = True  # validate every epoch (picks best.pt); False: only at the end, best.pt = last
 
 
@@ -98,6 +99,10 @@ def train_detector(
         lr0=config.lr0,
         optimizer=config.optimizer,
         warmup_epochs=config.warmup_epochs,
+        # ultralytics accumulates gradients up to a nominal batch of 64 images by default: with 80 images and
+        # batch 16 that is ~1 optimizer step per epoch, and a model trained from scratch learns almost nothing
+        # (the sample data's mAP50 after 30 epochs: 0.15 with nbs=64, 0.54 with nbs=batch).
+        nbs=config.nbs or config.batch,
         project=str(out.parent),
         name=out.name,
         exist_ok=True,

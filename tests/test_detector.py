@@ -55,18 +55,24 @@ def one(detector, img):
     return next(detector.predict([img]))
 
 
-def test_symmetric_image_gives_equal_views(detector):
+def test_symmetric_image_gives_the_same_detections_in_both_views(detector):
+    """On a mirror-symmetric image both views see the same objects: the flip view's boxes, mapped back, match
+    the image's own boxes one to one (class, box, confidence). Anchor by anchor the views may differ where an
+    object sits on the mirror axis (a CNN is not flip-equivariant: it may fire on either of two mirrored
+    anchors), which is why the exact alignment is checked on the flipped image below."""
     left = scene(objects=(("circle", 128, 100, 22), ("square", 60, 190, 14)))[:, :128]
     img = np.ascontiguousarray(np.concatenate([left, left[:, ::-1]], axis=1))
     assert np.array_equal(img, img[:, ::-1])
     p = one(detector, img)
-    active = np.maximum(p.probs.max(1), p.probs_flip.max(1)) > 0.05
-    assert active.sum() >= 3, "the model should see the objects"
-    diff = np.abs(p.probs - p.probs_flip)[active]
-    assert diff.max() < 0.1, diff.max()
-    # the same image shifted by one anchor column is clearly not aligned: the tolerance above means something
-    shifted = np.roll(p.probs_flip.reshape(-1), 3).reshape(p.probs_flip.shape)
-    assert np.abs(p.probs - shifted)[active].max() > 3 * diff.max()
+    a, b = p.detections, p.detections_flip
+    a, b = a[a.confidence >= 0.25], b[b.confidence >= 0.25]
+    assert len(a) == 3, "the model should see the circle and both squares"
+    assert len(b) == len(a)
+    iou = box_iou(a.xyxy, b.xyxy)
+    match = iou.argmax(1)
+    assert (iou.max(1) > 0.9).all(), iou
+    np.testing.assert_array_equal(a.class_id, b.class_id[match])
+    np.testing.assert_allclose(a.confidence, b.confidence[match], atol=0.05)
 
 
 def test_flip_view_is_the_flipped_image_mapped_back(detector):
