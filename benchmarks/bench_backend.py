@@ -4,11 +4,12 @@ A real backend (``detector-al serve``, uvicorn) is started as a child process; t
 so no image fetch is counted (the target is "at most 1.2x the adapter's time, plus the image fetch").
 Printed, measured in one run:
 
-* one-task latency: median over repeats of ``POST /predict`` with 1 task vs ``Detector.predict`` of 1 image;
+* one-task latency: median over alternating blocks of ``POST /predict`` with 1 task and ``Detector.predict`` of
+  the same single image;
 * a 100-task batch: ``POST /predict`` with 100 tasks vs ``Detector.predict`` of the same 100 images;
 * the two ratios.
 
-Usage: ``python benchmarks/bench_backend.py [--model W] [--repeats 15]``
+Usage: ``python benchmarks/bench_backend.py [--model W] [--repeats 10] [--blocks 6]``
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default=None)
     ap.add_argument("--images", type=Path, default=Path("sample_data/images/pool"))
-    ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--repeats", type=int, default=10, help="single-task requests per block")
+    ap.add_argument("--blocks", type=int, default=6, help="alternating blocks of /predict and adapter calls")
     args = ap.parse_args()
     weights = args.model or str(ensure_bootstrap_model())
     images = sorted(args.images.glob("*.jpg"))[:100]
@@ -76,10 +78,19 @@ def main() -> None:
 
             post(images[:16])
             adapter(images[:16])  # warm-up both
-            one_api = statistics.median(post(images[i % 100 : i % 100 + 1]) for i in range(args.repeats))
-            one_ad = statistics.median(adapter(images[i % 100 : i % 100 + 1]) for i in range(args.repeats))
-            many_api = min(post(images) for _ in range(3))
-            many_ad = min(adapter(images) for _ in range(3))
+            # alternating blocks, so that a slow spell of the machine hits both sides alike
+            one_api, one_ad = [], []
+            for block in range(args.blocks):
+                for side, times in ((post, one_api), (adapter, one_ad)):
+                    times.extend(
+                        side(images[i % 100 : i % 100 + 1]) for i in range(block, 100, args.blocks)[: args.repeats]
+                    )
+            one_api, one_ad = statistics.median(one_api), statistics.median(one_ad)
+            many_api, many_ad = [], []
+            for _ in range(3):
+                many_api.append(post(images))
+                many_ad.append(adapter(images))
+            many_api, many_ad = min(many_api), min(many_ad)
         finally:
             proc.terminate()
             proc.wait(30)

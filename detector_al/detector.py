@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import islice
 from pathlib import Path
 
@@ -183,12 +183,23 @@ class Detector:
         names_and_sources = ((s if not isinstance(s, np.ndarray) else f"array[{i}]", s) for i, s in enumerate(sources))
         pending = None
         for chunk in _batched(names_and_sources, batch_size):
-            futures = [(name, self._pool.submit(self._decode, src)) for name, src in chunk]
+            if len(chunk) == 1:  # one image (a single /predict task): decoding here beats a hop to the pool
+                futures = [(name, self._decoded_now(src)) for name, src in chunk]
+            else:
+                futures = [(name, self._pool.submit(self._decode, src)) for name, src in chunk]
             if pending is not None:
                 yield from self._run(pending)
             pending = futures
         if pending is not None:
             yield from self._run(pending)
+
+    def _decoded_now(self, source: Source) -> Future:
+        done: Future = Future()
+        try:
+            done.set_result(self._decode(source))
+        except ImageLoadError as exc:
+            done.set_exception(exc)
+        return done
 
     def _run(self, futures) -> list[ImagePredictions]:
         results: list[ImagePredictions | None] = []

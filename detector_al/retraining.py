@@ -30,7 +30,6 @@ from pathlib import Path
 
 import numpy as np
 
-from detector_al.detector import Detector
 from detector_al.files import atomic_write
 from detector_al.label_config import RectangleTarget, parse_label_config
 from detector_al.ls_client import ImageFetchError, LabelStudioClient, fetch_task_image
@@ -38,7 +37,7 @@ from detector_al.ls_regions import from_label_studio_regions
 from detector_al.registry import ModelRegistry
 from detector_al.service import PredictionService
 from detector_al.store import Store
-from detector_al.training import TrainConfig, evaluate, train_in_subprocess
+from detector_al.training import TrainConfig, run_in_subprocess, train_and_evaluate
 
 log = logging.getLogger(__name__)
 
@@ -156,14 +155,18 @@ class Retrainer:
             lr0=self.config.lr0,
             warmup_epochs=1.0,
         )
-        best = train_in_subprocess(  # its own process: serving stays fast, a crash stays there
-            data_yaml, root / "run", cfg, on_epoch=lambda e, n: report(phase="training", epoch=e, epochs=n)
-        )
-
-        report(phase="evaluating")
         split = "val"
-        old = evaluate(serving_path, data_yaml, split, detector.imgsz)
-        new = evaluate(best, data_yaml, split, detector.imgsz)
+        # training and both evaluations run in a child process: in the server torch stays on the one inference
+        # thread (see run_in_subprocess), and a crash stays in the child
+        best, new, old = run_in_subprocess(
+            train_and_evaluate,
+            data_yaml,
+            root / "run",
+            cfg,
+            serving_path,
+            split,
+            on_epoch=lambda e, n: report(phase="training" if e < n else "evaluating", epoch=e, epochs=n),
+        )
         result = {
             "labeled": len(labeled),
             "train_images": n_train,
@@ -198,8 +201,8 @@ class Retrainer:
 
         report(phase="promoting")
         self.registry.promote(version)
-        self.service.swap(
-            Detector.load(self.registry.path(version), conf=detector.conf, version=version, imgsz=detector.imgsz)
+        self.service.load_and_swap(
+            self.registry.path(version), conf=detector.conf, version=version, imgsz=detector.imgsz
         )
         self.store.set_project(project, round=round_index + 1, model_version=version)
         result["promoted"] = True

@@ -16,10 +16,12 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BASE = "yolov8n.yaml"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -146,21 +148,38 @@ def evaluate(
     return {"map50": float(metrics.box.map50), "map50_95": float(metrics.box.map)}
 
 
-def _child_train(data, out, config, queue) -> None:  # pragma: no cover - runs in a spawned process
-    try:
-        best = train_detector(data, out, config, on_epoch=lambda e, n: queue.put(("epoch", e, n)))
-        queue.put(("done", str(best)))
-    except BaseException as exc:  # reported to the parent, which raises it there
-        queue.put(("error", f"{type(exc).__name__}: {exc}"))
-
-
 def train_in_subprocess(
     data: str | Path, out: str | Path, config: TrainConfig, on_epoch: Callable[[int, int], None] | None = None
 ) -> Path:
-    """:func:`train_detector` in a separate (spawned) process.
+    """:func:`train_detector` in a separate (spawned) process (see :func:`run_in_subprocess`)."""
+    return run_in_subprocess(train_detector, str(data), str(out), config, on_epoch=on_epoch)
 
-    The server that calls it keeps serving at full speed (no two thread pools fighting over the cores in one
-    process), and a crash of the training (out of memory, a native error) cannot take the server down.
+
+def train_and_evaluate(
+    data: str | Path,
+    out: str | Path,
+    config: TrainConfig,
+    baseline: str | Path,
+    split: str = "val",
+    on_epoch: Callable[[int, int], None] | None = None,
+) -> tuple[Path, dict[str, float], dict[str, float]]:
+    """Train a candidate, then evaluate it and the ``baseline`` weights on the same split.
+
+    Returns:
+        ``(best weights, candidate metrics, baseline metrics)``, metrics as :func:`evaluate` gives them.
+    """
+    best = train_detector(data, out, config, on_epoch=on_epoch)
+    dev = config.device
+    return best, evaluate(best, data, split, config.imgsz, dev), evaluate(baseline, data, split, config.imgsz, dev)
+
+
+def run_in_subprocess(fn: Callable[..., T], *args, on_epoch: Callable[[int, int], None] | None = None) -> T:
+    """``fn(*args, on_epoch=...)`` (a module-level training function) in a separate (spawned) process.
+
+    A server that calls it keeps serving at full speed: there, torch runs on one thread only, because a
+    second OpenMP thread team in the same process makes both teams stop spinning between parallel regions,
+    which slowed single-image inference by half on 2 cores. A crash of the training (out of memory, a native
+    error) cannot take the server down either. ``on_epoch`` is called in this process as epochs finish.
 
     Raises:
         RuntimeError: the training failed or its process died; the message says how.
@@ -170,7 +189,7 @@ def train_in_subprocess(
 
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
-    proc = ctx.Process(target=_child_train, args=(str(data), str(out), config, q), name="detector-al-train")
+    proc = ctx.Process(target=_child, args=(fn, args, q), name="detector-al-train")
     proc.start()
     try:
         while True:
@@ -183,10 +202,18 @@ def train_in_subprocess(
             if msg[0] == "epoch" and on_epoch is not None:
                 on_epoch(msg[1], msg[2])
             elif msg[0] == "done":
-                return Path(msg[1])
+                return msg[1]
             elif msg[0] == "error":
                 raise RuntimeError(f"training failed: {msg[1]}")
     finally:
         proc.join(timeout=30)
         if proc.is_alive():
             proc.kill()
+
+
+def _child(fn, args, queue) -> None:  # pragma: no cover - runs in a spawned process
+    try:
+        result = fn(*args, on_epoch=lambda e, n: queue.put(("epoch", e, n)))
+        queue.put(("done", result))
+    except BaseException as exc:  # reported to the parent, which raises it there
+        queue.put(("error", f"{type(exc).__name__}: {exc}"))

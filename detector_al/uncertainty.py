@@ -38,6 +38,14 @@ def anchor_discrepancy(p1: np.ndarray, p2: np.ndarray) -> np.ndarray:
     return np.mean((p1 - p2) ** 2, axis=1)
 
 
+def _level_blocks(level: np.ndarray) -> tuple[np.ndarray | slice, np.ndarray]:
+    """An order that groups the anchors by level (stable; the adapter's anchors come grouped, and then the
+    order is a no-op slice) and the start of each level's block in that order."""
+    order = slice(None) if np.all(level[1:] >= level[:-1]) else np.argsort(level, kind="stable")
+    lv = level[order]
+    return order, np.flatnonzero(np.r_[True, lv[1:] != lv[:-1]])
+
+
 def mil_weights(
     p1: np.ndarray, p2: np.ndarray, level: np.ndarray, temperature: float = DEFAULT_TEMPERATURE
 ) -> np.ndarray:
@@ -50,14 +58,18 @@ def mil_weights(
     Returns:
         (A,) non-negative weights, summing to 1 within each level.
     """
-    s = np.max(p1 + p2, axis=1) / 2.0
-    z = s / temperature
-    w = np.empty_like(z, dtype=np.float64)
-    for lvl in np.unique(level):
-        m = level == lvl
-        e = np.exp(z[m] - z[m].max())
-        w[m] = e / e.sum()
+    order, starts = _level_blocks(level)
+    w = np.empty(len(level), np.float64)
+    w[order] = _softmax_blocks(np.max(p1 + p2, axis=1)[order] / 2.0 / temperature, starts)
     return w
+
+
+def _softmax_blocks(z: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Softmax of ``z`` within each block (blocks start at ``starts``), in float64."""
+    z = z.astype(np.float64)
+    sizes = np.diff(np.r_[starts, len(z)])
+    e = np.exp(z - np.repeat(np.maximum.reduceat(z, starts), sizes))
+    return e / np.repeat(np.add.reduceat(e, starts), sizes)
 
 
 def mi_aod_score(p1: np.ndarray, p2: np.ndarray, level: np.ndarray, temperature: float = DEFAULT_TEMPERATURE) -> float:
@@ -70,12 +82,13 @@ def mi_aod_score(p1: np.ndarray, p2: np.ndarray, level: np.ndarray, temperature:
     size, padding, background area) and lies in [0, 1]; a level that holds only background gets a
     negligible ``lambda_l`` when another level holds an object, so its noise does not leak in.
     """
+    order, starts = _level_blocks(level)
+    p1, p2 = p1[order], p2[order]
     u = anchor_discrepancy(p1, p2)
-    w = mil_weights(p1, p2, level, temperature)
-    s = np.max(p1 + p2, axis=1) / 2.0
-    lvls = np.unique(level)
-    per_level = np.array([np.sum(w[level == lv] * u[level == lv]) for lv in lvls])
-    m = np.array([s[level == lv].max() for lv in lvls]) / temperature
+    z = np.max(p1 + p2, axis=1) / 2.0 / temperature
+    w = _softmax_blocks(z, starts)
+    per_level = np.add.reduceat(w * u, starts)
+    m = np.maximum.reduceat(z, starts).astype(np.float64)
     lam = np.exp(m - m.max())
     lam /= lam.sum()
     return float(np.sum(lam * per_level))

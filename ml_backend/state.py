@@ -34,27 +34,25 @@ class Backend:
     def __init__(self, settings: Settings, detector: Detector | None = None, run_job: JobRunner | None = None) -> None:
         self.settings = settings
         self.registry = ModelRegistry(settings.model_dir)
-        if detector is None:
-            version, weights = self.registry.resolve(settings.model_path)
-            detector = Detector.load(weights, conf=0.05, version=version)
         ceal = CealConfig()
         if settings.ceal_delta0 is not None:
             ceal = replace(ceal, delta_0=settings.ceal_delta0)
         if settings.ceal_decay is not None:
             ceal = replace(ceal, decay=settings.ceal_decay)
         self.store = Store(settings.store_file)
-        self.service = PredictionService(
-            detector,
-            self.store,
-            ServiceConfig(
-                score_threshold=settings.score_threshold,
-                strategy=settings.strategy,
-                ceal=ceal,
-                label_mapping=settings.label_mapping,
-                local_files_root=settings.local_files_document_root,
-                cache_dir=settings.model_dir / "image-cache",
-            ),
+        config = ServiceConfig(
+            score_threshold=settings.score_threshold,
+            strategy=settings.strategy,
+            ceal=ceal,
+            label_mapping=settings.label_mapping,
+            local_files_root=settings.local_files_document_root,
+            cache_dir=settings.model_dir / "image-cache",
         )
+        if detector is None:  # loaded on the service's inference thread, where it will run
+            version, weights = self.registry.resolve(settings.model_path)
+            self.service = PredictionService.load(weights, self.store, config, conf=0.05, version=version)
+        else:
+            self.service = PredictionService(detector, self.store, config)
         self.credentials = Credentials(settings.label_studio_url, settings.label_studio_api_key)
         if run_job is None:
             run_job = Retrainer(
