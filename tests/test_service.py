@@ -1,0 +1,40 @@
+"""PredictionService: torch stays on the one inference thread (loading and swapping included)."""
+
+from __future__ import annotations
+
+import threading
+
+from detector_al.detector import Detector
+from detector_al.service import PredictionService
+from detector_al.store import Store
+
+
+def _recording_load(monkeypatch) -> list[str]:
+    threads: list[str] = []
+    real = Detector.load.__func__
+
+    def load(cls, weights, **kwargs):
+        threads.append(threading.current_thread().name)
+        return real(cls, weights, **kwargs)
+
+    monkeypatch.setattr(Detector, "load", classmethod(load))
+    return threads
+
+
+def test_models_are_loaded_and_swapped_on_the_inference_thread(monkeypatch, tmp_path, trained_weights, sample_data):
+    loaded_on = _recording_load(monkeypatch)
+    service = PredictionService.load(trained_weights, Store(tmp_path / "s.sqlite3"), conf=0.05, version="v1")
+    ran_on: list[str] = []
+    image = str(next((sample_data / "images" / "pool").glob("*.jpg")))
+
+    def reduce(detector, pred):
+        ran_on.append(threading.current_thread().name)
+        return detector.version
+
+    assert service.predict_paths([image], reduce) == ["v1"]
+    service.load_and_swap(trained_weights, conf=0.05, version="v2")
+    assert service.model_version == "v2"
+    assert service.predict_paths([image], reduce) == ["v2"]
+    assert len(loaded_on) == 2
+    assert set(loaded_on) == set(ran_on), (loaded_on, ran_on)
+    assert loaded_on[0] != threading.current_thread().name
