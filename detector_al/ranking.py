@@ -4,9 +4,8 @@ This module wires the pure parts together (the adapter's records in, :class:`Sco
 and keeps only what the queue needs per image (score, boxes, embedding), so a pool of any size streams
 through in constant memory per image.
 
-Queue order (``rank`` 1, 2, ...): the selected batch (``decision="query"``) in selection order, then the
-other uncertain images (``"rest"``) by descending score, then the auto-accepted ones. Unreadable images
-get ``decision="error"`` and no rank.
+Queue order (``rank`` 1, 2, ...): :func:`detector_al.queue.build_queue`'s (the batch, then the rest by
+descending score, then the auto-accepted ones). Unreadable images get ``decision="error"`` and no rank.
 """
 
 from __future__ import annotations
@@ -16,12 +15,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from detector_al.pseudo_labels import CealConfig, auto_accept, consistency
+from detector_al.decision import decide
+from detector_al.pseudo_labels import CealConfig
+from detector_al.queue import AUTO_ACCEPT, ERROR, QUERY, REST, build_queue
 from detector_al.selection import class_balance_weights, cold_start, select_batch
 from detector_al.types import Detections, ImagePredictions
 from detector_al.uncertainty import Strategy
-
-QUERY, AUTO_ACCEPT, REST, ERROR = "query", "auto_accept", "rest", "error"
 
 
 @dataclass
@@ -59,24 +58,21 @@ def score_predictions(
     min_confidence: float = 0.25,
 ) -> Iterator[ScoredImage]:
     """Score each record and apply the CEAL auto-accept test; keep boxes at ``conf >= min_confidence``."""
-    ceal = ceal or CealConfig()
     for p in preds:
-        if not p.ok:
-            yield ScoredImage(source=p.source, decision=ERROR, error=p.error)
+        d = decide(p, strategy, round_index, ceal, min_confidence)
+        if d.error:
+            yield ScoredImage(source=p.source, decision=ERROR, error=d.error)
             continue
-        score = float(strategy.score(p))
-        verdict = auto_accept(p, consistency(p), round_index, ceal)
-        shown = p.detections[p.detections.confidence >= min_confidence]
         yield ScoredImage(
-            source=p.source,
-            width=p.width,
-            height=p.height,
-            score=score,
-            decision=AUTO_ACCEPT if verdict.accepted else REST,
-            detections=shown,
-            pseudo_labels=verdict.pseudo_labels if verdict.accepted else Detections.empty(),
-            embedding=p.embedding,
-            reason=verdict.reason,
+            source=d.source,
+            width=d.width,
+            height=d.height,
+            score=d.score,
+            decision=d.status,
+            detections=d.shown,
+            pseudo_labels=d.pseudo_labels,
+            embedding=d.embedding,
+            reason=d.reason,
         )
 
 
@@ -91,31 +87,40 @@ def assign_queue(
 ) -> list[ScoredImage]:
     """Choose the query batch among the non-accepted images and number the whole queue (in place).
 
-    With ``labeled_class_counts`` (boxes per class in the labeled set), the selection favours images whose
+    The order is :func:`~detector_al.queue.build_queue`'s (``rank = position + 1``). With
+    ``labeled_class_counts`` (boxes per class in the labeled set), the selection favours images whose
     predicted classes are rare there: scores are multiplied by
     :func:`~detector_al.selection.class_balance_weights` before choosing (the stored scores stay raw).
     """
-    pending = [i for i, s in enumerate(images) if s.decision == REST]
-    if pending:
-        scores = np.array([images[i].score for i in pending], np.float64)
+    scored = [i for i, s in enumerate(images) if s.decision != ERROR]
+    if not scored:
+        return images
+    for i in scored:
+        if images[i].decision == QUERY:
+            images[i].decision = REST
+    pending = [j for j, i in enumerate(scored) if images[i].decision == REST]
+    batch = None
+    if pending and (cold or labeled_class_counts is not None or labeled_emb is not None or not diversity):
+        scores = np.array([images[scored[j]].score for j in pending], np.float64)
         if labeled_class_counts is not None:
             scores = scores * class_balance_weights(
-                [np.unique(images[i].detections.class_id) for i in pending], labeled_class_counts
+                [np.unique(images[scored[j]].detections.class_id) for j in pending], labeled_class_counts
             )
-        emb = np.stack([images[i].embedding for i in pending])
+        emb = np.stack([images[scored[j]].embedding for j in pending])
         if cold:
             picked = cold_start(emb, budget, seed, labeled_emb)
         else:
             picked = select_batch(scores, emb, budget, labeled_emb=labeled_emb, diversity=diversity)
-        chosen = [pending[j] for j in picked]
-    else:
-        chosen = []
-    for i in chosen:
-        images[i].decision = QUERY
-    rest = sorted((i for i in pending if images[i].decision == REST), key=lambda i: -images[i].score)
-    accepted = sorted((i for i, s in enumerate(images) if s.decision == AUTO_ACCEPT), key=lambda i: images[i].score)
-    for rank, i in enumerate([*chosen, *rest, *accepted], 1):
-        images[i].rank = rank
+        batch = np.asarray([pending[k] for k in picked], np.int64)
+    entries = build_queue(
+        np.array([images[i].score for i in scored], np.float64),
+        np.array([images[i].decision == AUTO_ACCEPT for i in scored]),
+        np.stack([images[i].embedding for i in scored]),
+        budget,
+        batch=batch,
+    )
+    for i, e in zip(scored, entries, strict=True):
+        images[i].decision, images[i].rank = e.status, e.position + 1
     return images
 
 

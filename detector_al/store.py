@@ -26,6 +26,8 @@ CREATE TABLE IF NOT EXISTS projects (
     round INTEGER NOT NULL DEFAULT 0,
     model_version TEXT,
     annotations_since_training INTEGER NOT NULL DEFAULT 0,
+    sampling_configured INTEGER NOT NULL DEFAULT 0,
+    sampling_warning TEXT,
     updated_at REAL
 );
 CREATE TABLE IF NOT EXISTS predictions (
@@ -40,6 +42,7 @@ CREATE TABLE IF NOT EXISTS predictions (
     round INTEGER,
     n_boxes INTEGER,
     error TEXT,
+    embedding BLOB,
     updated_at REAL,
     PRIMARY KEY (project, task_id)
 );
@@ -87,6 +90,12 @@ CREATE TABLE IF NOT EXISTS images (
 CREATE INDEX IF NOT EXISTS images_by_score ON images (project, score);
 """
 
+MIGRATIONS = (  # (table, column, declaration) added since the first release
+    ("projects", "sampling_configured", "INTEGER NOT NULL DEFAULT 0"),
+    ("projects", "sampling_warning", "TEXT"),
+    ("predictions", "embedding", "BLOB"),
+)
+
 QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
 
 
@@ -128,6 +137,7 @@ class PredictionRow:
     round: int
     n_boxes: int
     error: str | None = None
+    embedding: bytes | None = None  # float32 image embedding, for choosing the diverse batch
 
 
 class Store:
@@ -145,7 +155,11 @@ class Store:
             else None
         )
         with self._lock:
-            self._conn().executescript(SCHEMA)
+            conn = self._conn()
+            conn.executescript(SCHEMA)
+            for table, column, decl in MIGRATIONS:  # files written by an older version
+                if column not in {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}:
+                    conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
 
     def _conn(self) -> sqlite3.Connection:
         if self._shared is not None:
@@ -203,7 +217,18 @@ class Store:
         rows = self._query("SELECT * FROM projects WHERE project = ?", (project,))
         if rows:
             return dict(rows[0])
-        return {"project": project, "round": 0, "model_version": None, "annotations_since_training": 0}
+        return {
+            "project": project,
+            "round": 0,
+            "model_version": None,
+            "annotations_since_training": 0,
+            "sampling_configured": 0,
+            "sampling_warning": None,
+        }
+
+    def projects(self) -> list[dict]:
+        """Every project the backend has state for (round, model version, sampling status)."""
+        return [dict(r) for r in self._query("SELECT * FROM projects ORDER BY project")]
 
     def take_annotation_count(self, project: int, at_least: int) -> int:
         """If ``at_least`` new or updated annotations are counted, take them (subtract, atomically) and return how
@@ -220,7 +245,7 @@ class Store:
             return n
 
     def set_project(self, project: int, **fields) -> None:
-        allowed = {"round", "model_version", "annotations_since_training"}
+        allowed = {"round", "model_version", "annotations_since_training", "sampling_configured", "sampling_warning"}
         if not set(fields) <= allowed:
             raise ValueError(f"unknown project fields: {set(fields) - allowed}")
         with self._tx() as c:
@@ -231,16 +256,16 @@ class Store:
     # ---- predictions ---------------------------------------------------------------------------------
 
     def record_predictions(self, project: int, rows: list[PredictionRow]) -> None:
-        """Upsert the rows and renumber the project's queue (rank 1 = most uncertain), in one transaction."""
+        """Upsert the rows in one transaction. ``confidence`` is the score Label Studio serves by (queue order)."""
         now = time.time()
         with self._tx() as c:
             c.executemany(
                 "INSERT INTO predictions (project, task_id, image, model_version, score, confidence, decision, round,"
-                " n_boxes, error, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+                " n_boxes, error, embedding, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
                 " ON CONFLICT(project, task_id) DO UPDATE SET image=excluded.image,"
                 " model_version=excluded.model_version, score=excluded.score, confidence=excluded.confidence,"
                 " decision=excluded.decision, round=excluded.round, n_boxes=excluded.n_boxes, error=excluded.error,"
-                " updated_at=excluded.updated_at",
+                " embedding=excluded.embedding, updated_at=excluded.updated_at",
                 [
                     (
                         project,
@@ -253,25 +278,43 @@ class Store:
                         r.round,
                         r.n_boxes,
                         r.error,
+                        r.embedding,
                         now,
                     )
                     for r in rows
                 ],
             )
-            c.execute(
-                "UPDATE predictions SET rank = (SELECT r FROM (SELECT task_id, ROW_NUMBER() OVER ("
-                " ORDER BY CASE decision WHEN 'auto_accept' THEN 1 ELSE 0 END, score DESC, task_id) AS r"
-                " FROM predictions WHERE project = ? AND score IS NOT NULL) q WHERE q.task_id = predictions.task_id)"
-                " WHERE project = ?",
-                (project, project),
-            )
 
     def predictions(self, project: int) -> list[dict]:
-        """The project's stored predictions, in queue order (unranked errors last)."""
+        """The project's stored predictions in queue order (Label Studio's score, ascending); errors last, unranked."""
         rows = self._query(
-            "SELECT * FROM predictions WHERE project = ? ORDER BY rank IS NULL, rank, task_id", (project,)
+            "SELECT *, CASE WHEN confidence IS NULL THEN NULL ELSE ROW_NUMBER() OVER ("
+            " ORDER BY confidence IS NULL, confidence, task_id) END AS queue_rank"
+            " FROM predictions WHERE project = ? ORDER BY confidence IS NULL, confidence, task_id",
+            (project,),
         )
-        return [dict(r) for r in rows]
+        out = [{**dict(r), "rank": r["queue_rank"]} for r in rows]
+        for row in out:
+            row.pop("embedding", None)
+        return out
+
+    def queue_inputs(self, project: int, model_version: str) -> list[sqlite3.Row]:
+        """What re-building the project's queue needs: scored predictions of ``model_version`` not yet labeled."""
+        return self._query(
+            "SELECT task_id, score, confidence, decision, embedding FROM predictions WHERE project = ?"
+            " AND model_version = ? AND error IS NULL AND score IS NOT NULL AND embedding IS NOT NULL"
+            " AND task_id NOT IN (SELECT task_id FROM events WHERE project = ? AND task_id IS NOT NULL"
+            " AND action IN ('ANNOTATION_CREATED', 'ANNOTATION_UPDATED')) ORDER BY task_id",
+            (project, model_version, project),
+        )
+
+    def set_queue(self, project: int, updates: list[tuple[int, str, float]]) -> None:
+        """Set ``(task_id, decision, label studio score)`` of several predictions in one transaction."""
+        with self._tx() as c:
+            c.executemany(
+                "UPDATE predictions SET decision = ?, confidence = ? WHERE project = ? AND task_id = ?",
+                [(d, sc, project, t) for t, d, sc in updates],
+            )
 
     # ---- ingested images ------------------------------------------------------------------------------
 
@@ -353,18 +396,36 @@ class Store:
             )
             return int(cur.lastrowid), True
 
-    def claim_training(self) -> dict | None:
-        """Mark the oldest queued job as running and return it (None when the queue is empty)."""
+    def claim_training(self, backoff_s: float = 5.0, max_backoff_s: float = 600.0) -> dict | None:
+        """Mark the oldest claimable queued job as running and return it (None when there is none).
+
+        A project whose last ``n`` jobs failed waits ``min(backoff_s * 2^(n-1), max_backoff_s)`` seconds after
+        the last failure; meanwhile new requests coalesce into its one queued job (:meth:`enqueue_training`), so
+        a burst of requests that keep failing costs a few failures, not one per request.
+        """
+        now = time.time()
         with self._tx() as c:
-            row = c.execute("SELECT * FROM training_jobs WHERE status = ? ORDER BY id LIMIT 1", (QUEUED,)).fetchone()
-            if row is None:
-                return None
-            c.execute(
-                "UPDATE training_jobs SET status = ?, started_at = ? WHERE id = ?", (RUNNING, time.time(), row["id"])
-            )
-            job = dict(row)
-            job["status"] = RUNNING
-            return job
+            for row in c.execute("SELECT * FROM training_jobs WHERE status = ? ORDER BY id", (QUEUED,)).fetchall():
+                if now < self._retry_at(c, row["project"], backoff_s, max_backoff_s):
+                    continue
+                c.execute("UPDATE training_jobs SET status = ?, started_at = ? WHERE id = ?", (RUNNING, now, row["id"]))
+                job = dict(row)
+                job["status"] = RUNNING
+                return job
+            return None
+
+    @staticmethod
+    def _retry_at(c: sqlite3.Connection, project: int | None, backoff_s: float, max_backoff_s: float) -> float:
+        """When the project may train again: after its consecutive failures' back-off (0 when none)."""
+        failed = c.execute(
+            "SELECT COUNT(*), MAX(finished_at) FROM training_jobs WHERE project IS ? AND status = ? AND id >"
+            " COALESCE((SELECT MAX(id) FROM training_jobs WHERE project IS ? AND status = ?), 0)",
+            (project, FAILED, project, DONE),
+        ).fetchone()
+        n, last = failed[0], failed[1]
+        if not n:
+            return 0.0
+        return last + min(backoff_s * 2 ** (n - 1), max_backoff_s)
 
     def finish_training(
         self,

@@ -40,12 +40,12 @@ def test_a_job_running_when_the_process_died_is_requeued_and_run(tmp_path):
         worker.stop()
 
 
-def test_ranks_follow_uncertainty_with_accepted_last(tmp_path):
+def test_ranks_follow_the_label_studio_score_batch_first_accepted_last(tmp_path):
     s = Store(tmp_path / "s.sqlite3")
     rows = [
-        PredictionRow(1, "a", "v", 0.2, 0.8, "query", 0, 1),
-        PredictionRow(2, "b", "v", 0.9, 0.1, "query", 0, 1),
-        PredictionRow(3, "c", "v", 0.95, 0.1, "auto_accept", 0, 1),
+        PredictionRow(1, "a", "v", 0.2, 0.3, "rest", 0, 1),
+        PredictionRow(2, "b", "v", 0.9, 0.05, "query", 0, 1),
+        PredictionRow(3, "c", "v", 0.01, 0.9, "auto_accept", 0, 1),
         PredictionRow(4, "d", "v", None, None, "error", 0, 0, "bad"),
     ]
     s.record_predictions(5, rows)

@@ -24,4 +24,6 @@ def status(backend: Backend = Depends(get_backend)) -> dict:
         "versions": backend.registry.versions(),
         "training": backend.worker.state(),
         "jobs": backend.store.training_jobs(10),
+        "projects": backend.store.projects(),
+        "warnings": [p["sampling_warning"] for p in backend.store.projects() if p["sampling_warning"]],
     }

@@ -5,7 +5,6 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, HTTPException
 
 from detector_al.label_config import LabelConfigError
-from detector_al.ls_client import project_id
 from ml_backend.dependencies import get_backend, require_auth
 from ml_backend.schemas import PredictRequest, PredictResponse, TaskResult
 from ml_backend.state import Backend
@@ -15,16 +14,17 @@ router = APIRouter(dependencies=[Depends(require_auth)])
 
 @router.post("/predict", response_model=PredictResponse)
 def predict(body: PredictRequest, backend: Backend = Depends(get_backend)) -> PredictResponse:
-    pid = project_id(body.project)
+    pid = body.project
     label_config = body.label_config or (backend.credentials.label_configs.get(pid) if pid is not None else None)
     if not label_config:
         raise HTTPException(422, "no label_config in the request and none known for this project: call /setup first")
     try:
         answers = backend.service.predict_tasks(
-            body.tasks, label_config, body.project, backend.credentials.url, backend.credentials.token
+            [t.model_dump() for t in body.tasks], label_config, pid, backend.credentials.url, backend.credentials.token
         )
     except LabelConfigError as exc:
         raise HTTPException(422, str(exc)) from None
     if pid is not None:
         backend.sync_model_version(pid)
+        backend.schedule_queue_refresh(pid)
     return PredictResponse(results=[TaskResult(**a.to_label_studio()) for a in answers])

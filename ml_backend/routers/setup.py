@@ -5,7 +5,6 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, HTTPException
 
 from detector_al.label_config import LabelConfigError
-from detector_al.ls_client import project_id
 from ml_backend.dependencies import get_backend, require_auth
 from ml_backend.schemas import SetupRequest, SetupResponse, VersionsResponse
 from ml_backend.state import Backend
@@ -19,10 +18,10 @@ def setup(body: SetupRequest, backend: Backend = Depends(get_backend)) -> SetupR
         target = backend.service.target(body.schema_)
     except LabelConfigError as exc:
         raise HTTPException(422, str(exc)) from None
-    pid = project_id(body.project)
+    pid = body.project
     backend.remember(body.hostname, body.access_token, pid, body.schema_)
     if pid is not None:
-        backend.sync_model_version(pid)
+        backend.sync_model_version(pid, recheck=True)
     return SetupResponse(model_version=backend.service.model_version, unmatched_labels=list(target.unmatched_labels))
 
 

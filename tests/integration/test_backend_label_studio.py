@@ -69,24 +69,30 @@ def test_every_task_gets_the_adapters_boxes_and_the_projects_model_version(
     assert n_boxes > 0
 
 
-def test_data_manager_order_by_prediction_score_is_the_uncertainty_order(ls_client, project, backend):
+def test_data_manager_order_by_prediction_score_is_the_queue_order(ls_client, project, backend):
+    """Sorting by "Prediction score" (and uncertainty sampling) gives the backend's queue: batch, rest, accepted."""
+    from detector_al.queue import AUTO_ACCEPT, QUERY, REST
+    from detector_al.store import Store
+
     version = backend.health()["model_version"]
     wait_for(lambda: ls_client.projects.get(id=project.id).model_version == version)
     view = ls_client.views.create(
         project=project.id, data={"title": "AL queue", "ordering": ["tasks:predictions_score"]}
     )
-    ordered = [t.id for t in tasks_of(ls_client, project.id, view=view.id)]
+    store = Store(backend.model_dir / "detector_al.sqlite3")
+
+    def orders():
+        ls_order = [t.id for t in tasks_of(ls_client, project.id, view=view.id)]
+        queue = [r["task_id"] for r in store.predictions(project.id) if r["confidence"] is not None]
+        return ls_order == queue and ls_order
+
+    assert wait_for(orders), "Label Studio's order by prediction score is not the backend's queue"
     status = requests.get(f"{backend.url}/status", timeout=5).json()
     assert status["model_version"] == version
-    from detector_al.store import Store
-
-    store = Store(backend.model_dir / "detector_al.sqlite3")
-    rows = [r for r in store.predictions(project.id) if r["score"] is not None]
-    by_uncertainty = [r["task_id"] for r in sorted(rows, key=lambda r: -r["score"])]
-    assert ordered == by_uncertainty
-    assert [r["task_id"] for r in rows if r["decision"] != "auto_accept"] == [
-        t for t in by_uncertainty if t in {r["task_id"] for r in rows if r["decision"] != "auto_accept"}
-    ]
+    bands = [r["decision"] for r in store.predictions(project.id) if r["confidence"] is not None]
+    rank = {QUERY: 0, REST: 1, AUTO_ACCEPT: 2}
+    assert [rank[b] for b in bands] == sorted(rank[b] for b in bands)
+    assert QUERY in bands  # the backend chose a diverse batch once the pool was predicted
 
 
 def test_a_real_annotation_reaches_the_store_through_the_webhook(ls_client, project, backend):
@@ -136,7 +142,7 @@ def test_a_wrong_token_fails_only_the_tasks_that_need_label_studio(
 
     server = BackendServer(
         trained_weights,
-        tmp_path / "not-shared",
+        pool_folder,  # holds the image of task 2, but not "pool/<name>" of task 1: that one needs Label Studio
         tmp_path / "models",
         LABEL_STUDIO_URL=label_studio.url,
         LABEL_STUDIO_API_KEY="wrong-token",

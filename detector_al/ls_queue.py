@@ -1,0 +1,125 @@
+"""The queue in a Label Studio project: the project's sampling and model version, and each task's queue numbers.
+
+Label Studio serves "Label All Tasks" by the project's ``sampling``. Only ``"Uncertainty sampling"``
+follows our queue (lowest prediction score first, see :mod:`detector_al.queue`), and only for predictions
+whose ``model_version`` equals the project's. :func:`configure_project` sets both; the backend and
+``ingest`` call it, so there is one writer of the project's ``model_version``.
+
+A user may set the sampling back (Settings -> General in the open-source UI offers only sequential and
+random sampling). :func:`configure_project` changes it only the first time it sees a project
+(``first_time``); afterwards it reports the change instead of overriding the user's choice.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from detector_al.queue import AUTO_ACCEPT, UNCERTAINTY_SAMPLING, build_queue
+
+log = logging.getLogger(__name__)
+
+
+def sampling_warning(project: int, sampling: str | None) -> str | None:
+    """What to tell the user when the project's sampling does not serve the queue (None when it does)."""
+    if sampling == UNCERTAINTY_SAMPLING:
+        return None
+    return (
+        f"project {project} uses {sampling!r}: 'Label All Tasks' does not follow the active-learning queue. "
+        f"Set it back with the API: PATCH /api/projects/{project} {{\"sampling\": \"{UNCERTAINTY_SAMPLING}\"}}, "
+        "or reconnect the model (the backend sets it when it first sees a project)."
+    )
+
+
+def configure_project(ls, project: int, model_version: str | None, first_time: bool) -> str | None:
+    """Set the project's ``model_version`` (when given) and, the first time, its sampling to uncertainty sampling.
+
+    Args:
+        ls: a ``label_studio_sdk.LabelStudio`` client.
+        first_time: True when this project has not been configured before (then the sampling is set).
+
+    Returns:
+        the :func:`sampling_warning` for the project as it now is (None: the stream follows the queue).
+    """
+    current = ls.projects.get(id=project)
+    sampling = current.sampling
+    if first_time and sampling != UNCERTAINTY_SAMPLING:  # on its own: Label Studio may refuse the version yet
+        ls.projects.update(id=project, sampling=UNCERTAINTY_SAMPLING)
+        log.info("project %s: sampling %r -> %r", project, sampling, UNCERTAINTY_SAMPLING)
+        sampling = UNCERTAINTY_SAMPLING
+    if model_version and current.model_version != model_version:
+        ls.projects.update(id=project, model_version=model_version)
+        log.info("project %s: model_version %r -> %r", project, current.model_version, model_version)
+    warning = sampling_warning(project, sampling)
+    if warning:
+        log.warning(warning)
+    return warning
+
+
+@dataclass(frozen=True)
+class TaskQueueUpdate:
+    """New queue numbers for one task: the prediction score, and the ``al_*`` data fields if the task has them."""
+
+    task_id: int
+    score: float
+    data: dict | None = None
+
+
+def publish_queue(ls, project: int, model_version: str, updates: list[TaskQueueUpdate]) -> list[tuple[int, str]]:
+    """Write the prediction scores (predictions of ``model_version``) and task fields; returns the failures.
+
+    One failed task is logged and returned, never fatal: the next refresh writes it again.
+    """
+    if not updates:
+        return []
+    predictions: dict[int, list[int]] = {}
+    for p in ls.predictions.list(project=project):
+        if p.model_version == model_version:
+            predictions.setdefault(int(p.task), []).append(int(p.id))
+    failed = []
+    for u in updates:
+        if u.task_id not in predictions:  # Label Studio stores /predict answers after they arrive: not yet there
+            failed.append((u.task_id, f"no prediction of {model_version} yet"))
+            continue
+        try:
+            for pid in predictions[u.task_id]:
+                ls.predictions.update(id=pid, score=u.score)
+            if u.data is not None:
+                ls.tasks.update(id=u.task_id, data=u.data)
+        except Exception as exc:  # one task fails alone (deleted meanwhile, a transient error)
+            log.warning("task %s: queue position not written: %s", u.task_id, exc)
+            failed.append((u.task_id, str(exc)))
+    return failed
+
+
+def refresh_queue(store, ls, project: int, model_version: str, budget: int, confidence) -> int:
+    """Re-build a project's queue from the backend's stored predictions and write what changed to Label Studio.
+
+    The backend scores tasks one request at a time (each alone gets its band's score); once a pool has
+    been predicted this chooses the diverse batch over it (:func:`~detector_al.queue.build_queue`) and
+    moves the changed predictions' scores. Tasks labeled since (webhook events) are left out.
+
+    Returns:
+        ``(moved, pending)``: how many tasks changed place, and how many of those could not be written yet
+        (their prediction is not stored in Label Studio yet, or the write failed): refresh again later.
+    """
+    rows = store.queue_inputs(project, model_version)
+    if not rows:
+        return 0, 0
+    queue = build_queue(
+        np.array([r["score"] for r in rows], np.float64),
+        np.array([r["decision"] == AUTO_ACCEPT for r in rows]),
+        np.stack([np.frombuffer(r["embedding"], np.float32) for r in rows]),
+        budget,
+        confidence,
+    )
+    changed = [
+        (r["task_id"], e)
+        for r, e in zip(rows, queue, strict=True)
+        if r["decision"] != e.status or abs((r["confidence"] or 0.0) - e.score) > 1e-12
+    ]
+    failed = {t for t, _ in publish_queue(ls, project, model_version, [TaskQueueUpdate(t, e.score) for t, e in changed])}
+    store.set_queue(project, [(t, e.status, e.score) for t, e in changed if t not in failed])
+    return len(changed), len(failed)
