@@ -76,7 +76,7 @@ class ChildServer:
 
 
 def run_demo(cfg: DemoConfig) -> int:
-    from detector_al.cli import ensure_bootstrap_model
+    from detector_al.bootstrap_model import ensure_bootstrap_model
     from detector_al.detector import Detector
     from detector_al.ingest import IngestConfig, LabelStudioSink, ingest
     from detector_al.label_config import parse_label_config
@@ -158,12 +158,14 @@ detector-al demo is ready ({time.perf_counter() - started:.0f} s)
   login        : {user} / {password}    API token: {token}
   ML backend   : {backend_url}  (model {version}; status: {backend_url}/status)
 
-Next: open the "Active learning queue" tab and press "Label All Tasks": the most uncertain images come
-first, pre-annotated. Label a few, then Settings -> Model -> "Start Training" (or POST to the backend's
-/webhook). The backend fine-tunes, promotes the new model if it is not worse, re-scores the pool and
-refreshes the queue: watch the model version and the al_priority column change.
+Next: press "Label All Tasks" (the project uses "Uncertainty sampling", so Label Studio serves the
+active-learning queue: the diverse batch first, then the rest by uncertainty, auto-accepted images last),
+correct the pre-annotations and submit. Then Settings -> Model -> "Start Training". The backend fine-tunes,
+promotes the new model if it is not worse, re-scores the pool and refreshes the queue: watch the model
+version and the al_priority column change. The tabs "Active learning queue" and "Auto-accepted (review)"
+are for browsing; the button serves the same order from any tab.
 Ctrl-C stops both servers; running `make demo` again resumes in seconds.
-READY project={project.id} ls={url} backend={backend_url}""",
+READY project={project.id} ls={url} backend={backend_url} token={token}""",
             flush=True,
         )
         if cfg.exit_after_setup:

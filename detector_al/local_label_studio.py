@@ -1,8 +1,12 @@
 """Run a real Label Studio on loopback, offline: for the demo and the integration tests.
 
 Label Studio lives in its own virtual environment (``.venv-ls``, made by ``make``); this module only
-starts and stops its server with the settings an offline loopback install needs (legacy API token,
-local-files serving, loopback ML backends allowed, no outbound calls).
+starts and stops its server with the settings an offline loopback install needs (local-files serving,
+loopback ML backends allowed, no outbound calls), and gets its admin an API key the way a user does.
+
+Tokens are Label Studio's default unless asked otherwise: legacy tokens off, and :attr:`LocalLabelStudio.token`
+is the admin's personal access token (created through the login session, as Account & Settings does).
+With ``legacy_tokens=True`` legacy tokens are on and ``token`` is the admin's legacy token.
 
 Example:
     >>> with LocalLabelStudio(Path(".cache/ls-data"), port=8080, files_root=Path("sample_data")) as ls:  # doctest: +SKIP
@@ -17,6 +21,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -54,11 +59,15 @@ class LocalLabelStudio:
         token: str = DEFAULT_TOKEN,
         binary: Path | None = None,
         log_file: Path | None = None,
+        legacy_tokens: bool = False,
     ) -> None:
         self.data_dir = Path(data_dir).absolute()
         self.port = port or free_port()
         self.files_root = Path(files_root).absolute() if files_root else self.data_dir / "files"
-        self.user, self.password, self.token = user, password, token
+        self.user, self.password, self.legacy_token = user, password, token
+        self.legacy_tokens = legacy_tokens
+        self._pat: str | None = None
+        self._pat_lock = threading.Lock()
         self.binary = binary or label_studio_bin()
         self.log_file = log_file or self.data_dir / "label-studio.log"
         self.proc: subprocess.Popen | None = None
@@ -75,8 +84,7 @@ class LocalLabelStudio:
                 "LABEL_STUDIO_HOST": self.url,
                 "LABEL_STUDIO_USERNAME": self.user,
                 "LABEL_STUDIO_PASSWORD": self.password,
-                "LABEL_STUDIO_USER_TOKEN": self.token,
-                "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
+                "LABEL_STUDIO_USER_TOKEN": self.legacy_token,
                 "LOCAL_FILES_SERVING_ENABLED": "true",
                 "LOCAL_FILES_DOCUMENT_ROOT": str(self.files_root),
                 "SSRF_PROTECTION_ENABLED": "false",
@@ -87,7 +95,77 @@ class LocalLabelStudio:
                 "LATEST_VERSION_CHECK": "false",
             }
         )
+        if self.legacy_tokens:  # read when the organization is created (init); start() sets it on an existing one
+            env["LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN"] = "true"
         return env
+
+    @property
+    def token(self) -> str:
+        """The admin's API key: their personal access token (default), or their legacy token with
+        ``legacy_tokens=True``. Needs the server running (a PAT is created on first use)."""
+        return self.legacy_token if self.legacy_tokens else self.personal_access_token()
+
+    @property
+    def pat_file(self) -> Path:
+        return self.data_dir / "detector-al-admin-pat"
+
+    def login(self) -> requests.Session:
+        """A ``requests`` session logged in as the admin, as a browser is (the login form, CSRF included)."""
+        s = requests.Session()
+        s.get(f"{self.url}/user/login/", timeout=30).raise_for_status()
+        r = s.post(
+            f"{self.url}/user/login/",
+            data={
+                "email": self.user,
+                "password": self.password,
+                "persist_session": "on",
+                "csrfmiddlewaretoken": s.cookies.get("csrftoken", ""),
+            },
+            headers={"Referer": f"{self.url}/user/login/"},
+            timeout=30,
+            allow_redirects=False,
+        )
+        if r.status_code != 302 or "sessionid" not in s.cookies:
+            raise RuntimeError(f"cannot log in to Label Studio at {self.url} as {self.user} ({r.status_code})")
+        s.headers.update({"X-CSRFToken": s.cookies.get("csrftoken", ""), "Referer": f"{self.url}/"})
+        return s
+
+    def personal_access_token(self) -> str:
+        """The admin's personal access token: created the way a user does (log in, then ``POST /api/token/``,
+        what Account & Settings -> "Create" calls), kept in ``data_dir`` and reused while Label Studio accepts it.
+        """
+        with self._pat_lock:
+            if self._pat is None and self.pat_file.exists():
+                saved = self.pat_file.read_text().strip()
+                ok = requests.post(f"{self.url}/api/token/refresh/", json={"refresh": saved}, timeout=30)
+                self._pat = saved if ok.status_code == 200 else None
+            if self._pat is None:
+                r = self.login().post(f"{self.url}/api/token/", timeout=30)
+                if r.status_code == 409:
+                    raise RuntimeError(
+                        f"the admin of {self.url} already has a personal access token that detector-al did not "
+                        f"keep: revoke it in Account & Settings (or remove {self.data_dir})"
+                    )
+                r.raise_for_status()
+                self._pat = r.json()["token"]
+                self.pat_file.write_text(self._pat)
+                self.pat_file.chmod(0o600)
+            return self._pat
+
+    def set_legacy_tokens(self, enabled: bool) -> None:
+        """Turn the organization's legacy tokens on or off (Organization -> API Tokens Settings in the UI)."""
+        s = self.login()
+        current = s.get(f"{self.url}/api/jwt/settings", timeout=30)
+        current.raise_for_status()
+        if current.json().get("legacy_api_tokens_enabled") == enabled:
+            return
+        r = s.post(
+            f"{self.url}/api/jwt/settings",
+            json={"api_tokens_enabled": True, "legacy_api_tokens_enabled": enabled},
+            timeout=30,
+        )
+        r.raise_for_status()
+        log.info("Label Studio at %s: legacy tokens %s", self.url, "on" if enabled else "off")
 
     def _check_binary(self) -> None:
         if not self.binary.exists():
@@ -136,11 +214,17 @@ class LocalLabelStudio:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"Label Studio exited with {self.proc.returncode}; see {self.log_file}")
             try:
-                if requests.get(f"{self.url}/health", timeout=2).json().get("status") == "UP":
-                    log.info("Label Studio is up at %s", self.url)
-                    return self
+                up = requests.get(f"{self.url}/health", timeout=2).json().get("status") == "UP"
             except (requests.RequestException, ValueError):
-                pass
+                up = False
+            if up:
+                log.info("Label Studio is up at %s", self.url)
+                try:  # a data dir keeps the setting it was made with: make it the one asked for
+                    self.set_legacy_tokens(self.legacy_tokens)
+                except Exception:
+                    self.stop()
+                    raise
+                return self
             time.sleep(0.5)
         self.stop()
         raise TimeoutError(f"Label Studio did not answer /health within {timeout:.0f} s; see {self.log_file}")

@@ -1,6 +1,8 @@
 """Talking to Label Studio: connection checks with clear errors, task images, project model versions.
 
-Everything goes through label-studio-sdk (``LabelStudio`` client, ``get_local_path`` for task images).
+SDK calls go through label-studio-sdk's ``LabelStudio`` client (which handles personal access tokens itself);
+raw HTTP requests go through :attr:`LabelStudioClient.http`, whose auth (:mod:`detector_al.ls_auth`) handles
+both token kinds; task images are fetched by :mod:`detector_al.image_fetch`.
 """
 
 from __future__ import annotations
@@ -9,15 +11,22 @@ import logging
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
+import requests
+
+from detector_al.image_fetch import FetchLimits, fetch_image
+from detector_al.ls_auth import HttpxLabelStudioAuth, LabelStudioAuth, label_studio_auth, refused_message
+from detector_al.ls_errors import ImageFetchError, LabelStudioError
+
 log = logging.getLogger(__name__)
 
-
-class LabelStudioError(RuntimeError):
-    """Label Studio could not be used; the message says what to check."""
-
-
-class ImageFetchError(RuntimeError):
-    """A task's image could not be fetched (only that task fails)."""
+__all__ = [
+    "ImageFetchError",
+    "LabelStudioClient",
+    "LabelStudioError",
+    "fetch_task_image",
+    "local_files_path",
+    "project_id",
+]
 
 
 def local_files_path(url: str, root: Path | None) -> Path | None:
@@ -40,39 +49,24 @@ def fetch_task_image(
     task_id: int | None,
     local_root: Path | None = None,
     cache_dir: Path | None = None,
+    limits: FetchLimits | None = None,
 ) -> Path:
-    """A local path to a task's image: straight from disk when possible, else downloaded (and cached) from Label Studio.
+    """A local path to a task's image: from disk when the local-files root is shared, else downloaded (and
+    cached) with :func:`detector_al.image_fetch.fetch_image`; ``access_token`` (a personal access token or a
+    legacy token) goes to ``hostname``'s origin only.
 
     Raises:
-        ImageFetchError: with the URL and the reason (401/403 means the token is wrong, 404 a missing file).
+        ImageFetchError: ``cannot fetch <url>: <reason>`` (timeout, too large, 401 with the token kind, 404 ...).
     """
-    direct = local_files_path(url, local_root)
-    if direct is not None:
-        return direct
-    if url.startswith("file://"):
-        url = url[len("file://") :]
-    if "://" not in url and not url.startswith("/data/") and Path(url).is_file():  # a plain file path
-        return Path(url)
-    from label_studio_sdk._extensions.label_studio_tools.core.utils.io import get_local_path
-
-    try:
-        return Path(
-            get_local_path(
-                url,
-                cache_dir=str(cache_dir) if cache_dir else None,
-                hostname=hostname,
-                access_token=access_token,
-                task_id=task_id,
-            )
-        )
-    except Exception as exc:  # requests / FileNotFoundError / ValueError from the SDK
-        status = getattr(getattr(exc, "response", None), "status_code", None)
-        hint = {
-            401: "unauthorized: check LABEL_STUDIO_API_KEY",
-            403: "forbidden: check the token's access",
-            404: "not found in Label Studio",
-        }.get(status, str(exc) or type(exc).__name__)
-        raise ImageFetchError(f"cannot fetch {url}: {hint}") from None
+    return fetch_image(
+        url,
+        ls_url=hostname,
+        token=access_token,
+        task_id=task_id,
+        local_root=local_root,
+        cache_dir=cache_dir,
+        limits=limits,
+    )
 
 
 def project_id(project: str | int | None) -> int | None:
@@ -89,7 +83,9 @@ class LabelStudioClient:
     """A thin wrapper over ``label_studio_sdk.LabelStudio`` whose errors say what to fix."""
 
     def __init__(self, url: str, api_key: str, timeout: float = 30.0) -> None:
+        import httpx
         from label_studio_sdk import LabelStudio
+        from label_studio_sdk.core.api_error import ApiError
 
         if not url or not url.startswith(("http://", "https://")):
             raise LabelStudioError(f"Label Studio URL must start with http:// or https://, got {url!r}")
@@ -97,10 +93,24 @@ class LabelStudioClient:
             raise LabelStudioError("no Label Studio API key: set LABEL_STUDIO_API_KEY or pass --api-key")
         self.url = url.rstrip("/")
         self.api_key = api_key
-        self.ls = LabelStudio(base_url=self.url, api_key=api_key, timeout=timeout)
+        self.auth: LabelStudioAuth = label_studio_auth(self.url, api_key)
+        self.http = requests.Session()
+        self.http.auth = self.auth  # raw requests: Token <key>, or Bearer <access> from the PAT
+        # the SDK's calls go through the same auth (a PAT refreshed early, one retry on 401)
+        transport = httpx.Client(timeout=timeout, follow_redirects=True, auth=HttpxLabelStudioAuth(self.auth))
+        try:
+            self.ls = LabelStudio(base_url=self.url, api_key=api_key, timeout=timeout, httpx_client=transport)
+        except ApiError as exc:  # the SDK checks a PAT's expiry up front
+            raise LabelStudioError(f"{refused_message(self.auth.kind)}: {exc.body}") from None
+
+    @property
+    def token_kind(self) -> str:
+        """``"personal access token"`` or ``"legacy token"``."""
+        return self.auth.kind
 
     def check(self) -> None:
-        """Raise :class:`LabelStudioError` if Label Studio is unreachable or the key is refused."""
+        """Raise :class:`LabelStudioError` if Label Studio is unreachable or the key is refused (saying which
+        kind of key it was and what to do)."""
         import httpx
         from label_studio_sdk.core.api_error import ApiError
 
@@ -108,7 +118,9 @@ class LabelStudioClient:
             self.ls.projects.list(page_size=1)
         except ApiError as exc:
             if exc.status_code in (401, 403):
-                raise LabelStudioError(f"Label Studio at {self.url} refused the API key ({exc.status_code})") from None
+                raise LabelStudioError(
+                    f"Label Studio at {self.url} refused the API key ({exc.status_code}). {refused_message(self.auth.kind)}"
+                ) from None
             raise LabelStudioError(f"Label Studio at {self.url} answered {exc.status_code}: {exc.body}") from None
         except (httpx.HTTPError, OSError) as exc:
             raise LabelStudioError(f"cannot reach Label Studio at {self.url}: {exc}") from None

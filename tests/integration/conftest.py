@@ -38,6 +38,8 @@ def ls_template() -> Path:
 
 @pytest.fixture(scope="session")
 def label_studio(ls_template, tmp_path_factory):
+    """Label Studio with its default auth: legacy tokens off; ``label_studio.token`` is the admin's personal
+    access token (``label_studio.legacy_token`` is refused unless a test asks for :func:`legacy_token`)."""
     data = tmp_path_factory.mktemp("ls-data")
     files = tmp_path_factory.mktemp("ls-files")
     ls = LocalLabelStudio(data / "d", files_root=files)
@@ -48,13 +50,25 @@ def label_studio(ls_template, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def ls_client(label_studio):
+    """The SDK with the admin's personal access token (the SDK exchanges it for access tokens itself)."""
     from label_studio_sdk import LabelStudio
 
     return LabelStudio(base_url=label_studio.url, api_key=label_studio.token)
 
 
+@pytest.fixture
+def legacy_token(label_studio):
+    """The admin's legacy token, with legacy tokens turned on for the test (off again afterwards)."""
+    label_studio.set_legacy_tokens(True)
+    try:
+        yield label_studio.legacy_token
+    finally:
+        label_studio.set_legacy_tokens(False)
+
+
 class BackendServer:
-    def __init__(self, weights: Path, files_root: Path, model_dir: Path, **env) -> None:
+    def __init__(self, weights: Path, files_root: Path | None, model_dir: Path, **env) -> None:
+        """``files_root``: the local-files root shared with Label Studio (None: not shared)."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.model_dir = model_dir
@@ -62,10 +76,12 @@ class BackendServer:
         self.env = {
             **os.environ,
             "MODEL_DIR": str(model_dir),
-            "LOCAL_FILES_DOCUMENT_ROOT": str(files_root),
             "PYTHONUNBUFFERED": "1",
             **{k: str(v) for k, v in env.items()},
         }
+        self.env.pop("LOCAL_FILES_DOCUMENT_ROOT", None)
+        if files_root is not None:
+            self.env["LOCAL_FILES_DOCUMENT_ROOT"] = str(files_root)
         self.weights = weights
         self.proc: subprocess.Popen | None = None
 
@@ -95,7 +111,14 @@ class BackendServer:
 
 @pytest.fixture(scope="session")
 def backend(trained_weights, label_studio, tmp_path_factory):
-    server = BackendServer(trained_weights, label_studio.files_root, tmp_path_factory.mktemp("backend") / "models")
+    # as on a stock install: the backend reads Label Studio's files with a personal access token of its own
+    server = BackendServer(
+        trained_weights,
+        label_studio.files_root,
+        tmp_path_factory.mktemp("backend") / "models",
+        LABEL_STUDIO_URL=label_studio.url,
+        LABEL_STUDIO_API_KEY=label_studio.token,
+    )
     server.start()
     yield server
     server.stop()

@@ -63,6 +63,8 @@ def test_start_training_promotes_a_new_version_and_refreshes_the_queue(
         trained_weights,
         label_studio.files_root,
         tmp_path_factory.mktemp("rt") / "models",
+        LABEL_STUDIO_URL=label_studio.url,  # a stock install refuses /setup's (legacy) token: a PAT of its own
+        LABEL_STUDIO_API_KEY=label_studio.token,
         TRAIN_EPOCHS=4,
         TRAIN_TOLERANCE=1.0,
     ).start()
