@@ -33,11 +33,14 @@ import numpy as np
 from detector_al.files import atomic_write
 from detector_al.label_config import RectangleTarget, parse_label_config
 from detector_al.ls_client import ImageFetchError, LabelStudioClient, fetch_task_image
+from detector_al.ls_queue import configure_project
 from detector_al.ls_regions import from_label_studio_regions
+from detector_al.queue import build_queue
 from detector_al.registry import ModelRegistry
 from detector_al.service import PredictionService
 from detector_al.store import Store
 from detector_al.training import TrainConfig, run_in_subprocess, train_and_evaluate
+from detector_al.yolo_format import yolo_lines
 
 log = logging.getLogger(__name__)
 
@@ -84,13 +87,22 @@ def _link(src: Path, dst: Path) -> None:
         shutil.copyfile(src, dst)
 
 
+def fill_empty_train_split(root: Path) -> int:
+    """ultralytics needs a training image: when every labeled task fell in validation, train on those too.
+
+    Returns how many images were added to ``images/train`` (with their ``labels/train`` files)."""
+    (root / "labels" / "train").mkdir(parents=True, exist_ok=True)
+    n = 0
+    for p in sorted((root / "images" / "val").glob("*")):
+        _link(p, root / "images" / "train" / p.name)
+        shutil.copyfile(root / "labels" / "val" / f"{p.stem}.txt", root / "labels" / "train" / f"{p.stem}.txt")
+        n += 1
+    return n
+
+
 def _write_labels(path: Path, boxes: np.ndarray, classes: np.ndarray) -> None:
     """YOLO label file from normalised ``xyxy`` boxes."""
-    lines = [
-        f"{c} {(b[0] + b[2]) / 2:.6f} {(b[1] + b[3]) / 2:.6f} {b[2] - b[0]:.6f} {b[3] - b[1]:.6f}"
-        for b, c in zip(boxes, classes, strict=True)
-        if b[2] > b[0] and b[3] > b[1]
-    ]
+    lines = yolo_lines(boxes, classes)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path) as f:
         f.write("\n".join(lines) + ("\n" if lines else ""))
@@ -202,7 +214,11 @@ class Retrainer:
         report(phase="promoting")
         self.registry.promote(version)
         self.service.load_and_swap(
-            self.registry.path(version), conf=detector.conf, version=version, imgsz=detector.imgsz
+            self.registry.path(version),
+            conf=detector.conf,
+            version=version,
+            imgsz=detector.imgsz,
+            max_decode_bytes=detector.max_decode_bytes,
         )
         self.store.set_project(project, round=round_index + 1, model_version=version)
         result["promoted"] = True
@@ -211,7 +227,7 @@ class Retrainer:
             current = list(client.ls.tasks.list(project=project, fields="all"))  # labels made during training count
             still_unlabeled = [t for t in current if latest_annotation(t) is None]
             result["rescored"] = self._rescore(project, still_unlabeled, target, client, round_index + 1)
-            client.set_model_version(project, version)
+            result["sampling_warning"] = configure_project(client.ls, project, version, first_time=False)
         except Exception as exc:
             log.warning("model %s promoted, but re-scoring the pool failed: %s", version, exc)
             result["warning"] = f"re-scoring failed: {type(exc).__name__}: {exc}"
@@ -228,6 +244,7 @@ class Retrainer:
                 task.id,
                 self.service.config.local_files_root,
                 self.service.config.cache_dir,
+                self.service.config.fetch_limits,
             )
         except ImageFetchError as exc:
             log.warning("task %s skipped: %s", task.id, exc)
@@ -246,10 +263,8 @@ class Retrainer:
                 _link(img, root / "images" / sub / name)
                 _write_labels(root / "labels" / sub / f"task{task.id}.txt", boxes, classes)
             counts[split] += 1
-        if counts["train"] == 0:  # ultralytics needs a training image: use the validation ones too
-            for p in (root / "images" / "val").glob("*"):
-                _link(p, root / "images" / "train" / p.name)
-                shutil.copyfile(root / "labels" / "val" / f"{p.stem}.txt", root / "labels" / "train" / f"{p.stem}.txt")
+        if counts["train"] == 0:
+            fill_empty_train_split(root)
         return counts["train"], counts["val"]
 
     def _summaries(self, tasks, target, client, round_index: int):
@@ -278,42 +293,30 @@ class Retrainer:
         return len(names)
 
     def _rescore(self, project: int, unlabeled, target, client: LabelStudioClient, round_index: int) -> int:
-        """Replace the unlabeled tasks' predictions with the new model's and refresh their priority fields.
+        """Replace the unlabeled tasks' predictions with the new model's, in queue order, and refresh ``al_*`` fields.
 
-        The new prediction is created before the old ones are deleted, so a task is never left without one.
+        The queue is :func:`~detector_al.queue.build_queue`'s over the re-scored pool; each new prediction gets
+        its queue score. It is created before the old ones are deleted, so a task is never left without one.
         """
-        rows, scored = [], []
-        for task, x in self._summaries(unlabeled, target, client, round_index):
+        scored = self._summaries(unlabeled, target, client, round_index)
+        if not scored:
+            return 0
+        queue = build_queue(
+            np.array([x.score for _, x in scored], np.float64),
+            np.array([x.accepted for _, x in scored]),
+            np.stack([x.embedding for _, x in scored]),
+            min(self.config.budget, len(scored)),
+            self.service.strategy.confidence,
+        )
+        rows = []
+        for (task, x), e in zip(scored, queue, strict=True):
             old = [p.id for p in client.ls.predictions.list(task=task.id)]
-            client.ls.predictions.create(
-                task=task.id, result=x.regions, score=round(x.confidence, 6), model_version=x.model_version
-            )
+            client.ls.predictions.create(task=task.id, result=x.regions, score=e.score, model_version=x.model_version)
             for pid in old:
                 client.ls.predictions.delete(id=pid)
-            decision = "auto_accept" if x.accepted else "rest"
-            rows.append(x.to_row(task.id, round_index))
-            scored.append((task, x.score, decision, x.embedding))
-        if rows:
-            self.store.record_predictions(project, rows)
-        self._refresh_priorities(client, scored)
+            if "al_priority" in (task.data or {}):  # a task made by ingest: its tab fields follow the queue
+                data = {**task.data, "al_priority": e.priority, "al_uncertainty": round(x.score, 8), "al_status": e.status}
+                client.ls.tasks.update(id=task.id, data=data)
+            rows.append(x.to_row(task.id, round_index, e))
+        self.store.record_predictions(project, rows)
         return len(rows)
-
-    def _refresh_priorities(self, client: LabelStudioClient, scored) -> None:
-        """Rewrite ``al_*`` task fields (the queue tab's order) where the project uses them."""
-        from detector_al.ingest import priority, queue_fields
-
-        users = [(t, s, d, e) for t, s, d, e in scored if "al_priority" in (t.data or {})]
-        if not users:
-            return
-        pending = [i for i, (_, _, d, _) in enumerate(users) if d != "auto_accept"]
-        fields = {}
-        if pending:
-            budget = min(self.config.budget, len(pending))
-            chosen = queue_fields(
-                np.array([users[i][1] for i in pending]), np.stack([users[i][3] for i in pending]), budget
-            )
-            fields = dict(zip(pending, chosen, strict=True))
-        for i, (task, score, decision, _) in enumerate(users):
-            status, prio = fields.get(i, (decision, priority(score)))
-            data = {**task.data, "al_priority": round(prio, 6), "al_uncertainty": round(score, 8), "al_status": status}
-            client.ls.tasks.update(id=task.id, data=data)

@@ -17,11 +17,14 @@ from typing import TypeVar
 
 import numpy as np
 
+from detector_al.decision import decide
 from detector_al.detector import Detector
+from detector_al.image_fetch import FetchLimits
 from detector_al.label_config import RectangleTarget, parse_label_config
 from detector_al.ls_client import ImageFetchError, fetch_task_image, project_id
 from detector_al.ls_regions import to_label_studio_regions
-from detector_al.pseudo_labels import CealConfig, auto_accept, consistency
+from detector_al.pseudo_labels import CealConfig
+from detector_al.queue import AUTO_ACCEPT, REST, QueueEntry, label_studio_score
 from detector_al.store import PredictionRow, Store
 from detector_al.types import Detections, ImagePredictions
 from detector_al.uncertainty import get_strategy
@@ -39,6 +42,7 @@ class ServiceConfig:
     local_files_root: Path | None = None
     cache_dir: Path | None = None
     batch_size: int = 16
+    fetch_limits: FetchLimits = field(default_factory=FetchLimits)  # per image download: timeouts, size cap
 
 
 @dataclass(frozen=True)
@@ -57,18 +61,28 @@ class ImageSummary:
     height: int = 0
     error: str | None = None
 
-    def to_row(self, task_id: int, round_index: int) -> PredictionRow:
-        """The store's record of this prediction for a task."""
-        decision = "auto_accept" if self.accepted else "query"
+    @property
+    def status(self) -> str:
+        """The queue band of an image scored alone: auto-accepted or not (the batch needs the whole pool)."""
+        return AUTO_ACCEPT if self.accepted else REST
+
+    @property
+    def queue_score(self) -> float:
+        """The prediction score for Label Studio when the image is scored alone (its band's, see detector_al.queue)."""
+        return label_studio_score(self.status, self.confidence)
+
+    def to_row(self, task_id: int, round_index: int, entry: QueueEntry | None = None) -> PredictionRow:
+        """The store's record of this prediction for a task (``confidence``: the score Label Studio got)."""
         return PredictionRow(
             int(task_id),
             self.source,
             self.model_version,
             self.score,
-            self.confidence,
-            decision,
+            entry.score if entry else self.queue_score,
+            entry.status if entry else self.status,
             round_index,
             len(self.regions),
+            embedding=None if self.embedding is None else np.asarray(self.embedding, np.float32).tobytes(),
         )
 
 
@@ -142,13 +156,14 @@ class PredictionService:
         Every batch runs on the service's one inference thread: requests are served in turn, torch's thread
         pool is made once and reused (a new request thread would pay for a new one), and the per-anchor arrays
         of an image (megabytes at 640 px and 80 classes) are dropped as soon as it is reduced. A long re-scoring
-        therefore never blocks /predict for more than a batch.
+        therefore never blocks /predict for more than a batch. The whole call uses the model serving when it
+        starts: a swap meanwhile serves the next call, so one request is never answered by two versions.
         """
         out: list[T] = []
         step = self.config.batch_size
+        detector = self._detector
 
         def run(chunk: list[str]) -> list[T]:
-            detector = self._detector  # a swap takes effect between batches, never inside one
             return [reduce(detector, p) for p in detector.predict(chunk, step)]
 
         for i in range(0, len(paths), step):
@@ -156,23 +171,21 @@ class PredictionService:
         return out
 
     def summarise(self, detector: Detector, pred: ImagePredictions, target: RectangleTarget, round_index: int):
-        """What the queue needs of one prediction (see :class:`ImageSummary`)."""
-        if not pred.ok:
-            return ImageSummary(pred.source, detector.version, error=pred.error)
-        score = float(self.strategy.score(pred))
-        verdict = auto_accept(pred, consistency(pred), round_index, self.config.ceal)
-        shown = pred.detections[pred.detections.confidence >= self.config.score_threshold]
+        """What the queue needs of one prediction (:func:`~detector_al.decision.decide`, then the regions)."""
+        d = decide(pred, self.strategy, round_index, self.config.ceal, self.config.score_threshold)
+        if d.error:
+            return ImageSummary(pred.source, detector.version, error=d.error)
         return ImageSummary(
             pred.source,
             detector.version,
-            score=score,
-            confidence=self.strategy.confidence(score),
-            accepted=verdict.accepted,
-            regions=to_label_studio_regions(shown, pred.width, pred.height, target),
-            embedding=pred.embedding,
-            pseudo_labels=verdict.pseudo_labels if verdict.accepted else None,
-            width=pred.width,
-            height=pred.height,
+            score=d.score,
+            confidence=d.confidence,
+            accepted=d.accepted,
+            regions=to_label_studio_regions(d.shown, d.width, d.height, target),
+            embedding=d.embedding,
+            pseudo_labels=d.pseudo_labels if d.accepted else None,
+            width=d.width,
+            height=d.height,
         )
 
     def target(self, label_config: str) -> RectangleTarget:
@@ -225,7 +238,7 @@ class PredictionService:
                         )
                     )
                 continue
-            out.append(TaskPrediction(task_id, x.regions, round(x.confidence, 6), x.model_version))
+            out.append(TaskPrediction(task_id, x.regions, x.queue_score, x.model_version))
             if task_id is not None:
                 rows.append(x.to_row(task_id, round_index))
         if pid is not None and rows:
@@ -241,7 +254,13 @@ class PredictionService:
             )
         try:
             return fetch_task_image(
-                str(url), hostname, access_token, task.get("id"), self.config.local_files_root, self.config.cache_dir
+                str(url),
+                hostname,
+                access_token,
+                task.get("id"),
+                self.config.local_files_root,
+                self.config.cache_dir,
+                self.config.fetch_limits,
             ), None
         except ImageFetchError as exc:
             return None, str(exc)

@@ -6,10 +6,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 
 from detector_al.detector import Detector
+from detector_al.image_fetch import FetchLimits
+from detector_al.ls_auth import same_origin
 from detector_al.ls_client import LabelStudioClient, LabelStudioError
+from detector_al.ls_queue import configure_project, refresh_queue
 from detector_al.pseudo_labels import CealConfig
 from detector_al.registry import ModelRegistry
 from detector_al.retraining import RetrainConfig, Retrainer
@@ -21,13 +25,32 @@ from ml_backend.settings import Settings
 log = logging.getLogger(__name__)
 
 
+MAX_PROJECTS = 256
+"""Per-project state kept in memory (label configs, sync marks) is bounded: the least recently used goes first
+(a label config comes again with the next /setup, /predict or webhook; the rest lives in SQLite)."""
+
+
+class BoundedDict(OrderedDict):
+    """A dict that keeps its ``maxlen`` most recently set keys."""
+
+    def __init__(self, maxlen: int) -> None:
+        super().__init__()
+        self.maxlen = maxlen
+
+    def __setitem__(self, key, value) -> None:
+        super().__setitem__(key, value)
+        self.move_to_end(key)
+        while len(self) > self.maxlen:
+            self.popitem(last=False)
+
+
 @dataclass
 class Credentials:
     """Where Label Studio is and the token to use: the environment's, else what /setup last sent."""
 
     url: str | None = None
     token: str | None = None
-    label_configs: dict[int, str] = field(default_factory=dict)
+    label_configs: BoundedDict = field(default_factory=lambda: BoundedDict(MAX_PROJECTS))
 
 
 class Backend:
@@ -47,13 +70,34 @@ class Backend:
             label_mapping=settings.label_mapping,
             local_files_root=settings.local_files_document_root,
             cache_dir=settings.model_dir / "image-cache",
+            fetch_limits=FetchLimits(
+                settings.fetch_connect_timeout_s,
+                settings.fetch_read_timeout_s,
+                settings.fetch_timeout_s,
+                settings.fetch_max_bytes,
+            ),
         )
         if detector is None:  # loaded on the service's inference thread, where it will run
             version, weights = self.registry.resolve(settings.model_path)
-            self.service = PredictionService.load(weights, self.store, config, conf=0.05, version=version)
+            self.service = PredictionService.load(
+                weights,
+                self.store,
+                config,
+                conf=0.05,
+                version=version,
+                max_decode_bytes=settings.max_image_decode_mb * 2**20,
+            )
         else:
             self.service = PredictionService(detector, self.store, config)
         self.credentials = Credentials(settings.label_studio_url, settings.label_studio_api_key)
+        self._warned_hosts: set[str] = set()
+        self._client: tuple[tuple[str, str], LabelStudioClient] | None = None
+        if settings.label_studio_api_key and not settings.label_studio_url:
+            self.credentials.token = None  # the key goes to LABEL_STUDIO_URL only, never to a /setup hostname
+            log.warning(
+                "LABEL_STUDIO_API_KEY is set but LABEL_STUDIO_URL is not: the key is not used (it is sent only to "
+                "LABEL_STUDIO_URL); set LABEL_STUDIO_URL to your Label Studio's URL"
+            )
         if run_job is None:
             run_job = Retrainer(
                 self.service,
@@ -62,40 +106,126 @@ class Backend:
                 self.client,
                 self.credentials.label_configs.get,
                 settings.model_dir / "training",
-                RetrainConfig(epochs=settings.train_epochs, tolerance=settings.train_tolerance),
+                RetrainConfig(
+                    epochs=settings.train_epochs, tolerance=settings.train_tolerance, budget=settings.queue_budget
+                ),
             )
         self.worker = TrainingWorker(self.store, run_job)
-        self._synced: dict[int, str] = {}
+        self._synced: BoundedDict = BoundedDict(MAX_PROJECTS)
+        self._timers: dict[int, threading.Timer] = {}
+        self._timers_lock = threading.Lock()
+        self._sync_lock = threading.Lock()
 
     def remember(self, hostname: str | None, token: str | None, project: int | None, label_config: str | None) -> None:
-        """Keep what /setup or a webhook told us (environment settings take precedence)."""
-        if hostname and not self.settings.label_studio_url:
-            self.credentials.url = hostname.rstrip("/")
-        if token and not self.settings.label_studio_api_key:
-            self.credentials.token = token
+        """Keep what /setup or a webhook told us.
+
+        ``LABEL_STUDIO_API_KEY`` (a personal access token or a legacy token) is used with ``LABEL_STUDIO_URL``
+        only. The token /setup sends (the project creator's legacy token, refused by a stock Label Studio) is
+        used only when no key is configured, and only with the hostname /setup sent along with it.
+        """
+        if hostname and hostname.startswith(("http://", "https://")):
+            hostname = hostname.rstrip("/")
+            configured = self.settings.label_studio_url
+            if configured and not same_origin(hostname, configured):
+                if hostname not in self._warned_hosts:
+                    self._warned_hosts.add(hostname)
+                    log.warning(
+                        "Label Studio at %s connected, but LABEL_STUDIO_URL is %s: Label Studio files are fetched "
+                        "from LABEL_STUDIO_URL only, %s",
+                        hostname,
+                        configured,
+                        "and LABEL_STUDIO_API_KEY is never sent to another host"
+                        if self.settings.label_studio_api_key
+                        else "and the token /setup sent is not used there (set LABEL_STUDIO_API_KEY)",
+                    )
+            elif not self.settings.label_studio_api_key:
+                if not same_origin(hostname, self.credentials.url):
+                    self.credentials.token = None  # a token goes with the hostname it came with, never elsewhere
+                self.credentials.url = configured or hostname
+                if token:
+                    self.credentials.token = token
         if project is not None and label_config:
             self.credentials.label_configs[project] = label_config
 
     def client(self) -> LabelStudioClient:
-        if not self.credentials.url or not self.credentials.token:
-            raise LabelStudioError("Label Studio URL and token unknown: set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY")
-        return LabelStudioClient(self.credentials.url, self.credentials.token)
+        """A Label Studio client for the current credentials (kept while they do not change)."""
+        url, token = self.credentials.url, self.credentials.token
+        if not url or not token:
+            raise LabelStudioError(
+                "Label Studio URL and token unknown: set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY "
+                "(a personal access token from Account & Settings)"
+            )
+        cached = self._client
+        if cached is None or cached[0] != (url, token):
+            cached = ((url, token), LabelStudioClient(url, token))
+            self._client = cached
+        return cached[1]
 
-    def sync_model_version(self, project: int) -> None:
-        """Set the project's model_version to ours, in the background (Label Studio waits on /setup and /predict).
+    def schedule_queue_refresh(self, project: int, attempt: int = 0) -> None:
+        """Re-build the project's queue (:func:`~detector_al.ls_queue.refresh_queue`) once /predict calls pause.
 
-        Label Studio accepts a version only once it knows it (from the backend's /setup answer or from stored
-        predictions), so a refusal is retried a few times.
+        Debounced: every call restarts the project's timer, so "Retrieve predictions" over a pool leads to one
+        refresh after its last request. Needs the Label Studio URL and a token; a failure is logged.
+        """
+        if not (self.credentials.url and self.credentials.token) or not self.settings.queue_budget:
+            return
+
+        def run() -> None:
+            with self._timers_lock:
+                if self._timers.get(project) is threading.current_thread():
+                    del self._timers[project]
+            pending = 0
+            try:
+                moved, pending = refresh_queue(
+                    self.store,
+                    self.client().ls,
+                    project,
+                    self.service.model_version,
+                    self.settings.queue_budget,
+                    self.service.strategy.confidence,
+                )
+                log.info("project %s: queue re-built, %d tasks moved, %d not written yet", project, moved, pending)
+            except LabelStudioError as exc:  # no credentials, or refused: retrying would not help
+                log.warning("project %s: queue not re-built: %s", project, exc)
+            except Exception as exc:  # logged, never fatal: the per-task scores are already in queue order
+                log.warning("project %s: queue not re-built: %s", project, str(exc).splitlines()[-1][:300])
+                pending = 1
+            if pending and attempt < 5:  # predictions Label Studio had not stored yet: once more, later
+                self.schedule_queue_refresh(project, attempt + 1)
+
+        with self._timers_lock:
+            old = self._timers.pop(project, None)
+            if old is not None:
+                old.cancel()
+            timer = threading.Timer(self.settings.queue_refresh_delay_s * 2**attempt, run)
+            timer.daemon = True
+            timer.name = f"detector-al-queue-{project}"
+            self._timers[project] = timer
+            timer.start()
+
+    def sync_model_version(self, project: int, recheck: bool = False) -> None:
+        """Make the project serve our queue, in the background (Label Studio waits on /setup and /predict).
+
+        Sets the project's ``model_version`` to ours and, the first time the backend sees the project, its
+        sampling to uncertainty sampling (:func:`~detector_al.ls_queue.configure_project`); a sampling that
+        a user changed later is reported in ``/status`` and the log, not overridden. Label Studio accepts a
+        version only once it knows it (from the backend's /setup answer or from stored predictions), so a
+        refusal is retried a few times. ``recheck`` (each /setup) looks at the project again even when in sync.
         """
         version = self.service.model_version
-        if self._synced.get(project) == version or not (self.credentials.url and self.credentials.token):
+        if not (self.credentials.url and self.credentials.token):
+            return
+        if self._synced.get(project) == version and not recheck:
             return
 
         def run() -> None:
             delay = 0.5
             for attempt in range(6):
                 try:
-                    self.client().set_model_version(project, version)
+                    with self._sync_lock:  # /setup comes twice on connect: one "first time" only
+                        first = not self.store.project(project)["sampling_configured"]
+                        warning = configure_project(self.client().ls, project, version, first_time=first)
+                        self.store.set_project(project, sampling_configured=1, sampling_warning=warning)
                     self._synced[project] = version
                     return
                 except Exception as exc:  # logged, never fatal: predictions still work

@@ -1,0 +1,279 @@
+"""Fetching task images: every source, timeouts, size caps, cut connections, no partial files, no leaked key.
+
+Real loopback HTTP servers in threads: one that never answers, one that trickles, one that sends a huge
+body, one that drops the connection half-way, one that answers 401.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from detector_al.image_fetch import FetchLimits, fetch_image
+from detector_al.ls_client import ImageFetchError, fetch_task_image
+from tests.loopback import FakeLabelStudio, Loopback, Request
+
+JPEG = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 40  # 10 kB that look like a JPEG
+FAST = FetchLimits(connect_timeout_s=1.0, read_timeout_s=0.5, total_timeout_s=1.5, max_bytes=1_000_000)
+
+
+def cache_files(cache: Path) -> list[Path]:
+    return sorted(cache.iterdir()) if cache.exists() else []
+
+
+@pytest.fixture
+def fake():
+    with FakeLabelStudio() as ls:
+        ls.files["/data/upload/1/a.jpg"] = JPEG
+        yield ls
+
+
+def test_a_server_that_never_answers_fails_within_the_timeout_and_leaves_nothing(tmp_path):
+    release = threading.Event()
+    with Loopback(lambda req: release.wait(10)) as hung:
+        t = time.monotonic()
+        with pytest.raises(ImageFetchError, match=rf"cannot fetch {hung.url}/a.jpg: timed out: no data for 0.5 s"):
+            fetch_image(f"{hung.url}/a.jpg", cache_dir=tmp_path / "cache", limits=FAST)
+        assert time.monotonic() - t < 1.5
+        release.set()
+    assert cache_files(tmp_path / "cache") == []
+
+
+def test_a_trickling_server_cannot_hold_a_download_beyond_the_total_deadline(tmp_path):
+    def trickle(req: Request) -> None:
+        req.send_response(200)
+        req.send_header("Content-Length", "100000")
+        req.end_headers()
+        for _ in range(200):  # a byte every 0.1 s: never a read timeout, never done
+            req.wfile.write(b"x")
+            req.wfile.flush()
+            time.sleep(0.1)
+
+    with Loopback(trickle) as slow:
+        t = time.monotonic()
+        with pytest.raises(ImageFetchError, match=r"took longer than 1.5 s \(FETCH_TIMEOUT_S\)"):
+            fetch_image(f"{slow.url}/slow.jpg", cache_dir=tmp_path, limits=FAST)
+        assert time.monotonic() - t < 2.2
+    assert cache_files(tmp_path) == []
+
+
+@pytest.mark.parametrize("announced", [True, False])
+def test_a_huge_body_is_refused_at_the_cap(tmp_path, announced):
+    size = 5_000_000
+
+    def huge(req: Request) -> None:
+        req.send_response(200)
+        if announced:
+            req.send_header("Content-Length", str(size))
+        else:
+            req.send_header("Connection", "close")  # the body ends when the connection does
+        req.end_headers()
+        chunk = b"\0" * 65536
+        for _ in range(size // len(chunk)):
+            req.wfile.write(chunk)
+
+    with Loopback(huge) as big, pytest.raises(ImageFetchError, match=r"too large.*more than 1 MB \(FETCH_MAX_BYTES\)"):
+        fetch_image(f"{big.url}/huge.jpg", cache_dir=tmp_path, limits=FAST)
+    assert cache_files(tmp_path) == []
+
+
+def test_a_cut_download_leaves_no_file_and_the_next_request_fetches_again(tmp_path):
+    cut = {"on": True}
+
+    def flaky(req: Request) -> None:
+        if cut["on"]:
+            req.send_response(200)
+            req.send_header("Content-Length", str(len(JPEG)))
+            req.end_headers()
+            req.wfile.write(JPEG[: len(JPEG) // 2])
+            req.wfile.flush()
+            req.close_connection = True
+            req.connection.shutdown(2)
+            return
+        req.send(200, JPEG)
+
+    with Loopback(flaky) as srv:
+        url = f"{srv.url}/img/a.jpg"
+        with pytest.raises(ImageFetchError, match=r"broke after .* bytes \(incomplete download\)"):
+            fetch_image(url, cache_dir=tmp_path, limits=FAST)
+        assert cache_files(tmp_path) == []
+        cut["on"] = False
+        path = fetch_image(url, cache_dir=tmp_path, limits=FAST)
+        assert path.read_bytes() == JPEG and path.parent == tmp_path and path.suffix == ".jpg"
+        assert fetch_image(url, cache_dir=tmp_path, limits=FAST) == path  # cached: no third request
+        assert len(srv.paths()) == 2
+    assert cache_files(tmp_path) == [path]
+
+
+def test_401_names_the_token_kind_and_what_to_do(fake, tmp_path):
+    with pytest.raises(ImageFetchError, match=r"401 unauthorized: .*legacy tokens are off by default since 1.20"):
+        fetch_task_image("/data/upload/1/a.jpg", fake.url, "legacy-key", 1, cache_dir=tmp_path)
+    fake.pat_revoked = True
+    with pytest.raises(ImageFetchError, match=r"cannot fetch /data/upload/1/a.jpg: .*refused this personal access"):
+        fetch_task_image("/data/upload/1/a.jpg", fake.url, fake.pat, 1, cache_dir=tmp_path)
+    assert cache_files(tmp_path) == []
+
+
+def test_uploads_work_with_a_pat_through_the_legacy_path_when_storage_data_refuses(fake, tmp_path):
+    """A stock Label Studio answers 400 at /storage-data/uploaded/ (USE_NGINX_FOR_UPLOADS): once per server."""
+    fake.routes["/storage-data/uploaded/"] = lambda req: req.json(400, {"detail": "NGINX mode"})
+    fake.files["/data/upload/1/b.png"] = b"\x89PNG" + JPEG
+    a = fetch_task_image("/data/upload/1/a.jpg", fake.url, fake.pat, 1, cache_dir=tmp_path / "new" / "cache")
+    b = fetch_task_image("upload/1/b.png", fake.url, fake.pat, 2, cache_dir=tmp_path / "new" / "cache")
+    assert a.read_bytes() == JPEG and b.read_bytes() == b"\x89PNG" + JPEG
+    assert fake.http.paths("GET") == [
+        "/storage-data/uploaded/?filepath=upload/1/a.jpg",
+        "/data/upload/1/a.jpg",
+        "/data/upload/1/b.png",
+    ]
+
+
+def test_uploads_are_read_through_storage_data_when_label_studio_serves_them(fake, tmp_path):
+    fake.files["/storage-data/uploaded/?filepath=upload/1/c.jpg"] = JPEG
+    path = fetch_task_image("/data/upload/1/c.jpg", fake.url, fake.pat, 1, cache_dir=tmp_path)
+    assert path.read_bytes() == JPEG
+    assert fake.http.paths("GET") == ["/storage-data/uploaded/?filepath=upload/1/c.jpg"]
+
+
+def test_a_missing_file_is_a_404(fake, tmp_path):
+    with pytest.raises(ImageFetchError, match="404 not found in Label Studio"):
+        fetch_task_image("/data/local-files/?d=pool/none.jpg", fake.url, fake.pat, 1, cache_dir=tmp_path)
+
+
+def test_local_files_are_read_from_a_shared_root_else_from_label_studio(fake, tmp_path):
+    root = tmp_path / "root"
+    (root / "pool").mkdir(parents=True)
+    (root / "pool" / "x.jpg").write_bytes(JPEG)
+    url = "/data/local-files/?d=pool/x.jpg"
+    assert fetch_task_image(url, fake.url, fake.pat, 1, local_root=root, cache_dir=tmp_path / "c") == (
+        root / "pool" / "x.jpg"
+    )
+    assert fake.http.log == []  # read from disk
+    fake.files[url] = JPEG
+    got = fetch_task_image(url, fake.url, fake.pat, 1, local_root=None, cache_dir=tmp_path / "c")
+    assert got.read_bytes() == JPEG and got.parent == tmp_path / "c"
+    with pytest.raises(ImageFetchError, match="outside LOCAL_FILES_DOCUMENT_ROOT"):
+        fetch_task_image("/data/local-files/?d=../../etc/passwd", fake.url, fake.pat, 1, local_root=root)
+
+
+def test_local_paths_are_read_only_under_the_local_files_root(tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    inside = root / "a.jpg"
+    inside.write_bytes(JPEG)
+    outside = tmp_path / "secret.jpg"
+    outside.write_bytes(JPEG)
+    (root / "link.jpg").symlink_to(outside)
+    assert fetch_image(str(inside), local_root=root) == inside.resolve()
+    assert fetch_image(inside.as_uri(), local_root=root) == inside.resolve()
+    assert fetch_image("a.jpg", local_root=root) == inside.resolve()
+    for value in (str(outside), outside.as_uri(), str(root / "link.jpg"), str(root / ".." / "secret.jpg")):
+        with pytest.raises(ImageFetchError, match="refused: outside LOCAL_FILES_DOCUMENT_ROOT"):
+            fetch_image(value, local_root=root)
+    with pytest.raises(ImageFetchError, match="LOCAL_FILES_DOCUMENT_ROOT, and it is not set"):
+        fetch_image(str(inside))
+    with pytest.raises(ImageFetchError, match="no such file"):
+        fetch_image(str(root / "missing.jpg"), local_root=root)
+
+
+def test_the_key_is_sent_to_label_studio_only(fake, tmp_path):
+    fake.legacy_on = True
+    with Loopback(lambda req: req.send(200, JPEG)) as foreign:
+        # a plain URL on another host (same 127.0.0.1, another port: another origin)
+        fetch_task_image(f"{foreign.url}/pic.jpg", fake.url, fake.pat, 1, cache_dir=tmp_path)
+        fetch_task_image(f"{foreign.url}/pic2.jpg", fake.url, "legacy-key", 1, cache_dir=tmp_path)
+        # a cloud URI: Label Studio answers its presign endpoint with a redirect to the cloud
+        uri = "s3://bucket/dir/photo.jpg"
+        fileuri = base64.urlsafe_b64encode(uri.encode()).decode()
+        fake.routes["/tasks/7/presign/"] = lambda req: (
+            req.send(303, b"", {"Location": f"{foreign.url}/bucket/photo.jpg?X-Amz-Signature=s"})
+            if fake.authorized(req) and req.path.endswith(f"fileuri={fileuri}")
+            else req.json(401, {})
+        )
+        got = fetch_task_image(uri, fake.url, fake.pat, 7, cache_dir=tmp_path)
+        assert got.read_bytes() == JPEG and got.name.endswith("photo.jpg")
+        assert foreign.paths() == ["/pic.jpg", "/pic2.jpg", "/bucket/photo.jpg?X-Amz-Signature=s"]
+        assert all("Authorization" not in h for _, _, h in foreign.log)
+        assert fake.http.paths("GET") == [f"/tasks/7/presign/?fileuri={fileuri}"]
+    with pytest.raises(ImageFetchError, match="task has no id"):
+        fetch_task_image(uri, fake.url, fake.pat, None, cache_dir=tmp_path)
+
+
+def test_an_absolute_url_on_label_studio_gets_the_key(fake, tmp_path):
+    fake.files["/data/local-files/?d=pool/y.jpg"] = JPEG
+    got = fetch_task_image(f"{fake.url}/data/local-files/?d=pool/y.jpg", fake.url, fake.pat, 1, cache_dir=tmp_path)
+    assert got.read_bytes() == JPEG
+
+
+def test_label_studio_files_need_the_url_and_a_key(tmp_path):
+    with pytest.raises(ImageFetchError, match="Label Studio URL is unknown"):
+        fetch_task_image("/data/upload/1/a.jpg", None, None, 1, cache_dir=tmp_path)
+    with pytest.raises(ImageFetchError, match="no Label Studio API key"):
+        fetch_task_image("/data/upload/1/a.jpg", "http://127.0.0.1:9", None, 1, cache_dir=tmp_path)
+
+
+def test_concurrent_first_requests_for_one_url_download_it_once_and_never_see_a_partial_file(tmp_path):
+    def slow(req: Request) -> None:
+        req.send_response(200)
+        req.send_header("Content-Length", str(len(JPEG)))
+        req.end_headers()
+        half = len(JPEG) // 2
+        req.wfile.write(JPEG[:half])
+        req.wfile.flush()
+        time.sleep(0.3)
+        req.wfile.write(JPEG[half:])
+
+    with Loopback(slow) as srv:
+        barrier = threading.Barrier(6)
+        got: list[bytes] = []
+
+        def worker():
+            barrier.wait()
+            got.append(fetch_image(f"{srv.url}/same.jpg", cache_dir=tmp_path).read_bytes())
+
+        threads = [threading.Thread(target=worker) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert got == [JPEG] * 6
+        assert srv.paths() == ["/same.jpg"]
+    assert [p.name for p in cache_files(tmp_path) if p.name.startswith(".part")] == []
+
+
+def test_a_hung_url_does_not_hold_the_others(tmp_path):
+    """Four fetch threads, one URL that never answers: the others are served at once, the hung one fails at its deadline."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def route(req: Request) -> None:
+        if req.path == "/hung.jpg":
+            time.sleep(3)
+            return
+        req.send(200, JPEG)
+
+    with Loopback(route) as srv, ThreadPoolExecutor(4) as pool:
+        t = time.monotonic()
+        futures = {
+            name: pool.submit(fetch_image, f"{srv.url}/{name}", cache_dir=tmp_path, limits=FAST)
+            for name in ("hung.jpg", "a.jpg", "b.jpg", "c.jpg", "d.jpg")
+        }
+        for name in ("a.jpg", "b.jpg", "c.jpg", "d.jpg"):
+            assert futures[name].result().read_bytes() == JPEG
+        assert time.monotonic() - t < 1.0
+        with pytest.raises(ImageFetchError, match="timed out"):
+            futures["hung.jpg"].result()
+        assert time.monotonic() - t < 2.0
+
+
+def test_a_name_without_an_image_suffix_gets_one_from_the_content(tmp_path):
+    with Loopback(lambda req: req.send(200, JPEG)) as srv:
+        path = fetch_image(f"{srv.url}/render?id=3", cache_dir=tmp_path)
+        assert path.suffix == ".jpg" and path.read_bytes() == JPEG
+        assert fetch_image(f"{srv.url}/render?id=3", cache_dir=tmp_path) == path
+        assert len(srv.paths()) == 1
+    assert not any(os.fspath(p).endswith(".part") for p in cache_files(tmp_path))
