@@ -102,6 +102,7 @@ class Detector:
         max_det: int = 300,
         device: str | None = None,
         version: str | None = None,
+        max_decode_bytes: int | None = None,
     ) -> None:
         from ultralytics.data.augment import LetterBox
         from ultralytics.nn.modules.head import Detect
@@ -136,6 +137,7 @@ class Detector:
             net = net.fuse(verbose=False)
         self.net = net.to(self.device).eval().float()
         self.yolo = yolo
+        self.max_decode_bytes = max_decode_bytes  # memory budget per decoded image (None: images.MAX_DECODE_BYTES)
         self.version = version or "untracked"
         self._letterbox = LetterBox((self.imgsz, self.imgsz), auto=False, stride=stride_max)
         grids = grid_shapes((self.imgsz, self.imgsz), self.strides)
@@ -169,7 +171,7 @@ class Detector:
             if source.ndim != 3 or source.shape[2] != 3 or source.dtype != np.uint8:
                 raise ImageLoadError(f"arrays must be (h, w, 3) uint8 RGB, got {source.shape} {source.dtype}")
             return LoadedImage(np.ascontiguousarray(source), source.shape[1], source.shape[0])
-        return load_image(source, max_side=self.imgsz)
+        return load_image(source, max_side=self.imgsz, max_bytes=self.max_decode_bytes)
 
     def predict(self, sources: Iterable[Source], batch_size: int = 16) -> Iterator[ImagePredictions]:
         """Predict every source, in order; an unreadable one yields a record with ``error`` set.

@@ -10,19 +10,20 @@ Once every image is scored, the query batch is chosen over the whole project (di
 and only the tasks whose status changed are updated. The "Active learning queue" tab lists the uncertain
 tasks by descending ``al_priority``; "Auto-accepted (review)" lists the CEAL pseudo-labelled ones.
 
-Priority: a queried task gets ``al_priority = 1 + (B - i) / B`` for its place ``i`` in the batch of ``B``
-(so the batch comes first, in selection order); every other task gets ``al_priority = u / (1 + u)`` for
-its uncertainty ``u``: in [0, 1), increasing in ``u``.
+The queue (:func:`detector_al.queue.build_queue`) reaches annotators through Label Studio's "Uncertainty
+sampling", which ingest sets on the project: each task's prediction ``score`` is its queue band's score
+(:func:`detector_al.queue.label_studio_score`), and ``al_priority = 1 - score`` orders the tabs the same way.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
+import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
@@ -30,16 +31,20 @@ from urllib.parse import quote
 import numpy as np
 import requests
 
+from detector_al.decision import decide
 from detector_al.detector import Detector
 from detector_al.files import atomic_write, file_sha256
+from detector_al.images import iter_images
 from detector_al.label_config import RectangleTarget
 from detector_al.ls_client import LabelStudioClient
+from detector_al.ls_queue import TaskQueueUpdate, configure_project, publish_queue
 from detector_al.ls_regions import to_label_studio_regions
 from detector_al.progress import track
-from detector_al.pseudo_labels import CealConfig, auto_accept, consistency
-from detector_al.selection import DEFAULT_CANDIDATE_FACTOR, select_batch
+from detector_al.pseudo_labels import CealConfig
+from detector_al.queue import AUTO_ACCEPT, QUERY, QueueEntry, build_queue, label_studio_score, priority
 from detector_al.store import ImageRow, Store
 from detector_al.uncertainty import get_strategy
+from detector_al.yolo_format import yolo_lines
 
 log = logging.getLogger(__name__)
 
@@ -66,19 +71,23 @@ class IngestReport:
     new: int = 0
     already_known: int = 0
     created_tasks: int = 0
-    failed: list[tuple[str, str]] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (path, why): unreadable or not uploaded
+    not_uploaded: int = 0  # of ``failed``: readable, but Label Studio refused the file (retried by the next run)
+    converted: int = 0  # files uploaded as a web copy (TIFF, HEIC, 16-bit...)
     auto_accepted: int = 0
     queried: int = 0
     elapsed_s: float = 0.0
 
     def summary(self) -> str:
         rate = self.new / self.elapsed_s if self.elapsed_s else 0.0
+        unreadable = len(self.failed) - self.not_uploaded
         lines = [
             f"{self.scanned} files: {self.new} new ({rate:.1f} img/s), {self.already_known} already ingested, "
-            f"{len(self.failed)} unreadable; {self.created_tasks} tasks created; queue: {self.queried} to label, "
-            f"{self.auto_accepted} auto-accepted"
+            f"{len(self.failed)} failed ({unreadable} unreadable, {self.not_uploaded} refused by Label Studio); "
+            f"{self.created_tasks} tasks created ({self.converted} uploaded as web copies); "
+            f"queue: {self.queried} to label, {self.auto_accepted} auto-accepted"
         ]
-        lines += [f"  unreadable: {p}: {e}" for p, e in self.failed]
+        lines += [f"  failed: {p}: {e}" for p, e in self.failed]
         return "\n".join(lines)
 
 
@@ -88,23 +97,20 @@ def content_hash(path: Path) -> str:
 
 
 def walk_images(folder: Path) -> Iterator[Path]:
-    """Image files under ``folder``, recursively, in a stable order, without listing the tree into memory."""
-    from detector_al.images import IMAGE_SUFFIXES
+    """Image files under ``folder``, recursively, streamed (:func:`detector_al.images.iter_images`)."""
+    return iter_images(folder)
 
-    for root, dirs, files in os.walk(folder):
-        dirs.sort()
-        for name in sorted(files):
-            if name.lower().endswith(IMAGE_SUFFIXES):
-                yield Path(root) / name
+
+def _must_upload(row: ImageRow) -> bool:
+    """A new task's image goes through upload: it has no Label Studio URL yet, or it lies under the shared
+    local-files root but a browser cannot show it raw (TIFF, HEIC, 16-bit...), so its web copy is uploaded."""
+    from detector_al.images import needs_web_copy
+
+    return row.url is None or needs_web_copy(row.path)
 
 
 def count_images(folder: Path) -> int:
     return sum(1 for _ in walk_images(folder))
-
-
-def priority(score: float | None) -> float:
-    """``score / (1 + score)``: in [0, 1), increasing in the uncertainty (a queried task gets >= 1)."""
-    return 0.0 if score is None else float(score) / (1.0 + float(score))
 
 
 def local_files_url(path: Path, root: Path | None) -> str | None:
@@ -128,13 +134,61 @@ def task_data(row: ImageRow) -> dict:
     }
 
 
+def label_studio_score_of(row: ImageRow) -> float:
+    """The prediction score Label Studio serves by: ``1 - al_priority`` (see :mod:`detector_al.queue`)."""
+    return 1.0 - (row.priority or 0.0)
+
+
 def task_payload(row: ImageRow, model_version: str) -> dict:
     return {
         "data": task_data(row),
         "predictions": [
-            {"result": json.loads(row.regions or "[]"), "score": row.confidence, "model_version": model_version}
+            {"result": json.loads(row.regions or "[]"), "score": label_studio_score_of(row), "model_version": model_version}
         ],
     }
+
+
+UPLOAD_FILES_PER_REQUEST = 50
+"""Files per upload request: Django refuses more than ``DATA_UPLOAD_MAX_NUMBER_FILES`` (100 by default)."""
+UPLOAD_BYTES_PER_REQUEST = 64 * 2**20
+"""Bytes per upload request (Label Studio refuses more than ``DATA_UPLOAD_MAX_MEMORY_SIZE``, 250 MB by default)."""
+
+
+@dataclass
+class Upload:
+    """What became of one file sent to Label Studio: its URL there, or why it was not taken."""
+
+    url: str | None = None
+    error: str | None = None
+    converted: bool = False  # sent as a web copy (TIFF, HEIC, 16-bit...)
+
+
+class UploadFailed(RuntimeError):
+    """Label Studio refused an upload request (or a file could not be read); the message says why."""
+
+
+def _size_text(path: Path) -> str:
+    try:
+        n = path.stat().st_size
+    except OSError:
+        return "unknown size"
+    return f"{n / 2**20:.1f} MB" if n >= 2**20 else f"{n / 2**10:.0f} KB"
+
+
+def _label_studio_reason(r: requests.Response) -> str:
+    """The reason in a Label Studio error answer (its validation errors, else its detail), in one line."""
+    try:
+        body = r.json()
+    except ValueError:
+        return " ".join(r.text.split())[:300] or r.reason
+    if isinstance(body, dict):
+        errors = body.get("validation_errors")
+        if isinstance(errors, dict):
+            msgs = [str(m) for v in errors.values() for m in (v if isinstance(v, list) else [v])]
+            if msgs:
+                return "; ".join(msgs)[:300]
+        return str(body.get("detail") or body)[:300]
+    return str(body)[:300]
 
 
 class LabelStudioSink:
@@ -168,25 +222,101 @@ class LabelStudioSink:
     def url_for(self, path: Path) -> str | None:
         return local_files_url(path, self.files_root) if self.shared else None
 
-    def upload(self, paths: list[Path]) -> list[str]:
-        """Upload files without creating tasks; returns their Label Studio URLs."""
-        headers = {"Authorization": f"Token {self.client.api_key}"}
-        files = {f"file{i}": (p.name, p.open("rb")) for i, p in enumerate(paths)}
+    def upload(self, paths: list[Path]) -> list[Upload]:
+        """Upload files without creating tasks: one :class:`Upload` per path, in order (a URL, or why not).
+
+        Files a browser or Label Studio cannot take (:func:`~detector_al.images.needs_web_copy`: TIFF, HEIC,
+        16-bit...) are sent as a web copy (:func:`~detector_al.images.to_web_image`, same pixels and size as
+        the detector sees), made in a temporary folder that is removed afterwards. Files go in requests of at
+        most :data:`UPLOAD_FILES_PER_REQUEST` files and :data:`UPLOAD_BYTES_PER_REQUEST` bytes; Label Studio
+        refuses a whole request for one file it does not take, so a refused request is retried file by file
+        and only the file refused alone fails, with Label Studio's reason.
+
+        Raises:
+            requests.RequestException: Label Studio cannot be reached, or refuses the API key (401/403).
+        """
+        from detector_al.images import ImageLoadError, needs_web_copy, to_web_image
+
+        results = [Upload() for _ in paths]
+        with tempfile.TemporaryDirectory(prefix="detector-al-upload-") as tmp:
+            chunk: list[tuple[int, Path]] = []
+            size = 0
+            for i, path in enumerate(paths):
+                try:
+                    if needs_web_copy(path):
+                        src = to_web_image(path, Path(tmp) / str(i))  # a folder each: same stems do not clash
+                        results[i].converted = True
+                    else:
+                        src = path
+                    n = src.stat().st_size
+                except (ImageLoadError, OSError) as exc:
+                    results[i].error = f"not uploaded: {exc}"
+                    continue
+                if chunk and (len(chunk) >= UPLOAD_FILES_PER_REQUEST or size + n > UPLOAD_BYTES_PER_REQUEST):
+                    self._upload_chunk(chunk, results, Path(tmp))
+                    chunk, size = [], 0
+                chunk.append((i, src))
+                size += n
+            if chunk:
+                self._upload_chunk(chunk, results, Path(tmp))
+        return results
+
+    def _upload_chunk(self, chunk: list[tuple[int, Path]], results: list[Upload], tmp: Path) -> None:
+        """Upload one request's files into ``results``; a refused request is retried one file at a time."""
         try:
-            r = requests.post(
+            urls = self._post_files([src for _, src in chunk])
+        except UploadFailed as exc:
+            if len(chunk) == 1:
+                i, src = chunk[0]
+                results[i].error = f"{exc} (file of {_size_text(src)})"
+            else:
+                log.warning("Label Studio refused %d files in one request (%s); retrying one by one", len(chunk), exc)
+                for item in chunk:
+                    self._upload_chunk([item], results, tmp)
+                return
+        else:
+            for (i, _), url in zip(chunk, urls, strict=True):
+                results[i].url = url
+        for i, _ in chunk:  # web copies are not needed once sent
+            shutil.rmtree(tmp / str(i), ignore_errors=True)
+
+    def _http(self) -> requests.Session:
+        """A ``requests`` session carrying Label Studio's auth (the client's own when it has one)."""
+        http = getattr(self.client, "http", None)
+        if http is None:  # a client without an authenticated session of its own
+            http = self.__dict__.get("_session")
+            if http is None:
+                http = self._session = requests.Session()
+                http.headers["Authorization"] = f"Token {self.client.api_key}"
+        return http
+
+    def _post_files(self, srcs: list[Path]) -> list[str]:
+        """One multipart import request (files only, no tasks); the uploaded files' Label Studio URLs.
+
+        Raises:
+            UploadFailed: Label Studio refused the request (any error status but 401/403), or a file vanished.
+        """
+        http = self._http()
+        with ExitStack() as stack:
+            files = {}
+            for k, p in enumerate(srcs):
+                try:
+                    files[f"file{k}"] = (p.name, stack.enter_context(p.open("rb")))
+                except OSError as exc:
+                    raise UploadFailed(f"not uploaded: {exc}") from None
+            r = http.post(
                 f"{self.client.url}/api/projects/{self.project}/import",
-                headers=headers,
                 params={"commit_to_project": "false"},
                 files=files,
                 timeout=300,
             )
+        if r.status_code in (401, 403):
             r.raise_for_status()
-        finally:
-            for _, fh in files.values():
-                fh.close()
+        if r.status_code >= 400:
+            raise UploadFailed(f"upload refused by Label Studio ({r.status_code}): {_label_studio_reason(r)}")
         urls = []
         for fid in r.json()["file_upload_ids"]:
-            fu = requests.get(f"{self.client.url}/api/import/file-upload/{fid}", headers=headers, timeout=60)
+            fu = http.get(f"{self.client.url}/api/import/file-upload/{fid}", timeout=60)
             fu.raise_for_status()
             urls.append("/data/" + fu.json()["file"])
         return urls
@@ -195,8 +325,11 @@ class LabelStudioSink:
         r = self.ls.projects.import_tasks(id=self.project, request=payloads, return_task_ids=True)
         return list(r.task_ids or [])
 
-    def update(self, task_id: int, data: dict) -> None:
-        self.ls.tasks.update(id=task_id, data=data)
+    def publish(self, model_version: str, updates: list[TaskQueueUpdate]) -> list[tuple[int, str]]:
+        """Make the project serve the queue: its model version and sampling, then the tasks' queue numbers."""
+        failed = publish_queue(self.ls, self.project, model_version, updates)
+        configure_project(self.ls, self.project, model_version, first_time=True)
+        return failed
 
     def ensure_tabs(self) -> None:
         """Create or update the queue tab and the review tab."""
@@ -280,16 +413,14 @@ def score_batch(
     strategy = get_strategy(cfg.strategy)
     rows = []
     for path, h, p in zip(paths, hashes, det.predict([str(x) for x in paths], cfg.batch_size), strict=True):
-        if not p.ok:
-            rows.append(ImageRow(h, str(path), error=p.error, decision="error", model_version=det.version))
+        d = decide(p, strategy, cfg.round_index, cfg.ceal, cfg.score_threshold)
+        if d.error:
+            rows.append(ImageRow(h, str(path), error=d.error, decision="error", model_version=det.version))
             continue
-        score = float(strategy.score(p))
-        verdict = auto_accept(p, consistency(p), cfg.round_index, cfg.ceal)
-        shown = p.detections[p.detections.confidence >= cfg.score_threshold]
-        regions = to_label_studio_regions(shown, p.width, p.height, target)
+        regions = to_label_studio_regions(d.shown, d.width, d.height, target)
         pseudo = None
-        if verdict.accepted:
-            pl = verdict.pseudo_labels
+        if d.accepted:
+            pl = d.pseudo_labels
             pseudo = json.dumps(
                 {
                     "xyxy": pl.xyxy.round(2).tolist(),
@@ -302,42 +433,35 @@ def score_batch(
                 h,
                 str(path),
                 url=url_of(path),
-                width=p.width,
-                height=p.height,
-                score=score,
-                confidence=round(strategy.confidence(score), 6),
-                decision="auto_accept" if verdict.accepted else "rest",
-                priority=priority(score),
+                width=d.width,
+                height=d.height,
+                score=d.score,
+                confidence=round(d.confidence, 6),
+                decision=d.status,
+                priority=priority(label_studio_score(d.status, d.confidence)),
                 round=cfg.round_index,
                 model_version=det.version,
                 regions=json.dumps(regions),
                 pseudo_labels=pseudo,
-                embedding=p.embedding.astype(np.float32).tobytes(),
+                embedding=d.embedding.astype(np.float32).tobytes(),
             )
         )
     return rows
 
 
-def queue_fields(scores: np.ndarray, emb: np.ndarray, budget: int) -> list[tuple[str, float]]:
-    """``(al_status, al_priority)`` of each image: the diverse batch picked by :func:`select_batch` gets ``query``
-    and ``1 + (B - i) / B`` for its place ``i``; every other image ``rest`` and :func:`priority` of its score."""
-    out = [("rest", priority(s)) for s in scores]
-    if budget > 0 and len(out):
-        for i, j in enumerate(select_batch(np.asarray(scores, np.float64), emb, budget)):
-            out[j] = ("query", 1.0 + (budget - i) / budget)
-    return out
-
-
-def choose_queue(store: Store, project: int, budget: int) -> list[tuple[str, str, float]]:
-    """(hash, decision, priority) for every scored, non-accepted image: the diverse top batch is ``query``."""
-    rows = store.images(project, "error IS NULL AND decision != 'auto_accept'", order="score DESC")
+def plan_queue(store: Store, project: int, budget: int, confidence) -> list[tuple[ImageRow, QueueEntry]]:
+    """Every scored image of the project with its place in :func:`~detector_al.queue.build_queue`'s queue."""
+    rows = store.images(project, "error IS NULL", order="score DESC")
     if not rows:
         return []
-    cand = rows[: 2 * DEFAULT_CANDIDATE_FACTOR * budget]  # select_batch keeps 4x budget distinct ones
-    emb = np.stack([np.frombuffer(r.embedding, np.float32) for r in cand])
-    fields = queue_fields(np.array([r.score for r in cand]), emb, budget)
-    fields += [("rest", priority(r.score)) for r in rows[len(cand) :]]
-    return [(r.content_hash, d, p) for r, (d, p) in zip(rows, fields, strict=True)]
+    entries = build_queue(
+        np.array([r.score for r in rows], np.float64),
+        np.array([r.decision == AUTO_ACCEPT for r in rows]),
+        np.stack([np.frombuffer(r.embedding, np.float32) for r in rows]),
+        budget,
+        confidence,
+    )
+    return list(zip(rows, entries, strict=True))
 
 
 def ingest(
@@ -366,16 +490,25 @@ def ingest(
         existing = {h: t for _, h, t in pending if t is not None}
         good = [_replace(r, task_id=existing.get(r.content_hash)) for r in rows if r.error is None]
         new = [i for i, r in enumerate(good) if r.task_id is None]
+        refused: set[int] = set()  # readable, but not taken by Label Studio: not stored, so the next run retries
         if sink is not None and new:
-            need_upload = [i for i in new if good[i].url is None]
+            need_upload = [i for i in new if _must_upload(good[i])]
             if need_upload:
-                urls = sink.upload([Path(good[i].path) for i in need_upload])
-                for i, u in zip(need_upload, urls, strict=True):
-                    good[i] = _replace(good[i], url=u)
-            ids = sink.create([task_payload(good[i], det.version) for i in new])
+                done = sink.upload([Path(good[i].path) for i in need_upload])
+                for i, up in zip(need_upload, done, strict=True):
+                    if up.url is None:
+                        refused.add(i)
+                        report.failed.append((good[i].path, up.error or "not uploaded"))
+                        report.not_uploaded += 1
+                    else:
+                        good[i] = _replace(good[i], url=up.url)
+                        report.converted += up.converted
+                new = [i for i in new if i not in refused]
+            ids = sink.create([task_payload(good[i], det.version) for i in new]) if new else []
             for i, t in zip(new, ids, strict=True):
                 good[i] = _replace(good[i], task_id=t)
             report.created_tasks += len(ids)
+        good = [r for i, r in enumerate(good) if i not in refused]
         store.record_images(project, good + [r for r in rows if r.error is not None])
         report.failed += [(r.path, r.error) for r in rows if r.error is not None]
         pending.clear()
@@ -401,23 +534,23 @@ def ingest(
         if (row.path, row.error) not in report.failed:
             report.failed.append((row.path, row.error))
 
-    before = {r.content_hash: r for r in store.images(project, "error IS NULL")}
-    queue = choose_queue(store, project, cfg.budget)
+    queue = plan_queue(store, project, cfg.budget, get_strategy(cfg.strategy).confidence)
+    changed = [
+        (row, e) for row, e in queue if row.decision != e.status or abs((row.priority or 0.0) - e.priority) > 1e-12
+    ]
+    failed: set[int] = set()
     if sink is not None:  # Label Studio first, the store after: a failed update is retried by the next run
-        for h, decision, prio in queue:
-            old = before.get(h)
-            if old and old.task_id and (old.decision != decision or abs((old.priority or 0) - prio) > 1e-9):
-                try:
-                    sink.update(old.task_id, task_data(_replace(old, decision=decision, priority=prio)))
-                except Exception as exc:
-                    log.warning("task %s (%s): priority not updated: %s", old.task_id, old.path, exc)
-                    continue
-            store.set_image_queue(project, [(h, decision, prio)])
+        updates = [
+            TaskQueueUpdate(row.task_id, e.score, task_data(_replace(row, decision=e.status, priority=e.priority)))
+            for row, e in changed
+            if row.task_id
+        ]
+        failed = {t for t, _ in sink.publish(det.version, updates)}
         sink.ensure_tabs()
-        sink.client.set_model_version(project, det.version)
-    else:
-        store.set_image_queue(project, queue)
-    report.queried = sum(d == "query" for _, d, _ in queue)
+    store.set_image_queue(
+        project, [(row.content_hash, e.status, e.priority) for row, e in changed if row.task_id not in failed]
+    )
+    report.queried = sum(e.status == QUERY for _, e in queue)
     report.auto_accepted = len(store.images(project, "decision = 'auto_accept'"))
     return report
 
@@ -454,10 +587,7 @@ def export_pseudo_labels(store: Store, out: Path, names: tuple[str, ...], projec
         stem = f"{Path(row.path).stem}-{row.content_hash[:8]}"
         src = Path(row.path)
         shutil.copyfile(src, img_dir / f"{stem}{src.suffix.lower()}")
-        lines = []
-        for (x1, y1, x2, y2), c in zip(pl["xyxy"], pl["class_id"], strict=True):
-            w, h = row.width, row.height
-            lines.append(f"{c} {(x1 + x2) / 2 / w:.6f} {(y1 + y2) / 2 / h:.6f} {(x2 - x1) / w:.6f} {(y2 - y1) / h:.6f}")
+        lines = yolo_lines(pl["xyxy"], pl["class_id"], row.width, row.height)
         with atomic_write(lbl_dir / f"{stem}.txt") as f:
             f.write("\n".join(lines) + "\n")
         n += 1
