@@ -105,17 +105,20 @@ def train_detector(
         # batch 16 that is ~1 optimizer step per epoch, and a model trained from scratch learns almost nothing
         # (the sample data's mAP50 after 30 epochs: 0.15 with nbs=64, 0.54 with nbs=batch).
         nbs=config.nbs or config.batch,
-        project=str(out.parent),
-        name=out.name,
+        save_dir=str(out),  # exactly here: with project/name ultralytics may nest or rename the run
         exist_ok=True,
         val=config.val,
         plots=False,  # plots fetch a font from the internet
         amp=False,
         verbose=False,
     )
+    run_dir = Path(getattr(getattr(model, "trainer", None), "save_dir", None) or out).resolve()
+    if run_dir != out:  # an ultralytics that ignores save_dir: move its run where the user asked
+        log.warning("ultralytics wrote the run to %s; moving it to %s", run_dir, out)
+        shutil.copytree(run_dir, out, dirs_exist_ok=True)
     best = out / "weights" / "best.pt"
-    if not best.exists():  # pragma: no cover - ultralytics always writes it
-        raise RuntimeError(f"training finished without writing {best}")
+    if not best.exists():
+        raise RuntimeError(f"training finished without writing {best} (the run is in {run_dir})")
     final = out / "best.pt"
     tmp = final.with_suffix(".pt.tmp")
     shutil.copyfile(best, tmp)

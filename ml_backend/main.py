@@ -10,7 +10,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from detector_al.worker import JobRunner
-from ml_backend.routers import health, predict, setup, webhook
+from ml_backend.routers import docs, health, predict, setup, webhook
+from ml_backend.schemas import ErrorResponse
 from ml_backend.settings import Settings
 from ml_backend.state import Backend
 
@@ -31,8 +32,18 @@ def create_app(
         yield
         b.worker.stop()
 
-    app = FastAPI(title="detector-al ML backend", lifespan=lifespan)
-    for r in (health.router, setup.router, predict.router, webhook.router):
+    app = FastAPI(
+        title="detector-al ML backend",
+        lifespan=lifespan,
+        docs_url=None,  # served below, behind basic auth when it is on
+        redoc_url=None,
+        openapi_url=None,
+        responses={
+            401: {"model": ErrorResponse, "description": "basic auth is on and the credentials are wrong or missing"},
+            422: {"model": ErrorResponse, "description": "the request is invalid: the message names the field"},
+        },
+    )
+    for r in (health.router, setup.router, predict.router, webhook.router, docs.router):
         app.include_router(r)
 
     @app.exception_handler(RequestValidationError)

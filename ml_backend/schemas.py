@@ -1,10 +1,45 @@
-"""Request and response models of every endpoint (the bodies Label Studio 1.23 sends and expects)."""
+"""Request and response models of every endpoint (the bodies Label Studio 1.23 sends and expects).
+
+Ids are bounded to what Label Studio and SQLite hold (0 .. 2^63 - 1) and label configs to
+:data:`MAX_LABEL_CONFIG_CHARS`, so a hostile body gets a 422 that names the field, never a 500.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+MAX_ID = 2**63 - 1
+MAX_LABEL_CONFIG_CHARS = 256_000  # Label Studio's own configs are a few kB
+MAX_TASKS = 1000  # per /predict request (Label Studio sends one task, or a page of the Data Manager)
+
+
+def _project_id(value: Any) -> Any:
+    """``"12.1700000000"`` (what Label Studio sends) -> 12; numbers pass on to the int check."""
+    if isinstance(value, str):
+        head = value.split(".", 1)[0]
+        if not head.isdigit():
+            raise ValueError(f"a project id is '<id>' or '<id>.<timestamp>', got {value[:40]!r}")
+        return int(head)
+    return value
+
+
+Id = Annotated[int, Field(ge=0, le=MAX_ID, strict=False)]
+ProjectId = Annotated[Id | None, BeforeValidator(_project_id)]
+LabelConfig = Annotated[str, Field(min_length=1, max_length=MAX_LABEL_CONFIG_CHARS)]
+
+
+class Task(BaseModel):
+    """A Label Studio task as /predict receives it: its id and its data (the image URL under the config's key)."""
+
+    model_config = ConfigDict(extra="allow")
+    id: Id | None = None
+    data: dict[str, Any]
+
+
+class ErrorResponse(BaseModel):
+    detail: str
 
 
 class HealthResponse(BaseModel):
@@ -16,10 +51,10 @@ class HealthResponse(BaseModel):
 
 class SetupRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
-    project: str | int | None = None
-    schema_: str = Field(..., alias="schema", min_length=1)
-    hostname: str | None = None
-    access_token: str | None = None
+    project: ProjectId = None
+    schema_: LabelConfig = Field(..., alias="schema")
+    hostname: str | None = Field(None, max_length=2048)
+    access_token: str | None = Field(None, max_length=8192)
     extra_params: Any = None
 
 
@@ -30,9 +65,9 @@ class SetupResponse(BaseModel):
 
 class PredictRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
-    tasks: list[dict[str, Any]]
-    project: str | int | None = None
-    label_config: str | None = None
+    tasks: list[Task] = Field(..., max_length=MAX_TASKS)
+    project: ProjectId = None
+    label_config: LabelConfig | None = None
     params: dict[str, Any] | None = None
 
 
@@ -46,12 +81,40 @@ class PredictResponse(BaseModel):
     results: list[TaskResult]
 
 
+class Ref(BaseModel):
+    """An object of a webhook body, by id (the rest is kept but not used)."""
+
+    model_config = ConfigDict(extra="allow")
+    id: Id | None = None
+
+
+class WebhookProject(Ref):
+    label_config: LabelConfig | None = None
+
+
+def _ref(value: Any) -> Any:
+    """Label Studio sends objects; a bare id is accepted too."""
+    return {"id": value} if isinstance(value, int | float | str) and not isinstance(value, bool) else value
+
+
 class WebhookRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
-    action: str = Field(..., min_length=1)
-    project: dict[str, Any] | int | None = None
-    task: dict[str, Any] | None = None
-    annotation: dict[str, Any] | None = None
+    action: str = Field(..., min_length=1, max_length=100)
+    project: Annotated[WebhookProject | None, BeforeValidator(_ref)] = None
+    task: Annotated[Ref | None, BeforeValidator(_ref)] = None
+    annotation: Annotated[Ref | None, BeforeValidator(_ref)] = None
+
+
+class TrainRequest(BaseModel):
+    """What Label Studio versions before the START_TRAINING webhook send to ``POST /train``."""
+
+    model_config = ConfigDict(extra="allow")
+    project: Annotated[
+        ProjectId | WebhookProject, BeforeValidator(lambda v: v if isinstance(v, dict) else _project_id(v))
+    ] = None
+    label_config: LabelConfig | None = None
+    annotations: list[Any] | None = None
+    params: dict[str, Any] | None = None
 
 
 class WebhookResponse(BaseModel):

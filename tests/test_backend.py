@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import itertools
 import time
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -12,6 +13,7 @@ from fastapi.testclient import TestClient
 from ml_backend.main import create_app
 from ml_backend.settings import Settings
 
+SAMPLE_ROOT = Path(__file__).resolve().parent.parent / "sample_data"
 NO_RECT = (
     '<View><Image name="image" value="$image"/><Choices name="c" toName="image"><Choice value="a"/></Choices></View>'
 )
@@ -23,6 +25,8 @@ def label_config(sample_data) -> str:
 
 
 def make_client(tmp_path, weights, **settings) -> TestClient:
+    # the sample images are sent as local paths, read only under the local-files root
+    settings.setdefault("local_files_document_root", SAMPLE_ROOT)
     s = Settings(model_dir=tmp_path / "models", model_path=str(weights), **settings)
     return TestClient(create_app(s))
 
@@ -180,3 +184,70 @@ def test_concurrent_predictions_are_consistent(client, label_config, sample_data
     for out in outs:
         assert [len(r["result"]) for r in out["results"]] == [len(r["result"]) for r in ref["results"]]
         assert [r["score"] for r in out["results"]] == pytest.approx([r["score"] for r in ref["results"]], abs=1e-5)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"project": "7.1700000000", "annotations": [], "label_config": "<View/>"},
+        {"project": 7},
+        {"project": {"id": 7, "label_config": "<View/>"}},
+    ],
+)
+def test_older_label_studio_start_training_through_post_train(tmp_path, trained_weights, body):
+    seen = []
+
+    def job(j, report):
+        seen.append(j["project"])
+        return {}
+
+    s = Settings(model_dir=tmp_path / "models", model_path=str(trained_weights))
+    with TestClient(create_app(s, run_job=job)) as c:
+        r = c.post("/train", json=body)
+        assert r.status_code == 200, r.text
+        assert r.json()["action"] == "START_TRAINING" and r.json()["training_job"] is not None
+        deadline = time.time() + 5
+        while not seen and time.time() < deadline:
+            time.sleep(0.02)
+        assert seen == [7]
+        assert c.get("/status").json()["jobs"][0]["project"] == 7
+
+
+def test_post_train_without_a_project_is_a_clear_422(client):
+    r = client.post("/train", json={"annotations": []})
+    assert r.status_code == 422 and "project" in r.json()["detail"]
+
+
+def test_per_task_scores_follow_the_queue_bands(client, label_config, sample_data):
+    """Each task scored alone gets its band's score: Label Studio's lowest-first order is the queue order."""
+    from detector_al.queue import AUTO_ACCEPT, label_studio_score
+
+    paths = sorted((sample_data / "images" / "pool").glob("*.jpg"))[:6]
+    r = client.post("/predict", json={"tasks": tasks_for(paths), "project": "4.1", "label_config": label_config})
+    scores = {i + 1: res["score"] for i, res in enumerate(r.json()["results"])}
+    rows = {p["task_id"]: p for p in client.app.state.backend.store.predictions(4)}
+    strategy = client.app.state.backend.service.strategy
+    for task_id, score in scores.items():
+        row = rows[task_id]
+        assert score == pytest.approx(label_studio_score(row["decision"], strategy.confidence(row["score"])))
+        assert (score > 0.5) == (row["decision"] == AUTO_ACCEPT)
+    assert [p["task_id"] for p in client.app.state.backend.store.predictions(4)] == sorted(scores, key=scores.get)
+
+
+def test_failing_training_requests_coalesce_and_back_off(tmp_path, trained_weights):
+    """1000 Start Training presses while every job fails fast: a few failures, not one job (and traceback) each."""
+    runs = []
+
+    def failing(job, report):
+        runs.append(job["id"])
+        raise ValueError("only 0 labeled tasks in project 8; label at least 2 before training")
+
+    s = Settings(model_dir=tmp_path / "models", model_path=str(trained_weights))
+    with TestClient(create_app(s, run_job=failing)) as c:
+        for _ in range(1000):
+            assert c.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 8}}).status_code == 200
+        time.sleep(0.5)
+        jobs = c.app.state.backend.store.training_jobs(2000)
+        assert len(runs) <= 3, runs  # the first fails, then the back-off holds the rest in one queued job
+        assert len(jobs) <= 4 and sum(j["status"] == "queued" for j in jobs) == 1
+        assert all("label at least 2" in j["error"] for j in jobs if j["status"] == "failed")

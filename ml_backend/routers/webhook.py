@@ -1,13 +1,15 @@
-"""POST /webhook: Label Studio's events. Answers at once (Label Studio waits 1 s); training runs in the worker."""
+"""POST /webhook: Label Studio's events, and POST /train (older Label Studio's "Start Training").
+
+Both answer at once (Label Studio waits 1 s); training runs in the worker."""
 
 from __future__ import annotations
 
 import logging
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, HTTPException
 
 from ml_backend.dependencies import get_backend, require_auth
-from ml_backend.schemas import WebhookRequest, WebhookResponse
+from ml_backend.schemas import TrainRequest, WebhookProject, WebhookRequest, WebhookResponse
 from ml_backend.state import Backend
 
 router = APIRouter(dependencies=[Depends(require_auth)])
@@ -16,21 +18,13 @@ log = logging.getLogger(__name__)
 ANNOTATION_EVENTS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED")
 
 
-def _id(obj) -> int | None:
-    if isinstance(obj, dict):
-        obj = obj.get("id")
-    try:
-        return int(obj) if obj is not None else None
-    except (TypeError, ValueError):
-        return None
-
-
 @router.post("/webhook", response_model=WebhookResponse)
 def webhook(body: WebhookRequest, backend: Backend = Depends(get_backend)) -> WebhookResponse:
-    pid = _id(body.project)
-    if isinstance(body.project, dict):
-        backend.remember(None, None, pid, body.project.get("label_config"))
-    backend.store.record_event(body.action, pid, _id(body.task), _id(body.annotation))
+    pid = body.project.id if body.project else None
+    if body.project is not None:
+        backend.remember(None, None, pid, body.project.label_config)
+    task = body.task.id if body.task else None
+    backend.store.record_event(body.action, pid, task, body.annotation.id if body.annotation else None)
     job = None
     if body.action == "START_TRAINING":
         job, _ = backend.store.enqueue_training(pid, "START_TRAINING")
@@ -41,3 +35,18 @@ def webhook(body: WebhookRequest, backend: Backend = Depends(get_backend)) -> We
     if job is not None:
         backend.worker.notify()
     return WebhookResponse(status="ok", action=body.action, training_job=job)
+
+
+@router.post("/train", response_model=WebhookResponse)
+def train(body: TrainRequest, backend: Backend = Depends(get_backend)) -> WebhookResponse:
+    """Label Studio before the START_TRAINING webhook flag posts "Start Training" here: the same training request."""
+    project = body.project
+    pid = project.id if isinstance(project, WebhookProject) else project
+    if pid is None:
+        raise HTTPException(422, "project: the training request names no project (expected an id or {'id': ...})")
+    label_config = body.label_config or (project.label_config if isinstance(project, WebhookProject) else None)
+    backend.remember(None, None, pid, label_config)
+    backend.store.record_event("START_TRAINING", pid, None, None)
+    job, _ = backend.store.enqueue_training(pid, "START_TRAINING (POST /train)")
+    backend.worker.notify()
+    return WebhookResponse(status="ok", action="START_TRAINING", training_job=job)
