@@ -27,7 +27,7 @@ import requests
 
 
 def main() -> None:
-    from detector_al.cli import ensure_bootstrap_model
+    from detector_al.bootstrap_model import ensure_bootstrap_model
     from detector_al.detector import Detector
     from detector_al.local_label_studio import free_port
 
@@ -43,7 +43,12 @@ def main() -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory() as tmp:
-        env = {**os.environ, "MODEL_DIR": str(Path(tmp) / "models")}
+        # images are sent as local paths: the backend reads them only under its local-files root
+        env = {
+            **os.environ,
+            "MODEL_DIR": str(Path(tmp) / "models"),
+            "LOCAL_FILES_DOCUMENT_ROOT": str(args.images.resolve()),
+        }
         proc = subprocess.Popen(
             [sys.executable, "-m", "detector_al", "serve", "--model", weights, "--port", str(port)],
             env=env,

@@ -49,7 +49,7 @@ def measure(cmd: list[str]) -> tuple[float, float]:
 
 
 def main() -> None:
-    from detector_al.cli import ensure_bootstrap_model
+    from detector_al.bootstrap_model import ensure_bootstrap_model
     from detector_al.local_label_studio import LocalLabelStudio
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])

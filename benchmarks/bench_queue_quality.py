@@ -1,17 +1,19 @@
-"""Does the queue put the hard images first? Each strategy's ranking of the sample pool, against its tags.
+"""Does the shipped queue hold the images the model gets wrong? The sample pool against its oracle.
 
-For every strategy, the pool (``sample_data/images/pool``, tags in ``pool_meta.jsonl``) is scored with the
-same model predictions, and we print
+One model's predictions of the pool (``sample_data/images/pool``; truth in ``sample_data/oracle/pool``, tags in
+``pool_meta.jsonl``) go through the production path for every strategy: :func:`~detector_al.ranking.
+score_predictions` (score, CEAL) and :func:`~detector_al.ranking.assign_queue` (the batch, then the rest, the
+auto-accepted last). Per image, the corrections an annotator makes to the pre-annotation (boxes at
+``conf >= 0.25``) are counted against the oracle (:mod:`detector_al.annotation_effort`). Printed per strategy:
 
-* ``AUC(hard > easy)``: the probability that a random rare-class or cluttered image is ranked above a random
-  easy one (ties count half; random ranking gives 0.5);
-* the share of rare-class images and of cluttered images in the top 20 % of the queue (random: their share of
-  the pool);
+* ``AUC err``: the proxy that needs no training: P(an image with model errors scores above one without);
+* ``AUC hard``: P(a rare-class or cluttered image is queued before an easy one);
+* ``batch err/img``, ``left err/img`` and their ratio: mean corrections per image in the batch of ``--budget``
+  and in the images the batch leaves (chance: ratio 1); ``left queued``: the same for the images left that are
+  not auto-accepted (what the batch was chosen from);
+* ``precision``: of the auto-accepted images, the share whose pseudo-labels need no correction.
 
-each for the plain ranking by score and for the queue with a diverse head (k-center over the top candidates,
-as ``detector-al score`` and ingest build it). AUCs are computed on queue positions.
-
-Usage: ``python benchmarks/bench_queue_quality.py [--model W] [--out docs/queue_quality.json]``
+Usage: ``python benchmarks/bench_queue_quality.py [--model W] [--budget 48] [--out docs/queue_quality.json]``
 """
 
 from __future__ import annotations
@@ -24,77 +26,82 @@ import numpy as np
 
 
 def auc(pos: np.ndarray, neg: np.ndarray) -> float:
-    """P(score_pos > score_neg) + 0.5 P(equal), over all pairs."""
+    """P(pos > neg) + 0.5 P(pos == neg), over all pairs (0.5: no better than chance)."""
     if not len(pos) or not len(neg):
         return float("nan")
-    diff = pos[:, None] - neg[None, :]
+    diff = np.asarray(pos, np.float64)[:, None] - np.asarray(neg, np.float64)[None, :]
     return float((diff > 0).mean() + 0.5 * (diff == 0).mean())
 
 
 def main() -> None:
-    from detector_al.cli import ensure_bootstrap_model
+    from detector_al.annotation_effort import corrections
+    from detector_al.bootstrap_model import ensure_bootstrap_model
     from detector_al.detector import Detector
-    from detector_al.selection import select_batch
+    from detector_al.ranking import AUTO_ACCEPT, QUERY, assign_queue, score_predictions
     from detector_al.uncertainty import STRATEGIES
+    from detector_al.yolo_format import read_yolo_labels
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default=None)
     ap.add_argument("--data", type=Path, default=Path("sample_data"))
+    ap.add_argument("--budget", type=int, default=48)
     ap.add_argument("--out", type=Path, default=None, help="also write the figures as JSON")
     args = ap.parse_args()
 
     meta = [json.loads(line) for line in (args.data / "pool_meta.jsonl").read_text().splitlines() if line]
     paths = [args.data / m["image"] for m in meta]
     tags = [set(m["tags"]) for m in meta]
-    rare = np.array(["rare" in t for t in tags])
-    clutter = np.array(["cluttered" in t for t in tags])
+    hard = np.array([bool(t & {"rare", "cluttered"}) for t in tags])
     easy = np.array([t == {"easy"} for t in tags])
-    hard = rare | clutter
     det = Detector.load(args.model or str(ensure_bootstrap_model()), conf=0.05)
     preds = list(det.predict(paths))
-    n_top = max(1, len(preds) // 5)
+    truth = [
+        read_yolo_labels(args.data / "oracle" / "pool" / f"{p.stem}.txt", q.width, q.height)
+        for p, q in zip(paths, preds, strict=True)
+    ]
+    shown = [q.detections[q.detections.confidence >= 0.25] for q in preds]
+    errors = np.array([corrections(s, t).errors for s, t in zip(shown, truth, strict=True)], np.float64)
+    wrong = errors > 0
     print(
-        f"pool: {len(preds)} images; rare {rare.sum()}, cluttered {clutter.sum()}, easy {easy.sum()}; "
-        f"top 20 % = {n_top} images; model {det.version}"
+        f"pool: {len(preds)} images, {int(wrong.sum())} with model errors ({errors.mean():.2f} corrections/image); "
+        f"budget {args.budget}; model {det.version}"
     )
-    print(
-        f"{'queue of':30s} {'AUC(hard>easy)':>15s} {'AUC(rare>easy)':>15s} {'AUC(clut>easy)':>15s} "
-        f"{'rare in top20%':>15s} {'clutter in top20%':>18s}"
-    )
-    print(
-        f"{'(random expectation)':30s} {0.5:15.3f} {0.5:15.3f} {0.5:15.3f} {rare.mean():15.1%} {clutter.mean():18.1%}"
-    )
+    head = f"{'strategy':22s} {'AUC err':>8s} {'AUC hard':>9s} {'batch err/img':>14s} {'left err/img':>13s} {'ratio':>6s} {'left queued':>12s} {'accepted':>9s} {'precision':>10s}"
+    print(head)
     results = {}
-    emb = np.stack([p.embedding for p in preds])
     for name, strategy in STRATEGIES.items():
-        scores = np.array([strategy.score(p) for p in preds])
-        for diverse in (False, True):
-            if diverse and name == "random":
-                continue
-            picked = select_batch(scores, emb, n_top, diversity=diverse)
-            chosen = set(picked.tolist())
-            rest = [i for i in np.argsort(-scores, kind="stable") if i not in chosen]
-            order = np.concatenate([picked, np.asarray(rest, np.int64)])  # the queue: batch first, then by score
-            position = np.empty(len(order))
-            position[order] = -np.arange(len(order))  # higher = earlier in the queue
-            top = order[:n_top]
-            row = {
-                "auc_hard_vs_easy": auc(position[hard], position[easy]),
-                "auc_rare_vs_easy": auc(position[rare], position[easy]),
-                "auc_clutter_vs_easy": auc(position[clutter], position[easy]),
-                "rare_share_top20": float(rare[top].mean()),
-                "clutter_share_top20": float(clutter[top].mean()),
-            }
-            label = name + (" + diversity" if diverse else "")
-            results[label] = row
-            print(
-                f"{label:30s} {row['auc_hard_vs_easy']:15.3f} {row['auc_rare_vs_easy']:15.3f} "
-                f"{row['auc_clutter_vs_easy']:15.3f} {row['rare_share_top20']:15.1%} "
-                f"{row['clutter_share_top20']:18.1%}"
-            )
+        scored = list(score_predictions(preds, strategy))
+        assign_queue(scored, budget=args.budget)
+        score = np.array([s.score for s in scored])
+        position = -np.array([s.rank for s in scored], np.float64)  # higher = served earlier
+        batch = np.array([s.decision == QUERY for s in scored])
+        accepted = np.array([s.decision == AUTO_ACCEPT for s in scored])
+        pl_right = [
+            corrections(s.pseudo_labels, t).errors == 0
+            for s, t in zip(scored, truth, strict=True)
+            if s.decision == AUTO_ACCEPT
+        ]
+        row = {
+            "auc_errors": auc(score[wrong], score[~wrong]),
+            "auc_hard_vs_easy": auc(position[hard], position[easy]),
+            "batch_errors_per_image": float(errors[batch].mean()),
+            "left_errors_per_image": float(errors[~batch].mean()),
+            "left_queued_errors_per_image": float(errors[~batch & ~accepted].mean()),
+            "auto_accepted": int(accepted.sum()),
+            "pseudo_label_precision": float(np.mean(pl_right)) if pl_right else float("nan"),
+        }
+        row["ratio"] = row["batch_errors_per_image"] / max(row["left_errors_per_image"], 1e-9)
+        results[name] = row
+        print(
+            f"{name:22s} {row['auc_errors']:8.3f} {row['auc_hard_vs_easy']:9.3f} {row['batch_errors_per_image']:14.2f} "
+            f"{row['left_errors_per_image']:13.2f} {row['ratio']:6.2f} {row['left_queued_errors_per_image']:12.2f} "
+            f"{row['auto_accepted']:9d} "
+            f"{row['pseudo_label_precision']:10.1%}"
+        )
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"model": det.version, "pool": len(preds), "strategies": results}, indent=2))
+        doc = {"model": det.version, "pool": len(preds), "budget": args.budget, "strategies": results}
+        args.out.write_text(json.dumps(doc, indent=2) + "\n")
 
 
 if __name__ == "__main__":

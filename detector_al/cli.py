@@ -9,16 +9,13 @@ from pathlib import Path
 import numpy as np
 import typer
 
+from detector_al.bootstrap_model import BOOTSTRAP_DIR, SAMPLE_DATA, ensure_bootstrap_model
 from detector_al.images import list_images
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Active learning for object detection in Label Studio."
 )
 log = logging.getLogger("detector_al")
-
-SAMPLE_DATA = Path("sample_data")
-BOOTSTRAP_DIR = Path("models") / "bootstrap"
-BOOTSTRAP_EPOCHS = 60
 
 
 @app.callback()
@@ -267,22 +264,6 @@ def score(
         )
         typer.echo(f"plot: {plot}")
     typer.echo(f"queue: {out}")
-
-
-def ensure_bootstrap_model(epochs: int = BOOTSTRAP_EPOCHS) -> Path:
-    """The bootstrap model trained on the sample data: reused when cached, else trained now (minutes on 2 cores)."""
-    from detector_al.training import TrainConfig, train_detector
-
-    best = BOOTSTRAP_DIR / "best.pt"
-    if best.exists():
-        log.info("bootstrap model: %s (cached)", best)
-        return best
-    log.info(
-        "training the bootstrap model on %s (%d epochs, about 6 min on 2 CPU cores; cached afterwards)",
-        SAMPLE_DATA,
-        epochs,
-    )
-    return train_detector(SAMPLE_DATA / "data.yaml", BOOTSTRAP_DIR, TrainConfig(epochs=epochs))
 
 
 @app.command()

@@ -34,6 +34,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from detector_al.yolo_format import yolo_lines
+
 CLASS_NAMES: tuple[str, ...] = ("circle", "square", "star")
 RARE_CLASS = 2
 IMAGE_SIZES: tuple[tuple[int, int], ...] = ((256, 192), (224, 224), (320, 240), (192, 256), (288, 216))
@@ -200,10 +202,7 @@ def _kinds_for(split: str, n: int, rng: np.random.Generator) -> list[str]:
 
 
 def _yolo_lines(scene: Scene) -> str:
-    w, h = scene.image.size
-    lines = []
-    for (x1, y1, x2, y2), c in zip(scene.boxes, scene.classes, strict=True):
-        lines.append(f"{c} {(x1 + x2) / 2 / w:.6f} {(y1 + y2) / 2 / h:.6f} {(x2 - x1) / w:.6f} {(y2 - y1) / h:.6f}")
+    lines = yolo_lines(scene.boxes, scene.classes, *scene.image.size)
     return "\n".join(lines) + ("\n" if lines else "")
 
 

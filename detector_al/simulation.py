@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from detector_al.files import atomic_write
+from detector_al.yolo_format import yolo_lines
 
 log = logging.getLogger(__name__)
 
@@ -98,10 +99,7 @@ def _voc_boxes(xml: Path, names: list[str]) -> list[str]:
         y1, y2 = max(0.0, min(y1, y2)), min(h, max(y1, y2))
         if x2 - x1 < 1 or y2 - y1 < 1:  # e.g. BCCD's two zero-size boxes
             continue
-        lines.append(
-            f"{names.index(name)} {(x1 + x2) / 2 / w:.6f} {(y1 + y2) / 2 / h:.6f} {(x2 - x1) / w:.6f} "
-            f"{(y2 - y1) / h:.6f}"
-        )
+        lines += yolo_lines([[x1, y1, x2, y2]], [names.index(name)], w, h)
     return lines
 
 
@@ -209,8 +207,9 @@ def _choose(
     ds: SimDataset, weights: Path, unlabeled: list[Path], variant: str, cfg: SimConfig, seed: int, round_index: int
 ) -> tuple[list[Path], dict[Path, list[str]]]:
     """The images to label next and (for +ceal) the round's pseudo-labels."""
+    from detector_al.decision import decide
     from detector_al.detector import Detector
-    from detector_al.pseudo_labels import CealConfig, auto_accept, consistency
+    from detector_al.pseudo_labels import CealConfig
     from detector_al.selection import select_batch
     from detector_al.uncertainty import get_strategy, random_score
 
@@ -221,22 +220,16 @@ def _choose(
         return order[: cfg.budget], {}
     det = Detector.load(weights, conf=0.05, imgsz=cfg.imgsz)
     preds = list(det.predict([str(p) for p in unlabeled]))
-    ceal = CealConfig()
+    ceal = CealConfig(enabled="+ceal" in variant)
     scores, emb, pool, pseudo = [], [], [], {}
     for path, p in zip(unlabeled, preds, strict=True):
-        if not p.ok:
+        d = decide(p, strategy, round_index, ceal)
+        if d.error:
             continue
-        s = random_score(str(path.name), seed * 1000 + round_index) if name == "random" else float(strategy.score(p))
-        if "+ceal" in variant:
-            verdict = auto_accept(p, consistency(p), round_index, ceal)
-            if verdict.accepted:
-                pl = verdict.pseudo_labels
-                pseudo[path] = [
-                    f"{c} {(b[0] + b[2]) / 2 / p.width:.6f} {(b[1] + b[3]) / 2 / p.height:.6f} "
-                    f"{(b[2] - b[0]) / p.width:.6f} {(b[3] - b[1]) / p.height:.6f}"
-                    for b, c in zip(pl.xyxy, pl.class_id, strict=True)
-                ]
-                continue
+        if d.accepted:
+            pseudo[path] = yolo_lines(d.pseudo_labels.xyxy, d.pseudo_labels.class_id, d.width, d.height)
+            continue
+        s = random_score(str(path.name), seed * 1000 + round_index) if name == "random" else d.score
         scores.append(s)
         emb.append(p.embedding)
         pool.append(path)

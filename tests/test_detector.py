@@ -70,7 +70,9 @@ def test_symmetric_image_gives_the_same_detections_in_both_views(detector):
     assert len(b) == len(a)
     iou = box_iou(a.xyxy, b.xyxy)
     match = iou.argmax(1)
-    assert (iou.max(1) > 0.9).all(), iou
+    # a wrong alignment gives IoU ~0; a right one leaves the box regression's own asymmetry (0.83 on a 28 px square
+    # seen with one trained model: 2 px), since a CNN is not flip-equivariant
+    assert (iou.max(1) > 0.75).all(), iou
     np.testing.assert_array_equal(a.class_id, b.class_id[match])
     np.testing.assert_allclose(a.confidence, b.confidence[match], atol=0.05)
 

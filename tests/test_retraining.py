@@ -2,15 +2,33 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from detector_al.retraining import in_validation, latest_annotation, should_promote
+
+VALIDATION_TASKS_UNDER_40 = [0, 1, 14, 18, 24, 31, 39]  # sha256(str(t)) mod 5 == 0
 
 
 def test_split_is_stable_and_about_a_fifth():
     share = sum(in_validation(t) for t in range(5000)) / 5000
     assert 0.17 < share < 0.23
-    assert [in_validation(t) for t in range(50)] == [in_validation(t) for t in range(50)]
+    # fixed for ever: the first validation tasks, computed once (a changed rule would move tasks between splits)
+    assert [t for t in range(40) if in_validation(t)] == VALIDATION_TASKS_UNDER_40
+
+
+def test_every_labeled_task_in_validation_still_gives_a_training_split(tmp_path):
+    """It crashed: the copy went into a labels/train folder that nothing created."""
+    from detector_al.retraining import _write_labels, fill_empty_train_split
+
+    for t in VALIDATION_TASKS_UNDER_40[:3]:
+        (tmp_path / "images" / "val").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "images" / "val" / f"task{t}.jpg").write_bytes(b"jpg")
+        _write_labels(tmp_path / "labels" / "val" / f"task{t}.txt", np.array([[0.1, 0.1, 0.5, 0.5]]), np.array([1]))
+    assert fill_empty_train_split(tmp_path) == 3
+    for t in VALIDATION_TASKS_UNDER_40[:3]:
+        assert (tmp_path / "images" / "train" / f"task{t}.jpg").read_bytes() == b"jpg"
+        assert (tmp_path / "labels" / "train" / f"task{t}.txt").read_text().startswith("1 0.300000 0.300000")
 
 
 class Task:

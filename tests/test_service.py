@@ -38,3 +38,22 @@ def test_models_are_loaded_and_swapped_on_the_inference_thread(monkeypatch, tmp_
     assert len(loaded_on) == 2
     assert set(loaded_on) == set(ran_on), (loaded_on, ran_on)
     assert loaded_on[0] != threading.current_thread().name
+
+
+def test_a_request_of_more_than_one_batch_straddling_a_swap_is_served_by_one_version(
+    tmp_path, trained_weights, sample_data
+):
+    service = PredictionService.load(trained_weights, Store(tmp_path / "s.sqlite3"), conf=0.05, version="v1")
+    other = Detector.load(trained_weights, conf=0.05, version="v2")
+    images = [str(p) for p in sorted((sample_data / "images" / "pool").glob("*.jpg"))[:20]]  # batches of 16 + 4
+    seen: list[str] = []
+
+    def reduce(detector, pred):
+        seen.append(detector.version)
+        if len(seen) == 1:
+            service.swap(other)  # a retraining promotes a model while the first batch is being served
+        return detector.version
+
+    assert service.predict_paths(images, reduce) == ["v1"] * 20
+    assert service.model_version == "v2"
+    assert service.predict_paths(images[:1], reduce) == ["v2"]

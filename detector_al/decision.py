@@ -1,0 +1,73 @@
+"""The active-learning decision for one image: score it once, apply CEAL, choose the boxes people see.
+
+This is the one policy that the backend (``/predict``), ``ingest``, the retrainer's re-scoring, the CLI's
+``score`` and the simulation all run; :mod:`detector_al.queue` then orders a pool of decisions.
+
+- ``score``: the strategy's uncertainty ``u`` (higher = less sure); ``confidence = strategy.confidence(u)``.
+- CEAL (:func:`~detector_al.pseudo_labels.auto_accept`) tests the image's flip consistency; with the
+  ``mi_aod`` strategy that *is* the score, so it is computed once.
+- ``status``: :data:`~detector_al.queue.AUTO_ACCEPT` when CEAL accepts, else :data:`~detector_al.queue.REST`
+  (the batch is chosen over the pool, by :func:`~detector_al.queue.build_queue`); unreadable images get
+  :data:`~detector_al.queue.ERROR`.
+- ``shown``: the detections at ``confidence >= score_threshold`` (the pre-annotation); ``pseudo_labels``:
+  CEAL's boxes when accepted, else empty (never a human label).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from detector_al.pseudo_labels import CealConfig, auto_accept, consistency
+from detector_al.queue import AUTO_ACCEPT, ERROR, REST
+from detector_al.types import Detections, ImagePredictions
+from detector_al.uncertainty import Strategy
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One image's decision (see the module docstring); ``embedding`` is kept for the batch's diversity."""
+
+    source: str
+    status: str
+    score: float | None = None
+    confidence: float | None = None
+    shown: Detections = field(default_factory=Detections.empty)
+    pseudo_labels: Detections = field(default_factory=Detections.empty)
+    embedding: np.ndarray | None = None
+    width: int = 0
+    height: int = 0
+    reason: str = ""
+    error: str | None = None
+
+    @property
+    def accepted(self) -> bool:
+        return self.status == AUTO_ACCEPT
+
+
+def decide(
+    pred: ImagePredictions,
+    strategy: Strategy,
+    round_index: int = 0,
+    ceal: CealConfig | None = None,
+    score_threshold: float = 0.25,
+) -> Decision:
+    """The :class:`Decision` for one image's predictions (one strategy score, one CEAL test)."""
+    if not pred.ok:
+        return Decision(pred.source, ERROR, error=pred.error)
+    score = float(strategy.score(pred))
+    flip_consistency = score if strategy.name == "mi_aod" else consistency(pred)
+    verdict = auto_accept(pred, flip_consistency, round_index, ceal or CealConfig())
+    return Decision(
+        source=pred.source,
+        status=AUTO_ACCEPT if verdict.accepted else REST,
+        score=score,
+        confidence=float(strategy.confidence(score)),
+        shown=pred.detections[pred.detections.confidence >= score_threshold],
+        pseudo_labels=verdict.pseudo_labels if verdict.accepted else Detections.empty(),
+        embedding=pred.embedding,
+        width=pred.width,
+        height=pred.height,
+        reason=verdict.reason,
+    )
