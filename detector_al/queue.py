@@ -102,6 +102,7 @@ def build_queue(
     budget: int,
     confidence: Callable[[float], float] = default_confidence,
     batch: np.ndarray | None = None,
+    diversity: bool = True,
 ) -> list[QueueEntry]:
     """The queue over a pool: one :class:`QueueEntry` per image, in input order.
 
@@ -113,12 +114,15 @@ def build_queue(
         confidence: the strategy's ``u -> c`` map (:meth:`Strategy.confidence`).
         batch: indices of the batch already chosen (e.g. cold start, class balance); default
             :func:`~detector_al.selection.select_batch` over the non-accepted images.
+        diversity: with False, the batch is the plain top-``budget`` by uncertainty.
     """
     u = np.asarray(uncertainty, np.float64)
     acc = np.asarray(accepted, bool)
     pending = np.flatnonzero(~acc)
     if batch is None:
-        picked = select_batch(u[pending], np.asarray(embeddings)[pending], min(budget, len(pending)))
+        picked = select_batch(
+            u[pending], np.asarray(embeddings)[pending], min(budget, len(pending)), diversity=diversity
+        )
         batch = pending[picked]
     batch = [int(i) for i in batch]
     in_batch = set(batch)

@@ -210,7 +210,6 @@ def _choose(
     from detector_al.decision import decide
     from detector_al.detector import Detector
     from detector_al.pseudo_labels import CealConfig
-    from detector_al.selection import select_batch
     from detector_al.uncertainty import get_strategy, random_score
 
     name = variant.replace("+ceal", "").replace("+div", "")
@@ -219,22 +218,39 @@ def _choose(
         order = sorted(unlabeled, key=lambda p: -random_score(str(p.name), seed * 1000 + round_index))  # as below
         return order[: cfg.budget], {}
     det = Detector.load(weights, conf=0.05, imgsz=cfg.imgsz)
-    preds = list(det.predict([str(p) for p in unlabeled]))
     ceal = CealConfig(enabled="+ceal" in variant)
-    scores, emb, pool, pseudo = [], [], [], {}
-    for path, p in zip(unlabeled, preds, strict=True):
-        d = decide(p, strategy, round_index, ceal)
-        if d.error:
-            continue
-        if d.accepted:
-            pseudo[path] = yolo_lines(d.pseudo_labels.xyxy, d.pseudo_labels.class_id, d.width, d.height)
-            continue
-        s = random_score(str(path.name), seed * 1000 + round_index) if name == "random" else d.score
-        scores.append(s)
-        emb.append(p.embedding)
-        pool.append(path)
-    picked = select_batch(np.array(scores), np.stack(emb), cfg.budget, diversity="+div" in variant)
-    return [pool[i] for i in picked], pseudo
+    decisions = [decide(p, strategy, round_index, ceal) for p in det.predict([str(x) for x in unlabeled])]
+    scores = {p: random_score(str(p.name), seed * 1000 + round_index) for p in unlabeled} if name == "random" else None
+    return choose_from_decisions(unlabeled, decisions, cfg.budget, "+div" in variant, scores)
+
+
+def choose_from_decisions(
+    paths: list[Path], decisions: list, budget: int, diversity: bool, scores: dict[Path, float] | None = None
+) -> tuple[list[Path], dict[Path, list[str]]]:
+    """The production queue over a round's decisions: the batch (in queue order) and the CEAL pseudo-labels.
+
+    The same :func:`~detector_al.queue.build_queue` the backend and ingest run; ``scores`` replaces the
+    strategy's (the random baseline).
+    """
+    from detector_al.queue import QUERY, build_queue
+
+    ok = [(path, d) for path, d in zip(paths, decisions, strict=True) if not d.error]
+    pseudo = {
+        path: yolo_lines(d.pseudo_labels.xyxy, d.pseudo_labels.class_id, d.width, d.height)
+        for path, d in ok
+        if d.accepted
+    }
+    if not ok:
+        return [], pseudo
+    queue = build_queue(
+        np.array([scores[path] if scores else d.score for path, d in ok], np.float64),
+        np.array([d.accepted for _, d in ok]),
+        np.stack([d.embedding for _, d in ok]),
+        budget,
+        diversity=diversity,
+    )
+    batch = sorted((e.position, i) for i, e in enumerate(queue) if e.status == QUERY)
+    return [ok[i][0] for _, i in batch], pseudo
 
 
 def run_simulation(source: Path, out: Path, cfg: SimConfig) -> dict:

@@ -1,0 +1,85 @@
+"""One policy: the backend's /predict, ingest and a simulation round decide the same pool identically."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+from fastapi.testclient import TestClient
+
+from detector_al.decision import decide
+from detector_al.detector import Detector
+from detector_al.ingest import IngestConfig, ingest, plan_queue
+from detector_al.label_config import parse_label_config
+from detector_al.pseudo_labels import CealConfig
+from detector_al.queue import AUTO_ACCEPT, QUERY, build_queue
+from detector_al.simulation import choose_from_decisions
+from detector_al.store import Store
+from detector_al.uncertainty import get_strategy
+from ml_backend.main import create_app
+from ml_backend.settings import Settings
+
+BUDGET = 4
+CEAL = CealConfig(delta_0=0.05)  # generous, so that the pool has auto-accepted images too
+
+
+def test_predict_ingest_and_simulation_make_the_same_decisions_and_queue(tmp_path, sample_data, trained_weights):
+    folder = tmp_path / "pool"
+    folder.mkdir()
+    for p in sorted((sample_data / "images" / "pool").glob("*.jpg"))[:16]:
+        shutil.copy(p, folder / p.name)
+    paths = sorted(folder.glob("*.jpg"))
+    label_config = (sample_data / "label_config.xml").read_text()
+
+    # the backend, one /predict over the pool
+    settings = Settings(
+        model_dir=tmp_path / "models",
+        model_path=str(trained_weights),
+        local_files_document_root=tmp_path,
+        ceal_delta0=CEAL.delta_0,
+    )
+    with TestClient(create_app(settings)) as c:
+        tasks = [{"id": i + 1, "data": {"image": str(p)}} for i, p in enumerate(paths)]
+        r = c.post("/predict", json={"tasks": tasks, "project": 7, "label_config": label_config})
+        assert r.status_code == 200, r.text
+        store = c.app.state.backend.store
+        backend = {row["image"]: row for row in store.predictions(7)}
+        version = c.app.state.backend.service.model_version
+        inputs = store.queue_inputs(7, version)
+
+    # ingest, offline
+    det = Detector.load(trained_weights, conf=0.05)
+    ingest_store = Store(tmp_path / "ingest.sqlite3")
+    cfg = IngestConfig(budget=BUDGET, ceal=CEAL)
+    ingest(folder, det, ingest_store, parse_label_config(label_config, det.names), cfg)
+    strategy = get_strategy(cfg.strategy)
+    ingested = {row.path: (row, e) for row, e in plan_queue(ingest_store, 0, BUDGET, strategy.confidence)}
+
+    # one simulation round
+    decisions = [decide(p, strategy, 0, CEAL) for p in det.predict([str(p) for p in paths])]
+    batch, pseudo = choose_from_decisions(paths, decisions, BUDGET, diversity=True)
+
+    for p, d in zip(paths, decisions, strict=True):
+        row, entry = ingested[str(p)]
+        assert backend[str(p)]["score"] == row.score == d.score, p.name  # one score, whatever the path
+        accepted = {d.accepted, backend[str(p)]["decision"] == AUTO_ACCEPT, entry.status == AUTO_ACCEPT}
+        assert len(accepted) == 1, p.name
+        assert (p in pseudo) == d.accepted
+    assert 0 < len(pseudo) < len(paths) - BUDGET
+    ingest_batch = [path for path, (_, e) in sorted(ingested.items(), key=lambda kv: kv[1][1].position)][:BUDGET]
+    assert all(ingested[p][1].status == QUERY for p in ingest_batch)
+    assert [str(p) for p in batch] == ingest_batch  # the simulation labels what ingest queues first
+
+    # the backend's queue refresh runs build_queue over what /predict stored: the same batch
+    rows = list(inputs)
+    queue = build_queue(
+        np.array([r["score"] for r in rows]),
+        np.array([r["decision"] == AUTO_ACCEPT for r in rows]),
+        np.stack([np.frombuffer(r["embedding"], np.float32) for r in rows]),
+        BUDGET,
+    )
+    by_task = {r["task_id"]: str(paths[r["task_id"] - 1]) for r in rows}
+    backend_batch = [
+        by_task[r["task_id"]] for r, e in sorted(zip(rows, queue, strict=True), key=lambda x: x[1].position)
+    ][:BUDGET]
+    assert backend_batch == ingest_batch
