@@ -99,3 +99,19 @@ def test_per_project_state_in_memory_is_bounded(client):
     configs = client.app.state.backend.credentials.label_configs
     assert len(configs) == MAX_PROJECTS and 10_000 not in configs and 10_000 + MAX_PROJECTS + 49 in configs
     assert_alive(client)
+
+
+def test_with_basic_auth_only_health_is_open(tmp_path, trained_weights):
+    s = Settings(
+        model_dir=tmp_path / "models", model_path=str(trained_weights), basic_auth_user="u", basic_auth_pass="p"
+    )
+    with TestClient(create_app(s)) as c:
+        assert c.get("/health").status_code == 200
+        for path in ("/docs", "/redoc", "/openapi.json", "/status", "/versions"):
+            r = c.get(path)
+            assert r.status_code == 401, path
+            assert r.json()["detail"] == "wrong or missing basic-auth credentials"
+        assert c.get("/openapi.json", auth=("u", "p")).json()["info"]["title"] == "detector-al ML backend"
+        assert "swagger" in c.get("/docs", auth=("u", "p")).text.lower()
+        spec = c.get("/openapi.json", auth=("u", "p")).json()
+        assert {"401", "422"} <= set(spec["paths"]["/predict"]["post"]["responses"])

@@ -1,0 +1,124 @@
+"""The training-free screen on real data: do a strategy's scores point at the images the model gets wrong?
+
+For a dataset (BCCD's VOC folder, or a YOLO ``data.yaml`` such as the aquarium set), as the simulation
+prepares it (:func:`detector_al.simulation.prepare_dataset`): a seeded initial set of ``--initial`` pool
+images trains a round-0 model (the simulation's CPU recipe); the model predicts the rest of the pool; each
+image's corrections against the oracle are counted (:mod:`detector_al.annotation_effort`). Per strategy:
+
+* ``AUC err``: P(an image with model errors scores above one without), with a 95 % bootstrap interval over
+  images (1000 resamples); 0.5 = chance;
+* ``batch / left``: corrections per image in the production queue's batch of ``--budget`` and in the images
+  it leaves (:func:`detector_al.queue.build_queue`, auto-accepted images excluded from the batch).
+
+One model, one seed: a screen for the learning curves, not a measure of label savings.
+
+Usage: ``python benchmarks/bench_proxy.py ../shared/datasets/bccd --out docs/proxy_bccd.json``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def auc(pos: np.ndarray, neg: np.ndarray) -> float:
+    """P(pos > neg) + 0.5 P(pos == neg), over all pairs."""
+    if not len(pos) or not len(neg):
+        return float("nan")
+    diff = np.asarray(pos, np.float64)[:, None] - np.asarray(neg, np.float64)[None, :]
+    return float((diff > 0).mean() + 0.5 * (diff == 0).mean())
+
+
+def auc_interval(score: np.ndarray, wrong: np.ndarray, rng: np.random.Generator, n: int = 1000) -> tuple[float, float]:
+    """95 % percentile interval of the AUC over bootstrap resamples of the images."""
+    values = []
+    for _ in range(n):
+        i = rng.integers(0, len(score), len(score))
+        values.append(auc(score[i][wrong[i]], score[i][~wrong[i]]))
+    lo, hi = np.nanpercentile(values, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def main() -> None:
+    from PIL import Image
+
+    from detector_al.annotation_effort import corrections
+    from detector_al.decision import decide
+    from detector_al.detector import Detector
+    from detector_al.queue import QUERY, build_queue
+    from detector_al.simulation import PRESETS, _train, _train_set, prepare_dataset
+    from detector_al.uncertainty import STRATEGIES
+    from detector_al.yolo_format import read_yolo_labels
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("dataset", type=Path, help="VOC folder or YOLO data.yaml")
+    ap.add_argument("--work", type=Path, default=None, help="work folder (default runs/proxy-<name>)")
+    ap.add_argument("--initial", type=int, default=40)
+    ap.add_argument("--budget", type=int, default=20)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args()
+
+    name = args.dataset.stem if args.dataset.suffix else args.dataset.name
+    work = (args.work or Path("runs") / f"proxy-{name}").resolve()
+    cfg = PRESETS["cpu"]
+    started = time.perf_counter()
+    ds = prepare_dataset(args.dataset.resolve(), work)
+    rng = np.random.default_rng(args.seed)
+    order = rng.permutation(len(ds.pool))
+    labeled = [ds.pool[i] for i in order[: args.initial]]
+    pool = [ds.pool[i] for i in sorted(order[args.initial :])]
+    data = _train_set(ds, labeled, {}, work / f"seed{args.seed}" / "round0-data")
+    weights = _train(data, work / f"seed{args.seed}" / "round0", cfg.base, cfg.epochs_initial, cfg, args.seed)
+    det = Detector.load(weights, conf=0.05, imgsz=cfg.imgsz)
+    preds = list(det.predict([str(p) for p in pool]))
+    truth = []
+    for p, q in zip(pool, preds, strict=True):
+        w, h = (q.width, q.height) if q.ok else Image.open(p).size
+        truth.append(read_yolo_labels(ds.label_of(p), w, h))
+    print(
+        f"{name}: {len(labeled)} labeled -> round-0 model ({cfg.epochs_initial} epochs at {cfg.imgsz} px), "
+        f"pool {len(pool)} images; trained and predicted in {time.perf_counter() - started:.0f} s"
+    )
+    results = {}
+    print(f"{'strategy':20s} {'AUC err':>8s} {'95% interval':>15s} {'batch':>7s} {'left':>7s} {'ratio':>6s}")
+    for sname, strategy in STRATEGIES.items():
+        decisions = [decide(q, strategy) for q in preds]
+        ok = [i for i, d in enumerate(decisions) if not d.error]
+        errors = np.array([corrections(decisions[i].shown, truth[i]).errors for i in ok], np.float64)
+        score = np.array([decisions[i].score for i in ok])
+        wrong = errors > 0
+        queue = build_queue(
+            score,
+            np.array([decisions[i].accepted for i in ok]),
+            np.stack([decisions[i].embedding for i in ok]),
+            args.budget,
+        )
+        batch = np.array([e.status == QUERY for e in queue])
+        row = {
+            "auc_errors": auc(score[wrong], score[~wrong]),
+            "auc_interval": auc_interval(score, wrong, np.random.default_rng(1)),
+            "batch_errors_per_image": float(errors[batch].mean()),
+            "left_errors_per_image": float(errors[~batch].mean()),
+            "images_with_errors": int(wrong.sum()),
+            "images": len(ok),
+        }
+        row["ratio"] = row["batch_errors_per_image"] / max(row["left_errors_per_image"], 1e-9)
+        results[sname] = row
+        lo, hi = row["auc_interval"]
+        print(
+            f"{sname:20s} {row['auc_errors']:8.3f} {f'[{lo:.3f}, {hi:.3f}]':>15s} "
+            f"{row['batch_errors_per_image']:7.2f} {row['left_errors_per_image']:7.2f} {row['ratio']:6.2f}"
+        )
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        doc = {"dataset": name, "initial": len(labeled), "pool": len(pool), "seed": args.seed, "strategies": results}
+        args.out.write_text(json.dumps(doc, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
