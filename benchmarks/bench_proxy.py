@@ -5,8 +5,10 @@ prepares it (:func:`detector_al.simulation.prepare_dataset`): a seeded initial s
 images trains a round-0 model (the simulation's CPU recipe); the model predicts the rest of the pool; each
 image's corrections against the oracle are counted (:mod:`detector_al.annotation_effort`). Per strategy:
 
-* ``AUC err``: P(an image with model errors scores above one without), with a 95 % bootstrap interval over
-  images (1000 resamples); 0.5 = chance;
+* ``AUC err``: P(an image that needs more corrections than the median scores above one that needs fewer;
+  where the median is 0, more than 0: "has errors"), with a 95 % bootstrap interval over images (1000
+  resamples); 0.5 = chance. On dense data (BCCD: every image needs corrections) "has errors" says nothing;
+* ``rho``: Spearman's rank correlation of score and corrections;
 * ``batch / left``: corrections per image in the production queue's batch of ``--budget`` and in the images
   it leaves (:func:`detector_al.queue.build_queue`, auto-accepted images excluded from the batch).
 
@@ -41,6 +43,21 @@ def auc_interval(score: np.ndarray, wrong: np.ndarray, rng: np.random.Generator,
         values.append(auc(score[i][wrong[i]], score[i][~wrong[i]]))
     lo, hi = np.nanpercentile(values, [2.5, 97.5])
     return float(lo), float(hi)
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Rank correlation (average ranks for ties)."""
+
+    def ranks(x: np.ndarray) -> np.ndarray:
+        order = np.argsort(x, kind="stable")
+        r = np.empty(len(x))
+        r[order] = np.arange(len(x))
+        for v in np.unique(x):  # ties share their mean rank
+            r[x == v] = r[x == v].mean()
+        return r
+
+    ra, rb = ranks(np.asarray(a, np.float64)), ranks(np.asarray(b, np.float64))
+    return float(np.corrcoef(ra, rb)[0, 1])
 
 
 def main() -> None:
@@ -85,13 +102,15 @@ def main() -> None:
         f"pool {len(pool)} images; trained and predicted in {time.perf_counter() - started:.0f} s"
     )
     results = {}
-    print(f"{'strategy':20s} {'AUC err':>8s} {'95% interval':>15s} {'batch':>7s} {'left':>7s} {'ratio':>6s}")
+    print(
+        f"{'strategy':20s} {'AUC err':>8s} {'95% interval':>15s} {'rho':>6s} {'batch':>7s} {'left':>7s} {'ratio':>6s}"
+    )
     for sname, strategy in STRATEGIES.items():
         decisions = [decide(q, strategy) for q in preds]
         ok = [i for i, d in enumerate(decisions) if not d.error]
         errors = np.array([corrections(decisions[i].shown, truth[i]).errors for i in ok], np.float64)
         score = np.array([decisions[i].score for i in ok])
-        wrong = errors > 0
+        wrong = errors > np.median(errors)
         queue = build_queue(
             score,
             np.array([decisions[i].accepted for i in ok]),
@@ -102,6 +121,8 @@ def main() -> None:
         row = {
             "auc_errors": auc(score[wrong], score[~wrong]),
             "auc_interval": auc_interval(score, wrong, np.random.default_rng(1)),
+            "spearman": spearman(score, errors),
+            "median_errors": float(np.median(errors)),
             "batch_errors_per_image": float(errors[batch].mean()),
             "left_errors_per_image": float(errors[~batch].mean()),
             "images_with_errors": int(wrong.sum()),
@@ -111,7 +132,7 @@ def main() -> None:
         results[sname] = row
         lo, hi = row["auc_interval"]
         print(
-            f"{sname:20s} {row['auc_errors']:8.3f} {f'[{lo:.3f}, {hi:.3f}]':>15s} "
+            f"{sname:20s} {row['auc_errors']:8.3f} {f'[{lo:.3f}, {hi:.3f}]':>15s} {row['spearman']:6.3f} "
             f"{row['batch_errors_per_image']:7.2f} {row['left_errors_per_image']:7.2f} {row['ratio']:6.2f}"
         )
     if args.out:

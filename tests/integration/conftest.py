@@ -132,3 +132,14 @@ def pool_folder(label_studio, sample_data) -> Path:
     for p in sorted((sample_data / "images" / "pool").glob("*.jpg"))[:12]:
         shutil.copy(p, dest / p.name)
     return dest
+
+
+def wait_for(fn, timeout: float = 20.0, every: float = 0.3):
+    """Poll ``fn`` until it returns something truthy (then return it) or ``timeout`` passes (then its last value)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = fn()
+        if value:
+            return value
+        time.sleep(every)
+    return fn()

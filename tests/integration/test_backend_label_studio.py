@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 import requests
 
 from detector_al.detector import Detector
 from detector_al.ls_regions import xyxy_to_percent
+from tests.integration.conftest import wait_for
 
 pytestmark = pytest.mark.slow
-
-
-def wait_for(fn, timeout=20.0, every=0.3):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = fn()
-        if value:
-            return value
-        time.sleep(every)
-    return fn()
 
 
 @pytest.fixture(scope="module")

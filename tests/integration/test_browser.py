@@ -25,7 +25,7 @@ import pytest
 import requests
 
 from detector_al.local_label_studio import DEFAULT_PASSWORD, DEFAULT_USER
-from tests.integration.conftest import REPO, BackendServer
+from tests.integration.conftest import REPO, BackendServer, wait_for
 
 AUTO_ACCEPT = "auto_accept"
 N_IMAGES = 14
@@ -62,16 +62,6 @@ def missing_browser() -> str | None:
 MISSING = missing_browser()
 REQUIRED = bool(os.environ.get("DETECTOR_AL_REQUIRE_BROWSER"))
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(bool(MISSING) and not REQUIRED, reason=str(MISSING))]
-
-
-def wait_for(fn, timeout=30.0, every=0.3):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = fn()
-        if value:
-            return value
-        time.sleep(every)
-    return fn()
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +134,7 @@ def project(label_studio, ls_client, sample_data, trained_weights, stream_backen
     )
     assert report.created_tasks == N_IMAGES, report.summary()
     ls_client.ml.create(project=p.id, url=stream_backend.url, title="detector-al", is_interactive=False)
-    assert wait_for(lambda: ls_client.projects.get(id=p.id).model_version == version), (
+    assert wait_for(lambda: ls_client.projects.get(id=p.id).model_version == version, 30), (
         f"project model_version {ls_client.projects.get(id=p.id).model_version!r} != backend's {version!r}"
     )
     return p.id, version

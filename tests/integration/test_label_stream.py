@@ -17,6 +17,7 @@ from detector_al.ls_client import LabelStudioClient
 from detector_al.pseudo_labels import CealConfig
 from detector_al.queue import AUTO_ACCEPT, QUERY, UNCERTAINTY_SAMPLING
 from detector_al.store import Store
+from tests.integration.conftest import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -157,15 +158,3 @@ def test_a_user_who_sets_the_sampling_back_is_told_in_status(uploaded_with_backe
     assert "Sequential sampling" in warning and UNCERTAINTY_SAMPLING in warning
     assert client.ls.projects.get(id=project).sampling == "Sequential sampling"  # the user's choice stands
     assert "Label All Tasks" in warning
-
-
-def wait_for(fn, timeout=20.0, every=0.3):
-    import time
-
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = fn()
-        if value:
-            return value
-        time.sleep(every)
-    return fn()
