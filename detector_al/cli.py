@@ -404,10 +404,11 @@ def ingest(
 
     Idempotent and resumable: the content hash of each image decides; a second run adds only new files and
     refreshes the priorities."""
-    from detector_al.ingest import IngestConfig, LabelStudioSink, export_pseudo_labels, write_tasks_json
+    from detector_al.ingest import IngestConfig, export_pseudo_labels, write_tasks_json
     from detector_al.ingest import ingest as run_ingest
     from detector_al.label_config import LabelConfigError, default_label_config, parse_label_config
     from detector_al.ls_client import LabelStudioClient, LabelStudioError
+    from detector_al.ls_sink import LabelStudioSink
     from detector_al.store import Store
     from detector_al.uncertainty import STRATEGIES
 

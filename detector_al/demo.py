@@ -78,10 +78,11 @@ class ChildServer:
 def run_demo(cfg: DemoConfig) -> int:
     from detector_al.bootstrap_model import ensure_bootstrap_model
     from detector_al.detector import Detector
-    from detector_al.ingest import IngestConfig, LabelStudioSink, ingest
+    from detector_al.ingest import IngestConfig, ingest
     from detector_al.label_config import parse_label_config
     from detector_al.local_label_studio import LocalLabelStudio
     from detector_al.ls_client import LabelStudioClient
+    from detector_al.ls_sink import LabelStudioSink
     from detector_al.registry import ModelRegistry
     from detector_al.store import Store
 

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from detector_al.ingest import local_files_url
 from detector_al.label_config import LabelConfigError, default_label_config, parse_label_config
 from detector_al.ls_client import local_files_path
 from detector_al.ls_regions import from_label_studio_regions, to_label_studio_regions, xyxy_to_percent
+from detector_al.ls_sink import local_files_url
 from detector_al.types import Detections
 
 CFG = """<View><Image name="img" value="$image"/><RectangleLabels name="box" toName="img">

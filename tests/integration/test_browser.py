@@ -108,9 +108,10 @@ def project(label_studio, ls_client, sample_data, trained_weights, stream_backen
     """Pool images ingested as a user does (uploaded, pre-annotated, queued, some auto-accepted), then the
     backend connected. Returns (project id, model version)."""
     from detector_al.detector import Detector
-    from detector_al.ingest import IngestConfig, LabelStudioSink, ingest
+    from detector_al.ingest import IngestConfig, ingest
     from detector_al.label_config import parse_label_config
     from detector_al.ls_client import LabelStudioClient
+    from detector_al.ls_sink import LabelStudioSink
     from detector_al.pseudo_labels import CealConfig
     from detector_al.registry import ModelRegistry
     from detector_al.store import Store

@@ -180,8 +180,9 @@ def strict_label_studio(ls_template, tmp_path_factory):
 
 
 def test_a_file_label_studio_refuses_fails_alone(strict_label_studio, detector, sample_data, tmp_path):
-    from detector_al.ingest import IngestConfig, LabelStudioSink, ingest
+    from detector_al.ingest import IngestConfig, ingest
     from detector_al.label_config import parse_label_config
+    from detector_al.ls_sink import LabelStudioSink
     from detector_al.store import Store
 
     folder = tmp_path / "src"

@@ -11,9 +11,10 @@ import shutil
 import pytest
 
 from detector_al.detector import Detector
-from detector_al.ingest import IngestConfig, LabelStudioSink, ingest
+from detector_al.ingest import IngestConfig, ingest
 from detector_al.label_config import parse_label_config
 from detector_al.ls_client import LabelStudioClient
+from detector_al.ls_sink import LabelStudioSink
 from detector_al.pseudo_labels import CealConfig
 from detector_al.queue import AUTO_ACCEPT, QUERY, UNCERTAINTY_SAMPLING
 from detector_al.store import Store
