@@ -11,6 +11,7 @@ import typer
 
 from detector_al.bootstrap_model import BOOTSTRAP_DIR, SAMPLE_DATA, ensure_bootstrap_model
 from detector_al.images import list_images
+from detector_al.uncertainty import DEFAULT_STRATEGY, STRATEGIES, get_strategy
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Active learning for object detection in Label Studio."
@@ -132,32 +133,6 @@ def _write_scored(out: Path, records: list, names: tuple[str, ...]) -> None:
             f.write(json.dumps(r.to_json(names)) + "\n")
 
 
-def run_scoring(
-    sources: list[Path],
-    det,
-    strategy: str,
-    round_index: int,
-    budget: int,
-    diversity: bool,
-    cold_start: bool,
-    ceal,
-    seed: int,
-    batch_size: int,
-    class_counts: np.ndarray | None = None,
-) -> list:
-    """Predict, score, auto-accept and rank ``sources``; returns the ranked records in input order."""
-    from detector_al.progress import track
-    from detector_al.ranking import assign_queue, score_predictions
-    from detector_al.uncertainty import get_strategy
-
-    strat = get_strategy(strategy)
-    preds = track(det.predict(sources, batch_size=batch_size), len(sources), f"score ({strategy})")
-    records = list(score_predictions(preds, strat, round_index, ceal, min_confidence=0.25))
-    return assign_queue(
-        records, budget, diversity=diversity, cold=cold_start, seed=seed, labeled_class_counts=class_counts
-    )
-
-
 def print_summary(records: list, ceal, round_index: int, top: int = 0, names: tuple[str, ...] = ()) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -189,22 +164,7 @@ def score(
     images: list[Path] = typer.Argument(..., help="Image files and/or folders (the unlabeled pool)."),
     model: str = typer.Option(..., "--model", "-m", help="Weights (.pt) or a model name."),
     out: Path = typer.Option(..., "--out", "-o", help="Output: JSON Lines, or CSV when the name ends in .csv."),
-    strategy: str = typer.Option(
-        "mi_aod",
-        help="Uncertainty strategy: "
-        + ", ".join(
-            [
-                "mi_aod",
-                "mi_aod_unweighted",
-                "entropy_sum",
-                "entropy_mean",
-                "entropy_max",
-                "least_confidence",
-                "margin",
-                "random",
-            ]
-        ),
-    ),
+    strategy: str = typer.Option(DEFAULT_STRATEGY, help="Uncertainty strategy: " + ", ".join(STRATEGIES)),
     round_index: int = typer.Option(0, "--round", help="Active-learning round t (CEAL threshold decays with t)."),
     budget: int = typer.Option(50, help="How many images to query (send to annotators)."),
     diversity: bool = typer.Option(True, help="Pick a diverse batch (k-center greedy) from the top candidates."),
@@ -216,6 +176,7 @@ def score(
     seed: int = typer.Option(0, help="Seed of the selection."),
     batch_size: int = typer.Option(16, help="Images per forward pass."),
     conf: float = typer.Option(0.05, help="Lowest box confidence the scorers see."),
+    score_threshold: float = typer.Option(0.25, help="Lowest box confidence written out (the pre-annotation)."),
     balance_classes: Path = typer.Option(
         None, help="YOLO label folder of the labeled set: favour images of the classes rare there."
     ),
@@ -223,8 +184,10 @@ def score(
     """Score images by uncertainty, auto-accept the confident ones, and rank the rest into a queue."""
     from dataclasses import replace
 
+    from detector_al.progress import track
     from detector_al.pseudo_labels import CealConfig
-    from detector_al.uncertainty import STRATEGIES
+    from detector_al.ranking import rank_pool
+    from detector_al.yolo_format import class_counts
 
     if strategy not in STRATEGIES:
         raise typer.BadParameter(f"unknown strategy {strategy!r}; choose one of: {', '.join(STRATEGIES)}")
@@ -239,13 +202,19 @@ def score(
     if balance_classes is not None:
         if not balance_classes.is_dir():
             _fail(f"--balance-classes: not a folder of YOLO label files: {balance_classes}")
-        counts = np.zeros(len(det.names))
-        for f in balance_classes.rglob("*.txt"):
-            for line in f.read_text().splitlines():
-                if line.split() and line.split()[0].isdigit() and int(line.split()[0]) < len(counts):
-                    counts[int(line.split()[0])] += 1
-    records = run_scoring(
-        sources, det, strategy, round_index, budget, diversity, cold_start, ceal, seed, batch_size, counts
+        counts = class_counts(balance_classes, len(det.names))
+    preds = track(det.predict(sources, batch_size=batch_size), len(sources), f"score ({strategy})")
+    records = rank_pool(
+        preds,
+        get_strategy(strategy),
+        budget,
+        round_index=round_index,
+        ceal=ceal,
+        score_threshold=score_threshold,
+        diversity=diversity,
+        cold=cold_start,
+        seed=seed,
+        labeled_class_counts=counts,
     )
     _write_scored(out, records, det.names)
     print_summary(records, ceal, round_index)
@@ -319,13 +288,14 @@ def demo(
 def _offline_demo(model: str | None, budget: int, top: int = 15) -> None:
     from detector_al.plots import score_histogram
     from detector_al.pseudo_labels import CealConfig
+    from detector_al.ranking import rank_pool
 
     pool, out = SAMPLE_DATA / "images" / "pool", Path("runs") / "demo"
     if not pool.exists():
         _fail(f"pool folder not found: {pool} (run from the repository root)")
     det = load_detector(model or str(ensure_bootstrap_model()), conf=0.05)
     ceal = CealConfig()
-    records = run_scoring(expand_sources([pool]), det, "mi_aod", 0, budget, True, False, ceal, 0, 16)
+    records = rank_pool(det.predict(expand_sources([pool])), get_strategy(DEFAULT_STRATEGY), budget, ceal=ceal)
     _write_scored(out / "queue.jsonl", records, det.names)
     print_summary(records, ceal, 0, top=top, names=det.names)
     query = [r.score for r in records if r.decision == "query"]

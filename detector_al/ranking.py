@@ -124,6 +124,20 @@ def assign_queue(
     return images
 
 
+def rank_pool(
+    preds: Iterable[ImagePredictions],
+    strategy: Strategy,
+    budget: int,
+    round_index: int = 0,
+    ceal: CealConfig | None = None,
+    score_threshold: float = 0.25,
+    **queue_options,
+) -> list[ScoredImage]:
+    """:func:`score_predictions` then :func:`assign_queue` (``queue_options``: diversity, cold, seed, ...)."""
+    records = list(score_predictions(preds, strategy, round_index, ceal, min_confidence=score_threshold))
+    return assign_queue(records, budget, **queue_options)
+
+
 def summary(images: list[ScoredImage]) -> dict:
     """Counts per decision and score quantiles, for printing."""
     counts = {d: sum(s.decision == d for s in images) for d in (QUERY, REST, AUTO_ACCEPT, ERROR)}

@@ -41,3 +41,14 @@ def read_yolo_labels(path: Path, width: int, height: int) -> Detections:
     cx, cy, w, h = a[:, 0] * width, a[:, 1] * height, a[:, 2] * width, a[:, 3] * height
     xyxy = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], 1)
     return Detections(xyxy, np.ones(len(rows)), np.array([int(r[0]) for r in rows]))
+
+
+def class_counts(folder: Path, n_classes: int) -> np.ndarray:
+    """Boxes per class in the YOLO label files under ``folder`` (lines with an unknown class are skipped)."""
+    counts = np.zeros(n_classes)
+    for f in folder.rglob("*.txt"):
+        for line in f.read_text().splitlines():
+            head = line.split()[:1]
+            if head and head[0].isdigit() and int(head[0]) < n_classes:
+                counts[int(head[0])] += 1
+    return counts
