@@ -124,12 +124,3 @@ class LabelStudioClient:
             raise LabelStudioError(f"Label Studio at {self.url} answered {exc.status_code}: {exc.body}") from None
         except (httpx.HTTPError, OSError) as exc:
             raise LabelStudioError(f"cannot reach Label Studio at {self.url}: {exc}") from None
-
-    def set_model_version(self, project: int, version: str) -> bool:
-        """Set the project's ``model_version`` (so prediction scores show and sort); True if it changed."""
-        current = self.ls.projects.get(id=project).model_version
-        if current == version:
-            return False
-        self.ls.projects.update(id=project, model_version=version)
-        log.info("project %s: model_version %r -> %r", project, current, version)
-        return True
