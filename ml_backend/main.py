@@ -30,7 +30,7 @@ def create_app(
         b.worker.start()
         log.info("serving model %s", b.service.model_version)
         yield
-        b.worker.stop()
+        b.close()
 
     app = FastAPI(
         title="detector-al ML backend",

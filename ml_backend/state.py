@@ -90,7 +90,7 @@ class Backend:
         else:
             self.service = PredictionService(detector, self.store, config)
         self.credentials = Credentials(settings.label_studio_url, settings.label_studio_api_key)
-        self._warned_hosts: set[str] = set()
+        self._warned_hosts: BoundedDict = BoundedDict(64)  # a hostile /setup cannot grow it
         self._client: tuple[tuple[str, str], LabelStudioClient] | None = None
         if settings.label_studio_api_key and not settings.label_studio_url:
             self.credentials.token = None  # the key goes to LABEL_STUDIO_URL only, never to a /setup hostname
@@ -128,7 +128,7 @@ class Backend:
             configured = self.settings.label_studio_url
             if configured and not same_origin(hostname, configured):
                 if hostname not in self._warned_hosts:
-                    self._warned_hosts.add(hostname)
+                    self._warned_hosts[hostname] = True
                     log.warning(
                         "Label Studio at %s connected, but LABEL_STUDIO_URL is %s: Label Studio files are fetched "
                         "from LABEL_STUDIO_URL only, %s",
@@ -160,6 +160,14 @@ class Backend:
             cached = ((url, token), LabelStudioClient(url, token))
             self._client = cached
         return cached[1]
+
+    def close(self) -> None:
+        """Stop what runs in the background: the training worker and pending queue refreshes."""
+        self.worker.stop()
+        with self._timers_lock:
+            for timer in self._timers.values():
+                timer.cancel()
+            self._timers.clear()
 
     def schedule_queue_refresh(self, project: int, attempt: int = 0) -> None:
         """Re-build the project's queue (:func:`~detector_al.ls_queue.refresh_queue`) once /predict calls pause.
