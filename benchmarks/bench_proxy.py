@@ -12,6 +12,10 @@ image's corrections against the oracle are counted (:mod:`detector_al.annotation
 * ``batch / left``: corrections per image in the production queue's batch of ``--budget`` and in the images
   it leaves (:func:`detector_al.queue.build_queue`, auto-accepted images excluded from the batch).
 
+* box pseudo-labels: at each confidence threshold, the precision of the model's boxes against the oracle
+  (same class, IoU >= 0.5) and the share of true boxes they cover, over the whole pool: what box-level
+  pseudo-labels on dense images (issue #14) could be, before any curve.
+
 One model, one seed: a screen for the learning curves, not a measure of label savings.
 
 Usage: ``python benchmarks/bench_proxy.py ../shared/datasets/bccd --out docs/proxy_bccd.json``
@@ -63,7 +67,7 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
 def main() -> None:
     from PIL import Image
 
-    from detector_al.annotation_effort import corrections
+    from detector_al.annotation_effort import corrections, match_boxes
     from detector_al.decision import decide
     from detector_al.detector import Detector
     from detector_al.queue import QUERY, build_queue
@@ -80,7 +84,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
 
-    name = args.dataset.stem if args.dataset.suffix else args.dataset.name
+    name = args.dataset.parent.name if args.dataset.is_file() else args.dataset.name
     work = (args.work or Path("runs") / f"proxy-{name}").resolve()
     cfg = PRESETS["cpu"]
     started = time.perf_counter()
@@ -135,9 +139,24 @@ def main() -> None:
             f"{sname:20s} {row['auc_errors']:8.3f} {f'[{lo:.3f}, {hi:.3f}]':>15s} {row['spearman']:6.3f} "
             f"{row['batch_errors_per_image']:7.2f} {row['left_errors_per_image']:7.2f} {row['ratio']:6.2f}"
         )
+    boxes = {}
+    print(f"{'box conf >=':>12s} {'precision':>10s} {'recall':>8s} {'boxes':>7s}")
+    for t in (0.3, 0.5, 0.6, 0.7, 0.8, 0.9):
+        kept = right = 0
+        for q, tr in zip(preds, truth, strict=True):
+            if not q.ok:
+                continue
+            shown = q.detections[q.detections.confidence >= t]
+            pairs = match_boxes(shown.xyxy, tr.xyxy)
+            kept += len(shown)
+            right += sum(int(shown.class_id[i] == tr.class_id[j]) for i, j in pairs)
+        total = sum(len(tr) for tr in truth)
+        boxes[t] = {"precision": right / max(kept, 1), "recall": right / max(total, 1), "boxes": kept}
+        print(f"{t:12.1f} {boxes[t]['precision']:10.1%} {boxes[t]['recall']:8.1%} {kept:7d}")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         doc = {"dataset": name, "initial": len(labeled), "pool": len(pool), "seed": args.seed, "strategies": results}
+        doc["box_pseudo_labels"] = boxes
         args.out.write_text(json.dumps(doc, indent=2) + "\n")
 
 
