@@ -356,15 +356,19 @@ def ingest(
     ),
     out: Path = typer.Option(None, "--out", help="Offline: write a Label Studio import file (tasks.json)."),
     export_pseudo: Path = typer.Option(None, "--export-pseudo-labels", help="Write auto-accepted images as YOLO."),
-    store_path: Path = typer.Option(Path("runs") / "ingest.sqlite3", "--store", help="SQLite state file."),
+    store_path: Path = typer.Option(
+        None, "--store", help="SQLite state file (default: the backend's MODEL_DIR/detector_al.sqlite3, else runs/)."
+    ),
     model_dir: Path = typer.Option(
         None,
         "--model-dir",
         envvar="MODEL_DIR",
-        help="The ML backend's model folder: predictions then carry the backend's version name for these weights.",
+        help="The ML backend's model folder: one store with the backend, its version name and its round.",
     ),
     strategy: str = typer.Option("mi_aod", help="Uncertainty strategy."),
-    round_index: int = typer.Option(0, "--round", help="Active-learning round (CEAL threshold)."),
+    round_index: int = typer.Option(
+        None, "--round", help="Active-learning round (CEAL threshold; default: the backend's round for the project)."
+    ),
     budget: int = typer.Option(50, help="Images to put at the head of the queue."),
     batch_size: int = typer.Option(16, help="Images per forward pass."),
     tasks_per_request: int = typer.Option(128, help="Tasks created in Label Studio per import request."),
@@ -415,16 +419,18 @@ def ingest(
         target = parse_label_config(config_text, det.names)
     except (LabelStudioError, LabelConfigError) as exc:
         _fail(str(exc))
+    if store_path is None:
+        store_path = model_dir / "detector_al.sqlite3" if model_dir is not None else Path("runs") / "ingest.sqlite3"
+    store = Store(store_path)
     cfg = IngestConfig(
         strategy=strategy,
-        round_index=round_index,
+        round_index=store.project(pid)["round"] if round_index is None else round_index,
         budget=budget,
         batch_size=batch_size,
         tasks_per_request=tasks_per_request,
         score_threshold=score_threshold,
         files_root=files_root,
     )
-    store = Store(store_path)
     report = run_ingest(folder, det, store, target, cfg, sink=sink, project=pid)
     typer.echo(report.summary())
     if out is not None:

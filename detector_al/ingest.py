@@ -178,9 +178,12 @@ def score_batch(
     return rows
 
 
-def plan_queue(store: Store, project: int, budget: int, confidence) -> list[tuple[ImageRow, QueueEntry]]:
-    """Every scored image of the project with its place in :func:`~detector_al.queue.build_queue`'s queue."""
-    rows = store.images(project, "error IS NULL", order="score DESC")
+def plan_queue(
+    store: Store, project: int, budget: int, confidence, labeled: set[int] = frozenset()
+) -> list[tuple[ImageRow, QueueEntry]]:
+    """Every scored, not yet labeled image of the project with its place in :func:`~detector_al.queue.build_queue`'s
+    queue (``labeled``: task ids that have an annotation)."""
+    rows = [r for r in store.images(project, "error IS NULL", order="score DESC") if r.task_id not in labeled]
     if not rows:
         return []
     entries = build_queue(
@@ -263,7 +266,8 @@ def ingest(
         if (row.path, row.error) not in report.failed:
             report.failed.append((row.path, row.error))
 
-    queue = plan_queue(store, project, cfg.budget, get_strategy(cfg.strategy).confidence)
+    labeled = getattr(sink, "labeled", set()) if sink else set()  # labeled tasks leave the queue
+    queue = plan_queue(store, project, cfg.budget, get_strategy(cfg.strategy).confidence, labeled)
     changed = [
         (row, e) for row, e in queue if row.decision != e.status or abs((row.priority or 0.0) - e.priority) > 1e-12
     ]

@@ -102,11 +102,15 @@ class LabelStudioSink:
         )
 
     def known_hashes(self) -> dict[str, int]:
+        """content hash -> task id of the project's tasks made by ingest; also notes the labeled ones (:attr:`labeled`)."""
         known = {}
+        self.labeled: set[int] = set()
         for t in self.ls.tasks.list(project=self.project, fields="all"):
             h = (t.data or {}).get("al_hash")
             if h:
                 known[h] = t.id
+            if getattr(t, "is_labeled", False) or (getattr(t, "total_annotations", 0) or 0) > 0:
+                self.labeled.add(int(t.id))
         return known
 
     def url_for(self, path: Path) -> str | None:

@@ -315,8 +315,20 @@ class Retrainer:
             for pid in old:
                 client.ls.predictions.delete(id=pid)
             if "al_priority" in (task.data or {}):  # a task made by ingest: its tab fields follow the queue
-                data = {**task.data, "al_priority": e.priority, "al_uncertainty": round(x.score, 8), "al_status": e.status}
+                data = {
+                    **task.data,
+                    "al_priority": e.priority,
+                    "al_uncertainty": round(x.score, 8),
+                    "al_status": e.status,
+                }
                 client.ls.tasks.update(id=task.id, data=data)
             rows.append(x.to_row(task.id, round_index, e))
         self.store.record_predictions(project, rows)
+        self.store.set_image_queue_by_task(  # images ingested into this store follow: a re-run of ingest agrees
+            project,
+            [
+                (task.id, x.score, x.confidence, e.status, e.priority, round_index, x.model_version)
+                for (task, x), e in zip(scored, queue, strict=True)
+            ],
+        )
         return len(rows)

@@ -351,6 +351,16 @@ class Store:
                 [(d, pr, time.time(), h, project) for h, d, pr in updates],
             )
 
+    def set_image_queue_by_task(self, project: int, updates: list[tuple]) -> None:
+        """After a re-scoring: ``(task_id, score, confidence, decision, priority, round, model_version)`` of the
+        ingested images shown by these tasks (tasks ingest did not make are not in this table: no-op)."""
+        with self._tx() as c:
+            c.executemany(
+                "UPDATE images SET score = ?, confidence = ?, decision = ?, priority = ?, round = ?, model_version = ?,"
+                " updated_at = ? WHERE project = ? AND task_id = ?",
+                [(u[1], u[2], u[3], u[4], u[5], u[6], time.time(), project, u[0]) for u in updates],
+            )
+
     # ---- webhook events ------------------------------------------------------------------------------
 
     def record_event(self, action: str, project: int | None, task_id: int | None, annotation_id: int | None) -> int:

@@ -83,3 +83,20 @@ def test_predict_ingest_and_simulation_make_the_same_decisions_and_queue(tmp_pat
         by_task[r["task_id"]] for r, e in sorted(zip(rows, queue, strict=True), key=lambda x: x[1].position)
     ][:BUDGET]
     assert backend_batch == ingest_batch
+
+
+def test_labeled_tasks_leave_ingests_queue(tmp_path):
+    from detector_al.store import ImageRow
+
+    store = Store(tmp_path / "s.sqlite3")
+    emb = np.eye(3, dtype=np.float32)
+    store.record_images(
+        1,
+        [
+            ImageRow(f"h{i}", f"/{i}.jpg", task_id=10 + i, score=s, embedding=emb[i].tobytes())
+            for i, s in enumerate([0.9, 0.5, 0.1])
+        ],
+    )
+    planned = plan_queue(store, 1, budget=1, confidence=lambda u: 1 / (1 + u), labeled={10})
+    assert [row.task_id for row, _ in planned] == [11, 12]
+    assert [e.status for _, e in planned] == [QUERY, "rest"]

@@ -60,3 +60,20 @@ def test_image_rows_round_trip_and_hashes(tmp_path):
     s.set_image_queue(3, [("h1", "query", 1.5)])
     (row,) = s.images(3, "decision = 'query'")
     assert row.priority == 1.5 and row.path == "/a.jpg"
+
+
+def test_a_rescoring_updates_the_ingested_rows_of_its_tasks(tmp_path):
+    """One store per MODEL_DIR: after retraining, ingest's rows follow the new model (a re-run agrees)."""
+    s = Store(tmp_path / "s.sqlite3")
+    s.record_images(4, [ImageRow("h1", "/a.jpg", task_id=11, score=0.5, decision="query", priority=0.95, round=0)])
+    s.set_image_queue_by_task(
+        4, [(11, 0.01, 0.9, "auto_accept", 0.2, 1, "v1-abc"), (99, 0.3, 0.5, "rest", 0.7, 1, "v1")]
+    )
+    (row,) = s.images(4)
+    assert (row.score, row.decision, row.priority, row.round, row.model_version) == (
+        0.01,
+        "auto_accept",
+        0.2,
+        1,
+        "v1-abc",
+    )
