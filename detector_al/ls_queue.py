@@ -21,6 +21,10 @@ from detector_al.queue import AUTO_ACCEPT, UNCERTAINTY_SAMPLING, build_queue
 
 log = logging.getLogger(__name__)
 
+PER_TASK_LOOKUPS = 200
+"""Up to this many changed tasks, their predictions are looked up one task at a time (a project-wide list
+carries every prediction's regions: megabytes on a large project)."""
+
 
 def sampling_warning(project: int, sampling: str | None) -> str | None:
     """What to tell the user when the project's sampling does not serve the queue (None when it does)."""
@@ -75,7 +79,13 @@ def publish_queue(ls, project: int, model_version: str, updates: list[TaskQueueU
     if not updates:
         return []
     predictions: dict[int, list[int]] = {}
-    for p in ls.predictions.list(project=project):
+    # a few tasks (the usual refresh: the batch moves): ask per task; many: one list of the whole project
+    listed = (
+        ls.predictions.list(project=project)
+        if len(updates) > PER_TASK_LOOKUPS
+        else [p for u in updates for p in ls.predictions.list(task=u.task_id)]
+    )
+    for p in listed:
         if p.model_version == model_version:
             predictions.setdefault(int(p.task), []).append(int(p.id))
     failed = []

@@ -7,6 +7,7 @@ submitting an annotation for each so that the next one is served.
 from __future__ import annotations
 
 import shutil
+from unittest.mock import patch
 
 import pytest
 
@@ -57,15 +58,16 @@ def ingested(label_studio, ls_client, sample_data, trained_weights, tmp_path_fac
     det = Detector.load(trained_weights, conf=0.05)
     target = parse_label_config(project.label_config, det.names)
     cfg = IngestConfig(budget=5, ceal=CealConfig(delta_0=0.05))  # generous: some images are auto-accepted
-    report = ingest(
-        folder,
-        det,
-        Store(tmp_path_factory.mktemp("stream") / "s.sqlite3"),
-        target,
-        cfg,
-        LabelStudioSink(client, project.id, None, folder),
-        project.id,
-    )
+    with patch("detector_al.ls_queue.PER_TASK_LOOKUPS", 0):  # this one takes the project-wide lookup
+        report = ingest(
+            folder,
+            det,
+            Store(tmp_path_factory.mktemp("stream") / "s.sqlite3"),
+            target,
+            cfg,
+            LabelStudioSink(client, project.id, None, folder),
+            project.id,
+        )
     assert report.created_tasks == 18
     return client, project.id
 
