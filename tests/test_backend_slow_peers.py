@@ -114,3 +114,34 @@ def assert_health_within_a_second(client):
     start = time.perf_counter()
     assert client.get("/health").status_code == 200
     assert time.perf_counter() - start < 1.0
+
+
+def test_files_outside_the_allowed_root_and_huge_images_fail_their_task_alone(
+    tmp_path, trained_weights, label_config, sample_data
+):
+    """file:// URLs, paths and symlinks leading outside LOCAL_FILES_DOCUMENT_ROOT are refused; an image over the
+    decode budget fails at once; the other task of the request is served; /health answers within a second."""
+    from tests.test_images import _huge_png
+
+    root, outside = tmp_path / "root", tmp_path / "outside.jpg"
+    root.mkdir()
+    jpeg = next((sample_data / "images" / "pool").glob("*.jpg")).read_bytes()
+    outside.write_bytes(jpeg)
+    (root / "good.jpg").write_bytes(jpeg)
+    (root / "link.jpg").symlink_to(outside)
+    _huge_png(root / "huge.png", 19999)
+    s = Settings(model_dir=tmp_path / "models", model_path=str(trained_weights), local_files_document_root=root)
+    cases = {1: f"file://{outside}", 2: str(outside), 3: str(root / "link.jpg"), 4: str(root / "huge.png")}
+    cases[5] = str(root / "good.jpg")
+    with TestClient(create_app(s)) as client:
+        tasks = [{"id": i, "data": {"image": url}} for i, url in cases.items()]
+        start = time.perf_counter()
+        r = client.post("/predict", json={"tasks": tasks, "project": 9, "label_config": label_config})
+        assert r.status_code == 200 and time.perf_counter() - start < 10
+        results = r.json()["results"]
+        assert [res["score"] is None for res in results] == [True, True, True, True, False]
+        rows = {row["task_id"]: row["error"] for row in client.app.state.backend.store.predictions(9)}
+        for task in (1, 2, 3):
+            assert "outside" in rows[task], rows[task]
+        assert "too large to decode" in rows[4]
+        assert_health_within_a_second(client)
