@@ -132,53 +132,22 @@ class Retrainer:
         if project is None:
             raise ValueError("the training request names no project")
         client = self.client()
-        config_text = self.label_config(project) or client.ls.projects.get(id=project).label_config
         detector = self.service.detector
-        target = parse_label_config(config_text, detector.names, self.service.config.label_mapping)
         report(phase="collecting annotations")
-        tasks = list(client.ls.tasks.list(project=project, fields="all"))
-        labeled = [(t, res) for t in tasks if (res := latest_annotation(t)) is not None]
-        unlabeled = [t for t in tasks if latest_annotation(t) is None]
-        if len(labeled) < self.config.min_labeled:
-            raise ValueError(
-                f"only {len(labeled)} labeled tasks in project {project}; label at least "
-                f"{self.config.min_labeled} before training"
-            )
+        target, labeled, unlabeled = self._collect(project, client, detector.names)
         root = self.work_dir / f"job-{job['id']}"
         shutil.rmtree(root, ignore_errors=True)
         n_train, n_val = self._write_human_split(labeled, target, root, client)
-
         report(phase="pseudo-labels")
         round_index = self.store.project(project)["round"]
         n_pseudo = (
             self._write_pseudo_labels(unlabeled, target, root, client, round_index) if self.config.pseudo_labels else 0
         )
         val_dir = "images/val" if n_val >= self.config.min_val_images else "images/human"
-        data_yaml = root / "data.yaml"
         names = "\n".join(f"  {i}: {n}" for i, n in enumerate(detector.names))
-        data_yaml.write_text(f"train: images/train\nval: {val_dir}\nnames:\n{names}\n")
+        (root / "data.yaml").write_text(f"train: images/train\nval: {val_dir}\nnames:\n{names}\n")
 
-        report(phase="training", epoch=0, epochs=self.config.epochs)
-        serving_path = self.registry.path(detector.version)
-        cfg = TrainConfig(
-            epochs=self.config.epochs,
-            imgsz=detector.imgsz,
-            base=str(serving_path),
-            lr0=self.config.lr0,
-            warmup_epochs=1.0,
-        )
-        split = "val"
-        # training and both evaluations run in a child process: in the server torch stays on the one inference
-        # thread (see run_in_subprocess), and a crash stays in the child
-        best, new, old = run_in_subprocess(
-            train_and_evaluate,
-            data_yaml,
-            root / "run",
-            cfg,
-            serving_path,
-            split,
-            on_epoch=lambda e, n: report(phase="training" if e < n else "evaluating", epoch=e, epochs=n),
-        )
+        best, new, old = self._train(detector, root, report)
         result = {
             "labeled": len(labeled),
             "train_images": n_train,
@@ -199,8 +168,8 @@ class Retrainer:
         )
         result["model_version"] = version
         n_eval = n_val if val_dir == "images/val" else n_train + n_val
-        if not should_promote(new, old, n_eval, self.config.tolerance):
-            result["promoted"] = False
+        result["promoted"] = should_promote(new, old, n_eval, self.config.tolerance)
+        if not result["promoted"]:
             log.info(
                 "kept %s: candidate %s mAP50-95 %.4f is worse than %.4f on %d images",
                 detector.version,
@@ -210,8 +179,49 @@ class Retrainer:
                 n_eval,
             )
             return result
-
         report(phase="promoting")
+        self._promote(detector, version, project, round_index + 1)
+        report(phase="re-scoring")
+        result.update(self._after_promotion(client, project, target, version, round_index + 1))
+        return result
+
+    def _collect(self, project: int, client: LabelStudioClient, names) -> tuple[RectangleTarget, list, list]:
+        """The label target, the labeled tasks (with their latest annotation) and the unlabeled ones."""
+        config_text = self.label_config(project) or client.ls.projects.get(id=project).label_config
+        target = parse_label_config(config_text, names, self.service.config.label_mapping)
+        tasks = list(client.ls.tasks.list(project=project, fields="all"))
+        labeled = [(t, res) for t in tasks if (res := latest_annotation(t)) is not None]
+        if len(labeled) < self.config.min_labeled:
+            raise ValueError(
+                f"only {len(labeled)} labeled tasks in project {project}; label at least "
+                f"{self.config.min_labeled} before training"
+            )
+        return target, labeled, [t for t in tasks if latest_annotation(t) is None]
+
+    def _train(self, detector, root: Path, report) -> tuple[Path, dict, dict]:
+        """Fine-tune from the serving weights and evaluate both, in a child process: in the server torch stays on
+        the one inference thread (see run_in_subprocess), and a crash stays in the child."""
+        report(phase="training", epoch=0, epochs=self.config.epochs)
+        serving_path = self.registry.path(detector.version)
+        cfg = TrainConfig(
+            epochs=self.config.epochs,
+            imgsz=detector.imgsz,
+            base=str(serving_path),
+            lr0=self.config.lr0,
+            warmup_epochs=1.0,
+        )
+        return run_in_subprocess(
+            train_and_evaluate,
+            root / "data.yaml",
+            root / "run",
+            cfg,
+            serving_path,
+            "val",
+            on_epoch=lambda e, n: report(phase="training" if e < n else "evaluating", epoch=e, epochs=n),
+        )
+
+    def _promote(self, detector, version: str, project: int, round_index: int) -> None:
+        """Serve ``version`` from now on (an atomic swap) and start the project's next round."""
         self.registry.promote(version)
         self.service.load_and_swap(
             self.registry.path(version),
@@ -220,18 +230,21 @@ class Retrainer:
             imgsz=detector.imgsz,
             max_decode_bytes=detector.max_decode_bytes,
         )
-        self.store.set_project(project, round=round_index + 1, model_version=version)
-        result["promoted"] = True
-        report(phase="re-scoring")
-        try:  # the new model serves from here on: a failure below is a warning on a finished job, not a failure
+        self.store.set_project(project, round=round_index, model_version=version)
+
+    def _after_promotion(self, client, project: int, target, version: str, round_index: int) -> dict:
+        """Re-score the pool with the new model and point the project at it; a failure here is a warning on a
+        finished job (the new model already serves), not a failed job."""
+        try:
             current = list(client.ls.tasks.list(project=project, fields="all"))  # labels made during training count
             still_unlabeled = [t for t in current if latest_annotation(t) is None]
-            result["rescored"] = self._rescore(project, still_unlabeled, target, client, round_index + 1)
-            result["sampling_warning"] = configure_project(client.ls, project, version, first_time=False)
+            return {
+                "rescored": self._rescore(project, still_unlabeled, target, client, round_index),
+                "sampling_warning": configure_project(client.ls, project, version, first_time=False),
+            }
         except Exception as exc:
             log.warning("model %s promoted, but re-scoring the pool failed: %s", version, exc)
-            result["warning"] = f"re-scoring failed: {type(exc).__name__}: {exc}"
-        return result
+            return {"warning": f"re-scoring failed: {type(exc).__name__}: {exc}"}
 
     # -- steps --------------------------------------------------------------------------------------------
     def _image(self, task, client: LabelStudioClient, target: RectangleTarget) -> Path | None:
