@@ -382,7 +382,7 @@ def ingest(
     from detector_al.ingest import ingest as run_ingest
     from detector_al.label_config import LabelConfigError, default_label_config, parse_label_config
     from detector_al.ls_client import LabelStudioClient, LabelStudioError
-    from detector_al.ls_sink import LabelStudioSink
+    from detector_al.ls_sink import LabelStudioSink, find_or_create_project
     from detector_al.store import Store
     from detector_al.uncertainty import STRATEGIES
 
@@ -407,13 +407,7 @@ def ingest(
                 _fail("give --project <id> or --project-title <title>")
             client = LabelStudioClient(ls_url or "", api_key or "")
             client.check()
-            if project is None:
-                found = [p for p in client.ls.projects.list(title=project_title) if p.title == project_title]
-                project = (
-                    found[0].id
-                    if found
-                    else client.ls.projects.create(title=project_title, label_config=config_text).id
-                )
+            project = project if project is not None else find_or_create_project(client, project_title, config_text)
             config_text = client.ls.projects.get(id=project).label_config
             sink, pid = LabelStudioSink(client, project, files_root, folder), project
         target = parse_label_config(config_text, det.names)

@@ -76,15 +76,8 @@ class ChildServer:
 
 
 def run_demo(cfg: DemoConfig) -> int:
-    from detector_al.bootstrap_model import ensure_bootstrap_model
-    from detector_al.detector import Detector
-    from detector_al.ingest import IngestConfig, ingest
-    from detector_al.label_config import parse_label_config
     from detector_al.local_label_studio import LocalLabelStudio
     from detector_al.ls_client import LabelStudioClient
-    from detector_al.ls_sink import LabelStudioSink
-    from detector_al.registry import ModelRegistry
-    from detector_al.store import Store
 
     data_dir = cfg.data_dir.absolute()
     sample = cfg.sample_data.absolute()
@@ -103,61 +96,17 @@ def run_demo(cfg: DemoConfig) -> int:
             url, token, files_root = local_ls.url, local_ls.token, sample
         client = LabelStudioClient(url, token)
         client.check()
-
-        weights = Path(cfg.model) if cfg.model else ensure_bootstrap_model()
         model_dir = data_dir / "backend"
-        ModelRegistry(model_dir).resolve(str(weights))  # registered (and current, unless retrained since)
-        backend_url = f"http://127.0.0.1:{cfg.backend_port}"
-        env = {
-            **os.environ,
-            "MODEL_DIR": str(model_dir),
-            "LABEL_STUDIO_URL": url,
-            "LABEL_STUDIO_API_KEY": token,
-            "TRAIN_EPOCHS": str(cfg.train_epochs),
-            "TRAIN_TOLERANCE": str(cfg.train_tolerance),
-            "PYTHONUNBUFFERED": "1",
-        }
-        if files_root is not None:
-            env["LOCAL_FILES_DOCUMENT_ROOT"] = str(files_root)
-        backend = ChildServer(
-            [sys.executable, "-m", "detector_al", "serve", "--port", str(cfg.backend_port)],
-            env,
-            backend_url,
-            data_dir / "backend.log",
-        )
-        backend.wait_ready()
-        version = requests.get(f"{backend_url}/health", timeout=5).json()["model_version"]  # retrained? keep it
-
-        ls = client.ls
-        found = [p for p in ls.projects.list(title=PROJECT_TITLE) if p.title == PROJECT_TITLE]
-        label_config = (sample / "label_config.xml").read_text()
-        project = found[0] if found else ls.projects.create(title=PROJECT_TITLE, label_config=label_config)
-        if not any(m.url.rstrip("/") == backend_url for m in ls.ml.list(project=project.id)):
-            ls.ml.create(project=project.id, url=backend_url, title="detector-al", is_interactive=False)
-        det = Detector.load(ModelRegistry(model_dir).path(version), conf=0.05, version=version)
-        target = parse_label_config(ls.projects.get(id=project.id).label_config, det.names)
-        sink = LabelStudioSink(client, project.id, files_root, pool)
-        report = ingest(
-            pool,
-            det,
-            Store(data_dir / "ingest.sqlite3"),
-            target,
-            IngestConfig(budget=cfg.budget, files_root=files_root),
-            sink=sink,
-            project=project.id,
-        )
-        print(report.summary().splitlines()[0], flush=True)
-        queue_tab = next(
-            v.id for v in ls.views.list(project=project.id) if v.data.get("title") == "Active learning queue"
-        )
+        backend, version = _start_backend(cfg, model_dir, url, token, files_root, data_dir / "backend.log")
+        project, queue_tab = _fill_project(cfg, client, backend.url, model_dir, version, pool, files_root)
         user = local_ls.user if local_ls else "(your account)"
         password = local_ls.password if local_ls else ""
         print(
             f"""
 detector-al demo is ready ({time.perf_counter() - started:.0f} s)
-  Label Studio : {url}/projects/{project.id}/data?tab={queue_tab}
+  Label Studio : {url}/projects/{project}/data?tab={queue_tab}
   login        : {user} / {password}    API token: {token}
-  ML backend   : {backend_url}  (model {version}; status: {backend_url}/status)
+  ML backend   : {backend.url}  (model {version}; status: {backend.url}/status)
 
 Next: press "Label All Tasks" (the project uses "Uncertainty sampling", so Label Studio serves the
 active-learning queue: the diverse batch first, then the rest by uncertainty, auto-accepted images last),
@@ -166,7 +115,7 @@ promotes the new model if it is not worse, re-scores the pool and refreshes the 
 version and the al_priority column change. The tabs "Active learning queue" and "Auto-accepted (review)"
 are for browsing; the button serves the same order from any tab.
 Ctrl-C stops both servers; running `make demo` again resumes in seconds.
-READY project={project.id} ls={url} backend={backend_url} token={token}""",
+READY project={project} ls={url} backend={backend.url} token={token}""",
             flush=True,
         )
         if cfg.exit_after_setup:
@@ -185,6 +134,67 @@ READY project={project.id} ls={url} backend={backend_url} token={token}""",
             backend.stop()
         if local_ls is not None:
             local_ls.stop()
+
+
+def _start_backend(
+    cfg: DemoConfig, model_dir: Path, url: str, token: str, files_root: Path | None, log_file: Path
+) -> tuple[ChildServer, str]:
+    """The ML backend on the bootstrap (or given) model, or the version a retraining promoted since."""
+    from detector_al.bootstrap_model import ensure_bootstrap_model
+    from detector_al.registry import ModelRegistry
+
+    weights = Path(cfg.model) if cfg.model else ensure_bootstrap_model()
+    ModelRegistry(model_dir).resolve(str(weights))  # registered (and current, unless retrained since)
+    env = {
+        **os.environ,
+        "MODEL_DIR": str(model_dir),
+        "LABEL_STUDIO_URL": url,
+        "LABEL_STUDIO_API_KEY": token,
+        "TRAIN_EPOCHS": str(cfg.train_epochs),
+        "TRAIN_TOLERANCE": str(cfg.train_tolerance),
+        "PYTHONUNBUFFERED": "1",
+    }
+    if files_root is not None:
+        env["LOCAL_FILES_DOCUMENT_ROOT"] = str(files_root)
+    backend = ChildServer(
+        [sys.executable, "-m", "detector_al", "serve", "--port", str(cfg.backend_port)],
+        env,
+        f"http://127.0.0.1:{cfg.backend_port}",
+        log_file,
+    )
+    backend.wait_ready()
+    return backend, requests.get(f"{backend.url}/health", timeout=5).json()["model_version"]
+
+
+def _fill_project(cfg: DemoConfig, client, backend_url: str, model_dir: Path, version: str, pool: Path, files_root):
+    """The demo project with the backend connected and the pool ingested (into the backend's store); returns
+    the project id and the queue tab's id."""
+    from detector_al.detector import Detector
+    from detector_al.ingest import IngestConfig, ingest
+    from detector_al.label_config import parse_label_config
+    from detector_al.ls_sink import QUEUE_TAB, LabelStudioSink, find_or_create_project
+    from detector_al.registry import ModelRegistry
+    from detector_al.store import Store
+
+    ls = client.ls
+    config = (cfg.sample_data.absolute() / "label_config.xml").read_text()
+    project = find_or_create_project(client, PROJECT_TITLE, config)
+    if not any(m.url.rstrip("/") == backend_url for m in ls.ml.list(project=project)):
+        ls.ml.create(project=project, url=backend_url, title="detector-al", is_interactive=False)
+    det = Detector.load(ModelRegistry(model_dir).path(version), conf=0.05, version=version)
+    target = parse_label_config(ls.projects.get(id=project).label_config, det.names)
+    store = Store(model_dir / "detector_al.sqlite3")  # one store with the backend
+    report = ingest(
+        pool,
+        det,
+        store,
+        target,
+        IngestConfig(budget=cfg.budget, files_root=files_root, round_index=store.project(project)["round"]),
+        sink=LabelStudioSink(client, project, files_root, pool),
+        project=project,
+    )
+    print(report.summary().splitlines()[0], flush=True)
+    return project, next(v.id for v in ls.views.list(project=project) if v.data.get("title") == QUEUE_TAB)
 
 
 def _sigterm(signum, frame) -> None:

@@ -25,6 +25,58 @@ log = logging.getLogger(__name__)
 
 QUEUE_TAB = "Active learning queue"
 REVIEW_TAB = "Auto-accepted (review)"
+HIDDEN_COLUMNS = [  # the tabs show what the queue is about: image, priority, uncertainty, status, score
+    f"tasks:{c}"
+    for c in (
+        "inner_id",
+        "completed_at",
+        "cancelled_annotations",
+        "total_predictions",
+        "annotators",
+        "annotations_results",
+        "annotations_ids",
+        "predictions_results",
+        "file_upload",
+        "storage_filename",
+        "created_at",
+        "updated_at",
+        "updated_by",
+        "avg_lead_time",
+        "draft_exists",
+        "comment_count",
+        "unresolved_comment_count",
+        "last_comment_updated_at",
+        "comment_authors",
+        "data.al_hash",
+    )
+]
+
+
+def find_or_create_project(client: LabelStudioClient, title: str, label_config: str) -> int:
+    """The id of the project with this title (the first, if several), created with ``label_config`` if none."""
+    found = [p for p in client.ls.projects.list(title=title) if p.title == title]
+    return found[0].id if found else client.ls.projects.create(title=title, label_config=label_config).id
+
+
+def tab_specs() -> dict[str, dict]:
+    """The Data Manager tabs, by title: the queue (not auto-accepted, by descending ``al_priority``) and the
+    review tab (auto-accepted, most confident first)."""
+
+    def tab(ordering: str, operator: str) -> dict:
+        status = {
+            "filter": "filter:tasks:data.al_status",
+            "operator": operator,
+            "type": "String",
+            "value": "auto_accept",
+        }
+        return {
+            "ordering": [ordering],
+            "columnsDisplayType": {"tasks:data.al_priority": "Number", "tasks:data.al_uncertainty": "Number"},
+            "filters": {"conjunction": "and", "items": [status]},
+            "hiddenColumns": {"explore": HIDDEN_COLUMNS, "labeling": HIDDEN_COLUMNS},
+        }
+
+    return {QUEUE_TAB: tab("-tasks:data.al_priority", "not_equal"), REVIEW_TAB: tab("tasks:data.al_priority", "equal")}
 
 
 def local_files_url(path: Path, root: Path | None) -> str | None:
@@ -226,73 +278,13 @@ class LabelStudioSink:
         return failed
 
     def ensure_tabs(self) -> None:
-        """Create or update the queue tab and the review tab."""
-        number = {"tasks:data.al_priority": "Number", "tasks:data.al_uncertainty": "Number"}
-        tabs = {
-            QUEUE_TAB: {
-                "ordering": ["-tasks:data.al_priority"],
-                "columnsDisplayType": number,
-                "filters": {
-                    "conjunction": "and",
-                    "items": [
-                        {
-                            "filter": "filter:tasks:data.al_status",
-                            "operator": "not_equal",
-                            "type": "String",
-                            "value": "auto_accept",
-                        }
-                    ],
-                },
-            },
-            REVIEW_TAB: {
-                "ordering": ["tasks:data.al_priority"],
-                "columnsDisplayType": number,
-                "filters": {
-                    "conjunction": "and",
-                    "items": [
-                        {
-                            "filter": "filter:tasks:data.al_status",
-                            "operator": "equal",
-                            "type": "String",
-                            "value": "auto_accept",
-                        }
-                    ],
-                },
-            },
-        }
-        hidden = [
-            f"tasks:{c}"
-            for c in (
-                "inner_id",
-                "completed_at",
-                "cancelled_annotations",
-                "total_predictions",
-                "annotators",
-                "annotations_results",
-                "annotations_ids",
-                "predictions_results",
-                "file_upload",
-                "storage_filename",
-                "created_at",
-                "updated_at",
-                "updated_by",
-                "avg_lead_time",
-                "draft_exists",
-                "comment_count",
-                "unresolved_comment_count",
-                "last_comment_updated_at",
-                "comment_authors",
-                "data.al_hash",
-            )
-        ]
-        for spec in tabs.values():  # show what the queue is about: image, priority, uncertainty, status, score
-            spec["hiddenColumns"] = {"explore": hidden, "labeling": hidden}
+        """Create or update the queue tab and the review tab (:func:`tab_specs`)."""
         existing = {}
         for v in self.ls.views.list(project=self.project):
             title = (v.data or {}).get("title") if isinstance(v.data, dict) else None
             if title:
                 existing[title] = v.id
-        for title, spec in tabs.items():
+        for title, spec in tab_specs().items():
             data = {"title": title, **spec}
             if title in existing:
                 self.ls.views.update(id=str(existing[title]), project=self.project, data=data)
