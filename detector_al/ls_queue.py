@@ -13,6 +13,7 @@ random sampling). :func:`configure_project` changes it only the first time it se
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +22,8 @@ from detector_al.queue import AUTO_ACCEPT, UNCERTAINTY_SAMPLING, build_queue
 
 log = logging.getLogger(__name__)
 
+WRITERS = 4
+"""Requests to Label Studio in flight at once while publishing a queue."""
 PER_TASK_LOOKUPS = 200
 """Up to this many changed tasks, their predictions are looked up one task at a time (a project-wide list
 carries every prediction's regions: megabytes on a large project)."""
@@ -32,7 +35,7 @@ def sampling_warning(project: int, sampling: str | None) -> str | None:
         return None
     return (
         f"project {project} uses {sampling!r}: 'Label All Tasks' does not follow the active-learning queue. "
-        f"Set it back with the API: PATCH /api/projects/{project} {{\"sampling\": \"{UNCERTAINTY_SAMPLING}\"}}, "
+        f'Set it back with the API: PATCH /api/projects/{project} {{"sampling": "{UNCERTAINTY_SAMPLING}"}}, '
         "or reconnect the model (the backend sets it when it first sees a project)."
     )
 
@@ -71,37 +74,49 @@ class TaskQueueUpdate:
     data: dict | None = None
 
 
-def publish_queue(ls, project: int, model_version: str, updates: list[TaskQueueUpdate]) -> list[tuple[int, str]]:
+def publish_queue(
+    ls, project: int, model_version: str, updates: list[TaskQueueUpdate], project_wide: bool | None = None
+) -> list[tuple[int, str]]:
     """Write the prediction scores (predictions of ``model_version``) and task fields; returns the failures.
 
-    One failed task is logged and returned, never fatal: the next refresh writes it again.
+    The predictions are found with one project-wide list (``project_wide``; default: more than
+    :data:`PER_TASK_LOOKUPS` updates) or one lookup per task, and the writes go :data:`WRITERS` at a time
+    (each of Label Studio's task updates takes about 0.1 s). One failed task is logged and returned, never
+    fatal: the next refresh writes it again.
     """
     if not updates:
         return []
-    predictions: dict[int, list[int]] = {}
-    # a few tasks (the usual refresh: the batch moves): ask per task; many: one list of the whole project
-    listed = (
-        ls.predictions.list(project=project)
-        if len(updates) > PER_TASK_LOOKUPS
-        else [p for u in updates for p in ls.predictions.list(task=u.task_id)]
-    )
-    for p in listed:
-        if p.model_version == model_version:
-            predictions.setdefault(int(p.task), []).append(int(p.id))
-    failed = []
-    for u in updates:
-        if u.task_id not in predictions:  # Label Studio stores /predict answers after they arrive: not yet there
-            failed.append((u.task_id, f"no prediction of {model_version} yet"))
-            continue
-        try:
-            for pid in predictions[u.task_id]:
-                ls.predictions.update(id=pid, score=u.score)
-            if u.data is not None:
-                ls.tasks.update(id=u.task_id, data=u.data)
-        except Exception as exc:  # one task fails alone (deleted meanwhile, a transient error)
-            log.warning("task %s: queue position not written: %s", u.task_id, exc)
-            failed.append((u.task_id, str(exc)))
-    return failed
+    if project_wide is None:
+        project_wide = len(updates) > PER_TASK_LOOKUPS
+
+    def lookup(u: TaskQueueUpdate) -> list:
+        return list(ls.predictions.list(task=u.task_id))
+
+    with ThreadPoolExecutor(WRITERS, thread_name_prefix="detector-al-publish") as pool:
+        listed = (
+            ls.predictions.list(project=project)
+            if project_wide
+            else [p for ps in pool.map(lookup, updates) for p in ps]
+        )
+        predictions: dict[int, list[int]] = {}
+        for p in listed:
+            if p.model_version == model_version:
+                predictions.setdefault(int(p.task), []).append(int(p.id))
+
+        def write(u: TaskQueueUpdate) -> tuple[int, str] | None:
+            if u.task_id not in predictions:  # Label Studio stores /predict answers after they arrive: not yet
+                return u.task_id, f"no prediction of {model_version} yet"
+            try:
+                for pid in predictions[u.task_id]:
+                    ls.predictions.update(id=pid, score=u.score)
+                if u.data is not None:
+                    ls.tasks.update(id=u.task_id, data=u.data)
+            except Exception as exc:  # one task fails alone (deleted meanwhile, a transient error)
+                log.warning("task %s: queue position not written: %s", u.task_id, exc)
+                return u.task_id, str(exc)
+            return None
+
+        return [f for f in pool.map(write, updates) if f is not None]
 
 
 def refresh_queue(store, ls, project: int, model_version: str, budget: int, confidence) -> int:
@@ -130,6 +145,8 @@ def refresh_queue(store, ls, project: int, model_version: str, budget: int, conf
         for r, e in zip(rows, queue, strict=True)
         if r["decision"] != e.status or abs((r["confidence"] or 0.0) - e.score) > 1e-12
     ]
-    failed = {t for t, _ in publish_queue(ls, project, model_version, [TaskQueueUpdate(t, e.score) for t, e in changed])}
+    failed = {
+        t for t, _ in publish_queue(ls, project, model_version, [TaskQueueUpdate(t, e.score) for t, e in changed])
+    }
     store.set_queue(project, [(t, e.status, e.score) for t, e in changed if t not in failed])
     return len(changed), len(failed)

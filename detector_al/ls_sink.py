@@ -273,7 +273,7 @@ class LabelStudioSink:
 
     def publish(self, model_version: str, updates: list[TaskQueueUpdate]) -> list[tuple[int, str]]:
         """Make the project serve the queue: its model version and sampling, then the tasks' queue numbers."""
-        failed = publish_queue(self.ls, self.project, model_version, updates)
+        failed = publish_queue(self.ls, self.project, model_version, updates, project_wide=True)  # a new pool
         configure_project(self.ls, self.project, model_version, first_time=True)
         return failed
 
