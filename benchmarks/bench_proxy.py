@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -71,7 +72,8 @@ def main() -> None:
     from detector_al.decision import decide
     from detector_al.detector import Detector
     from detector_al.queue import QUERY, build_queue
-    from detector_al.simulation import PRESETS, _train, _train_set, prepare_dataset
+    from detector_al.sim_dataset import prepare_dataset
+    from detector_al.simulation import PRESETS, initial_set, train_initial
     from detector_al.uncertainty import STRATEGIES
     from detector_al.yolo_format import read_yolo_labels
 
@@ -89,12 +91,10 @@ def main() -> None:
     cfg = PRESETS["cpu"]
     started = time.perf_counter()
     ds = prepare_dataset(args.dataset.resolve(), work)
-    rng = np.random.default_rng(args.seed)
-    order = rng.permutation(len(ds.pool))
-    labeled = [ds.pool[i] for i in order[: args.initial]]
-    pool = [ds.pool[i] for i in sorted(order[args.initial :])]
-    data = _train_set(ds, labeled, {}, work / f"seed{args.seed}" / "round0-data")
-    weights = _train(data, work / f"seed{args.seed}" / "round0", cfg.base, cfg.epochs_initial, cfg, args.seed)
+    cfg = replace(cfg, initial=args.initial)
+    labeled = initial_set(ds, cfg, args.seed)
+    pool = [p for p in ds.pool if p not in set(labeled)]
+    weights = train_initial(ds, work, labeled, cfg, args.seed)
     det = Detector.load(weights, conf=0.05, imgsz=cfg.imgsz)
     preds = list(det.predict([str(p) for p in pool]))
     truth = []

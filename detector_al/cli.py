@@ -442,43 +442,41 @@ def simulate(
     dataset: Path = typer.Argument(
         ...,
         help="A VOC folder (Annotations/, JPEGImages/, ImageSets/Main/) or a YOLO "
-        "data.yaml (pool = train split, test = test or val split).",
+        "data.yaml (pool = train split; val and test splits fixed).",
     ),
     out: Path = typer.Option(Path("runs") / "simulate", "--out", help="Results, models and plots (resumable)."),
-    preset: str = typer.Option("cpu", help="cpu (about an hour on 2 cores), gpu (larger), smoke (seconds)."),
-    variants: str = typer.Option(None, help="Comma-separated, e.g. random,entropy,mi_aod,mi_aod+div,mi_aod+ceal."),
+    preset: str = typer.Option("cpu", help="cpu (hours on 2 cores), gpu (larger), smoke (a minute)."),
+    variants: str = typer.Option(None, help="Comma-separated <strategy>[+div][+ceal], e.g. random,entropy,mi_aod+div."),
     seeds: str = typer.Option(None, help="Comma-separated seeds (default: the preset's)."),
     rounds: int = typer.Option(None, help="Rounds (default: the preset's)."),
     budget: int = typer.Option(None, help="Images labeled per round."),
     initial: int = typer.Option(None, help="Initial labeled images."),
+    recipe: str = typer.Option(None, help="How each round trains: finetune, finetune_warm or round0."),
+    imgsz: int = typer.Option(None, help="Training and inference image size."),
 ) -> None:
-    """The active-learning experiment with an oracle: learning curves of strategies, same start for all."""
+    """The active-learning experiment with an oracle: paired learning curves, labels saved, effort."""
     from dataclasses import replace
 
-    from detector_al.simulation import PRESETS, labels_to_reach, run_simulation, summarise
+    from detector_al.sim_report import report
+    from detector_al.simulation import PRESETS, RECIPES, parse_variant, run_simulation
 
     if preset not in PRESETS:
         raise typer.BadParameter(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
-    cfg = PRESETS[preset]
+    if recipe is not None and recipe not in RECIPES:
+        raise typer.BadParameter(f"unknown recipe {recipe!r}; choose one of: {', '.join(RECIPES)}")
     changes = {
         "variants": tuple(variants.split(",")) if variants else None,
         "seeds": tuple(int(s) for s in seeds.split(",")) if seeds else None,
-        "rounds": rounds,
-        "budget": budget,
-        "initial": initial,
+        **{"rounds": rounds, "budget": budget, "initial": initial, "recipe": recipe, "imgsz": imgsz},
     }
-    cfg = replace(cfg, **{k: v for k, v in changes.items() if v is not None})
+    cfg = replace(PRESETS[preset], **{k: v for k, v in changes.items() if v is not None})
+    for v in cfg.variants:
+        try:
+            parse_variant(v)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
     results = run_simulation(dataset, out, cfg)
-    curves = summarise(results)
-    final = {v: c[max(c)][0] for v, c in curves.items()}
-    target = final.get("random")
-    for v, c in curves.items():
-        need = labels_to_reach(c, target) if target is not None else None
-        typer.echo(
-            f"{v:20s} "
-            + "  ".join(f"{n}:{m:.3f}±{s:.3f}" for n, (m, s) in c.items())
-            + (f"   reaches random's final mAP50 with {need} labels" if need else "")
-        )
+    typer.echo(report(results))
     typer.echo(f"results: {out / 'results.json'}  plot: {out / 'learning_curves.png'}")
 
 

@@ -2,39 +2,66 @@
 
 Protocol (the lessons of ``shared/docs/active-learning.md``):
 
-* every strategy of a seed starts from the **same initial labeled set** and the **same round-0 weights**;
-* each round scores the unlabeled pool with the previous round's model, labels ``budget`` images (the
-  oracle reveals their ground truth), and **fine-tunes from the previous round's weights**;
-* training is deterministic for a seed and runs at least ``min_steps`` optimizer steps per round (with 30
-  images and batch 16, 30 epochs are only 60 steps: the model would learn nothing);
-* mAP50 and mAP50-95 are measured on a **fixed test split** after every round;
-* ``+ceal`` variants add the round's auto-accepted images, with the model's boxes as labels, to the
-  training set of that round only; ``+div`` picks a diverse batch (k-center) from the top candidates.
+* **paired seeds**: every variant of a seed starts from the same initial labeled set and the same round-0
+  weights;
+* each round scores the unlabeled pool with the previous round's model through the **production policy**
+  (:func:`~detector_al.decision.decide` per image, :func:`~detector_al.queue.build_queue` over the pool: the
+  code the backend and ingest run), labels the queue's batch of ``budget`` images (the oracle reveals their
+  boxes), and trains the next model by the config's :class:`Recipe`;
+* a variant is ``<strategy>[+div][+ceal]``: any strategy of the registry (``entropy`` = ``entropy_sum``),
+  ``+div`` a k-center batch over the top candidates (else the plain top-``budget``), ``+ceal`` the round's
+  auto-accepted images with the model's boxes as labels in that round's training set only;
+* mAP50 and mAP50-95 on the fixed **val** split (for choosing recipes and defaults) and **test** split (the
+  reported figures) after every round;
+* the effort of every round's batch against the oracle: boxes to draw from scratch, and corrections given the
+  model's pre-annotations (:mod:`detector_al.annotation_effort`); CEAL pseudo-labels' box precision.
 
-Results are written after every round to ``results.json`` (a re-run resumes where it stopped), with a
-learning-curve plot (mean and spread over seeds).
+Trainings are content-addressed (parent weights, training set, recipe): a variant whose round trains on the
+same images as another's (``+ceal`` that accepted nothing, say) reuses that model, and a re-run resumes.
+Results land in ``results.json`` after every round; :mod:`detector_al.sim_report` summarises them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
-import shutil
 import time
-import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from detector_al.files import atomic_write
-from detector_al.yolo_format import yolo_lines
+from detector_al.files import atomic_write, file_sha256
+from detector_al.sim_dataset import SimDataset, link_split, prepare_dataset
+from detector_al.yolo_format import read_yolo_labels, yolo_lines
 
 log = logging.getLogger(__name__)
 
-VARIANTS = ("random", "entropy", "mi_aod", "mi_aod+div")
-STRATEGY_OF = {"random": "random", "entropy": "entropy_sum", "mi_aod": "mi_aod"}
+ALIASES = {"entropy": "entropy_sum"}
+DIVERSITY, CEAL = "+div", "+ceal"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a round's model is trained from the labels so far.
+
+    ``start``: ``previous`` (fine-tune the last round's model) or ``round0`` (the round-0 model, every round);
+    ``lr0`` and ``warmup_epochs`` as in ultralytics. ultralytics' warm-up starts the bias learning rate at
+    0.1 (``warmup_bias_lr``): for a model that is already trained, that is a large kick.
+    """
+
+    start: str
+    lr0: float
+    warmup_epochs: float
+
+
+RECIPES = {
+    "finetune_warm": Recipe("previous", 0.004, 1.0),  # the recipe before issue #14
+    "finetune": Recipe("previous", 0.001, 0.0),
+    "round0": Recipe("round0", 0.002, 0.0),
+}
 
 
 @dataclass
@@ -42,21 +69,29 @@ class SimConfig:
     initial: int = 40
     budget: int = 20
     rounds: int = 3
-    seeds: tuple[int, ...] = (0, 1)
-    variants: tuple[str, ...] = tuple(v + c for v in VARIANTS for c in ("", "+ceal"))
+    seeds: tuple[int, ...] = (0, 1, 2)
+    variants: tuple[str, ...] = ("random", "entropy", "mi_aod", "mi_aod+div")
     imgsz: int = 224
     batch: int = 16
     epochs_initial: int = 60
     min_steps: int = 60
     max_epochs: int = 20
     base: str = "yolov8n.yaml"
-    lr0: float = 0.004
+    lr0: float = 0.004  # round 0 (from scratch)
+    recipe: str = "finetune"
 
 
 PRESETS = {
     "cpu": SimConfig(),
     "gpu": SimConfig(
-        initial=60, budget=30, rounds=5, seeds=(0, 1, 2), imgsz=416, epochs_initial=150, min_steps=300, max_epochs=60
+        initial=60,
+        budget=30,
+        rounds=5,
+        seeds=(0, 1, 2, 3, 4),
+        imgsz=416,
+        epochs_initial=150,
+        min_steps=300,
+        max_epochs=60,
     ),
     "smoke": SimConfig(
         initial=8,
@@ -72,156 +107,67 @@ PRESETS = {
 }
 
 
-@dataclass
-class SimDataset:
-    """The pool (with oracle labels) and a fixed test split, as YOLO files under ``root``."""
+def parse_variant(variant: str) -> tuple[str, bool, bool]:
+    """``"<strategy>[+div][+ceal]"`` -> (registry name, diversity, ceal); unknown names raise ``ValueError``."""
+    from detector_al.uncertainty import get_strategy
 
-    root: Path
-    names: list[str]
-    pool: list[Path] = field(default_factory=list)
-
-    def label_of(self, image: Path) -> Path:
-        return self.root / "labels" / "pool" / f"{image.stem}.txt"
-
-
-def _voc_boxes(xml: Path, names: list[str]) -> list[str]:
-    tree = ET.parse(xml).getroot()
-    w = float(tree.findtext("size/width"))
-    h = float(tree.findtext("size/height"))
-    lines = []
-    for obj in tree.iter("object"):
-        name = obj.findtext("name").strip()
-        if name not in names:
-            names.append(name)
-        b = obj.find("bndbox")
-        x1, y1, x2, y2 = (float(b.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax"))
-        x1, x2 = max(0.0, min(x1, x2)), min(w, max(x1, x2))
-        y1, y2 = max(0.0, min(y1, y2)), min(h, max(y1, y2))
-        if x2 - x1 < 1 or y2 - y1 < 1:  # e.g. BCCD's two zero-size boxes
-            continue
-        lines += yolo_lines([[x1, y1, x2, y2]], [names.index(name)], w, h)
-    return lines
+    name, *flags = variant.split("+")
+    unknown = set(flags) - {DIVERSITY[1:], CEAL[1:]}
+    if unknown:
+        raise ValueError(f"unknown variant flag(s) {sorted(unknown)} in {variant!r}; use +div and +ceal")
+    return get_strategy(ALIASES.get(name, name)).name, DIVERSITY[1:] in flags, CEAL[1:] in flags
 
 
-def _link_split(images: list[Path], labels: list[list[str] | Path], root: Path, split: str) -> list[Path]:
-    out = []
-    for img, lab in zip(images, labels, strict=True):
-        dst = root / "images" / split / img.name
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        if not dst.exists():
-            dst.symlink_to(img.resolve())
-        lab_dst = root / "labels" / split / f"{img.stem}.txt"
-        lab_dst.parent.mkdir(parents=True, exist_ok=True)
-        if isinstance(lab, Path):
-            shutil.copyfile(lab, lab_dst) if lab.exists() else lab_dst.write_text("")
-        else:
-            lab_dst.write_text("\n".join(lab) + ("\n" if lab else ""))
-        out.append(dst)
-    return out
-
-
-def _label_path(image: Path) -> Path:
-    """ultralytics' convention: the last ``/images/`` of the path becomes ``/labels/``, the suffix ``.txt``."""
-    parts = list(image.parts)
-    i = len(parts) - 1 - parts[::-1].index("images") if "images" in parts else None
-    if i is not None:
-        parts[i] = "labels"
-    return Path(*parts).with_suffix(".txt")
-
-
-def prepare_dataset(source: Path, work: Path) -> SimDataset:
-    """VOC folder (Annotations/, JPEGImages/, ImageSets/Main/) or YOLO ``data.yaml`` -> pool + test split."""
-    import yaml
-
-    root = work / "dataset"
-    if source.is_dir() and (source / "Annotations").is_dir():
-        sets = source / "ImageSets" / "Main"
-        names: list[str] = []
-        split_ids = {s: (sets / f"{s}.txt").read_text().split() for s in ("train", "test")}
-        data = {}
-        for s, ids in split_ids.items():
-            imgs = [source / "JPEGImages" / f"{i}.jpg" for i in ids]
-            data[s] = (imgs, [_voc_boxes(source / "Annotations" / f"{i}.xml", names) for i in ids])
-        pool = _link_split(*data["train"], root, "pool")
-        _link_split(*data["test"], root, "test")
-    else:
-        cfg = yaml.safe_load(source.read_text())
-        base = source.parent / cfg["path"] if cfg.get("path") else source.parent
-        raw = cfg["names"]
-        names = [raw[k] for k in sorted(raw)] if isinstance(raw, dict) else list(raw)
-
-        def split(key: str) -> tuple[list[Path], list[Path]]:
-            imgs = sorted(p for p in (base / cfg[key]).glob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
-            return imgs, [_label_path(p) for p in imgs]
-
-        pool = _link_split(*split("train"), root, "pool")
-        _link_split(*split("test" if cfg.get("test") else "val"), root, "test")
-    yaml_names = "\n".join(f"  {i}: {n}" for i, n in enumerate(names))
-    (root / "test.yaml").write_text(
-        f"path: {root}\ntrain: images/test\nval: images/test\ntest: images/test\nnames:\n{yaml_names}\n"
-    )
-    return SimDataset(root=root, names=names, pool=sorted(pool))
-
-
-def _train_set(ds: SimDataset, labeled: list[Path], pseudo: dict[Path, list[str]], out: Path) -> Path:
-    shutil.rmtree(out, ignore_errors=True)
-    _link_split(labeled, [ds.label_of(p) for p in labeled], out, "train")
-    if pseudo:
-        _link_split(list(pseudo), list(pseudo.values()), out, "train")
-    yaml_names = "\n".join(f"  {i}: {n}" for i, n in enumerate(ds.names))
-    test_images = ds.root / "images" / "test"
-    data = out / "data.yaml"
-    data.write_text(f"path: {out}\ntrain: images/train\nval: {test_images}\nnames:\n{yaml_names}\n")
-    return data
-
-
-def _epochs(cfg: SimConfig, n_images: int) -> int:
-    """Enough epochs for ``min_steps`` optimizer steps (at most ``max_epochs``)."""
+def epochs_for(cfg: SimConfig, n_images: int) -> int:
+    """Enough epochs for ``min_steps`` optimizer steps: ``clip(ceil(min_steps / ceil(n / batch)), 3, max_epochs)``."""
     steps_per_epoch = max(1, math.ceil(n_images / cfg.batch))
     return int(min(cfg.max_epochs, max(3, math.ceil(cfg.min_steps / steps_per_epoch))))
 
 
-def _train(data: Path, out: Path, base: str, epochs: int, cfg: SimConfig, seed: int) -> Path:
-    from detector_al.training import TrainConfig, train_detector
+@dataclass
+class RoundOutcome:
+    """One round of one variant: the images labeled, the round's pseudo-labels, and their cost and quality."""
 
-    final = out / "best.pt"
-    if final.exists():
-        return final
-    return train_detector(
-        data,
-        out,
-        TrainConfig(
-            epochs=epochs,
-            imgsz=cfg.imgsz,
-            batch=cfg.batch,
-            base=base,
-            seed=seed,
-            lr0=cfg.lr0,
-            warmup_epochs=1.0 if base.endswith(".pt") else 3.0,
-            val=False,
-        ),
-    )
+    chosen: list[Path]
+    pseudo: dict[Path, list[str]] = field(default_factory=dict)
+    drawn: int = 0  # oracle boxes in the chosen images
+    corrections: int = 0  # missed + spurious + relabeled boxes of their pre-annotations
+    pseudo_boxes: int = 0
+    pseudo_right: int = 0  # pseudo boxes matching an oracle box of the same class (IoU >= 0.5)
 
 
-def _choose(
-    ds: SimDataset, weights: Path, unlabeled: list[Path], variant: str, cfg: SimConfig, seed: int, round_index: int
-) -> tuple[list[Path], dict[Path, list[str]]]:
-    """The images to label next and (for +ceal) the round's pseudo-labels."""
+def play_round(ds: SimDataset, weights: Path, unlabeled: list[Path], variant: str, cfg: SimConfig, seed: int, rnd: int):
+    """Score the pool with ``weights`` through the production policy and label the queue's batch."""
     from detector_al.decision import decide
     from detector_al.detector import Detector
     from detector_al.pseudo_labels import CealConfig
     from detector_al.uncertainty import get_strategy, random_score
 
-    name = variant.replace("+ceal", "").replace("+div", "")
-    strategy = get_strategy(STRATEGY_OF[name])
-    if name == "random" and "+ceal" not in variant:
-        order = sorted(unlabeled, key=lambda p: -random_score(str(p.name), seed * 1000 + round_index))  # as below
-        return order[: cfg.budget], {}
+    name, diversity, ceal = parse_variant(variant)
+    strategy = get_strategy(name)
     det = Detector.load(weights, conf=0.05, imgsz=cfg.imgsz)
-    ceal = CealConfig(enabled="+ceal" in variant)
-    decisions = [decide(p, strategy, round_index, ceal) for p in det.predict([str(x) for x in unlabeled])]
-    scores = {p: random_score(str(p.name), seed * 1000 + round_index) for p in unlabeled} if name == "random" else None
-    return choose_from_decisions(unlabeled, decisions, cfg.budget, "+div" in variant, scores)
+    preds = list(det.predict([str(x) for x in unlabeled]))
+    decisions = [decide(p, strategy, rnd, CealConfig(enabled=ceal)) for p in preds]
+    scores = {p: random_score(p.name, seed * 1000 + rnd) for p in unlabeled} if name == "random" else None
+    chosen, pseudo = choose_from_decisions(unlabeled, decisions, cfg.budget, diversity, scores)
+    return _with_effort(ds, RoundOutcome(chosen, pseudo), dict(zip(unlabeled, decisions, strict=True)))
+
+
+def _with_effort(ds: SimDataset, out: RoundOutcome, decisions: dict) -> RoundOutcome:
+    from detector_al.annotation_effort import corrections, match_boxes
+
+    for path in out.chosen:
+        d = decisions[path]
+        fix = corrections(d.shown, read_yolo_labels(ds.label_of(path), d.width, d.height))
+        out.drawn += fix.drawn
+        out.corrections += fix.errors
+    for path in out.pseudo:
+        d = decisions[path]
+        truth = read_yolo_labels(ds.label_of(path), d.width, d.height)
+        pairs = match_boxes(d.pseudo_labels.xyxy, truth.xyxy)
+        out.pseudo_boxes += len(d.pseudo_labels)
+        out.pseudo_right += sum(int(d.pseudo_labels.class_id[i] == truth.class_id[j]) for i, j in pairs)
+    return out
 
 
 def choose_from_decisions(
@@ -253,108 +199,135 @@ def choose_from_decisions(
     return [ok[i][0] for _, i in batch], pseudo
 
 
-def run_simulation(source: Path, out: Path, cfg: SimConfig) -> dict:
-    """Run (or resume) the experiment; returns and writes ``out/results.json``."""
+def train_round(
+    ds: SimDataset, work: Path, parent: str, labeled: list[Path], pseudo: dict, epochs: int, recipe: Recipe, cfg, seed
+) -> Path:
+    """The weights trained from ``parent`` on ``labeled`` (oracle labels) + ``pseudo``, cached by content.
+
+    The cache key is the SHA-256 of the parent (weights bytes, or the model config's name), every training
+    image's name and label lines, the epochs, the recipe, the image and batch size and the seed.
+    """
+    from detector_al.training import TrainConfig, train_detector
+
+    items = [(p.name, ds.label_of(p).read_text() if ds.label_of(p).exists() else "") for p in labeled]
+    items += [(p.name, "\n".join(lines)) for p, lines in pseudo.items()]
+    parent_id = file_sha256(parent) if parent.endswith(".pt") else parent
+    key_src = json.dumps([parent_id, sorted(items), epochs, asdict(recipe), cfg.imgsz, cfg.batch, seed])
+    out = work / "trainings" / hashlib.sha256(key_src.encode()).hexdigest()[:16]
+    if (out / "best.pt").exists():
+        return out / "best.pt"
+    link_split(labeled, [ds.label_of(p) for p in labeled], out, "train")
+    if pseudo:
+        link_split(list(pseudo), list(pseudo.values()), out, "train")
+    config = TrainConfig(
+        epochs=epochs,
+        imgsz=cfg.imgsz,
+        batch=cfg.batch,
+        base=parent,
+        seed=seed,
+        lr0=recipe.lr0,
+        warmup_epochs=recipe.warmup_epochs,
+        val=False,
+    )
+    return train_detector(ds.write_train_yaml(out), out, config)
+
+
+def initial_set(ds: SimDataset, cfg: SimConfig, seed: int) -> list[Path]:
+    """The seed's initial labeled images: ``cfg.initial`` drawn uniformly from the pool (the same for every variant)."""
+    rng = np.random.default_rng(seed)
+    return [ds.pool[i] for i in sorted(rng.choice(len(ds.pool), cfg.initial, replace=False))]
+
+
+def train_initial(ds: SimDataset, work: Path, initial: list[Path], cfg: SimConfig, seed: int) -> Path:
+    """The round-0 model: from ``cfg.base`` (random initialisation) on the initial set, with a 3-epoch warm-up."""
+    return train_round(ds, work, cfg.base, initial, {}, cfg.epochs_initial, Recipe("scratch", cfg.lr0, 3.0), cfg, seed)
+
+
+def evaluate_cached(ds: SimDataset, weights: Path, imgsz: int) -> dict[str, float]:
+    """mAP50 and mAP50-95 on val and test (``val_map50``, ``map50``, ...), cached beside the weights."""
     from detector_al.training import evaluate
 
-    out = out.resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    ds = prepare_dataset(source.resolve(), out)
-    results_file = out / "results.json"
-    results = json.loads(results_file.read_text()) if results_file.exists() else {"config": asdict(cfg), "runs": []}
-    done = {(r["seed"], r["variant"], r["round"]) for r in results["runs"]}
-    test_yaml = ds.root / "test.yaml"
-    started = time.perf_counter()
+    cache = weights.parent / f"metrics-{imgsz}.json"
+    if cache.exists():
+        return json.loads(cache.read_text())
+    m = {}
+    for split, prefix in (("val", "val_"), ("test", "")):
+        m.update({prefix + k: v for k, v in evaluate(weights, ds.eval_yaml(split), "val", imgsz).items()})
+    cache.write_text(json.dumps(m))
+    return m
 
-    def record(seed, variant, rnd, n_labeled, n_pseudo, weights) -> None:
-        m = evaluate(weights, test_yaml, "test", cfg.imgsz)
-        results["runs"].append(
-            {
-                "seed": seed,
-                "variant": variant,
-                "round": rnd,
-                "labeled": n_labeled,
-                "pseudo": n_pseudo,
-                **m,
-                "elapsed_s": round(time.perf_counter() - started, 1),
-            }
+
+class Experiment:
+    """One run of the protocol over a dataset (see the module docstring); ``run()`` resumes a stopped one."""
+
+    def __init__(self, source: Path, out: Path, cfg: SimConfig) -> None:
+        self.cfg, self.out = cfg, out.resolve()
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.ds = prepare_dataset(source.resolve(), self.out)
+        self.recipe = RECIPES[cfg.recipe]
+        self.file = self.out / "results.json"
+        fresh = {"config": asdict(cfg), "dataset": str(source), "runs": []}
+        self.results = json.loads(self.file.read_text()) if self.file.exists() else fresh
+        self.started = time.perf_counter()
+
+    def run(self) -> dict:
+        for variant in self.cfg.variants:
+            parse_variant(variant)  # fail before hours of training, not after
+        for seed in self.cfg.seeds:
+            initial = initial_set(self.ds, self.cfg, seed)
+            w0 = train_initial(self.ds, self.out, initial, self.cfg, seed)
+            for variant in self.cfg.variants:
+                self._variant(seed, variant, initial, w0)
+        from detector_al.sim_report import plot_learning_curves
+
+        plot_learning_curves(self.results, self.out / "learning_curves.png")
+        return self.results
+
+    def _variant(self, seed: int, variant: str, initial: list[Path], w0: Path) -> None:
+        drawn0 = sum(len(read_yolo_labels(self.ds.label_of(p), 1, 1)) for p in initial)
+        self._record(seed, variant, 0, initial, RoundOutcome([], drawn=drawn0, corrections=drawn0), w0)
+        labeled, weights = list(initial), w0
+        for rnd in range(1, self.cfg.rounds + 1):
+            unlabeled = [p for p in self.ds.pool if p not in set(labeled)]
+            done = self._done(seed, variant, rnd)
+            if done:
+                outcome = RoundOutcome([self.ds.root / "images" / "pool" / n for n in done["chosen"]])
+                pseudo = {}  # only needed to re-train, which the cache spares
+            else:
+                outcome = play_round(self.ds, weights, unlabeled, variant, self.cfg, seed, rnd - 1)
+                pseudo = outcome.pseudo
+            labeled = labeled + outcome.chosen
+            parent = str(weights if self.recipe.start == "previous" else w0)
+            epochs = epochs_for(self.cfg, len(labeled) + len(pseudo))
+            if done and "weights" in done and Path(done["weights"]).exists():
+                weights = Path(done["weights"])
+                continue
+            weights = train_round(self.ds, self.out, parent, labeled, pseudo, epochs, self.recipe, self.cfg, seed)
+            self._record(seed, variant, rnd, labeled, outcome, weights)
+
+    def _done(self, seed: int, variant: str, rnd: int) -> dict | None:
+        return next(
+            (r for r in self.results["runs"] if (r["seed"], r["variant"], r["round"]) == (seed, variant, rnd)), None
         )
-        with atomic_write(results_file) as f:
-            json.dump(results, f, indent=1)
+
+    def _record(self, seed: int, variant: str, rnd: int, labeled: list[Path], o: RoundOutcome, weights: Path) -> None:
+        if self._done(seed, variant, rnd):
+            return
+        m = evaluate_cached(self.ds, weights, self.cfg.imgsz)
+        row = {"seed": seed, "variant": variant, "round": rnd, "labeled": len(labeled), "pseudo": len(o.pseudo)}
+        row |= {"drawn": o.drawn, "corrections": o.corrections}
+        row |= {"pseudo_boxes": o.pseudo_boxes, "pseudo_right": o.pseudo_right, **m}
+        row |= {"chosen": [p.name for p in o.chosen], "weights": str(weights)}
+        row["elapsed_s"] = round(time.perf_counter() - self.started, 1)
+        self.results["runs"].append(row)
+        with atomic_write(self.file) as f:
+            json.dump(self.results, f, indent=1)
         log.info(
-            "seed %d %-18s round %d: %d labeled (+%d pseudo) mAP50 %.3f mAP50-95 %.3f",
-            seed,
-            variant,
-            rnd,
-            n_labeled,
-            n_pseudo,
-            m["map50"],
-            m["map50_95"],
-        )
-
-    for seed in cfg.seeds:
-        rng = np.random.default_rng(seed)
-        initial = [ds.pool[i] for i in sorted(rng.choice(len(ds.pool), cfg.initial, replace=False))]
-        sdir = out / f"seed{seed}"
-        data0 = _train_set(ds, initial, {}, sdir / "round0-data")
-        w0 = _train(data0, sdir / "round0", cfg.base, cfg.epochs_initial, cfg, seed)
-        for variant in cfg.variants:
-            if (seed, variant, 0) not in done:
-                record(seed, variant, 0, len(initial), 0, w0)
-            labeled, weights = list(initial), w0
-            for rnd in range(1, cfg.rounds + 1):
-                vdir = sdir / variant.replace("+", "_") / f"round{rnd}"
-                unlabeled = [p for p in ds.pool if p not in set(labeled)]
-                chosen, pseudo = _choose(ds, weights, unlabeled, variant, cfg, seed, rnd - 1)
-                labeled = labeled + chosen
-                if (seed, variant, rnd) in done and (vdir / "best.pt").exists():
-                    weights = vdir / "best.pt"
-                    continue
-                data = _train_set(ds, labeled, pseudo, vdir / "data")
-                weights = _train(data, vdir, str(weights), _epochs(cfg, len(labeled) + len(pseudo)), cfg, seed)
-                record(seed, variant, rnd, len(labeled), len(pseudo), weights)
-    plot_learning_curves(results, out / "learning_curves.png")
-    return results
+            "seed %d %-22s round %d: %3d labeled (+%d pseudo) test mAP50 %.3f (val %.3f), batch %d boxes, %d fixes",
+            seed, variant, rnd, len(labeled), len(o.pseudo), m["map50"], m["val_map50"], o.drawn, o.corrections,
+        )  # fmt: skip
 
 
-def summarise(results: dict, metric: str = "map50") -> dict[str, dict[int, tuple[float, float]]]:
-    """variant -> labeled count -> (mean, sd) of ``metric`` over seeds."""
-    table: dict[str, dict[int, list[float]]] = {}
-    for r in results["runs"]:
-        table.setdefault(r["variant"], {}).setdefault(r["labeled"], []).append(r[metric])
-    return {v: {n: (float(np.mean(x)), float(np.std(x))) for n, x in sorted(d.items())} for v, d in table.items()}
-
-
-def labels_to_reach(curve: dict[int, tuple[float, float]], target: float) -> int | None:
-    """Fewest labeled images at which the mean curve reaches ``target`` (None if it never does)."""
-    for n, (mean, _) in sorted(curve.items()):
-        if mean >= target:
-            return n
-    return None
-
-
-def plot_learning_curves(results: dict, path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    for ax, metric in zip(axes, ("map50", "map50_95"), strict=True):
-        for variant, curve in summarise(results, metric).items():
-            n = np.array(list(curve))
-            mean = np.array([m for m, _ in curve.values()])
-            sd = np.array([s for _, s in curve.values()])
-            style = "--" if "+ceal" in variant else "-"
-            (line,) = ax.plot(n, mean, style, marker="o", label=variant)
-            ax.fill_between(n, mean - sd, mean + sd, alpha=0.12, color=line.get_color())
-        ax.set_xlabel("labeled images")
-        ax.set_ylabel(metric.replace("map", "mAP").replace("_", "-"))
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    seeds = sorted({r["seed"] for r in results["runs"]})
-    fig.suptitle(f"Active learning, mean ± sd over seeds {seeds}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+def run_simulation(source: Path, out: Path, cfg: SimConfig) -> dict:
+    """Run (or resume) the experiment; returns and writes ``out/results.json``."""
+    return Experiment(source, out, cfg).run()

@@ -75,7 +75,7 @@ def test_local_files_urls_round_trip(tmp_path, name):
 
 
 def test_yolo_label_path_replaces_only_the_last_images_folder():
-    from detector_al.simulation import _label_path
+    from detector_al.sim_dataset import _label_path
 
     assert _label_path(Path("/data/myimages/images/train/a.jpg")) == Path("/data/myimages/labels/train/a.txt")
 

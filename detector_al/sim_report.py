@@ -1,0 +1,195 @@
+"""What a simulation's ``results.json`` says: curves with intervals, labels saved (paired), effort, a plot.
+
+Intervals are 95 % Student-t intervals over seeds: ``mean +- t_{0.975, n-1} * sd / sqrt(n)`` (``sd`` with
+``n - 1``); with one seed there is no interval (``nan``).
+
+**Labels to reach** a target: on one seed's curve (labeled images -> mAP50), the first budget at which the
+curve reaches the target, linearly interpolated between the two budgets around it; ``inf`` when it never does.
+The target of a seed is **random's mAP50 at the full budget on the same seed**, so every comparison is
+paired. The **saving** of a variant on a seed is ``1 - labels_to_reach / full_budget``; a variant that
+never reaches the target has saving ``<= 0`` and is counted as 0 (censored: the mean saving is then an upper
+bound, and the report says how many seeds were censored).
+
+**Effort** of a variant up to a round: the oracle boxes of every labeled image (``drawn``: labeling from
+scratch) and the corrections its pre-annotations needed (``corrections``: the initial set counts as drawn).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from pathlib import Path
+
+import numpy as np
+
+BASELINE = "random"
+# t_{0.975, df} for df = 1..10 (above 10 the interval uses 2.228 - a slight over-coverage, never under)
+T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228)
+
+
+def t_interval(values) -> tuple[float, float, float]:
+    """(mean, low, high) of the 95 % Student-t interval over ``values`` (low = high = nan for one value)."""
+    x = np.asarray([v for v in values if np.isfinite(v)], np.float64)
+    if len(x) == 0:
+        return float("nan"), float("nan"), float("nan")
+    mean = float(x.mean())
+    if len(x) < 2:
+        return mean, float("nan"), float("nan")
+    half = float(T975[min(len(x) - 1, len(T975)) - 1] * x.std(ddof=1) / math.sqrt(len(x)))
+    return mean, mean - half, mean + half
+
+
+def curves(results: dict, metric: str = "map50") -> dict[str, dict[int, dict[int, float]]]:
+    """variant -> seed -> labeled images -> ``metric``."""
+    out: dict[str, dict[int, dict[int, float]]] = {}
+    for r in results["runs"]:
+        out.setdefault(r["variant"], {}).setdefault(r["seed"], {})[r["labeled"]] = r[metric]
+    return out
+
+
+def summarise(results: dict, metric: str = "map50") -> dict[str, dict[int, tuple[float, float, float]]]:
+    """variant -> labeled images -> (mean, low, high) of ``metric`` over seeds."""
+    table = {}
+    for variant, by_seed in curves(results, metric).items():
+        budgets = sorted({n for c in by_seed.values() for n in c})
+        table[variant] = {n: t_interval([c[n] for c in by_seed.values() if n in c]) for n in budgets}
+    return table
+
+
+def labels_to_reach(curve: dict[int, float], target: float) -> float:
+    """Labeled images at which a piecewise-linear curve first reaches ``target`` (``inf`` if never)."""
+    pts = sorted(curve.items())
+    if pts and pts[0][1] >= target:
+        return float(pts[0][0])
+    for (n0, m0), (n1, m1) in itertools.pairwise(pts):
+        if m1 >= target:
+            return n0 + (n1 - n0) * (target - m0) / (m1 - m0)
+    return math.inf
+
+
+def savings(results: dict, metric: str = "map50", baseline: str = BASELINE) -> dict[str, dict]:
+    """Per variant: labels to reach the baseline's full-budget ``metric`` (paired by seed), and the saving.
+
+    Returns variant -> ``{"labels": (mean, low, high), "saving": (mean, low, high), "censored": k, "seeds": n,
+    "per_seed": {seed: labels}}`` (``labels`` averaged over the seeds that reach the target).
+    """
+    c = curves(results, metric)
+    if baseline not in c:
+        return {}
+    out = {}
+    for variant, by_seed in c.items():
+        per_seed, saved = {}, []
+        for seed, curve in by_seed.items():
+            base = c[baseline].get(seed)
+            if not base or max(base) != max(curve):
+                continue  # unpaired, or not finished
+            full = max(base)
+            need = labels_to_reach(curve, base[full])
+            per_seed[seed] = need
+            saved.append(max(0.0, 1.0 - need / full) if math.isfinite(need) else 0.0)
+        finite = [v for v in per_seed.values() if math.isfinite(v)]
+        out[variant] = {
+            "labels": t_interval(finite),
+            "saving": t_interval(saved),
+            "censored": len(per_seed) - len(finite),
+            "seeds": len(per_seed),
+            "per_seed": per_seed,
+        }
+    return out
+
+
+def paired_difference(results: dict, a: str, b: str, metric: str = "map50") -> dict[int, tuple[float, float, float]]:
+    """labeled images -> (mean, low, high) of ``metric(a) - metric(b)`` over the seeds both ran."""
+    c = curves(results, metric)
+    if a not in c or b not in c:
+        return {}
+    diffs: dict[int, list[float]] = {}
+    for seed, curve in c[a].items():
+        for n, v in curve.items():
+            if n in c[b].get(seed, {}):
+                diffs.setdefault(n, []).append(v - c[b][seed][n])
+    return {n: t_interval(d) for n, d in sorted(diffs.items())}
+
+
+def effort(results: dict) -> dict[str, dict[str, tuple[float, float, float]]]:
+    """variant -> ``drawn``, ``corrections``, pseudo-label ``precision`` over the whole run (mean, low, high)."""
+    per: dict[str, dict[int, dict[str, float]]] = {}
+    for r in results["runs"]:
+        acc = per.setdefault(r["variant"], {}).setdefault(r["seed"], {"drawn": 0, "corrections": 0, "pb": 0, "pr": 0})
+        acc["drawn"] += r.get("drawn", 0)
+        acc["corrections"] += r.get("corrections", 0)
+        acc["pb"] += r.get("pseudo_boxes", 0)
+        acc["pr"] += r.get("pseudo_right", 0)
+    out = {}
+    for variant, seeds in per.items():
+        out[variant] = {
+            "drawn": t_interval([s["drawn"] for s in seeds.values()]),
+            "corrections": t_interval([s["corrections"] for s in seeds.values()]),
+            "pseudo_precision": t_interval([s["pr"] / s["pb"] for s in seeds.values() if s["pb"]]),
+            "pseudo_boxes": t_interval([s["pb"] for s in seeds.values()]),
+        }
+    return out
+
+
+def _fmt(t: tuple[float, float, float], digits: int = 3) -> str:
+    mean, lo, hi = t
+    if not math.isfinite(mean):
+        return "-"
+    return f"{mean:.{digits}f}" + (f" [{lo:.{digits}f}, {hi:.{digits}f}]" if math.isfinite(lo) else "")
+
+
+def report(results: dict) -> str:
+    """A plain-text table: test mAP50 per budget, labels to reach random's full-budget mAP50, effort."""
+    lines = []
+    for metric in ("map50", "map50_95", "val_map50"):
+        table = summarise(results, metric)
+        budgets = sorted({n for t in table.values() for n in t})
+        lines.append(f"{metric} (mean [95 % interval] over seeds) by labeled images")
+        lines.append(f"{'variant':22s} " + " ".join(f"{n:>22d}" for n in budgets))
+        for variant, t in table.items():
+            lines.append(f"{variant:22s} " + " ".join(f"{_fmt(t[n]) if n in t else '-':>22s}" for n in budgets))
+        lines.append("")
+    save, work = savings(results), effort(results)
+    lines.append("labels to reach random's full-budget test mAP50 (paired by seed); saving = 1 - labels / budget")
+    for variant in work:
+        s = save.get(variant)
+        reach = (
+            f"{_fmt(s['labels'], 1)}  saving {_fmt(s['saving'], 2)}  ({s['censored']}/{s['seeds']} never)" if s else "-"
+        )
+        w = work[variant]
+        lines.append(
+            f"{variant:22s} {reach}\n{'':22s} boxes drawn {_fmt(w['drawn'], 0)}, corrections {_fmt(w['corrections'], 0)}"
+            + (
+                f", pseudo-label precision {_fmt(w['pseudo_precision'], 3)}"
+                if math.isfinite(w["pseudo_precision"][0])
+                else ""
+            )
+        )
+    return "\n".join(lines)
+
+
+def plot_learning_curves(results: dict, path: Path) -> Path:
+    """mAP50 and mAP50-95 (test) against labeled images: mean and 95 % interval band per variant."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for ax, metric in zip(axes, ("map50", "map50_95"), strict=True):
+        for variant, curve in summarise(results, metric).items():
+            n = np.array(list(curve))
+            mean, lo, hi = (np.array([v[k] for v in curve.values()]) for k in range(3))
+            style = "--" if "+ceal" in variant else "-"
+            (line,) = ax.plot(n, mean, style, marker="o", label=variant)
+            ax.fill_between(n, lo, hi, alpha=0.12, color=line.get_color())
+        ax.set_xlabel("labeled images")
+        ax.set_ylabel("test " + metric.replace("map", "mAP").replace("_", "-"))
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    seeds = sorted({r["seed"] for r in results["runs"]})
+    fig.suptitle(f"Active learning, mean and 95 % interval over seeds {seeds}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
