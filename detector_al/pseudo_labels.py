@@ -100,3 +100,46 @@ def auto_accept(pred: ImagePredictions, score: float, round_index: int, cfg: Cea
     if missed.size:
         return AcceptDecision(False, f"{missed.size} anchors in the ambiguous band (possible missed object)", kept)
     return AcceptDecision(True, "confident", kept)
+
+
+@dataclass(frozen=True)
+class BoxPseudoConfig:
+    """Box-level pseudo-labels for images too dense for image-level acceptance (see :func:`box_pseudo_labels`)."""
+
+    min_confidence: float = 0.6
+    flip_iou: float = 0.5
+    mask_from: float = 0.05  # every other box at or above this confidence (either view) is masked out
+    duplicate_iou: float = 0.3
+
+
+@dataclass(frozen=True)
+class BoxPseudoLabels:
+    """The boxes taught as objects and the regions (``xyxy``) blanked out so that they teach nothing."""
+
+    boxes: Detections
+    masked: np.ndarray
+
+
+def box_pseudo_labels(pred: ImagePredictions, cfg: BoxPseudoConfig = BoxPseudoConfig()) -> BoxPseudoLabels:
+    """The confident boxes that both views agree on, and every doubtful region to mask out.
+
+    ``kept = {b : conf_b >= min_confidence and exists f in flip boxes with class_f = class_b,
+    conf_f >= min_confidence, IoU(b, f) >= flip_iou}``. ``masked`` = every other box of either view with
+    ``conf >= mask_from`` whose IoU with each kept box is below ``duplicate_iou`` (a duplicate of a kept box
+    is the kept object itself). A masked region is neither object nor background in training; an object the
+    model does not see at ``mask_from`` still teaches background (the recall the oracle measures).
+    """
+    det, flip = pred.detections, pred.detections_flip
+    strong, strong_flip = det.confidence >= cfg.min_confidence, flip.confidence >= cfg.min_confidence
+    agree = np.zeros(len(det), bool)
+    if strong.any() and strong_flip.any():
+        iou = box_iou(det.xyxy[strong], flip.xyxy[strong_flip])
+        same = det.class_id[strong][:, None] == flip.class_id[strong_flip][None, :]
+        agree[np.flatnonzero(strong)] = ((iou >= cfg.flip_iou) & same).any(axis=1)
+    kept = det[agree]
+    doubtful = np.concatenate(
+        [det.xyxy[~agree & (det.confidence >= cfg.mask_from)], flip.xyxy[flip.confidence >= cfg.mask_from]]
+    ).reshape(-1, 4)
+    if len(kept) and len(doubtful):
+        doubtful = doubtful[box_iou(doubtful, kept.xyxy).max(axis=1) < cfg.duplicate_iou]
+    return BoxPseudoLabels(kept, doubtful.astype(np.float32))

@@ -111,22 +111,30 @@ def paired_difference(results: dict, a: str, b: str, metric: str = "map50") -> d
     return {n: t_interval(d) for n, d in sorted(diffs.items())}
 
 
+EFFORT_KEYS = ("drawn", "corrections", "pseudo_boxes", "pseudo_right", "pseudo_truth", "pseudo_unseen")
+
+
 def effort(results: dict) -> dict[str, dict[str, tuple[float, float, float]]]:
-    """variant -> ``drawn``, ``corrections``, pseudo-label ``precision`` over the whole run (mean, low, high)."""
+    """variant -> totals over the run, (mean, low, high) over seeds: ``drawn``, ``corrections``, ``pseudo_boxes``,
+    ``pseudo_precision`` (pseudo boxes matching an oracle box of their class) and ``pseudo_unseen`` (the share of
+    oracle boxes in pseudo-labeled images that are neither pseudo-labeled nor masked: taught as background)."""
     per: dict[str, dict[int, dict[str, float]]] = {}
     for r in results["runs"]:
-        acc = per.setdefault(r["variant"], {}).setdefault(r["seed"], {"drawn": 0, "corrections": 0, "pb": 0, "pr": 0})
-        acc["drawn"] += r.get("drawn", 0)
-        acc["corrections"] += r.get("corrections", 0)
-        acc["pb"] += r.get("pseudo_boxes", 0)
-        acc["pr"] += r.get("pseudo_right", 0)
+        acc = per.setdefault(r["variant"], {}).setdefault(r["seed"], dict.fromkeys(EFFORT_KEYS, 0))
+        for k in EFFORT_KEYS:
+            acc[k] += r.get(k, 0)
     out = {}
     for variant, seeds in per.items():
         out[variant] = {
             "drawn": t_interval([s["drawn"] for s in seeds.values()]),
             "corrections": t_interval([s["corrections"] for s in seeds.values()]),
-            "pseudo_precision": t_interval([s["pr"] / s["pb"] for s in seeds.values() if s["pb"]]),
-            "pseudo_boxes": t_interval([s["pb"] for s in seeds.values()]),
+            "pseudo_precision": t_interval(
+                [s["pseudo_right"] / s["pseudo_boxes"] for s in seeds.values() if s["pseudo_boxes"]]
+            ),
+            "pseudo_boxes": t_interval([s["pseudo_boxes"] for s in seeds.values()]),
+            "pseudo_unseen": t_interval(
+                [s["pseudo_unseen"] / s["pseudo_truth"] for s in seeds.values() if s["pseudo_truth"]]
+            ),
         }
     return out
 

@@ -8,9 +8,11 @@ Protocol (the lessons of ``shared/docs/active-learning.md``):
   (:func:`~detector_al.decision.decide` per image, :func:`~detector_al.queue.build_queue` over the pool: the
   code the backend and ingest run), labels the queue's batch of ``budget`` images (the oracle reveals their
   boxes), and trains the next model by the config's :class:`Recipe`;
-* a variant is ``<strategy>[+div][+ceal]``: any strategy of the registry (``entropy`` = ``entropy_sum``),
-  ``+div`` a k-center batch over the top candidates (else the plain top-``budget``), ``+ceal`` the round's
-  auto-accepted images with the model's boxes as labels in that round's training set only;
+* a variant is ``<strategy>[+div][+ceal][+boxes]``: any strategy of the registry (``entropy`` =
+  ``entropy_sum``), ``+div`` a k-center batch over the top candidates (else the plain top-``budget``),
+  ``+ceal`` the round's auto-accepted images with the model's boxes as labels in that round's training set
+  only, ``+boxes`` box-level pseudo-labels (:func:`~detector_al.pseudo_labels.box_pseudo_labels`) on the
+  most certain images left (at most as many as are labeled), their doubtful regions blanked out;
 * mAP50 and mAP50-95 on the fixed **val** split (for choosing recipes and defaults) and **test** split (the
   reported figures) after every round;
 * the effort of every round's batch against the oracle: boxes to draw from scratch, and corrections given the
@@ -35,12 +37,12 @@ import numpy as np
 
 from detector_al.files import atomic_write, file_sha256
 from detector_al.sim_dataset import SimDataset, link_split, prepare_dataset
-from detector_al.yolo_format import read_yolo_labels, yolo_lines
+from detector_al.yolo_format import parse_yolo_lines, read_yolo_labels, yolo_lines
 
 log = logging.getLogger(__name__)
 
 ALIASES = {"entropy": "entropy_sum"}
-DIVERSITY, CEAL = "+div", "+ceal"
+FLAGS = ("div", "ceal", "boxes")
 
 
 @dataclass(frozen=True)
@@ -107,15 +109,15 @@ PRESETS = {
 }
 
 
-def parse_variant(variant: str) -> tuple[str, bool, bool]:
-    """``"<strategy>[+div][+ceal]"`` -> (registry name, diversity, ceal); unknown names raise ``ValueError``."""
+def parse_variant(variant: str) -> tuple[str, set[str]]:
+    """``"<strategy>[+div][+ceal][+boxes]"`` -> (registry name, flags); unknown names raise ``ValueError``."""
     from detector_al.uncertainty import get_strategy
 
     name, *flags = variant.split("+")
-    unknown = set(flags) - {DIVERSITY[1:], CEAL[1:]}
+    unknown = set(flags) - set(FLAGS)
     if unknown:
-        raise ValueError(f"unknown variant flag(s) {sorted(unknown)} in {variant!r}; use +div and +ceal")
-    return get_strategy(ALIASES.get(name, name)).name, DIVERSITY[1:] in flags, CEAL[1:] in flags
+        raise ValueError(f"unknown variant flag(s) {sorted(unknown)} in {variant!r}; use +div, +ceal, +boxes")
+    return get_strategy(ALIASES.get(name, name)).name, set(flags)
 
 
 def epochs_for(cfg: SimConfig, n_images: int) -> int:
@@ -130,10 +132,13 @@ class RoundOutcome:
 
     chosen: list[Path]
     pseudo: dict[Path, list[str]] = field(default_factory=dict)
+    masks: dict[Path, np.ndarray] = field(default_factory=dict)  # regions blanked out of pseudo-labeled images
     drawn: int = 0  # oracle boxes in the chosen images
     corrections: int = 0  # missed + spurious + relabeled boxes of their pre-annotations
     pseudo_boxes: int = 0
     pseudo_right: int = 0  # pseudo boxes matching an oracle box of the same class (IoU >= 0.5)
+    pseudo_truth: int = 0  # oracle boxes in pseudo-labeled images
+    pseudo_unseen: int = 0  # of those, neither pseudo-labeled nor masked: taught as background
 
 
 def play_round(ds: SimDataset, weights: Path, unlabeled: list[Path], variant: str, cfg: SimConfig, seed: int, rnd: int):
@@ -143,30 +148,61 @@ def play_round(ds: SimDataset, weights: Path, unlabeled: list[Path], variant: st
     from detector_al.pseudo_labels import CealConfig
     from detector_al.uncertainty import get_strategy, random_score
 
-    name, diversity, ceal = parse_variant(variant)
+    name, flags = parse_variant(variant)
     strategy = get_strategy(name)
     det = Detector.load(weights, conf=0.05, imgsz=cfg.imgsz)
     preds = list(det.predict([str(x) for x in unlabeled]))
-    decisions = [decide(p, strategy, rnd, CealConfig(enabled=ceal)) for p in preds]
+    decisions = [decide(p, strategy, rnd, CealConfig(enabled="ceal" in flags)) for p in preds]
     scores = {p: random_score(p.name, seed * 1000 + rnd) for p in unlabeled} if name == "random" else None
-    chosen, pseudo = choose_from_decisions(unlabeled, decisions, cfg.budget, diversity, scores)
-    return _with_effort(ds, RoundOutcome(chosen, pseudo), dict(zip(unlabeled, decisions, strict=True)))
+    chosen, pseudo = choose_from_decisions(unlabeled, decisions, cfg.budget, "div" in flags, scores)
+    outcome = RoundOutcome(chosen, pseudo)
+    if "boxes" in flags:
+        n_labeled = cfg.initial + cfg.budget * (rnd + 1)
+        _add_box_pseudo_labels(outcome, unlabeled, preds, decisions, n_labeled)
+    return _with_effort(ds, outcome, dict(zip(unlabeled, decisions, strict=True)))
+
+
+def _add_box_pseudo_labels(outcome: RoundOutcome, paths: list[Path], preds: list, decisions: list, cap: int) -> None:
+    """Box pseudo-labels on at most ``cap`` images left out of the batch, lowest strategy score first."""
+    from detector_al.pseudo_labels import box_pseudo_labels
+
+    taken = set(outcome.chosen) | set(outcome.pseudo)
+    order = sorted(
+        (i for i, (p, d) in enumerate(zip(paths, decisions, strict=True)) if not d.error and p not in taken),
+        key=lambda i: (decisions[i].score, paths[i].name),
+    )
+    for i in order:
+        if len(outcome.masks) >= cap:
+            break
+        found = box_pseudo_labels(preds[i])
+        if len(found.boxes):
+            b = found.boxes
+            outcome.pseudo[paths[i]] = yolo_lines(b.xyxy, b.class_id, preds[i].width, preds[i].height)
+            outcome.masks[paths[i]] = found.masked
 
 
 def _with_effort(ds: SimDataset, out: RoundOutcome, decisions: dict) -> RoundOutcome:
     from detector_al.annotation_effort import corrections, match_boxes
+    from detector_al.pseudo_labels import box_iou
 
     for path in out.chosen:
         d = decisions[path]
         fix = corrections(d.shown, read_yolo_labels(ds.label_of(path), d.width, d.height))
         out.drawn += fix.drawn
         out.corrections += fix.errors
-    for path in out.pseudo:
+    for path, lines in out.pseudo.items():
         d = decisions[path]
         truth = read_yolo_labels(ds.label_of(path), d.width, d.height)
-        pairs = match_boxes(d.pseudo_labels.xyxy, truth.xyxy)
-        out.pseudo_boxes += len(d.pseudo_labels)
-        out.pseudo_right += sum(int(d.pseudo_labels.class_id[i] == truth.class_id[j]) for i, j in pairs)
+        boxes = parse_yolo_lines(lines, d.width, d.height)
+        pairs = match_boxes(boxes.xyxy, truth.xyxy)
+        out.pseudo_boxes += len(boxes)
+        out.pseudo_right += sum(int(boxes.class_id[i] == truth.class_id[j]) for i, j in pairs)
+        out.pseudo_truth += len(truth)
+        masked = out.masks.get(path, np.zeros((0, 4), np.float32))
+        seen = {j for _, j in pairs}
+        if len(masked) and len(truth):
+            seen |= set(np.flatnonzero(box_iou(truth.xyxy, masked).max(axis=1) >= 0.3).tolist())
+        out.pseudo_unseen += len(truth) - len(seen)
     return out
 
 
@@ -200,25 +236,37 @@ def choose_from_decisions(
 
 
 def train_round(
-    ds: SimDataset, work: Path, parent: str, labeled: list[Path], pseudo: dict, epochs: int, recipe: Recipe, cfg, seed
+    ds: SimDataset,
+    work: Path,
+    parent: str,
+    labeled: list[Path],
+    extra: RoundOutcome | None,
+    epochs: int,
+    recipe: Recipe,
+    cfg: SimConfig,
+    seed: int,
 ) -> Path:
-    """The weights trained from ``parent`` on ``labeled`` (oracle labels) + ``pseudo``, cached by content.
+    """The weights trained from ``parent`` on ``labeled`` (oracle labels) and the round's pseudo-labels.
 
-    The cache key is the SHA-256 of the parent (weights bytes, or the model config's name), every training
-    image's name and label lines, the epochs, the recipe, the image and batch size and the seed.
+    Pseudo-labeled images with masks are written as copies whose masked regions are filled with grey 114
+    (ultralytics' padding value). Cached by content: the key is the SHA-256 of the parent (weights bytes, or
+    the model config's name), every training image's name, label lines and mask, the epochs, the recipe, the
+    image and batch size and the seed.
     """
     from detector_al.training import TrainConfig, train_detector
 
+    pseudo, masks = (extra.pseudo, extra.masks) if extra else ({}, {})
     items = [(p.name, ds.label_of(p).read_text() if ds.label_of(p).exists() else "") for p in labeled]
-    items += [(p.name, "\n".join(lines)) for p, lines in pseudo.items()]
+    items += [(p.name, "\n".join(lines), np.round(masks.get(p, []), 1).tolist()) for p, lines in pseudo.items()]
     parent_id = file_sha256(parent) if parent.endswith(".pt") else parent
     key_src = json.dumps([parent_id, sorted(items), epochs, asdict(recipe), cfg.imgsz, cfg.batch, seed])
     out = work / "trainings" / hashlib.sha256(key_src.encode()).hexdigest()[:16]
     if (out / "best.pt").exists():
         return out / "best.pt"
     link_split(labeled, [ds.label_of(p) for p in labeled], out, "train")
-    if pseudo:
-        link_split(list(pseudo), list(pseudo.values()), out, "train")
+    for src, dst in zip(pseudo, link_split(list(pseudo), list(pseudo.values()), out, "train"), strict=True):
+        if len(masks.get(src, [])):
+            write_masked(src, dst, masks[src])
     config = TrainConfig(
         epochs=epochs,
         imgsz=cfg.imgsz,
@@ -230,6 +278,19 @@ def train_round(
         val=False,
     )
     return train_detector(ds.write_train_yaml(out), out, config)
+
+
+def write_masked(src: Path, dst: Path, regions: np.ndarray) -> None:
+    """``dst`` = ``src`` with the ``xyxy`` pixel ``regions`` filled with grey 114 (replacing a link at ``dst``)."""
+    from PIL import Image, ImageDraw, ImageOps
+
+    with Image.open(src) as im:
+        img = ImageOps.exif_transpose(im).convert("RGB")  # the detector's (upright) pixels
+    draw = ImageDraw.Draw(img)
+    for x1, y1, x2, y2 in np.asarray(regions, np.float64):
+        draw.rectangle([x1, y1, x2, y2], fill=(114, 114, 114))
+    dst.unlink(missing_ok=True)
+    img.save(dst.with_suffix(".png"))
 
 
 def initial_set(ds: SimDataset, cfg: SimConfig, seed: int) -> list[Path]:
@@ -288,22 +349,18 @@ class Experiment:
         self._record(seed, variant, 0, initial, RoundOutcome([], drawn=drawn0, corrections=drawn0), w0)
         labeled, weights = list(initial), w0
         for rnd in range(1, self.cfg.rounds + 1):
-            unlabeled = [p for p in self.ds.pool if p not in set(labeled)]
             done = self._done(seed, variant, rnd)
-            if done:
-                outcome = RoundOutcome([self.ds.root / "images" / "pool" / n for n in done["chosen"]])
-                pseudo = {}  # only needed to re-train, which the cache spares
-            else:
-                outcome = play_round(self.ds, weights, unlabeled, variant, self.cfg, seed, rnd - 1)
-                pseudo = outcome.pseudo
-            labeled = labeled + outcome.chosen
-            parent = str(weights if self.recipe.start == "previous" else w0)
-            epochs = epochs_for(self.cfg, len(labeled) + len(pseudo))
-            if done and "weights" in done and Path(done["weights"]).exists():
+            if done and Path(done.get("weights", "")).is_file():  # resumed: the round's batch and model are known
+                labeled += [self.ds.root / "images" / "pool" / n for n in done["chosen"]]
                 weights = Path(done["weights"])
                 continue
-            weights = train_round(self.ds, self.out, parent, labeled, pseudo, epochs, self.recipe, self.cfg, seed)
-            self._record(seed, variant, rnd, labeled, outcome, weights)
+            unlabeled = [p for p in self.ds.pool if p not in set(labeled)]
+            o = play_round(self.ds, weights, unlabeled, variant, self.cfg, seed, rnd - 1)
+            labeled = labeled + o.chosen
+            parent = str(weights if self.recipe.start == "previous" else w0)
+            epochs = epochs_for(self.cfg, len(labeled) + len(o.pseudo))
+            weights = train_round(self.ds, self.out, parent, labeled, o, epochs, self.recipe, self.cfg, seed)
+            self._record(seed, variant, rnd, labeled, o, weights)
 
     def _done(self, seed: int, variant: str, rnd: int) -> dict | None:
         return next(
@@ -316,7 +373,8 @@ class Experiment:
         m = evaluate_cached(self.ds, weights, self.cfg.imgsz)
         row = {"seed": seed, "variant": variant, "round": rnd, "labeled": len(labeled), "pseudo": len(o.pseudo)}
         row |= {"drawn": o.drawn, "corrections": o.corrections}
-        row |= {"pseudo_boxes": o.pseudo_boxes, "pseudo_right": o.pseudo_right, **m}
+        row |= {"pseudo_boxes": o.pseudo_boxes, "pseudo_right": o.pseudo_right}
+        row |= {"pseudo_truth": o.pseudo_truth, "pseudo_unseen": o.pseudo_unseen, **m}
         row |= {"chosen": [p.name for p in o.chosen], "weights": str(weights)}
         row["elapsed_s"] = round(time.perf_counter() - self.started, 1)
         self.results["runs"].append(row)

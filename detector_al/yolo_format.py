@@ -32,9 +32,12 @@ def yolo_lines(xyxy, class_id, width: float = 1.0, height: float = 1.0) -> list[
 
 def read_yolo_labels(path: Path, width: int, height: int) -> Detections:
     """A YOLO label file as :class:`Detections` in pixels (confidence 1; empty when the file is absent)."""
-    rows = []
-    if path.is_file():
-        rows = [line.split() for line in path.read_text().splitlines() if line.strip()]
+    return parse_yolo_lines(path.read_text().splitlines() if path.is_file() else [], width, height)
+
+
+def parse_yolo_lines(lines: list[str], width: int, height: int) -> Detections:
+    """YOLO label lines as :class:`Detections` in pixels of a ``width`` x ``height`` image (confidence 1)."""
+    rows = [line.split() for line in lines if line.strip()]
     if not rows:
         return Detections.empty()
     a = np.array([[float(x) for x in r[1:5]] for r in rows], np.float64)

@@ -73,3 +73,32 @@ def test_box_iou_known_values():
     a = np.array([[0, 0, 10, 10]], np.float32)
     b = np.array([[0, 0, 10, 10], [5, 0, 15, 10], [20, 20, 30, 30]], np.float32)
     np.testing.assert_allclose(box_iou(a, b)[0], [1.0, 50 / 150, 0.0])
+
+
+def test_box_pseudo_labels_keep_flip_agreed_confident_boxes_and_mask_the_doubtful(tmp_path):
+    from PIL import Image
+
+    from detector_al.pseudo_labels import box_pseudo_labels
+    from detector_al.simulation import write_masked
+    from detector_al.types import ImagePredictions
+
+    det = Detections(
+        np.array([[10, 10, 30, 30], [50, 50, 70, 70], [80, 10, 95, 25], [11, 11, 31, 31], [40, 80, 60, 95]]),
+        np.array([0.9, 0.9, 0.7, 0.2, 0.3]),  # agreed, class disagrees, flip misses, duplicate, weak
+        np.array([0, 1, 0, 0, 2]),
+    )
+    flip = Detections(
+        np.array([[10, 11, 30, 31], [50, 50, 70, 70], [5, 60, 15, 70]]), np.array([0.8, 0.9, 0.1]), np.array([0, 2, 1])
+    )
+    probs = np.zeros((4, 3), np.float32)
+    p = ImagePredictions("img", 100, 100, det, flip, probs, probs, np.zeros(4, np.int64), np.zeros((4, 4), np.float32))
+    out = box_pseudo_labels(p)
+    assert out.boxes.xyxy.tolist() == [[10, 10, 30, 30]]
+    masked = {tuple(b) for b in out.masked.tolist()}
+    assert masked == {(50, 50, 70, 70), (80, 10, 95, 25), (40, 80, 60, 95), (5, 60, 15, 70)}  # no kept duplicate
+
+    src = tmp_path / "a.png"
+    Image.new("RGB", (100, 100), (255, 0, 0)).save(src)
+    write_masked(src, tmp_path / "b.png", out.masked)
+    img = Image.open(tmp_path / "b.png")
+    assert img.getpixel((60, 60)) == (114, 114, 114) and img.getpixel((20, 20)) == (255, 0, 0)

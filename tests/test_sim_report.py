@@ -17,6 +17,7 @@ def _runs(variant, seed, curve, **extra):
 
 def test_t_interval_matches_the_t_table():
     mean, lo, hi = t_interval([1.0, 2.0, 3.0])
+    assert mean - lo == pytest.approx(hi - mean)
     assert mean == 2.0
     assert hi - mean == pytest.approx(4.303 * 1.0 / math.sqrt(3), rel=1e-3)  # t_{0.975,2}, sd 1
     assert math.isnan(t_interval([1.0])[1])
