@@ -359,15 +359,16 @@ class Experiment:
             labeled = labeled + o.chosen
             parent = str(weights if self.recipe.start == "previous" else w0)
             epochs = epochs_for(self.cfg, len(labeled) + len(o.pseudo))
+            t0 = time.perf_counter()
             weights = train_round(self.ds, self.out, parent, labeled, o, epochs, self.recipe, self.cfg, seed)
-            self._record(seed, variant, rnd, labeled, o, weights)
+            self._record(seed, variant, rnd, labeled, o, weights, train_s=time.perf_counter() - t0)
 
     def _done(self, seed: int, variant: str, rnd: int) -> dict | None:
         return next(
             (r for r in self.results["runs"] if (r["seed"], r["variant"], r["round"]) == (seed, variant, rnd)), None
         )
 
-    def _record(self, seed: int, variant: str, rnd: int, labeled: list[Path], o: RoundOutcome, weights: Path) -> None:
+    def _record(self, seed, variant, rnd, labeled: list[Path], o: RoundOutcome, weights: Path, train_s=0.0) -> None:
         if self._done(seed, variant, rnd):
             return
         m = evaluate_cached(self.ds, weights, self.cfg.imgsz)
@@ -376,7 +377,7 @@ class Experiment:
         row |= {"pseudo_boxes": o.pseudo_boxes, "pseudo_right": o.pseudo_right}
         row |= {"pseudo_truth": o.pseudo_truth, "pseudo_unseen": o.pseudo_unseen, **m}
         row |= {"chosen": [p.name for p in o.chosen], "weights": str(weights)}
-        row["elapsed_s"] = round(time.perf_counter() - self.started, 1)
+        row |= {"train_s": round(train_s, 1), "elapsed_s": round(time.perf_counter() - self.started, 1)}
         self.results["runs"].append(row)
         with atomic_write(self.file) as f:
             json.dump(self.results, f, indent=1)
