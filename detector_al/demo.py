@@ -174,16 +174,17 @@ def _fill_project(cfg: DemoConfig, client, backend_url: str, model_dir: Path, ve
     from detector_al.label_config import parse_label_config
     from detector_al.ls_sink import QUEUE_TAB, LabelStudioSink, find_or_create_project
     from detector_al.registry import ModelRegistry
-    from detector_al.store import Store
+    from detector_al.scoring_config import SCORER_CONF
+    from detector_al.store import STORE_FILE_NAME, Store
 
     ls = client.ls
     config = (cfg.sample_data.absolute() / "label_config.xml").read_text()
     project = find_or_create_project(client, PROJECT_TITLE, config)
     if not any(m.url.rstrip("/") == backend_url for m in ls.ml.list(project=project)):
         ls.ml.create(project=project, url=backend_url, title="detector-al", is_interactive=False)
-    det = Detector.load(ModelRegistry(model_dir).path(version), conf=0.05, version=version)
+    det = Detector.load(ModelRegistry(model_dir).path(version), conf=SCORER_CONF, version=version)
     target = parse_label_config(ls.projects.get(id=project).label_config, det.names)
-    store = Store(model_dir / "detector_al.sqlite3")  # one store with the backend
+    store = Store(model_dir / STORE_FILE_NAME)  # one store with the backend
     report = ingest(
         pool,
         det,

@@ -134,9 +134,7 @@ def check_regular_file(path: Path) -> None:
         raise ImageLoadError(f"permission denied: {path}")
 
 
-def load_image(
-    source: str | Path | bytes, max_side: int | None = None, max_bytes: int | None = None
-) -> LoadedImage:
+def load_image(source: str | Path | bytes, max_side: int | None = None, max_bytes: int | None = None) -> LoadedImage:
     """Decode ``source`` (a path or the file's bytes) into an upright RGB array.
 
     Args:
@@ -150,41 +148,11 @@ def load_image(
         ImageLoadError: with a message that names the problem (empty, not an image, truncated, too large).
     """
     name = "<bytes>" if isinstance(source, bytes) else str(source)
+    fp = None
     try:
-        if isinstance(source, bytes):
-            if not source:
-                raise ImageLoadError("empty file (0 bytes)")
-            fp = io.BytesIO(source)
-        else:
-            path = Path(source)
-            check_regular_file(path)
-            fp = path.open("rb")
+        fp = _open_source(source)
         with Image.open(fp) as img:
-            w0, h0 = img.size
-            if w0 * h0 > MAX_PIXELS:
-                raise ImageLoadError(
-                    f"image too large: {w0}x{h0} = {w0 * h0 / 1e6:.0f} MP > {MAX_PIXELS / 1e6:.0f} MP; "
-                    "downscale it first"
-                )
-            drafted = False
-            if max_side and img.format == "JPEG":
-                img.draft("RGB", (max_side, max_side))
-                drafted = img.size != (w0, h0)
-            budget = MAX_DECODE_BYTES if max_bytes is None else max_bytes
-            need = decode_bytes(img.mode, *img.size)
-            if need > budget:  # before getexif(): for a PNG without an eXIf chunk it decodes the whole image
-                raise ImageLoadError(
-                    f"image too large to decode: {w0}x{h0} {img.mode} needs {need / 2**20:.0f} MB > the "
-                    f"{budget / 2**20:.0f} MB budget (MAX_IMAGE_DECODE_MB); downscale it first"
-                )
-            orientation = img.getexif().get(0x0112, 1)
-            img.load()
-            img = ImageOps.exif_transpose(img)
-            # a reduced JPEG: its stored size, turned upright; else the decoded size (TIFFs come upright already)
-            full = ((h0, w0) if orientation in (5, 6, 7, 8) else (w0, h0)) if drafted else img.size
-            if max_side and max(img.size) > DOWNSCALE_FACTOR * max_side:  # keep a batch's memory small
-                img.thumbnail((DOWNSCALE_FACTOR * max_side,) * 2, Image.Resampling.BILINEAR)
-            rgb = _to_rgb_array(img)
+            rgb, full = _decode_upright(img, max_side, MAX_DECODE_BYTES if max_bytes is None else max_bytes)
     except ImageLoadError:
         raise
     except (UnidentifiedImageError, ImportError):  # ImportError: ultralytics' PIL patch without pi-heif
@@ -196,11 +164,50 @@ def load_image(
     except Image.DecompressionBombError as exc:  # pragma: no cover - MAX_IMAGE_PIXELS is None
         raise ImageLoadError(str(exc)) from None
     finally:
-        if not isinstance(source, bytes) and "fp" in locals():
+        if not isinstance(source, bytes) and fp is not None:
             fp.close()
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.size == 0:
         raise ImageLoadError(f"unsupported pixel layout {rgb.shape} in {name}")
     return LoadedImage(rgb=np.ascontiguousarray(rgb), width=full[0], height=full[1])
+
+
+def _open_source(source: str | Path | bytes):
+    """A binary file object over the encoded image (checked to be a readable regular file, or non-empty bytes)."""
+    if isinstance(source, bytes):
+        if not source:
+            raise ImageLoadError("empty file (0 bytes)")
+        return io.BytesIO(source)
+    path = Path(source)
+    check_regular_file(path)
+    return path.open("rb")
+
+
+def _decode_upright(img: Image.Image, max_side: int | None, budget: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """The decoded, upright (EXIF) RGB array of an opened image, and its full-size upright ``(width, height)``
+    (see :func:`load_image` for ``max_side``; ``budget``: the decoding memory budget in bytes)."""
+    w0, h0 = img.size
+    if w0 * h0 > MAX_PIXELS:
+        raise ImageLoadError(
+            f"image too large: {w0}x{h0} = {w0 * h0 / 1e6:.0f} MP > {MAX_PIXELS / 1e6:.0f} MP; downscale it first"
+        )
+    drafted = False
+    if max_side and img.format == "JPEG":
+        img.draft("RGB", (max_side, max_side))
+        drafted = img.size != (w0, h0)
+    need = decode_bytes(img.mode, *img.size)
+    if need > budget:  # before getexif(): for a PNG without an eXIf chunk it decodes the whole image
+        raise ImageLoadError(
+            f"image too large to decode: {w0}x{h0} {img.mode} needs {need / 2**20:.0f} MB > the "
+            f"{budget / 2**20:.0f} MB budget (MAX_IMAGE_DECODE_MB); downscale it first"
+        )
+    orientation = img.getexif().get(0x0112, 1)
+    img.load()
+    img = ImageOps.exif_transpose(img)
+    # a reduced JPEG: its stored size, turned upright; else the decoded size (TIFFs come upright already)
+    full = ((h0, w0) if orientation in (5, 6, 7, 8) else (w0, h0)) if drafted else img.size
+    if max_side and max(img.size) > DOWNSCALE_FACTOR * max_side:  # keep a batch's memory small
+        img.thumbnail((DOWNSCALE_FACTOR * max_side,) * 2, Image.Resampling.BILINEAR)
+    return _to_rgb_array(img), full
 
 
 def _png_bit_depth(path: Path) -> int | None:

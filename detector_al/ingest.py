@@ -210,42 +210,28 @@ def ingest(
     report = IngestReport()
     known_ls = sink.known_hashes() if sink else {}
     stored = store.image_hashes(project)
-    url_of = sink.url_for if sink else (lambda p: local_files_url(p, cfg.files_root) or p.resolve().as_uri())
-    total = count_images(folder)
+    batches = _BatchWriter(det, store, target, cfg, sink, project, report)
     pending: list[tuple[Path, str, int | None]] = []
+    for item in _files_to_score(folder, stored, known_ls, report):
+        pending.append(item)
+        if len(pending) >= max(cfg.batch_size, cfg.tasks_per_request):
+            batches.write(pending)
+            pending = []
+    batches.write(pending)
+    report.elapsed_s = time.perf_counter() - start
+    for row in store.images(project, "error IS NOT NULL"):
+        if (row.path, row.error) not in report.failed:
+            report.failed.append((row.path, row.error))
+    _refresh_queue(store, project, det.version, cfg, sink, report)
+    return report
+
+
+def _files_to_score(
+    folder: Path, stored: dict[str, int | None], known_ls: dict[str, int], report: IngestReport
+) -> Iterator[tuple[Path, str, int | None]]:
+    """``(path, content hash, task id in Label Studio or None)`` of the files not ingested before (counted)."""
     seen: set[str] = set()
-
-    def flush() -> None:
-        if not pending:
-            return
-        rows = score_batch(det, [p for p, _, _ in pending], [h for _, h, _ in pending], target, cfg, url_of)
-        existing = {h: t for _, h, t in pending if t is not None}
-        good = [_replace(r, task_id=existing.get(r.content_hash)) for r in rows if r.error is None]
-        new = [i for i, r in enumerate(good) if r.task_id is None]
-        refused: set[int] = set()  # readable, but not taken by Label Studio: not stored, so the next run retries
-        if sink is not None and new:
-            need_upload = [i for i in new if _must_upload(good[i])]
-            if need_upload:
-                done = sink.upload([Path(good[i].path) for i in need_upload])
-                for i, up in zip(need_upload, done, strict=True):
-                    if up.url is None:
-                        refused.add(i)
-                        report.failed.append((good[i].path, up.error or "not uploaded"))
-                        report.not_uploaded += 1
-                    else:
-                        good[i] = _replace(good[i], url=up.url)
-                        report.converted += up.converted
-                new = [i for i in new if i not in refused]
-            ids = sink.create([task_payload(good[i], det.version) for i in new]) if new else []
-            for i, t in zip(new, ids, strict=True):
-                good[i] = _replace(good[i], task_id=t)
-            report.created_tasks += len(ids)
-        good = [r for i, r in enumerate(good) if i not in refused]
-        store.record_images(project, good + [r for r in rows if r.error is not None])
-        report.failed += [(r.path, r.error) for r in rows if r.error is not None]
-        pending.clear()
-
-    for path in track(walk_images(folder), total, "ingest"):
+    for path in track(walk_images(folder), count_images(folder), "ingest"):
         report.scanned += 1
         h = content_hash(path)
         if h in seen or h in stored:  # the same bytes twice, or ingested before
@@ -257,35 +243,100 @@ def ingest(
             report.already_known += 1
         else:
             report.new += 1
-        pending.append((path, h, known_ls.get(h)))
-        if len(pending) >= max(cfg.batch_size, cfg.tasks_per_request):
-            flush()
-    flush()
-    report.elapsed_s = time.perf_counter() - start
-    for row in store.images(project, "error IS NOT NULL"):
-        if (row.path, row.error) not in report.failed:
-            report.failed.append((row.path, row.error))
+        yield path, h, known_ls.get(h)
 
+
+@dataclass
+class _BatchWriter:
+    """Scores batches of new files and writes them: tasks in Label Studio first (when there is a sink), then
+    the store, so a file Label Studio did not take is not stored and the next run retries it."""
+
+    det: Detector
+    store: Store
+    target: RectangleTarget
+    cfg: IngestConfig
+    sink: LabelStudioSink | None
+    project: int
+    report: IngestReport
+
+    def url_of(self, path: Path) -> str | None:
+        if self.sink is not None:
+            return self.sink.url_for(path)
+        return local_files_url(path, self.cfg.files_root) or path.resolve().as_uri()
+
+    def write(self, pending: list[tuple[Path, str, int | None]]) -> None:
+        if not pending:
+            return
+        paths, hashes = [p for p, _, _ in pending], [h for _, h, _ in pending]
+        rows = score_batch(self.det, paths, hashes, self.target, self.cfg, self.url_of)
+        existing = {h: t for _, h, t in pending if t is not None}
+        good = [_replace(r, task_id=existing.get(r.content_hash)) for r in rows if r.error is None]
+        refused = self._create_tasks(good) if self.sink is not None else set()
+        good = [r for i, r in enumerate(good) if i not in refused]
+        self.store.record_images(self.project, good + [r for r in rows if r.error is not None])
+        self.report.failed += [(r.path, r.error) for r in rows if r.error is not None]
+
+    def _create_tasks(self, good: list[ImageRow]) -> set[int]:
+        """Create the tasks of the rows that have none (``good`` updated in place with their task ids and upload
+        URLs); returns the indices of the readable files Label Studio refused."""
+        new = [i for i, r in enumerate(good) if r.task_id is None]
+        refused: set[int] = set()
+        if not new:
+            return refused
+        need_upload = [i for i in new if _must_upload(good[i])]
+        if need_upload:
+            refused = self._upload(good, need_upload)
+            new = [i for i in new if i not in refused]
+        ids = self.sink.create([task_payload(good[i], self.det.version) for i in new]) if new else []
+        for i, t in zip(new, ids, strict=True):
+            good[i] = _replace(good[i], task_id=t)
+        self.report.created_tasks += len(ids)
+        return refused
+
+    def _upload(self, good: list[ImageRow], indices: list[int]) -> set[int]:
+        """Upload these rows' files (``good`` updated in place with their URLs); returns the refused indices."""
+        refused: set[int] = set()
+        done = self.sink.upload([Path(good[i].path) for i in indices])
+        for i, up in zip(indices, done, strict=True):
+            if up.url is None:
+                refused.add(i)
+                self.report.failed.append((good[i].path, up.error or "not uploaded"))
+                self.report.not_uploaded += 1
+            else:
+                good[i] = _replace(good[i], url=up.url)
+                self.report.converted += up.converted
+        return refused
+
+
+def _refresh_queue(
+    store: Store,
+    project: int,
+    model_version: str,
+    cfg: IngestConfig,
+    sink: LabelStudioSink | None,
+    report: IngestReport,
+) -> None:
+    """Choose the query batch over the whole project and write the statuses that changed: Label Studio first,
+    the store after, so a failed update is retried by the next run."""
     labeled = getattr(sink, "labeled", set()) if sink else set()  # labeled tasks leave the queue
     queue = plan_queue(store, project, cfg.budget, get_strategy(cfg.strategy).confidence, labeled)
     changed = [
         (row, e) for row, e in queue if row.decision != e.status or abs((row.priority or 0.0) - e.priority) > 1e-12
     ]
     failed: set[int] = set()
-    if sink is not None:  # Label Studio first, the store after: a failed update is retried by the next run
+    if sink is not None:
         updates = [
             TaskQueueUpdate(row.task_id, e.score, task_data(_replace(row, decision=e.status, priority=e.priority)))
             for row, e in changed
             if row.task_id
         ]
-        failed = {t for t, _ in sink.publish(det.version, updates)}
+        failed = {t for t, _ in sink.publish(model_version, updates)}
         sink.ensure_tabs()
     store.set_image_queue(
         project, [(row.content_hash, e.status, e.priority) for row, e in changed if row.task_id not in failed]
     )
     report.queried = sum(e.status == QUERY for _, e in queue)
     report.auto_accepted = len(store.images(project, "decision = 'auto_accept'"))
-    return report
 
 
 def _replace(row: ImageRow, **kw) -> ImageRow:

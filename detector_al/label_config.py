@@ -59,36 +59,13 @@ def parse_label_config(
         LabelConfigError: the config does not parse, has no RectangleLabels on an Image, or no label matches
             any model class (the message names the labels and the classes).
     """
-    from label_studio_sdk.label_interface import LabelInterface
-
-    try:
-        li = LabelInterface(config)
-    except Exception as exc:  # the SDK raises several types for malformed XML
-        raise LabelConfigError(f"the labeling config does not parse: {exc}") from None
-    controls = [c for c in li.controls if c.tag.lower() == "rectanglelabels"]
-    if not controls:
-        tags = sorted({c.tag for c in li.controls}) or ["none"]
-        raise LabelConfigError(
-            "the labeling config has no <RectangleLabels> control (found: " + ", ".join(tags) + "); detector-al "
-            'predicts boxes: add <RectangleLabels name="label" toName="image"> with one <Label> per class'
-        )
-    control = controls[0]
-    to_name = control.to_name[0]
-    obj = next((o for o in li.objects if o.name == to_name), None)
-    if obj is None or obj.tag.lower() != "image" or not str(obj.value).startswith("$"):
-        raise LabelConfigError(f'<RectangleLabels name="{control.name}"> must point to an <Image value="$..."> tag')
+    control, obj = _rectangle_control(config)
     labels = tuple(control.labels)
     mapping = {k.lower(): v for k, v in (mapping or {}).items()}
     for cls, lab in mapping.items():
         if lab not in labels:
             raise LabelConfigError(f"label mapping {cls!r} -> {lab!r}: no such label; labels are {list(labels)}")
-    aliases: dict[str, str] = {}
-    for lab in labels:
-        tag = control.labels_attrs.get(lab)
-        attrs = getattr(tag, "attr", tag) or {}
-        for alias in [lab, *str(attrs.get("predicted_values", "")).split(",")]:
-            if alias.strip():
-                aliases.setdefault(alias.strip().lower(), lab)
+    aliases = _label_aliases(control, labels)
     class_to_label: dict[int, str] = {}
     for k, name in enumerate(class_names):
         lab = mapping.get(name.lower()) or aliases.get(name.lower())
@@ -105,7 +82,7 @@ def parse_label_config(
         log.warning("labels with no model class (never predicted): %s", ", ".join(unmatched_labels))
     return RectangleTarget(
         from_name=control.name,
-        to_name=to_name,
+        to_name=control.to_name[0],
         value_key=str(obj.value).lstrip("$"),
         labels=labels,
         class_to_label=class_to_label,
@@ -113,6 +90,40 @@ def parse_label_config(
         unmatched_labels=unmatched_labels,
         unmatched_classes=unmatched_classes,
     )
+
+
+def _rectangle_control(config: str):
+    """The config's first RectangleLabels control and the Image object it points to (SDK objects)."""
+    from label_studio_sdk.label_interface import LabelInterface
+
+    try:
+        li = LabelInterface(config)
+    except Exception as exc:  # the SDK raises several types for malformed XML
+        raise LabelConfigError(f"the labeling config does not parse: {exc}") from None
+    controls = [c for c in li.controls if c.tag.lower() == "rectanglelabels"]
+    if not controls:
+        tags = sorted({c.tag for c in li.controls}) or ["none"]
+        raise LabelConfigError(
+            "the labeling config has no <RectangleLabels> control (found: " + ", ".join(tags) + "); detector-al "
+            'predicts boxes: add <RectangleLabels name="label" toName="image"> with one <Label> per class'
+        )
+    control = controls[0]
+    obj = next((o for o in li.objects if o.name == control.to_name[0]), None)
+    if obj is None or obj.tag.lower() != "image" or not str(obj.value).startswith("$"):
+        raise LabelConfigError(f'<RectangleLabels name="{control.name}"> must point to an <Image value="$..."> tag')
+    return control, obj
+
+
+def _label_aliases(control, labels: tuple[str, ...]) -> dict[str, str]:
+    """Lower-cased class name -> label: each label's own name and its ``predicted_values`` (first label wins)."""
+    aliases: dict[str, str] = {}
+    for lab in labels:
+        tag = control.labels_attrs.get(lab)
+        attrs = getattr(tag, "attr", tag) or {}
+        for alias in [lab, *str(attrs.get("predicted_values", "")).split(",")]:
+            if alias.strip():
+                aliases.setdefault(alias.strip().lower(), lab)
+    return aliases
 
 
 def default_label_config(class_names: tuple[str, ...] | list[str]) -> str:

@@ -1,8 +1,8 @@
-"""Talking to Label Studio: connection checks with clear errors, task images, project model versions.
+"""Talking to Label Studio: the SDK client with connection checks and clear errors, project ids, local-files paths.
 
 SDK calls go through label-studio-sdk's ``LabelStudio`` client (which handles personal access tokens itself);
 raw HTTP requests go through :attr:`LabelStudioClient.http`, whose auth (:mod:`detector_al.ls_auth`) handles
-both token kinds; task images are fetched by :mod:`detector_al.image_fetch`.
+both token kinds; task images are fetched by :func:`detector_al.image_fetch.fetch_image`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from urllib.parse import parse_qs, urlparse
 
 import requests
 
-from detector_al.image_fetch import FetchLimits, fetch_image
 from detector_al.ls_auth import HttpxLabelStudioAuth, LabelStudioAuth, label_studio_auth, refused_message
 from detector_al.ls_errors import ImageFetchError, LabelStudioError
 
@@ -23,7 +22,6 @@ __all__ = [
     "ImageFetchError",
     "LabelStudioClient",
     "LabelStudioError",
-    "fetch_task_image",
     "local_files_path",
     "project_id",
 ]
@@ -40,33 +38,6 @@ def local_files_path(url: str, root: Path | None) -> Path | None:
     if root.resolve() not in path.parents or not path.is_file():
         return None
     return path
-
-
-def fetch_task_image(
-    url: str,
-    hostname: str | None,
-    access_token: str | None,
-    task_id: int | None,
-    local_root: Path | None = None,
-    cache_dir: Path | None = None,
-    limits: FetchLimits | None = None,
-) -> Path:
-    """A local path to a task's image: from disk when the local-files root is shared, else downloaded (and
-    cached) with :func:`detector_al.image_fetch.fetch_image`; ``access_token`` (a personal access token or a
-    legacy token) goes to ``hostname``'s origin only.
-
-    Raises:
-        ImageFetchError: ``cannot fetch <url>: <reason>`` (timeout, too large, 401 with the token kind, 404 ...).
-    """
-    return fetch_image(
-        url,
-        ls_url=hostname,
-        token=access_token,
-        task_id=task_id,
-        local_root=local_root,
-        cache_dir=cache_dir,
-        limits=limits,
-    )
 
 
 def project_id(project: str | int | None) -> int | None:

@@ -31,8 +31,9 @@ from pathlib import Path
 import numpy as np
 
 from detector_al.files import atomic_write
+from detector_al.image_fetch import fetch_image
 from detector_al.label_config import RectangleTarget, parse_label_config
-from detector_al.ls_client import ImageFetchError, LabelStudioClient, fetch_task_image
+from detector_al.ls_client import ImageFetchError, LabelStudioClient
 from detector_al.ls_queue import configure_project
 from detector_al.ls_regions import from_label_studio_regions
 from detector_al.queue import build_queue
@@ -250,14 +251,14 @@ class Retrainer:
     def _image(self, task, client: LabelStudioClient, target: RectangleTarget) -> Path | None:
         url = (task.data or {}).get(target.value_key)
         try:
-            return fetch_task_image(
+            return fetch_image(
                 str(url),
-                client.url,
-                client.api_key,
-                task.id,
-                self.service.config.local_files_root,
-                self.service.config.cache_dir,
-                self.service.config.fetch_limits,
+                ls_url=client.url,
+                token=client.api_key,
+                task_id=task.id,
+                local_root=self.service.config.local_files_root,
+                cache_dir=self.service.config.cache_dir,
+                limits=self.service.config.fetch_limits,
             )
         except ImageFetchError as exc:
             log.warning("task %s skipped: %s", task.id, exc)

@@ -19,9 +19,9 @@ import numpy as np
 
 from detector_al.decision import decide
 from detector_al.detector import Detector
-from detector_al.image_fetch import FetchLimits
+from detector_al.image_fetch import FetchLimits, fetch_image
 from detector_al.label_config import RectangleTarget, parse_label_config
-from detector_al.ls_client import ImageFetchError, fetch_task_image, project_id
+from detector_al.ls_client import ImageFetchError, project_id
 from detector_al.ls_regions import to_label_studio_regions
 from detector_al.pseudo_labels import CealConfig
 from detector_al.queue import AUTO_ACCEPT, REST, QueueEntry, label_studio_score
@@ -253,14 +253,14 @@ class PredictionService:
                 f'task data has no {target.value_key!r} field (the config\'s <Image value="${target.value_key}">)',
             )
         try:
-            return fetch_task_image(
+            return fetch_image(
                 str(url),
-                hostname,
-                access_token,
-                task.get("id"),
-                self.config.local_files_root,
-                self.config.cache_dir,
-                self.config.fetch_limits,
+                ls_url=hostname,
+                token=access_token,
+                task_id=task.get("id"),
+                local_root=self.config.local_files_root,
+                cache_dir=self.config.cache_dir,
+                limits=self.config.fetch_limits,
             ), None
         except ImageFetchError as exc:
             return None, str(exc)

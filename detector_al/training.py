@@ -88,7 +88,13 @@ def train_detector(
         config.imgsz,
         device,
     )
-    model.train(
+    model.train(**_train_arguments(config, data_yaml, out, device))
+    return _publish_best(model, out)
+
+
+def _train_arguments(config: TrainConfig, data_yaml: Path, out: Path, device: str) -> dict:
+    """ultralytics ``train`` arguments for ``config``: deterministic, offline, the run written to ``out``."""
+    return dict(
         data=str(data_yaml),
         epochs=config.epochs,
         imgsz=config.imgsz,
@@ -112,6 +118,10 @@ def train_detector(
         amp=False,
         verbose=False,
     )
+
+
+def _publish_best(model, out: Path) -> Path:
+    """Copy the finished run's ``weights/best.pt`` to ``out/best.pt`` (atomically) and return that path."""
     run_dir = Path(getattr(getattr(model, "trainer", None), "save_dir", None) or out).resolve()
     if run_dir != out:  # an ultralytics that ignores save_dir: move its run where the user asked
         log.warning("ultralytics wrote the run to %s; moving it to %s", run_dir, out)

@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from detector_al.store import STORE_FILE_NAME
+
 
 class Settings(BaseSettings):
     """Every field reads the upper-case environment variable of its name (``MODEL_DIR``, ``SCORE_THRESHOLD`` ...)."""
@@ -46,4 +48,4 @@ class Settings(BaseSettings):
 
     @property
     def store_file(self) -> Path:
-        return self.store_path or self.model_dir / "detector_al.sqlite3"
+        return self.store_path or self.model_dir / STORE_FILE_NAME

@@ -7,16 +7,16 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from detector_al.detector import Detector
 from detector_al.image_fetch import FetchLimits
 from detector_al.ls_auth import same_origin
 from detector_al.ls_client import LabelStudioClient, LabelStudioError
 from detector_al.ls_queue import configure_project, refresh_queue
-from detector_al.pseudo_labels import CealConfig
 from detector_al.registry import ModelRegistry
 from detector_al.retraining import RetrainConfig, Retrainer
+from detector_al.scoring_config import SCORER_CONF, ceal_config
 from detector_al.service import PredictionService, ServiceConfig
 from detector_al.store import Store
 from detector_al.worker import JobRunner, TrainingWorker
@@ -53,37 +53,37 @@ class Credentials:
     label_configs: BoundedDict = field(default_factory=lambda: BoundedDict(MAX_PROJECTS))
 
 
+def _service_config(settings: Settings) -> ServiceConfig:
+    """The prediction service's configuration from the backend's settings."""
+    return ServiceConfig(
+        score_threshold=settings.score_threshold,
+        strategy=settings.strategy,
+        ceal=ceal_config(settings.ceal_delta0, settings.ceal_decay),
+        label_mapping=settings.label_mapping,
+        local_files_root=settings.local_files_document_root,
+        cache_dir=settings.model_dir / "image-cache",
+        fetch_limits=FetchLimits(
+            settings.fetch_connect_timeout_s,
+            settings.fetch_read_timeout_s,
+            settings.fetch_timeout_s,
+            settings.fetch_max_bytes,
+        ),
+    )
+
+
 class Backend:
     def __init__(self, settings: Settings, detector: Detector | None = None, run_job: JobRunner | None = None) -> None:
         self.settings = settings
         self.registry = ModelRegistry(settings.model_dir)
-        ceal = CealConfig()
-        if settings.ceal_delta0 is not None:
-            ceal = replace(ceal, delta_0=settings.ceal_delta0)
-        if settings.ceal_decay is not None:
-            ceal = replace(ceal, decay=settings.ceal_decay)
         self.store = Store(settings.store_file)
-        config = ServiceConfig(
-            score_threshold=settings.score_threshold,
-            strategy=settings.strategy,
-            ceal=ceal,
-            label_mapping=settings.label_mapping,
-            local_files_root=settings.local_files_document_root,
-            cache_dir=settings.model_dir / "image-cache",
-            fetch_limits=FetchLimits(
-                settings.fetch_connect_timeout_s,
-                settings.fetch_read_timeout_s,
-                settings.fetch_timeout_s,
-                settings.fetch_max_bytes,
-            ),
-        )
+        config = _service_config(settings)
         if detector is None:  # loaded on the service's inference thread, where it will run
             version, weights = self.registry.resolve(settings.model_path)
             self.service = PredictionService.load(
                 weights,
                 self.store,
                 config,
-                conf=0.05,
+                conf=SCORER_CONF,
                 version=version,
                 max_decode_bytes=settings.max_image_decode_mb * 2**20,
             )
@@ -98,23 +98,26 @@ class Backend:
                 "LABEL_STUDIO_API_KEY is set but LABEL_STUDIO_URL is not: the key is not used (it is sent only to "
                 "LABEL_STUDIO_URL); set LABEL_STUDIO_URL to your Label Studio's URL"
             )
-        if run_job is None:
-            run_job = Retrainer(
-                self.service,
-                self.registry,
-                self.store,
-                self.client,
-                self.credentials.label_configs.get,
-                settings.model_dir / "training",
-                RetrainConfig(
-                    epochs=settings.train_epochs, tolerance=settings.train_tolerance, budget=settings.queue_budget
-                ),
-            )
-        self.worker = TrainingWorker(self.store, run_job)
+        self.worker = TrainingWorker(self.store, run_job if run_job is not None else self._retrainer())
         self._synced: BoundedDict = BoundedDict(MAX_PROJECTS)
         self._timers: dict[int, threading.Timer] = {}
         self._timers_lock = threading.Lock()
         self._sync_lock = threading.Lock()
+
+    def _retrainer(self) -> Retrainer:
+        """The training job of this backend: fine-tune on the project's annotations, promote, re-score."""
+        settings = self.settings
+        return Retrainer(
+            self.service,
+            self.registry,
+            self.store,
+            self.client,
+            self.credentials.label_configs.get,
+            settings.model_dir / "training",
+            RetrainConfig(
+                epochs=settings.train_epochs, tolerance=settings.train_tolerance, budget=settings.queue_budget
+            ),
+        )
 
     def remember(self, hostname: str | None, token: str | None, project: int | None, label_config: str | None) -> None:
         """Keep what /setup or a webhook told us.

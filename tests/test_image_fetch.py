@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from detector_al.image_fetch import FetchLimits, fetch_image
-from detector_al.ls_client import ImageFetchError, fetch_task_image
+from detector_al.ls_client import ImageFetchError
 from tests.loopback import FakeLabelStudio, Loopback, Request
 
 JPEG = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 40  # 10 kB that look like a JPEG
@@ -112,10 +112,10 @@ def test_a_cut_download_leaves_no_file_and_the_next_request_fetches_again(tmp_pa
 
 def test_401_names_the_token_kind_and_what_to_do(fake, tmp_path):
     with pytest.raises(ImageFetchError, match=r"401 unauthorized: .*legacy tokens are off by default since 1.20"):
-        fetch_task_image("/data/upload/1/a.jpg", fake.url, "legacy-key", 1, cache_dir=tmp_path)
+        fetch_image("/data/upload/1/a.jpg", ls_url=fake.url, token="legacy-key", task_id=1, cache_dir=tmp_path)
     fake.pat_revoked = True
     with pytest.raises(ImageFetchError, match=r"cannot fetch /data/upload/1/a.jpg: .*refused this personal access"):
-        fetch_task_image("/data/upload/1/a.jpg", fake.url, fake.pat, 1, cache_dir=tmp_path)
+        fetch_image("/data/upload/1/a.jpg", ls_url=fake.url, token=fake.pat, task_id=1, cache_dir=tmp_path)
     assert cache_files(tmp_path) == []
 
 
@@ -123,8 +123,10 @@ def test_uploads_work_with_a_pat_through_the_legacy_path_when_storage_data_refus
     """A stock Label Studio answers 400 at /storage-data/uploaded/ (USE_NGINX_FOR_UPLOADS): once per server."""
     fake.routes["/storage-data/uploaded/"] = lambda req: req.json(400, {"detail": "NGINX mode"})
     fake.files["/data/upload/1/b.png"] = b"\x89PNG" + JPEG
-    a = fetch_task_image("/data/upload/1/a.jpg", fake.url, fake.pat, 1, cache_dir=tmp_path / "new" / "cache")
-    b = fetch_task_image("upload/1/b.png", fake.url, fake.pat, 2, cache_dir=tmp_path / "new" / "cache")
+    a = fetch_image(
+        "/data/upload/1/a.jpg", ls_url=fake.url, token=fake.pat, task_id=1, cache_dir=tmp_path / "new" / "cache"
+    )
+    b = fetch_image("upload/1/b.png", ls_url=fake.url, token=fake.pat, task_id=2, cache_dir=tmp_path / "new" / "cache")
     assert a.read_bytes() == JPEG and b.read_bytes() == b"\x89PNG" + JPEG
     assert fake.http.paths("GET") == [
         "/storage-data/uploaded/?filepath=upload/1/a.jpg",
@@ -135,14 +137,16 @@ def test_uploads_work_with_a_pat_through_the_legacy_path_when_storage_data_refus
 
 def test_uploads_are_read_through_storage_data_when_label_studio_serves_them(fake, tmp_path):
     fake.files["/storage-data/uploaded/?filepath=upload/1/c.jpg"] = JPEG
-    path = fetch_task_image("/data/upload/1/c.jpg", fake.url, fake.pat, 1, cache_dir=tmp_path)
+    path = fetch_image("/data/upload/1/c.jpg", ls_url=fake.url, token=fake.pat, task_id=1, cache_dir=tmp_path)
     assert path.read_bytes() == JPEG
     assert fake.http.paths("GET") == ["/storage-data/uploaded/?filepath=upload/1/c.jpg"]
 
 
 def test_a_missing_file_is_a_404(fake, tmp_path):
     with pytest.raises(ImageFetchError, match="404 not found in Label Studio"):
-        fetch_task_image("/data/local-files/?d=pool/none.jpg", fake.url, fake.pat, 1, cache_dir=tmp_path)
+        fetch_image(
+            "/data/local-files/?d=pool/none.jpg", ls_url=fake.url, token=fake.pat, task_id=1, cache_dir=tmp_path
+        )
 
 
 def test_local_files_are_read_from_a_shared_root_else_from_label_studio(fake, tmp_path):
@@ -150,15 +154,17 @@ def test_local_files_are_read_from_a_shared_root_else_from_label_studio(fake, tm
     (root / "pool").mkdir(parents=True)
     (root / "pool" / "x.jpg").write_bytes(JPEG)
     url = "/data/local-files/?d=pool/x.jpg"
-    assert fetch_task_image(url, fake.url, fake.pat, 1, local_root=root, cache_dir=tmp_path / "c") == (
+    assert fetch_image(url, ls_url=fake.url, token=fake.pat, task_id=1, local_root=root, cache_dir=tmp_path / "c") == (
         root / "pool" / "x.jpg"
     )
     assert fake.http.log == []  # read from disk
     fake.files[url] = JPEG
-    got = fetch_task_image(url, fake.url, fake.pat, 1, local_root=None, cache_dir=tmp_path / "c")
+    got = fetch_image(url, ls_url=fake.url, token=fake.pat, task_id=1, local_root=None, cache_dir=tmp_path / "c")
     assert got.read_bytes() == JPEG and got.parent == tmp_path / "c"
     with pytest.raises(ImageFetchError, match="outside LOCAL_FILES_DOCUMENT_ROOT"):
-        fetch_task_image("/data/local-files/?d=../../etc/passwd", fake.url, fake.pat, 1, local_root=root)
+        fetch_image(
+            "/data/local-files/?d=../../etc/passwd", ls_url=fake.url, token=fake.pat, task_id=1, local_root=root
+        )
 
 
 def test_local_paths_are_read_only_under_the_local_files_root(tmp_path):
@@ -185,8 +191,8 @@ def test_the_key_is_sent_to_label_studio_only(fake, tmp_path):
     fake.legacy_on = True
     with Loopback(lambda req: req.send(200, JPEG)) as foreign:
         # a plain URL on another host (same 127.0.0.1, another port: another origin)
-        fetch_task_image(f"{foreign.url}/pic.jpg", fake.url, fake.pat, 1, cache_dir=tmp_path)
-        fetch_task_image(f"{foreign.url}/pic2.jpg", fake.url, "legacy-key", 1, cache_dir=tmp_path)
+        fetch_image(f"{foreign.url}/pic.jpg", ls_url=fake.url, token=fake.pat, task_id=1, cache_dir=tmp_path)
+        fetch_image(f"{foreign.url}/pic2.jpg", ls_url=fake.url, token="legacy-key", task_id=1, cache_dir=tmp_path)
         # a cloud URI: Label Studio answers its presign endpoint with a redirect to the cloud
         uri = "s3://bucket/dir/photo.jpg"
         fileuri = base64.urlsafe_b64encode(uri.encode()).decode()
@@ -195,26 +201,28 @@ def test_the_key_is_sent_to_label_studio_only(fake, tmp_path):
             if fake.authorized(req) and req.path.endswith(f"fileuri={fileuri}")
             else req.json(401, {})
         )
-        got = fetch_task_image(uri, fake.url, fake.pat, 7, cache_dir=tmp_path)
+        got = fetch_image(uri, ls_url=fake.url, token=fake.pat, task_id=7, cache_dir=tmp_path)
         assert got.read_bytes() == JPEG and got.name.endswith("photo.jpg")
         assert foreign.paths() == ["/pic.jpg", "/pic2.jpg", "/bucket/photo.jpg?X-Amz-Signature=s"]
         assert all("Authorization" not in h for _, _, h in foreign.log)
         assert fake.http.paths("GET") == [f"/tasks/7/presign/?fileuri={fileuri}"]
     with pytest.raises(ImageFetchError, match="task has no id"):
-        fetch_task_image(uri, fake.url, fake.pat, None, cache_dir=tmp_path)
+        fetch_image(uri, ls_url=fake.url, token=fake.pat, task_id=None, cache_dir=tmp_path)
 
 
 def test_an_absolute_url_on_label_studio_gets_the_key(fake, tmp_path):
     fake.files["/data/local-files/?d=pool/y.jpg"] = JPEG
-    got = fetch_task_image(f"{fake.url}/data/local-files/?d=pool/y.jpg", fake.url, fake.pat, 1, cache_dir=tmp_path)
+    got = fetch_image(
+        f"{fake.url}/data/local-files/?d=pool/y.jpg", ls_url=fake.url, token=fake.pat, task_id=1, cache_dir=tmp_path
+    )
     assert got.read_bytes() == JPEG
 
 
 def test_label_studio_files_need_the_url_and_a_key(tmp_path):
     with pytest.raises(ImageFetchError, match="Label Studio URL is unknown"):
-        fetch_task_image("/data/upload/1/a.jpg", None, None, 1, cache_dir=tmp_path)
+        fetch_image("/data/upload/1/a.jpg", ls_url=None, token=None, task_id=1, cache_dir=tmp_path)
     with pytest.raises(ImageFetchError, match="no Label Studio API key"):
-        fetch_task_image("/data/upload/1/a.jpg", "http://127.0.0.1:9", None, 1, cache_dir=tmp_path)
+        fetch_image("/data/upload/1/a.jpg", ls_url="http://127.0.0.1:9", token=None, task_id=1, cache_dir=tmp_path)
 
 
 def test_concurrent_first_requests_for_one_url_download_it_once_and_never_see_a_partial_file(tmp_path):

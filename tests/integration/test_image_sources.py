@@ -178,7 +178,7 @@ def test_an_access_token_refused_mid_run_is_refreshed_once_and_no_task_is_lost(
     auth = label_studio_auth(label_studio.url, label_studio.token)  # the one the backend uses (shared)
     calls = {"n": 0}
     before = {"refreshes": None}
-    real = service.fetch_task_image
+    real = service.fetch_image
     lock = threading.Lock()
 
     def fetch_then_refuse(*args, **kwargs):
@@ -190,7 +190,7 @@ def test_an_access_token_refused_mid_run_is_refreshed_once_and_no_task_is_lost(
                 before["refreshes"] = auth.refreshes
         return path
 
-    monkeypatch.setattr(service, "fetch_task_image", fetch_then_refuse)
+    monkeypatch.setattr(service, "fetch_image", fetch_then_refuse)
     ls_client.ml.create(project=p.id, url=url, title="detector-al in-process", is_interactive=False)
     ls_client.actions.create(
         id="retrieve_tasks_predictions", project=p.id, selected_items={"all": True, "excluded": []}
