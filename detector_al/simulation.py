@@ -62,6 +62,7 @@ class Recipe:
 RECIPES = {
     "finetune_warm": Recipe("previous", 0.004, 1.0),  # the recipe before issue #14
     "finetune": Recipe("previous", 0.001, 0.0),
+    "finetune_nowarm": Recipe("previous", 0.004, 0.0),  # the recipe before, without the warm-up's kick
     "round0": Recipe("round0", 0.002, 0.0),
 }
 
