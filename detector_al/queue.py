@@ -40,7 +40,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from detector_al.selection import select_batch
+from detector_al.selection import select_batch, typiclust, use_cold_start
 
 QUERY, REST, AUTO_ACCEPT, ERROR = "query", "rest", "auto_accept", "error"
 UNCERTAINTY_SAMPLING = "Uncertainty sampling"
@@ -136,3 +136,24 @@ def build_queue(
     for pos, i in enumerate(auto, len(batch) + len(rest)):
         out[i] = QueueEntry(AUTO_ACCEPT, pos, label_studio_score(AUTO_ACCEPT, confidence(u[i])))
     return out  # type: ignore[return-value]
+
+
+def cold_start_batch(
+    max_confidence: np.ndarray,
+    accepted: np.ndarray,
+    embeddings: np.ndarray,
+    budget: int,
+    labeled_embeddings: np.ndarray | None = None,
+    seed: int = 0,
+) -> np.ndarray | None:
+    """The batch to pass to :func:`build_queue` while the model is cold, else ``None`` (choose by uncertainty).
+
+    Cold is :func:`~detector_al.selection.use_cold_start` over every image's highest box confidence; then the
+    batch is :func:`~detector_al.selection.typiclust` over the images not auto-accepted, with the labeled
+    images' embeddings as the clusters already covered.
+    """
+    if not use_cold_start(max_confidence):
+        return None
+    pending = np.flatnonzero(~np.asarray(accepted, bool))
+    emb = np.asarray(embeddings)
+    return pending[typiclust(emb[pending], min(budget, len(pending)), labeled_embeddings, seed)]

@@ -12,7 +12,10 @@ Protocol (the lessons of ``shared/docs/active-learning.md``):
   ``entropy_sum``), ``+div`` a k-center batch over the top candidates (else the plain top-``budget``),
   ``+ceal`` the round's auto-accepted images with the model's boxes as labels in that round's training set
   only, ``+boxes`` box-level pseudo-labels (:func:`~detector_al.pseudo_labels.box_pseudo_labels`) on the
-  most certain images left (at most as many as are labeled), their doubtful regions blanked out;
+  most certain images left (at most as many as are labeled), their doubtful regions blanked out, ``+cold``
+  a TypiClust batch while the model is cold (:func:`~detector_al.queue.cold_start_batch`), then the strategy;
+* class-weighted strategies are built each round from the labeled set and the pool
+  (:func:`~detector_al.uncertainty.build_strategy`), as the backend builds them from its store;
 * mAP50 and mAP50-95 on the fixed **val** split (for choosing recipes and defaults) and **test** split (the
   reported figures) after every round;
 * the effort of every round's batch against the oracle: boxes to draw from scratch, and corrections given the
@@ -42,7 +45,7 @@ from detector_al.yolo_format import parse_yolo_lines, read_yolo_labels, yolo_lin
 log = logging.getLogger(__name__)
 
 ALIASES = {"entropy": "entropy_sum"}
-FLAGS = ("div", "ceal", "boxes")
+FLAGS = ("div", "ceal", "boxes", "cold")
 
 
 @dataclass(frozen=True)
@@ -142,25 +145,38 @@ class RoundOutcome:
     pseudo_unseen: int = 0  # of those, neither pseudo-labeled nor masked: taught as background
 
 
-def play_round(ds: SimDataset, weights: Path, unlabeled: list[Path], variant: str, cfg: SimConfig, seed: int, rnd: int):
+def play_round(
+    ds: SimDataset, weights: Path, labeled: list[Path], unlabeled: list[Path], variant: str, cfg: SimConfig, seed, rnd
+) -> RoundOutcome:
     """Score the pool with ``weights`` through the production policy and label the queue's batch."""
     from detector_al.decision import decide
     from detector_al.detector import Detector
     from detector_al.pseudo_labels import CealConfig
-    from detector_al.uncertainty import get_strategy, random_score
+    from detector_al.scoring_config import SCORER_CONF
+    from detector_al.uncertainty import build_strategy, random_score
 
     name, flags = parse_variant(variant)
-    strategy = get_strategy(name)
-    det = Detector.load(weights, conf=0.05, imgsz=cfg.imgsz)
+    det = Detector.load(weights, conf=SCORER_CONF, imgsz=cfg.imgsz)
     preds = list(det.predict([str(x) for x in unlabeled]))
+    strategy = build_strategy(name, labeled_counts=labeled_class_counts(ds, labeled), pool=preds)
     decisions = [decide(p, strategy, rnd, CealConfig(enabled="ceal" in flags)) for p in preds]
     scores = {p: random_score(p.name, seed * 1000 + rnd) for p in unlabeled} if name == "random" else None
-    chosen, pseudo = choose_from_decisions(unlabeled, decisions, cfg.budget, "div" in flags, scores)
+    labeled_emb = None
+    if "cold" in flags:
+        labeled_emb = np.stack([p.embedding for p in det.predict([str(x) for x in labeled]) if p.ok])
+    chosen, pseudo = choose_from_decisions(unlabeled, decisions, cfg.budget, "div" in flags, scores, labeled_emb)
     outcome = RoundOutcome(chosen, pseudo)
     if "boxes" in flags:
-        n_labeled = cfg.initial + cfg.budget * (rnd + 1)
-        _add_box_pseudo_labels(outcome, unlabeled, preds, decisions, n_labeled)
+        _add_box_pseudo_labels(outcome, unlabeled, preds, decisions, len(labeled) + cfg.budget)
     return _with_effort(ds, outcome, dict(zip(unlabeled, decisions, strict=True)))
+
+
+def labeled_class_counts(ds: SimDataset, labeled: list[Path]) -> np.ndarray:
+    """Oracle boxes per class over the labeled images."""
+    counts = np.zeros(len(ds.names))
+    for p in labeled:
+        np.add.at(counts, read_yolo_labels(ds.label_of(p), 1, 1).class_id, 1)
+    return counts
 
 
 def _add_box_pseudo_labels(outcome: RoundOutcome, paths: list[Path], preds: list, decisions: list, cap: int) -> None:
@@ -208,14 +224,20 @@ def _with_effort(ds: SimDataset, out: RoundOutcome, decisions: dict) -> RoundOut
 
 
 def choose_from_decisions(
-    paths: list[Path], decisions: list, budget: int, diversity: bool, scores: dict[Path, float] | None = None
+    paths: list[Path],
+    decisions: list,
+    budget: int,
+    diversity: bool,
+    scores: dict[Path, float] | None = None,
+    labeled_embeddings: np.ndarray | None = None,
 ) -> tuple[list[Path], dict[Path, list[str]]]:
     """The production queue over a round's decisions: the batch (in queue order) and the CEAL pseudo-labels.
 
     The same :func:`~detector_al.queue.build_queue` the backend and ingest run; ``scores`` replaces the
-    strategy's (the random baseline).
+    strategy's (the random baseline); with ``labeled_embeddings``, a cold model's batch is
+    :func:`~detector_al.queue.cold_start_batch`.
     """
-    from detector_al.queue import QUERY, build_queue
+    from detector_al.queue import QUERY, build_queue, cold_start_batch
 
     ok = [(path, d) for path, d in zip(paths, decisions, strict=True) if not d.error]
     pseudo = {
@@ -225,15 +247,16 @@ def choose_from_decisions(
     }
     if not ok:
         return [], pseudo
-    queue = build_queue(
-        np.array([scores[path] if scores else d.score for path, d in ok], np.float64),
-        np.array([d.accepted for _, d in ok]),
-        np.stack([d.embedding for _, d in ok]),
-        budget,
-        diversity=diversity,
-    )
-    batch = sorted((e.position, i) for i, e in enumerate(queue) if e.status == QUERY)
-    return [ok[i][0] for _, i in batch], pseudo
+    accepted = np.array([d.accepted for _, d in ok])
+    emb = np.stack([d.embedding for _, d in ok])
+    batch = None
+    if labeled_embeddings is not None:
+        top = np.array([d.shown.confidence.max(initial=0.0) for _, d in ok])
+        batch = cold_start_batch(top, accepted, emb, budget, labeled_embeddings)
+    scored = np.array([scores[path] if scores else d.score for path, d in ok], np.float64)
+    queue = build_queue(scored, accepted, emb, budget, batch=batch, diversity=diversity)
+    in_batch = sorted((e.position, i) for i, e in enumerate(queue) if e.status == QUERY)
+    return [ok[i][0] for _, i in in_batch], pseudo
 
 
 def train_round(
@@ -356,7 +379,7 @@ class Experiment:
                 weights = Path(done["weights"])
                 continue
             unlabeled = [p for p in self.ds.pool if p not in set(labeled)]
-            o = play_round(self.ds, weights, unlabeled, variant, self.cfg, seed, rnd - 1)
+            o = play_round(self.ds, weights, labeled, unlabeled, variant, self.cfg, seed, rnd - 1)
             labeled = labeled + o.chosen
             parent = str(weights if self.recipe.start == "previous" else w0)
             epochs = epochs_for(self.cfg, len(labeled) + len(o.pseudo))
