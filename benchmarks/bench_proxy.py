@@ -12,6 +12,13 @@ image's corrections against the oracle are counted (:mod:`detector_al.annotation
 * ``batch / left``: corrections per image in the production queue's batch of ``--budget`` and in the images
   it leaves (:func:`detector_al.queue.build_queue`, auto-accepted images excluded from the batch).
 
+Every strategy of the registry is screened; ``entropy_balanced`` and ``entropy_ppal`` as the simulation would
+build them for the round (:func:`detector_al.uncertainty.build_strategy`: the initial set's class counts, the
+pool's predictions). Two batch selectors without a score follow (no AUC, only ``batch / left``): ``typiclust``
+(:func:`detector_al.selection.typiclust`, the labeled images as covered) and ``kcenter_cold``
+(:func:`detector_al.selection.cold_start`). The cold-start rule's verdict
+(:func:`detector_al.selection.use_cold_start`) is printed with the share of pool images showing a box.
+
 * box pseudo-labels: at each confidence threshold, the precision of the model's boxes against the oracle
   (same class, IoU >= 0.5) and the share of true boxes they cover, over the whole pool: what box-level
   pseudo-labels on dense images (issue #14) could be, before any curve.
@@ -65,6 +72,17 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
+def labeled_class_counts(label_files: list[Path], n_classes: int) -> np.ndarray:
+    """Boxes per class in YOLO label files (a missing file holds none)."""
+    counts = np.zeros(n_classes, np.int64)
+    for f in label_files:
+        if f.exists():
+            for line in f.read_text().splitlines():
+                if line.strip() and int(line.split()[0]) < n_classes:
+                    counts[int(line.split()[0])] += 1
+    return counts
+
+
 def main() -> None:
     from PIL import Image
 
@@ -72,9 +90,10 @@ def main() -> None:
     from detector_al.decision import decide
     from detector_al.detector import Detector
     from detector_al.queue import QUERY, build_queue
+    from detector_al.selection import cold_start, typiclust, use_cold_start
     from detector_al.sim_dataset import prepare_dataset
     from detector_al.simulation import PRESETS, initial_set, train_initial
-    from detector_al.uncertainty import STRATEGIES
+    from detector_al.uncertainty import STRATEGIES, build_strategy
     from detector_al.yolo_format import read_yolo_labels
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -105,11 +124,20 @@ def main() -> None:
         f"{name}: {len(labeled)} labeled -> round-0 model ({cfg.epochs_initial} epochs at {cfg.imgsz} px), "
         f"pool {len(pool)} images; trained and predicted in {time.perf_counter() - started:.0f} s"
     )
+    n_classes = next((q.probs.shape[1] for q in preds if q.ok), 1)
+    counts = labeled_class_counts([ds.label_of(p) for p in labeled], n_classes)
+    max_conf = np.array([q.detections.confidence.max(initial=0.0) for q in preds if q.ok])
+    cold = use_cold_start(max_conf)
+    print(
+        f"labeled boxes per class {counts.tolist()}; pool images with a box at conf >= 0.25: "
+        f"{np.mean(max_conf >= 0.25):.0%}, at conf >= 0.5: {np.mean(max_conf >= 0.5):.0%} -> use_cold_start = {cold}"
+    )
     results = {}
     print(
         f"{'strategy':20s} {'AUC err':>8s} {'95% interval':>15s} {'rho':>6s} {'batch':>7s} {'left':>7s} {'ratio':>6s}"
     )
-    for sname, strategy in STRATEGIES.items():
+    for sname in STRATEGIES:
+        strategy = build_strategy(sname, labeled_counts=counts, pool=preds)
         decisions = [decide(q, strategy) for q in preds]
         ok = [i for i, d in enumerate(decisions) if not d.error]
         errors = np.array([corrections(decisions[i].shown, truth[i]).errors for i in ok], np.float64)
@@ -139,6 +167,32 @@ def main() -> None:
             f"{sname:20s} {row['auc_errors']:8.3f} {f'[{lo:.3f}, {hi:.3f}]':>15s} {row['spearman']:6.3f} "
             f"{row['batch_errors_per_image']:7.2f} {row['left_errors_per_image']:7.2f} {row['ratio']:6.2f}"
         )
+    # batch selectors without a score: the same shown boxes (they do not depend on the strategy), CEAL off
+    plain = [decide(q, STRATEGIES["entropy_sum"]) for q in preds]
+    ok = [i for i, d in enumerate(plain) if not d.error]
+    errors = np.array([corrections(plain[i].shown, truth[i]).errors for i in ok], np.float64)
+    emb = np.stack([plain[i].embedding for i in ok])
+    labeled_preds = [q for q in det.predict([str(p) for p in labeled]) if q.ok]
+    labeled_emb = np.stack([q.embedding for q in labeled_preds]) if labeled_preds else None
+    selectors = {
+        "typiclust": typiclust(emb, args.budget, labeled_emb=labeled_emb, seed=args.seed),
+        "kcenter_cold": cold_start(emb, args.budget, seed=args.seed, labeled_emb=labeled_emb),
+    }
+    for sname, picked in selectors.items():
+        batch = np.zeros(len(ok), bool)
+        batch[picked] = True
+        row = {
+            "auc_errors": float("nan"),
+            "batch_errors_per_image": float(errors[batch].mean()),
+            "left_errors_per_image": float(errors[~batch].mean()),
+            "images": len(ok),
+        }
+        row["ratio"] = row["batch_errors_per_image"] / max(row["left_errors_per_image"], 1e-9)
+        results[sname] = row
+        print(
+            f"{sname:20s} {'-':>8s} {'-':>15s} {'-':>6s} "
+            f"{row['batch_errors_per_image']:7.2f} {row['left_errors_per_image']:7.2f} {row['ratio']:6.2f}"
+        )
     boxes = {}
     print(f"{'box conf >=':>12s} {'precision':>10s} {'recall':>8s} {'boxes':>7s}")
     for t in (0.3, 0.5, 0.6, 0.7, 0.8, 0.9):
@@ -156,6 +210,10 @@ def main() -> None:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         doc = {"dataset": name, "initial": len(labeled), "pool": len(pool), "seed": args.seed, "strategies": results}
+        doc["labeled_class_counts"] = counts.tolist()
+        doc["pool_share_with_box_at_0.25"] = float(np.mean(max_conf >= 0.25))
+        doc["pool_share_with_box_at_0.5"] = float(np.mean(max_conf >= 0.5))
+        doc["use_cold_start"] = cold
         doc["box_pseudo_labels"] = boxes
         args.out.write_text(json.dumps(doc, indent=2) + "\n")
 

@@ -13,6 +13,12 @@ auto-accepted last). Per image, the corrections an annotator makes to the pre-an
   not auto-accepted (what the batch was chosen from);
 * ``precision``: of the auto-accepted images, the share whose pseudo-labels need no correction.
 
+``entropy_balanced`` and ``entropy_ppal`` are built as for a round (:func:`detector_al.uncertainty.build_strategy`:
+the class counts of ``labels/train``, the bootstrap model's training set; the pool's predictions). ``typiclust``
+(:func:`detector_al.selection.typiclust`, the training images as covered) chooses a batch without a score: its row
+has no AUC, and the rest of its queue is ordered by ``entropy_sum``. The cold-start rule's verdict
+(:func:`detector_al.selection.use_cold_start`) is printed first.
+
 Usage: ``python benchmarks/bench_queue_quality.py [--model W] [--budget 48] [--out docs/queue_quality.json]``
 """
 
@@ -33,12 +39,24 @@ def auc(pos: np.ndarray, neg: np.ndarray) -> float:
     return float((diff > 0).mean() + 0.5 * (diff == 0).mean())
 
 
+def auc_interval(score: np.ndarray, wrong: np.ndarray, rng: np.random.Generator, n: int = 1000) -> tuple[float, float]:
+    """95 % percentile interval of the AUC over bootstrap resamples of the images."""
+    values = []
+    for _ in range(n):
+        i = rng.integers(0, len(score), len(score))
+        values.append(auc(score[i][wrong[i]], score[i][~wrong[i]]))
+    lo, hi = np.nanpercentile(values, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
 def main() -> None:
     from detector_al.annotation_effort import corrections
     from detector_al.bootstrap_model import ensure_bootstrap_model
     from detector_al.detector import Detector
+    from detector_al.queue import build_queue
     from detector_al.ranking import AUTO_ACCEPT, QUERY, assign_queue, score_predictions
-    from detector_al.uncertainty import STRATEGIES
+    from detector_al.selection import typiclust, use_cold_start
+    from detector_al.uncertainty import STRATEGIES, build_strategy
     from detector_al.yolo_format import read_yolo_labels
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -66,12 +84,39 @@ def main() -> None:
         f"pool: {len(preds)} images, {int(wrong.sum())} with model errors ({errors.mean():.2f} corrections/image); "
         f"budget {args.budget}; model {det.version}"
     )
-    head = f"{'strategy':22s} {'AUC err':>8s} {'AUC hard':>9s} {'batch err/img':>14s} {'left err/img':>13s} {'ratio':>6s} {'left queued':>12s} {'accepted':>9s} {'precision':>10s}"
+    n_classes = preds[0].probs.shape[1]
+    counts = np.zeros(n_classes, np.int64)
+    for f in sorted((args.data / "labels" / "train").glob("*.txt")):
+        for line in f.read_text().splitlines():
+            if line.strip():
+                counts[int(line.split()[0])] += 1
+    max_conf = np.array([q.detections.confidence.max(initial=0.0) for q in preds])
+    print(
+        f"labeled (train) boxes per class {counts.tolist()}; pool images with a box at conf >= 0.25: "
+        f"{np.mean(max_conf >= 0.25):.0%}, at conf >= 0.5: {np.mean(max_conf >= 0.5):.0%} -> use_cold_start = {use_cold_start(max_conf)}"
+    )
+    train_emb = np.stack([q.embedding for q in det.predict(sorted((args.data / "images" / "train").glob("*.*")))])
+    head = f"{'strategy':22s} {'AUC err':>8s} {'95% interval':>15s} {'AUC hard':>9s} {'batch err/img':>14s} {'left err/img':>13s} {'ratio':>6s} {'left queued':>12s} {'accepted':>9s} {'precision':>10s}"
     print(head)
     results = {}
-    for name, strategy in STRATEGIES.items():
-        scored = list(score_predictions(preds, strategy))
-        assign_queue(scored, budget=args.budget)
+    for name in [*STRATEGIES, "typiclust"]:
+        if name == "typiclust":
+            scored = list(score_predictions(preds, STRATEGIES["entropy_sum"]))
+            pending = np.flatnonzero([s.decision != AUTO_ACCEPT for s in scored])
+            emb = np.stack([s.embedding for s in scored])
+            picked = pending[typiclust(emb[pending], args.budget, labeled_emb=train_emb)]
+            entries = build_queue(
+                np.array([s.score for s in scored]),
+                np.array([s.decision == AUTO_ACCEPT for s in scored]),
+                emb,
+                args.budget,
+                batch=picked,
+            )
+            for s, e in zip(scored, entries, strict=True):
+                s.decision, s.rank = e.status, e.position + 1
+        else:
+            scored = list(score_predictions(preds, build_strategy(name, labeled_counts=counts, pool=preds)))
+            assign_queue(scored, budget=args.budget)
         score = np.array([s.score for s in scored])
         position = -np.array([s.rank for s in scored], np.float64)  # higher = served earlier
         batch = np.array([s.decision == QUERY for s in scored])
@@ -82,7 +127,10 @@ def main() -> None:
             if s.decision == AUTO_ACCEPT
         ]
         row = {
-            "auc_errors": auc(score[wrong], score[~wrong]),
+            "auc_errors": auc(score[wrong], score[~wrong]) if name != "typiclust" else float("nan"),
+            "auc_interval": auc_interval(score, wrong, np.random.default_rng(1))
+            if name != "typiclust"
+            else (float("nan"), float("nan")),
             "auc_hard_vs_easy": auc(position[hard], position[easy]),
             "batch_errors_per_image": float(errors[batch].mean()),
             "left_errors_per_image": float(errors[~batch].mean()),
@@ -93,7 +141,8 @@ def main() -> None:
         row["ratio"] = row["batch_errors_per_image"] / max(row["left_errors_per_image"], 1e-9)
         results[name] = row
         print(
-            f"{name:22s} {row['auc_errors']:8.3f} {row['auc_hard_vs_easy']:9.3f} {row['batch_errors_per_image']:14.2f} "
+            f"{name:22s} {row['auc_errors']:8.3f} {'[{:.3f}, {:.3f}]'.format(*row['auc_interval']):>15s} "
+            f"{row['auc_hard_vs_easy']:9.3f} {row['batch_errors_per_image']:14.2f} "
             f"{row['left_errors_per_image']:13.2f} {row['ratio']:6.2f} {row['left_queued_errors_per_image']:12.2f} "
             f"{row['auto_accepted']:9d} "
             f"{row['pseudo_label_precision']:10.1%}"
@@ -101,6 +150,10 @@ def main() -> None:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         doc = {"model": det.version, "pool": len(preds), "budget": args.budget, "strategies": results}
+        doc["labeled_class_counts"] = counts.tolist()
+        doc["pool_share_with_box_at_0.25"] = float(np.mean(max_conf >= 0.25))
+        doc["pool_share_with_box_at_0.5"] = float(np.mean(max_conf >= 0.5))
+        doc["use_cold_start"] = use_cold_start(max_conf)
         args.out.write_text(json.dumps(doc, indent=2) + "\n")
 
 

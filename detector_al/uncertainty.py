@@ -2,7 +2,14 @@
 
 Every strategy maps one :class:`~detector_al.types.ImagePredictions` to a float where **higher means
 more uncertain** (more worth a human's time). The math lives in array functions with the formula in
-their docstrings exactly as computed; the registry entries only pick the arrays out of the record.
+their docstrings exactly as computed; the registry entries only pick the arrays out of the record. This module
+holds the registry and the per-anchor math of MI-AOD (two views' discrepancy); the per-box formulas (entropy,
+least confidence, margin) are in :mod:`detector_al.box_uncertainty`, the box-set consistency scores (ENMS, CALD)
+in :mod:`detector_al.box_consistency`, the class weights of box entropy in :mod:`detector_al.class_weights`.
+
+Most strategies depend on the image alone. Two are weighted by the round: ``entropy_balanced`` (class rarity in
+the labeled set) and ``entropy_ppal`` (class difficulty over the pool); the registry holds them unweighted (equal
+to ``entropy_sum``) and :func:`build_strategy` builds the round's version from its data.
 
 Notation: ``p1, p2`` are the (A, C) per-anchor class probabilities of the image and of its aligned
 horizontal flip, ``l(i)`` the pyramid level of anchor ``i``, ``L`` the number of levels, ``T`` the
@@ -23,10 +30,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from detector_al.box_consistency import cald_score, enms_entropy
+from detector_al.box_uncertainty import box_entropy, box_margin, least_confidence
+from detector_al.class_weights import (
+    DEFAULT_RARITY_POWER,
+    class_weighted_entropy,
+    difficulty_weights,
+    pool_difficulty,
+    rarity_weights,
+)
 from detector_al.types import ImagePredictions
 
 DEFAULT_TEMPERATURE = 0.02
-EPS = 1e-12
 
 
 def anchor_discrepancy(p1: np.ndarray, p2: np.ndarray) -> np.ndarray:
@@ -99,39 +114,6 @@ def unweighted_discrepancy(p1: np.ndarray, p2: np.ndarray) -> float:
     return float(np.mean(anchor_discrepancy(p1, p2)))
 
 
-def binary_entropy(p: np.ndarray) -> np.ndarray:
-    """``H(p) = -p ln p - (1 - p) ln(1 - p)`` elementwise (in nats, 0 at p in {0, 1}, max ln 2 at 0.5)."""
-    p = np.clip(p, EPS, 1 - EPS)
-    return -(p * np.log(p) + (1 - p) * np.log(1 - p))
-
-
-def reduce(values: np.ndarray, how: str) -> float:
-    """Aggregate per-box values to an image score: ``sum``, ``mean`` or ``max`` (0 for an image with no box)."""
-    if values.size == 0:
-        return 0.0
-    return float({"sum": np.sum, "mean": np.mean, "max": np.max}[how](values))
-
-
-def box_entropy(confidence: np.ndarray, how: str) -> float:
-    """Box entropy (Brust et al. 2019): ``reduce_b H(conf_b)`` over the post-NMS boxes."""
-    return reduce(binary_entropy(confidence), how)
-
-
-def least_confidence(confidence: np.ndarray) -> float:
-    """``max_b (1 - conf_b)`` over the post-NMS boxes: the least confident box decides."""
-    return reduce(1.0 - confidence, "max")
-
-
-def box_margin(class_probs: np.ndarray) -> float:
-    """Margin (Brust et al. 2019): ``max_b (1 - (q_b1 - q_b2))^2`` with ``q_b1 >= q_b2`` the two highest class
-    probabilities of box ``b``'s anchor (``class_probs`` is (N, C); one class gives ``q_b2 = 0``)."""
-    if class_probs.shape[0] == 0:
-        return 0.0
-    q = -np.sort(-class_probs, axis=1)
-    second = q[:, 1] if q.shape[1] > 1 else np.zeros(len(q))
-    return reduce((1.0 - (q[:, 0] - second)) ** 2, "max")
-
-
 def random_score(source: str, seed: int = 0) -> float:
     """Uniform in [0, 1), a pure function of ``(seed, source)``: ``sha256(f"{seed}:{source}") / 2^256``."""
     digest = hashlib.sha256(f"{seed}:{source}".encode()).digest()
@@ -156,9 +138,70 @@ class Strategy:
         return 1.0 / (1.0 + max(score, 0.0) / self.scale)
 
 
-def _anchor_probs(p: ImagePredictions) -> np.ndarray:
-    anchors = p.detections.anchor
-    return p.probs[anchors] if len(anchors) else np.zeros((0, p.probs.shape[1]), np.float32)
+def _anchor_probs(p: ImagePredictions, flip: bool = False) -> np.ndarray:
+    """(N, C) class scores of the anchors behind the image's boxes (or the flip view's, in its aligned array);
+    a box with no known anchor (``-1``) gets zeros."""
+    dets, probs = (p.detections_flip, p.probs_flip) if flip else (p.detections, p.probs)
+    anchors = dets.anchor
+    out = np.zeros((len(anchors), probs.shape[1]), np.float32)
+    known = anchors >= 0
+    out[known] = probs[anchors[known]]
+    return out
+
+
+def _enms(p: ImagePredictions) -> float:
+    d = p.detections
+    feats = np.zeros((len(d), 2 * p.probs.shape[1]), np.float32)
+    known = d.anchor >= 0
+    feats[known] = np.concatenate([p.probs[d.anchor[known]], p.probs_flip[d.anchor[known]]], axis=1)
+    return enms_entropy(d.confidence, d.class_id, feats)
+
+
+def _cald(p: ImagePredictions) -> float:
+    d, f = p.detections, p.detections_flip
+    return cald_score(d.xyxy, d.confidence, _anchor_probs(p), f.xyxy, f.confidence, _anchor_probs(p, flip=True))
+
+
+def weighted_entropy(class_weights: np.ndarray | None, name: str, description: str) -> Strategy:
+    """A box-entropy strategy with per-class weights: :func:`~detector_al.class_weights.class_weighted_entropy`
+    (``None``: all 1, which is ``entropy_sum``). A class id beyond the weights gets weight 1."""
+    if class_weights is None:
+        return Strategy(name, lambda p: box_entropy(p.detections.confidence, "sum"), description)
+    w = np.asarray(class_weights, np.float64)
+
+    def score(p: ImagePredictions) -> float:
+        c = p.detections.class_id
+        known = c < len(w)
+        extra = box_entropy(p.detections.confidence[~known], "sum")
+        return class_weighted_entropy(p.detections.confidence[known], c[known], w) + extra
+
+    return Strategy(name, score, description)
+
+
+def class_balanced_entropy(labeled_counts: np.ndarray | None = None, power: float = DEFAULT_RARITY_POWER) -> Strategy:
+    """``entropy_balanced``: box entropy summed with the labeled set's class rarity weights.
+
+    Build one per round: the weights are :func:`~detector_al.class_weights.rarity_weights` of ``labeled_counts``,
+    ``labeled_counts[c]`` = labeled boxes of class ``c`` (human labels only, not pseudo-labels). ``None`` (or all
+    counts equal) gives ``entropy_sum``.
+
+    Example:
+        >>> class_balanced_entropy(np.array([99, 24, 0])).name
+        'entropy_balanced'
+    """
+    weights = None if labeled_counts is None else rarity_weights(labeled_counts, power)
+    return weighted_entropy(weights, "entropy_balanced", "box entropy x class rarity in the labeled set, summed")
+
+
+def difficulty_calibrated_entropy(difficulty: np.ndarray | None = None) -> Strategy:
+    """``entropy_ppal``: box entropy summed with PPAL's class difficulty weights (``w_c`` in [1, 1.2]).
+
+    Build one per round from the pool's predictions: the weights are
+    :func:`~detector_al.class_weights.difficulty_weights` of ``difficulty = class_difficulty(conf, cls, C)`` over
+    every box of the pool (see :func:`~detector_al.class_weights.pool_difficulty`). ``None`` gives ``entropy_sum``.
+    """
+    weights = None if difficulty is None else difficulty_weights(difficulty)
+    return weighted_entropy(weights, "entropy_ppal", "box entropy x PPAL class difficulty (pool confidence), summed")
 
 
 _STRATEGIES = [
@@ -179,6 +222,10 @@ _STRATEGIES = [
     Strategy("entropy_max", lambda p: box_entropy(p.detections.confidence, "max"), "box entropy, max", 0.3),
     Strategy("least_confidence", lambda p: least_confidence(p.detections.confidence), "1 - confidence, max", 0.3),
     Strategy("margin", lambda p: box_margin(_anchor_probs(p)), "(1 - top-2 margin)^2, max", 0.3),
+    Strategy("entropy_enms", _enms, "box entropy summed over non-redundant boxes (ENMS)"),
+    Strategy("cald", _cald, "CALD flip consistency: 1 - min(1, min_box |IoU + agreement - 1.3|)", 0.5),
+    class_balanced_entropy(),
+    difficulty_calibrated_entropy(),
     Strategy("random", lambda p: random_score(p.source), "uniform, seeded by the image name", 0.5),
 ]
 STRATEGIES: dict[str, Strategy] = {s.name: s for s in _STRATEGIES}
@@ -191,3 +238,26 @@ def get_strategy(name: str) -> Strategy:
         return STRATEGIES[name]
     except KeyError:
         raise ValueError(f"unknown strategy {name!r}; choose one of: {', '.join(STRATEGIES)}") from None
+
+
+def build_strategy(
+    name: str, labeled_counts: np.ndarray | None = None, pool: list[ImagePredictions] | None = None
+) -> Strategy:
+    """The strategy for one round: the registry's, or for the class-weighted ones, built from the round's data.
+
+    ``entropy_balanced`` uses ``labeled_counts`` (boxes per class in the labeled set), ``entropy_ppal`` the
+    pool's predictions (``pool``; the number of classes is the width of their ``probs``). Every other name,
+    and these two without their data, is the registry entry (for these two: ``entropy_sum``).
+
+    Example:
+        >>> build_strategy("entropy_balanced", labeled_counts=np.array([10, 1])).name
+        'entropy_balanced'
+    """
+    strategy = get_strategy(name)
+    if name == "entropy_balanced" and labeled_counts is not None:
+        return class_balanced_entropy(labeled_counts)
+    if name == "entropy_ppal" and pool:
+        ok = [p for p in pool if p.ok]
+        if ok:
+            return difficulty_calibrated_entropy(pool_difficulty(ok, ok[0].probs.shape[1]))
+    return strategy

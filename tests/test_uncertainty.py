@@ -8,13 +8,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from detector_al.box_uncertainty import binary_entropy, box_entropy, box_margin
 from detector_al.types import Detections
 from detector_al.uncertainty import (
     STRATEGIES,
     anchor_discrepancy,
-    binary_entropy,
-    box_entropy,
-    box_margin,
     get_strategy,
     mi_aod_score,
     mil_weights,
