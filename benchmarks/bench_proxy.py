@@ -91,8 +91,9 @@ def main() -> None:
     from detector_al.detector import Detector
     from detector_al.queue import QUERY, build_queue
     from detector_al.selection import cold_start, typiclust, use_cold_start
+    from detector_al.sim_config import PRESETS
     from detector_al.sim_dataset import prepare_dataset
-    from detector_al.simulation import PRESETS, initial_set, train_initial
+    from detector_al.sim_training import initial_set, train_initial
     from detector_al.uncertainty import STRATEGIES, build_strategy
     from detector_al.yolo_format import read_yolo_labels
 

@@ -42,6 +42,11 @@ def recipe_row(results: dict, metric: str = "val_map50") -> dict:
     }
 
 
+def choose(table: dict) -> str:
+    """Most seeds rising at every round, then the smallest spread, then the cheapest."""
+    return min(table, key=lambda r: (-table[r]["rising"], round(table[r]["spread"], 3), table[r]["seconds_per_round"]))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("root", type=Path, help="folder holding recipe-<name>/results.json")
@@ -55,8 +60,10 @@ def main() -> None:
             f"{f.parent.name.removeprefix('recipe-'):14s} rising {row['rising']}/{row['seeds']}  "
             f"spread {row['spread']:.3f}  {row['seconds_per_round']:.0f} s/round  val mAP50 {curve}"
         )
+    if table:
+        print(f"chosen: {choose(table)}")
     if args.out:
-        args.out.write_text(json.dumps(table, indent=1))
+        args.out.write_text(json.dumps({"chosen": choose(table), "recipes": table}, indent=1))
 
 
 if __name__ == "__main__":

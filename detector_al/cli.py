@@ -53,8 +53,9 @@ def simulate(
     """The active-learning experiment with an oracle: paired learning curves, labels saved, effort."""
     from dataclasses import replace
 
+    from detector_al.sim_config import PRESETS, RECIPES, parse_variant
     from detector_al.sim_report import report
-    from detector_al.simulation import PRESETS, RECIPES, parse_variant, run_simulation
+    from detector_al.simulation import run_simulation
 
     if preset not in PRESETS:
         raise typer.BadParameter(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")

@@ -28,106 +28,21 @@ Results land in ``results.json`` after every round; :mod:`detector_al.sim_report
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from detector_al.files import atomic_write, file_sha256
-from detector_al.sim_dataset import SimDataset, link_split, prepare_dataset
+from detector_al.files import atomic_write
+from detector_al.sim_config import RECIPES, SimConfig, epochs_for, parse_variant
+from detector_al.sim_dataset import SimDataset, prepare_dataset
+from detector_al.sim_training import evaluate_cached, initial_set, train_initial, train_round
 from detector_al.yolo_format import parse_yolo_lines, read_yolo_labels, yolo_lines
 
 log = logging.getLogger(__name__)
-
-ALIASES = {"entropy": "entropy_sum"}
-FLAGS = ("div", "ceal", "boxes", "cold")
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """How a round's model is trained from the labels so far.
-
-    ``start``: ``previous`` (fine-tune the last round's model) or ``round0`` (the round-0 model, every round);
-    ``lr0`` and ``warmup_epochs`` as in ultralytics. ultralytics' warm-up starts the bias learning rate at
-    0.1 (``warmup_bias_lr``): for a model that is already trained, that is a large kick.
-    """
-
-    start: str
-    lr0: float
-    warmup_epochs: float
-
-
-RECIPES = {
-    "finetune_warm": Recipe("previous", 0.004, 1.0),  # the recipe before issue #14
-    "finetune": Recipe("previous", 0.001, 0.0),
-    "finetune_nowarm": Recipe("previous", 0.004, 0.0),  # the recipe before, without the warm-up's kick
-    "round0": Recipe("round0", 0.002, 0.0),
-}
-
-
-@dataclass
-class SimConfig:
-    initial: int = 40
-    budget: int = 20
-    rounds: int = 3
-    seeds: tuple[int, ...] = (0, 1, 2)
-    variants: tuple[str, ...] = ("random", "entropy", "mi_aod", "mi_aod+div")
-    imgsz: int = 224
-    batch: int = 16
-    epochs_initial: int = 60
-    min_steps: int = 60
-    max_epochs: int = 20
-    base: str = "yolov8n.yaml"
-    lr0: float = 0.004  # round 0 (from scratch)
-    recipe: str = "finetune"
-
-
-PRESETS = {
-    "cpu": SimConfig(),
-    "gpu": SimConfig(
-        initial=60,
-        budget=30,
-        rounds=5,
-        seeds=(0, 1, 2, 3, 4),
-        imgsz=416,
-        epochs_initial=150,
-        min_steps=300,
-        max_epochs=60,
-    ),
-    "smoke": SimConfig(
-        initial=8,
-        budget=4,
-        rounds=1,
-        seeds=(0,),
-        variants=("random", "mi_aod+div+ceal"),
-        imgsz=128,
-        epochs_initial=2,
-        min_steps=2,
-        max_epochs=2,
-    ),
-}
-
-
-def parse_variant(variant: str) -> tuple[str, set[str]]:
-    """``"<strategy>[+div][+ceal][+boxes]"`` -> (registry name, flags); unknown names raise ``ValueError``."""
-    from detector_al.uncertainty import get_strategy
-
-    name, *flags = variant.split("+")
-    unknown = set(flags) - set(FLAGS)
-    if unknown:
-        raise ValueError(f"unknown variant flag(s) {sorted(unknown)} in {variant!r}; use +div, +ceal, +boxes")
-    return get_strategy(ALIASES.get(name, name)).name, set(flags)
-
-
-def epochs_for(cfg: SimConfig, n_images: int) -> int:
-    """Enough epochs for ``min_steps`` optimizer steps: ``clip(ceil(min_steps / ceil(n / batch)), 3, max_epochs)``."""
-    steps_per_epoch = max(1, math.ceil(n_images / cfg.batch))
-    return int(min(cfg.max_epochs, max(3, math.ceil(cfg.min_steps / steps_per_epoch))))
 
 
 @dataclass
@@ -259,89 +174,6 @@ def choose_from_decisions(
     return [ok[i][0] for _, i in in_batch], pseudo
 
 
-def train_round(
-    ds: SimDataset,
-    work: Path,
-    parent: str,
-    labeled: list[Path],
-    extra: RoundOutcome | None,
-    epochs: int,
-    recipe: Recipe,
-    cfg: SimConfig,
-    seed: int,
-) -> Path:
-    """The weights trained from ``parent`` on ``labeled`` (oracle labels) and the round's pseudo-labels.
-
-    Pseudo-labeled images with masks are written as copies whose masked regions are filled with grey 114
-    (ultralytics' padding value). Cached by content: the key is the SHA-256 of the parent (weights bytes, or
-    the model config's name), every training image's name, label lines and mask, the epochs, the recipe, the
-    image and batch size and the seed.
-    """
-    from detector_al.training import TrainConfig, train_detector
-
-    pseudo, masks = (extra.pseudo, extra.masks) if extra else ({}, {})
-    items = [(p.name, ds.label_of(p).read_text() if ds.label_of(p).exists() else "") for p in labeled]
-    items += [(p.name, "\n".join(lines), np.round(masks.get(p, []), 1).tolist()) for p, lines in pseudo.items()]
-    parent_id = file_sha256(parent) if parent.endswith(".pt") else parent
-    key_src = json.dumps([parent_id, sorted(items), epochs, asdict(recipe), cfg.imgsz, cfg.batch, seed])
-    out = work / "trainings" / hashlib.sha256(key_src.encode()).hexdigest()[:16]
-    if (out / "best.pt").exists():
-        return out / "best.pt"
-    link_split(labeled, [ds.label_of(p) for p in labeled], out, "train")
-    for src, dst in zip(pseudo, link_split(list(pseudo), list(pseudo.values()), out, "train"), strict=True):
-        if len(masks.get(src, [])):
-            write_masked(src, dst, masks[src])
-    config = TrainConfig(
-        epochs=epochs,
-        imgsz=cfg.imgsz,
-        batch=cfg.batch,
-        base=parent,
-        seed=seed,
-        lr0=recipe.lr0,
-        warmup_epochs=recipe.warmup_epochs,
-        val=False,
-    )
-    return train_detector(ds.write_train_yaml(out), out, config)
-
-
-def write_masked(src: Path, dst: Path, regions: np.ndarray) -> None:
-    """``dst`` = ``src`` with the ``xyxy`` pixel ``regions`` filled with grey 114 (replacing a link at ``dst``)."""
-    from PIL import Image, ImageDraw, ImageOps
-
-    with Image.open(src) as im:
-        img = ImageOps.exif_transpose(im).convert("RGB")  # the detector's (upright) pixels
-    draw = ImageDraw.Draw(img)
-    for x1, y1, x2, y2 in np.asarray(regions, np.float64):
-        draw.rectangle([x1, y1, x2, y2], fill=(114, 114, 114))
-    dst.unlink(missing_ok=True)
-    img.save(dst.with_suffix(".png"))
-
-
-def initial_set(ds: SimDataset, cfg: SimConfig, seed: int) -> list[Path]:
-    """The seed's initial labeled images: ``cfg.initial`` drawn uniformly from the pool (the same for every variant)."""
-    rng = np.random.default_rng(seed)
-    return [ds.pool[i] for i in sorted(rng.choice(len(ds.pool), cfg.initial, replace=False))]
-
-
-def train_initial(ds: SimDataset, work: Path, initial: list[Path], cfg: SimConfig, seed: int) -> Path:
-    """The round-0 model: from ``cfg.base`` (random initialisation) on the initial set, with a 3-epoch warm-up."""
-    return train_round(ds, work, cfg.base, initial, {}, cfg.epochs_initial, Recipe("scratch", cfg.lr0, 3.0), cfg, seed)
-
-
-def evaluate_cached(ds: SimDataset, weights: Path, imgsz: int) -> dict[str, float]:
-    """mAP50 and mAP50-95 on val and test (``val_map50``, ``map50``, ...), cached beside the weights."""
-    from detector_al.training import evaluate
-
-    cache = weights.parent / f"metrics-{imgsz}.json"
-    if cache.exists():
-        return json.loads(cache.read_text())
-    m = {}
-    for split, prefix in (("val", "val_"), ("test", "")):
-        m.update({prefix + k: v for k, v in evaluate(weights, ds.eval_yaml(split), "val", imgsz).items()})
-    cache.write_text(json.dumps(m))
-    return m
-
-
 class Experiment:
     """One run of the protocol over a dataset (see the module docstring); ``run()`` resumes a stopped one."""
 
@@ -384,7 +216,9 @@ class Experiment:
             parent = str(weights if self.recipe.start == "previous" else w0)
             epochs = epochs_for(self.cfg, len(labeled) + len(o.pseudo))
             t0 = time.perf_counter()
-            weights = train_round(self.ds, self.out, parent, labeled, o, epochs, self.recipe, self.cfg, seed)
+            weights = train_round(
+                self.ds, self.out, parent, labeled, o.pseudo, o.masks, epochs, self.recipe, self.cfg, seed
+            )
             self._record(seed, variant, rnd, labeled, o, weights, train_s=time.perf_counter() - t0)
 
     def _done(self, seed: int, variant: str, rnd: int) -> dict | None:

@@ -79,7 +79,7 @@ def test_box_pseudo_labels_keep_flip_agreed_confident_boxes_and_mask_the_doubtfu
     from PIL import Image
 
     from detector_al.pseudo_labels import box_pseudo_labels
-    from detector_al.simulation import write_masked
+    from detector_al.sim_training import write_masked
     from detector_al.types import ImagePredictions
 
     det = Detections(
