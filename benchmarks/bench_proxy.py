@@ -83,10 +83,41 @@ def labeled_class_counts(label_files: list[Path], n_classes: int) -> np.ndarray:
     return counts
 
 
+def box_pseudo_table(preds: list, truth: list) -> dict[float, dict]:
+    """The shipped box pseudo-label rule (:func:`~detector_al.pseudo_labels.box_pseudo_labels`) at several
+    ``min_confidence``: box precision (same class, IoU >= 0.5), recall of the true boxes, and the share of true
+    boxes neither pseudo-labeled nor masked (they would be taught as background)."""
+    from detector_al.annotation_effort import match_boxes
+    from detector_al.pseudo_labels import BoxPseudoConfig, box_iou, box_pseudo_labels
+
+    table = {}
+    print(
+        f"{'box conf >=':>12s} {'precision':>10s} {'recall':>8s} {'unseen':>8s} {'boxes':>7s}  (flip-agreed, rest masked)"
+    )
+    for t in (0.3, 0.35, 0.4, 0.45, 0.5, 0.6, 0.7):
+        kept = right = unseen = 0
+        for q, tr in zip(preds, truth, strict=True):
+            if not q.ok:
+                continue
+            found = box_pseudo_labels(q, BoxPseudoConfig(min_confidence=t))
+            pairs = match_boxes(found.boxes.xyxy, tr.xyxy)
+            kept += len(found.boxes)
+            right += sum(int(found.boxes.class_id[i] == tr.class_id[j]) for i, j in pairs)
+            seen = {j for _, j in pairs}
+            if len(found.masked) and len(tr):
+                seen |= set(np.flatnonzero(box_iou(tr.xyxy, found.masked).max(axis=1) >= 0.3).tolist())
+            unseen += len(tr) - len(seen)
+        total = max(sum(len(tr) for tr in truth), 1)
+        table[t] = {"precision": right / max(kept, 1), "recall": right / total, "unseen": unseen / total, "boxes": kept}
+        row = table[t]
+        print(f"{t:12.2f} {row['precision']:10.1%} {row['recall']:8.1%} {row['unseen']:8.1%} {kept:7d}")
+    return table
+
+
 def main() -> None:
     from PIL import Image
 
-    from detector_al.annotation_effort import corrections, match_boxes
+    from detector_al.annotation_effort import corrections
     from detector_al.decision import decide
     from detector_al.detector import Detector
     from detector_al.queue import QUERY, build_queue
@@ -194,20 +225,7 @@ def main() -> None:
             f"{sname:20s} {'-':>8s} {'-':>15s} {'-':>6s} "
             f"{row['batch_errors_per_image']:7.2f} {row['left_errors_per_image']:7.2f} {row['ratio']:6.2f}"
         )
-    boxes = {}
-    print(f"{'box conf >=':>12s} {'precision':>10s} {'recall':>8s} {'boxes':>7s}")
-    for t in (0.3, 0.5, 0.6, 0.7, 0.8, 0.9):
-        kept = right = 0
-        for q, tr in zip(preds, truth, strict=True):
-            if not q.ok:
-                continue
-            shown = q.detections[q.detections.confidence >= t]
-            pairs = match_boxes(shown.xyxy, tr.xyxy)
-            kept += len(shown)
-            right += sum(int(shown.class_id[i] == tr.class_id[j]) for i, j in pairs)
-        total = sum(len(tr) for tr in truth)
-        boxes[t] = {"precision": right / max(kept, 1), "recall": right / max(total, 1), "boxes": kept}
-        print(f"{t:12.1f} {boxes[t]['precision']:10.1%} {boxes[t]['recall']:8.1%} {kept:7d}")
+    boxes = box_pseudo_table(preds, truth)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         doc = {"dataset": name, "initial": len(labeled), "pool": len(pool), "seed": args.seed, "strategies": results}
