@@ -70,26 +70,31 @@ def labels_to_reach(curve: dict[int, float], target: float) -> float:
 def savings(results: dict, metric: str = "map50", baseline: str = BASELINE) -> dict[str, dict]:
     """Per variant: labels to reach the baseline's full-budget ``metric`` (paired by seed), and the saving.
 
-    Returns variant -> ``{"labels": (mean, low, high), "saving": (mean, low, high), "censored": k, "seeds": n,
-    "per_seed": {seed: labels}}`` (``labels`` averaged over the seeds that reach the target).
+    Returns variant -> ``{"labels": (mean, low, high), "saving": (mean, low, high), "delta_labels": (mean, low,
+    high), "censored": k, "seeds": n, "per_seed": {seed: labels}}``: ``labels`` averaged over the seeds that reach
+    the target; ``delta_labels`` the paired difference ``labels(variant) - labels(baseline)`` on each seed (the
+    baseline's own curve may reach its last value early, where it is not monotone), a curve that never reaches
+    the target counted as one round past the full budget (so the difference is a bound).
     """
     c = curves(results, metric)
     if baseline not in c:
         return {}
     out = {}
     for variant, by_seed in c.items():
-        per_seed, saved = {}, []
+        per_seed, saved, delta = {}, [], []
         for seed, curve in by_seed.items():
             base = c[baseline].get(seed)
             if not base or max(base) != max(curve):
                 continue  # unpaired, or not finished
             full = max(base)
-            need = labels_to_reach(curve, base[full])
-            per_seed[seed] = need
+            per_seed[seed] = need = labels_to_reach(curve, base[full])
             saved.append(max(0.0, 1.0 - need / full) if math.isfinite(need) else 0.0)
+            cap = 2 * full - sorted(base)[-2]  # one round past the full budget
+            delta.append(min(need, cap) - min(labels_to_reach(base, base[full]), cap))
         finite = [v for v in per_seed.values() if math.isfinite(v)]
         out[variant] = {
             "labels": t_interval(finite),
+            "delta_labels": t_interval(delta),
             "saving": t_interval(saved),
             "censored": len(per_seed) - len(finite),
             "seeds": len(per_seed),
@@ -146,33 +151,52 @@ def _fmt(t: tuple[float, float, float], digits: int = 3) -> str:
     return f"{mean:.{digits}f}" + (f" [{lo:.{digits}f}, {hi:.{digits}f}]" if math.isfinite(lo) else "")
 
 
-def report(results: dict) -> str:
-    """A plain-text table: test mAP50 per budget, labels to reach random's full-budget mAP50, effort."""
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return out + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def report(results: dict, baselines: tuple[str, ...] = (BASELINE, "entropy")) -> str:
+    """Markdown tables: mAP per budget; paired differences against the baselines; labels saved and effort."""
     lines = []
-    for metric in ("map50", "map50_95", "val_map50"):
+    names = {"map50": "test mAP50", "map50_95": "test mAP50-95", "val_map50": "val mAP50"}
+    for metric, title in names.items():
         table = summarise(results, metric)
         budgets = sorted({n for t in table.values() for n in t})
-        lines.append(f"{metric} (mean [95 % interval] over seeds) by labeled images")
-        lines.append(f"{'variant':22s} " + " ".join(f"{n:>22d}" for n in budgets))
-        for variant, t in table.items():
-            lines.append(f"{variant:22s} " + " ".join(f"{_fmt(t[n]) if n in t else '-':>22s}" for n in budgets))
-        lines.append("")
+        lines += [f"**{title}** by labeled images, mean [95 % interval] over seeds", ""]
+        rows = [[f"`{v}`"] + [_fmt(t[n]) if n in t else "-" for n in budgets] for v, t in table.items()]
+        lines += [*_table(["variant"] + [str(n) for n in budgets], rows), ""]
+    for base in baselines:
+        diffs = {v: paired_difference(results, v, base) for v in curves(results) if v != base}
+        budgets = sorted({n for d in diffs.values() for n in d})[1:]
+        if not budgets:
+            continue
+        lines += [f"**test mAP50 minus `{base}`'s on the same seed**, mean [95 % interval]", ""]
+        rows = [[f"`{v}`"] + [_fmt(d[n]) if n in d else "-" for n in budgets] for v, d in diffs.items() if d]
+        lines += [*_table(["variant"] + [str(n) for n in budgets], rows), ""]
     save, work = savings(results), effort(results)
-    lines.append("labels to reach random's full-budget test mAP50 (paired by seed); saving = 1 - labels / budget")
-    for variant in work:
-        s = save.get(variant)
-        reach = (
-            f"{_fmt(s['labels'], 1)}  saving {_fmt(s['saving'], 2)}  ({s['censored']}/{s['seeds']} never)" if s else "-"
+    lines += ["**Labels to reach `random`'s full-budget test mAP50** (paired by seed, interpolated; saving = "
+              "1 - labels / full budget, 0 where never reached) **and effort** (totals over the run)", ""]  # fmt: skip
+    rows = []
+    for v, w in work.items():
+        sv = save.get(v, {})
+        never = f"{sv['censored']}/{sv['seeds']}" if sv else "-"
+        nan = (math.nan,) * 3
+        rows.append(
+            [
+                f"`{v}`",
+                _fmt(sv.get("labels", nan), 1),
+                _fmt(sv.get("delta_labels", nan), 1),
+                _fmt(sv.get("saving", nan), 2),
+                never,
+                _fmt(w["drawn"], 0),
+                _fmt(w["corrections"], 0),
+                _fmt(w["pseudo_precision"]),
+                _fmt(w["pseudo_unseen"]),
+            ]
         )
-        w = work[variant]
-        lines.append(
-            f"{variant:22s} {reach}\n{'':22s} boxes drawn {_fmt(w['drawn'], 0)}, corrections {_fmt(w['corrections'], 0)}"
-            + (
-                f", pseudo-label precision {_fmt(w['pseudo_precision'], 3)}"
-                if math.isfinite(w["pseudo_precision"][0])
-                else ""
-            )
-        )
+    header = ["variant", "labels to reach", "minus random's (paired)", "saving", "never", "boxes drawn", "corrections"]
+    lines += _table([*header, "pseudo-label box precision", "true boxes left unmasked"], rows)
     return "\n".join(lines)
 
 

@@ -55,3 +55,14 @@ def test_effort_sums_rounds_and_pseudo_precision():
     e = effort({"runs": runs})["v+ceal"]
     assert e["drawn"][0] == 20 and e["corrections"][0] == 8
     assert e["pseudo_precision"][0] == pytest.approx(0.8)
+
+
+def test_delta_labels_is_paired_against_the_baselines_own_crossing():
+    results = {
+        "runs": _runs("random", 0, [(40, 0.5), (60, 0.7), (80, 0.6), (100, 0.7)])  # reaches its 0.7 at 60
+        + _runs("v", 0, [(40, 0.5), (60, 0.6), (80, 0.7), (100, 0.8)])  # at 80
+        + _runs("never", 0, [(40, 0.5), (60, 0.5), (80, 0.5), (100, 0.5)])
+    }
+    s = savings(results)
+    assert s["v"]["delta_labels"][0] == pytest.approx(20.0)
+    assert s["never"]["delta_labels"][0] == pytest.approx(120.0 - 60.0)  # capped one round past the budget

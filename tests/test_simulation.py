@@ -30,7 +30,7 @@ def test_simulate_smoke_records_effort_shares_identical_trainings_and_resumes(sa
     # a 2-epoch model accepts nothing, so random+ceal trains on random's images: one training, not two
     assert runs[3]["pseudo"] == 0 and runs[3]["weights"] == runs[1]["weights"]
     assert len(list((out / "trainings").iterdir())) == 2
-    assert "labels to reach random's full-budget" in res.output
+    assert "Labels to reach `random`" in res.output
     assert (out / "learning_curves.png").stat().st_size > 0
 
     again = runner.invoke(app, args)  # resumes: nothing re-run, nothing added
