@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from detector_al.sim_report import curves, summarise
+from detector_al.sim_report import curves, plot_learning_curves, summarise
 
 
 def recipe_row(results: dict, metric: str = "val_map50") -> dict:
@@ -53,8 +53,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     table = {}
-    for f in sorted(args.root.glob("recipe-*/results.json")):
-        table[f.parent.name.removeprefix("recipe-")] = row = recipe_row(json.loads(f.read_text()))
+    files = {f.parent.name.removeprefix("recipe-"): f for f in sorted(args.root.glob("recipe-*/results.json"))}
+    for name, f in files.items():
+        table[name] = row = recipe_row(json.loads(f.read_text()))
         curve = "  ".join(f"{n}: {m:.3f} [{lo:.3f}, {hi:.3f}]" for n, (m, lo, hi) in row["curve"].items())
         print(
             f"{f.parent.name.removeprefix('recipe-'):14s} rising {row['rising']}/{row['seeds']}  "
@@ -64,6 +65,8 @@ def main() -> None:
         print(f"chosen: {choose(table)}")
     if args.out:
         args.out.write_text(json.dumps({"chosen": choose(table), "recipes": table}, indent=1))
+        runs = [r | {"variant": name} for name, f in files.items() for r in json.loads(f.read_text())["runs"]]
+        plot_learning_curves({"runs": runs}, args.out.with_suffix(".png"), "val", None, "Random labeling per recipe")
 
 
 if __name__ == "__main__":

@@ -200,27 +200,40 @@ def report(results: dict, baselines: tuple[str, ...] = (BASELINE, "entropy")) ->
     return "\n".join(lines)
 
 
-def plot_learning_curves(results: dict, path: Path) -> Path:
-    """mAP50 and mAP50-95 (test) against labeled images: mean and 95 % interval band per variant."""
+def plot_learning_curves(
+    results: dict, path: Path, split: str = "test", baseline: str | None = BASELINE, title: str = "Active learning"
+) -> Path:
+    """mAP50 and mAP50-95 of ``split`` against labeled images (mean and 95 % interval band per variant), and the
+    paired difference of mAP50 to ``baseline`` on the same seed (when it ran)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    for ax, metric in zip(axes, ("map50", "map50_95"), strict=True):
-        for variant, curve in summarise(results, metric).items():
+    prefix = "" if split == "test" else f"{split}_"
+    panels = [(f"{prefix}map50", None), (f"{prefix}map50_95", None)]
+    if baseline and baseline in curves(results):
+        panels.append((f"{prefix}map50", baseline))
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5))
+    for ax, (metric, base) in zip(axes, panels, strict=True):
+        table = summarise(results, metric) if base is None else {
+            v: paired_difference(results, v, base, metric) for v in curves(results) if v != base
+        }  # fmt: skip
+        for variant, curve in table.items():
             n = np.array(list(curve))
             mean, lo, hi = (np.array([v[k] for v in curve.values()]) for k in range(3))
-            style = "--" if "+ceal" in variant else "-"
+            style = "--" if "+" in variant else "-"
             (line,) = ax.plot(n, mean, style, marker="o", label=variant)
             ax.fill_between(n, lo, hi, alpha=0.12, color=line.get_color())
+        label = f"{split} " + metric.removeprefix(prefix).replace("map", "mAP").replace("_", "-")
+        ax.set_ylabel(label if base is None else f"{label} minus {base}'s (same seed)")
+        if base is not None:
+            ax.axhline(0.0, color="black", lw=0.8)
         ax.set_xlabel("labeled images")
-        ax.set_ylabel("test " + metric.replace("map", "mAP").replace("_", "-"))
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     seeds = sorted({r["seed"] for r in results["runs"]})
-    fig.suptitle(f"Active learning, mean and 95 % interval over seeds {seeds}")
+    fig.suptitle(f"{title}: mean and 95 % interval over seeds {seeds}")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
