@@ -134,6 +134,8 @@ def main() -> None:
     ap.add_argument("--initial", type=int, default=40)
     ap.add_argument("--budget", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--imgsz", type=int, default=None, help="image size (default: the cpu preset's)")
+    ap.add_argument("--epochs", type=int, default=None, help="round-0 epochs (default: the cpu preset's)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
 
@@ -142,7 +144,9 @@ def main() -> None:
     cfg = PRESETS["cpu"]
     started = time.perf_counter()
     ds = prepare_dataset(args.dataset.resolve(), work)
-    cfg = replace(cfg, initial=args.initial)
+    cfg = replace(
+        cfg, initial=args.initial, imgsz=args.imgsz or cfg.imgsz, epochs_initial=args.epochs or cfg.epochs_initial
+    )
     labeled = initial_set(ds, cfg, args.seed)
     pool = [p for p in ds.pool if p not in set(labeled)]
     weights = train_initial(ds, work, labeled, cfg, args.seed)
