@@ -5,27 +5,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from detector_al.training import FINE_TUNE, Recipe
+
 ALIASES = {"entropy": "entropy_sum"}
 FLAGS = ("div", "ceal", "boxes", "cold")
 
 
-@dataclass(frozen=True)
-class Recipe:
-    """How a round's model is trained from the labels so far.
-
-    ``start``: ``previous`` (fine-tune the last round's model) or ``round0`` (the round-0 model, every round);
-    ``lr0`` and ``warmup_epochs`` as in ultralytics. ultralytics' warm-up starts the bias learning rate at
-    0.1 (``warmup_bias_lr``): for a model that is already trained, that is a large kick.
-    """
-
-    start: str
-    lr0: float
-    warmup_epochs: float
-
-
 RECIPES = {
     "finetune_warm": Recipe("previous", 0.004, 1.0),  # the recipe before issue #14
-    "finetune": Recipe("previous", 0.001, 0.0),
+    "finetune": FINE_TUNE,
     "finetune_nowarm": Recipe("previous", 0.004, 0.0),  # the recipe before, without the warm-up's kick
     "round0": Recipe("round0", 0.002, 0.0),
 }

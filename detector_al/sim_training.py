@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 
 from detector_al.files import file_sha256
-from detector_al.sim_config import Recipe, SimConfig
+from detector_al.sim_config import SimConfig
 from detector_al.sim_dataset import SimDataset, link_split
+from detector_al.training import Recipe
 
 
 def train_round(

@@ -149,10 +149,10 @@ def choose_from_decisions(
     """The production queue over a round's decisions: the batch (in queue order) and the CEAL pseudo-labels.
 
     The same :func:`~detector_al.queue.build_queue` the backend and ingest run; ``scores`` replaces the
-    strategy's (the random baseline); with ``labeled_embeddings``, a cold model's batch is
-    :func:`~detector_al.queue.cold_start_batch`.
+    strategy's (the random baseline); with ``labeled_embeddings`` (the ``+cold`` variants), the images' highest
+    box confidences go along, so a cold model's batch is :func:`~detector_al.queue.cold_start_batch`'s.
     """
-    from detector_al.queue import QUERY, build_queue, cold_start_batch
+    from detector_al.queue import QUERY, build_queue
 
     ok = [(path, d) for path, d in zip(paths, decisions, strict=True) if not d.error]
     pseudo = {
@@ -164,12 +164,11 @@ def choose_from_decisions(
         return [], pseudo
     accepted = np.array([d.accepted for _, d in ok])
     emb = np.stack([d.embedding for _, d in ok])
-    batch = None
-    if labeled_embeddings is not None:
-        top = np.array([d.shown.confidence.max(initial=0.0) for _, d in ok])
-        batch = cold_start_batch(top, accepted, emb, budget, labeled_embeddings)
+    top = None if labeled_embeddings is None else np.array([d.max_confidence for _, d in ok])
     scored = np.array([scores[path] if scores else d.score for path, d in ok], np.float64)
-    queue = build_queue(scored, accepted, emb, budget, batch=batch, diversity=diversity)
+    queue = build_queue(
+        scored, accepted, emb, budget, diversity=diversity, max_confidence=top, labeled_embeddings=labeled_embeddings
+    )
     in_batch = sorted((e.position, i) for i, e in enumerate(queue) if e.status == QUERY)
     return [ok[i][0] for _, i in in_batch], pseudo
 

@@ -43,6 +43,25 @@ class TrainConfig:
     val: bool = True  # validate every epoch (picks best.pt); False: only at the end, best.pt = last
 
 
+@dataclass(frozen=True)
+class Recipe:
+    """How a model is trained from the labels so far, starting from trained weights.
+
+    ``start``: ``previous`` (fine-tune the latest model) or ``round0`` (the first model, every time; the
+    simulation's alternative); ``lr0`` and ``warmup_epochs`` as in ultralytics. ultralytics' warm-up starts the
+    bias learning rate at 0.1 (``warmup_bias_lr``): for a model that is already trained, that is a large kick.
+    """
+
+    start: str
+    lr0: float
+    warmup_epochs: float
+
+
+FINE_TUNE = Recipe("previous", 0.001, 0.0)
+"""The fine-tuning recipe of retraining and of the simulation: the steadiest learning curve of the recipes measured
+on BCCD (``benchmarks/bench_recipes.py``, docs/benchmarks.md: seed-to-seed spread 0.042 vs 0.061-0.106)."""
+
+
 def resolve_data_yaml(data: str | Path) -> Path:
     """Absolute path of a dataset yaml (ultralytics resolves relative roots against its own datasets dir)."""
     path = Path(data).expanduser().resolve()
