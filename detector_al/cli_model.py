@@ -9,7 +9,7 @@ import typer
 
 from detector_al.bootstrap_model import BOOTSTRAP_DIR
 from detector_al.cli_common import expand_sources, fail, load_detector
-from detector_al.scoring_config import SCORER_CONF, ceal_config
+from detector_al.scoring_config import COLD_START, SCORER_CONF, ceal_config
 from detector_al.uncertainty import DEFAULT_STRATEGY, STRATEGIES
 
 
@@ -67,7 +67,13 @@ def score(
     round_index: int = typer.Option(0, "--round", help="Active-learning round t (CEAL threshold decays with t)."),
     budget: int = typer.Option(50, help="How many images to query (send to annotators)."),
     diversity: bool = typer.Option(True, help="Pick a diverse batch (k-center greedy) from the top candidates."),
-    cold_start: bool = typer.Option(False, help="Order by diversity alone (no trained model yet)."),
+    cold_start: bool = typer.Option(
+        COLD_START,
+        "--cold-start/--no-cold-start",
+        help="While the model is cold (fewer than half the images hold a box at confidence >= 0.5), pick a "
+        "TypiClust batch (typical images of distinct clusters); once warm, by uncertainty.",
+    ),
+    diversity_only: bool = typer.Option(False, help="Order by diversity alone (k-center), whatever the model."),
     auto_accept: bool = typer.Option(True, help="CEAL: auto-accept confident images as pseudo-labels."),
     delta0: float = typer.Option(None, help="CEAL threshold at round 0 (default from CealConfig)."),
     decay: float = typer.Option(None, help="CEAL threshold decay per round."),
@@ -88,7 +94,7 @@ def score(
     ceal = ceal_config(delta0, decay, enabled=auto_accept)
     sources = expand_sources(images)
     det = load_detector(model, conf=conf)
-    queue_options = {"diversity": diversity, "cold": cold_start, "seed": seed, "balance_classes": balance_classes}
+    queue_options = {"diversity": diversity, "cold": diversity_only, "cold_start": cold_start, "seed": seed}
     try:
         records = score_files(
             det,
@@ -100,6 +106,7 @@ def score(
             score_threshold=score_threshold,
             batch_size=batch_size,
             progress=f"score ({strategy})",
+            balance_classes=balance_classes,
             **queue_options,
         )
     except NotADirectoryError as exc:

@@ -45,6 +45,17 @@ class Decision:
     def accepted(self) -> bool:
         return self.status == AUTO_ACCEPT
 
+    @property
+    def max_confidence(self) -> float:
+        """The highest confidence among the ``shown`` boxes, 0.0 with none: the input of the cold-start rule
+        (:func:`~detector_al.selection.use_cold_start`, through :func:`~detector_al.queue.build_queue`).
+
+        ``shown`` is cut at the score threshold (0.25 by default), below the rule's 0.5
+        (:data:`~detector_al.selection.COLD_START_CONF`): no box the rule counts is cut, so this is exact for the
+        rule (a score threshold above 0.5 would hide boxes from it).
+        """
+        return float(self.shown.confidence.max(initial=0.0))
+
 
 def decide(
     pred: ImagePredictions,

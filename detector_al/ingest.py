@@ -37,7 +37,17 @@ from detector_al.ls_regions import to_label_studio_regions
 from detector_al.ls_sink import LabelStudioSink, local_files_url
 from detector_al.progress import track
 from detector_al.pseudo_labels import CealConfig
-from detector_al.queue import AUTO_ACCEPT, QUERY, QueueEntry, build_queue, label_studio_score, priority
+from detector_al.queue import (
+    AUTO_ACCEPT,
+    QUERY,
+    QueueEntry,
+    build_queue,
+    embedding_matrix,
+    label_studio_score,
+    pool_max_confidence,
+    priority,
+)
+from detector_al.scoring_config import COLD_START
 from detector_al.store import ImageRow, Store
 from detector_al.uncertainty import get_strategy
 from detector_al.yolo_format import yolo_lines
@@ -57,6 +67,7 @@ class IngestConfig:
     batch_size: int = 16
     tasks_per_request: int = 128  # images scored, then created in Label Studio with one import request
     files_root: Path | None = None  # Label Studio's LOCAL_FILES_DOCUMENT_ROOT, when the folder is under it
+    cold_start: bool = COLD_START  # a TypiClust batch while the model is cold (detector_al.queue)
 
 
 @dataclass
@@ -173,26 +184,28 @@ def score_batch(
                 regions=json.dumps(regions),
                 pseudo_labels=pseudo,
                 embedding=d.embedding.astype(np.float32).tobytes(),
+                max_confidence=d.max_confidence,
             )
         )
     return rows
 
 
 def plan_queue(
-    store: Store, project: int, budget: int, confidence, labeled: set[int] = frozenset()
+    store: Store, project: int, budget: int, confidence, labeled: set[int] = frozenset(), cold_start: bool = False
 ) -> list[tuple[ImageRow, QueueEntry]]:
     """Every scored, not yet labeled image of the project with its place in :func:`~detector_al.queue.build_queue`'s
-    queue (``labeled``: task ids that have an annotation)."""
-    rows = [r for r in store.images(project, "error IS NULL", order="score DESC") if r.task_id not in labeled]
+    queue (``labeled``: task ids that have an annotation). With ``cold_start``, a cold model's batch is TypiClust's,
+    away from the labeled images' clusters."""
+    scored = store.images(project, "error IS NULL", order="score DESC")
+    rows = [r for r in scored if r.task_id not in labeled]
     if not rows:
         return []
-    entries = build_queue(
-        np.array([r.score for r in rows], np.float64),
-        np.array([r.decision == AUTO_ACCEPT for r in rows]),
-        np.stack([np.frombuffer(r.embedding, np.float32) for r in rows]),
-        budget,
-        confidence,
-    )
+    emb = np.stack([np.frombuffer(r.embedding, np.float32) for r in rows])
+    # rows ingested before the column existed have no max_confidence: then no cold start (None)
+    top = pool_max_confidence(r.max_confidence for r in rows) if cold_start else None
+    done = embedding_matrix((r.embedding for r in scored if r.task_id in labeled), emb.shape[1])
+    accepted, u = np.array([r.decision == AUTO_ACCEPT for r in rows]), np.array([r.score for r in rows], np.float64)
+    entries = build_queue(u, accepted, emb, budget, confidence, max_confidence=top, labeled_embeddings=done)
     return list(zip(rows, entries, strict=True))
 
 
@@ -319,7 +332,7 @@ def _refresh_queue(
     """Choose the query batch over the whole project and write the statuses that changed: Label Studio first,
     the store after, so a failed update is retried by the next run."""
     labeled = getattr(sink, "labeled", set()) if sink else set()  # labeled tasks leave the queue
-    queue = plan_queue(store, project, cfg.budget, get_strategy(cfg.strategy).confidence, labeled)
+    queue = plan_queue(store, project, cfg.budget, get_strategy(cfg.strategy).confidence, labeled, cfg.cold_start)
     changed = [
         (row, e) for row, e in queue if row.decision != e.status or abs((row.priority or 0.0) - e.priority) > 1e-12
     ]

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from detector_al.queue import AUTO_ACCEPT, UNCERTAINTY_SAMPLING, build_queue
+from detector_al.queue import AUTO_ACCEPT, UNCERTAINTY_SAMPLING, build_queue, embedding_matrix, pool_max_confidence
 
 log = logging.getLogger(__name__)
 
@@ -119,12 +119,15 @@ def publish_queue(
         return [f for f in pool.map(write, updates) if f is not None]
 
 
-def refresh_queue(store, ls, project: int, model_version: str, budget: int, confidence) -> int:
+def refresh_queue(
+    store, ls, project: int, model_version: str, budget: int, confidence, cold_start: bool = False
+) -> tuple[int, int]:
     """Re-build a project's queue from the backend's stored predictions and write what changed to Label Studio.
 
     The backend scores tasks one request at a time (each alone gets its band's score); once a pool has
     been predicted this chooses the diverse batch over it (:func:`~detector_al.queue.build_queue`) and
-    moves the changed predictions' scores. Tasks labeled since (webhook events) are left out.
+    moves the changed predictions' scores. Tasks labeled since (webhook events) are left out. With
+    ``cold_start``, a cold model's batch is TypiClust's, away from the labeled tasks' clusters.
 
     Returns:
         ``(moved, pending)``: how many tasks changed place, and how many of those could not be written yet
@@ -133,12 +136,17 @@ def refresh_queue(store, ls, project: int, model_version: str, budget: int, conf
     rows = store.queue_inputs(project, model_version)
     if not rows:
         return 0, 0
+    emb = np.stack([np.frombuffer(r["embedding"], np.float32) for r in rows])
+    # rows /predict stored before the column existed have no max_confidence: then no cold start (None)
+    top = pool_max_confidence(r["max_confidence"] for r in rows) if cold_start else None
     queue = build_queue(
         np.array([r["score"] for r in rows], np.float64),
         np.array([r["decision"] == AUTO_ACCEPT for r in rows]),
-        np.stack([np.frombuffer(r["embedding"], np.float32) for r in rows]),
+        emb,
         budget,
         confidence,
+        max_confidence=top,
+        labeled_embeddings=None if top is None else embedding_matrix(store.labeled_embeddings(project), emb.shape[1]),
     )
     changed = [
         (r["task_id"], e)

@@ -38,7 +38,7 @@ def score_files(
         balance_classes: a folder of the labeled set's YOLO label files: the batch favours images of the classes
             rare there.
         progress: the label of a progress display, or None for none.
-        queue_options: diversity, cold, seed (:func:`~detector_al.ranking.assign_queue`).
+        queue_options: diversity, cold, cold_start, seed (:func:`~detector_al.ranking.assign_queue`).
 
     Raises:
         NotADirectoryError: ``balance_classes`` is not a folder (checked before predicting).

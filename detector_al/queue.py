@@ -1,8 +1,14 @@
 """The annotation queue: the order in which annotators get images, and the numbers that tell Label Studio.
 
-Queue order (position 0, 1, ...): the diverse batch (:func:`~detector_al.selection.select_batch`, in the
-order picked), then the other uncertain images by descending uncertainty, then the auto-accepted (CEAL)
-images by descending uncertainty. Unreadable images are not in the queue.
+Queue order (position 0, 1, ...): the batch, in the order picked, then the other uncertain images by
+descending uncertainty, then the auto-accepted (CEAL) images by descending uncertainty. Unreadable images are
+not in the queue. The batch is the diverse uncertain one (:func:`~detector_al.selection.select_batch`) once the
+model is warm. While it is cold its uncertainty means little, and the batch is TypiClust's instead (typical
+images of the embedding clusters the labeled images do not cover, :func:`cold_start_batch`): cold is
+:func:`~detector_al.selection.use_cold_start`, fewer than half of the pool's images holding a box at confidence
+>= 0.5. The switch is automatic, made anew at every build from the pool's ``max_confidence``
+(:attr:`~detector_al.decision.Decision.max_confidence`); a caller that gives none (the cold start turned off,
+:data:`~detector_al.scoring_config.COLD_START`) always gets the uncertainty batch.
 
 What an annotator gets from "Label All Tasks" is decided by the project's sampling. With
 ``"Uncertainty sampling"`` (:data:`UNCERTAINTY_SAMPLING`, set by the backend and by ingest), Label Studio
@@ -35,7 +41,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -103,6 +109,8 @@ def build_queue(
     confidence: Callable[[float], float] = default_confidence,
     batch: np.ndarray | None = None,
     diversity: bool = True,
+    max_confidence: np.ndarray | None = None,
+    labeled_embeddings: np.ndarray | None = None,
 ) -> list[QueueEntry]:
     """The queue over a pool: one :class:`QueueEntry` per image, in input order.
 
@@ -112,13 +120,19 @@ def build_queue(
         embeddings: (N, D) image embeddings, for the batch's diversity.
         budget: batch size ``B`` (at most the number of non-accepted images).
         confidence: the strategy's ``u -> c`` map (:meth:`Strategy.confidence`).
-        batch: indices of the batch already chosen (e.g. cold start, class balance); default
-            :func:`~detector_al.selection.select_batch` over the non-accepted images.
-        diversity: with False, the batch is the plain top-``budget`` by uncertainty.
+        batch: indices of the batch already chosen (e.g. class balance); default: :func:`cold_start_batch` while
+            the model is cold (with ``max_confidence``), else :func:`~detector_al.selection.select_batch` over the
+            non-accepted images.
+        diversity: with False, the uncertainty batch is the plain top-``budget`` by uncertainty.
+        max_confidence: (N,) each image's highest box confidence (0 with no box), for the cold-start rule;
+            None: always the uncertainty batch.
+        labeled_embeddings: (M, D) embeddings of the labeled images: the clusters a cold batch leaves alone.
     """
     u = np.asarray(uncertainty, np.float64)
     acc = np.asarray(accepted, bool)
     pending = np.flatnonzero(~acc)
+    if batch is None and max_confidence is not None:
+        batch = cold_start_batch(max_confidence, acc, embeddings, budget, labeled_embeddings)  # None when warm
     if batch is None:
         picked = select_batch(
             u[pending], np.asarray(embeddings)[pending], min(budget, len(pending)), diversity=diversity
@@ -157,3 +171,23 @@ def cold_start_batch(
     pending = np.flatnonzero(~np.asarray(accepted, bool))
     emb = np.asarray(embeddings)
     return pending[typiclust(emb[pending], min(budget, len(pending)), labeled_embeddings, seed)]
+
+
+def pool_max_confidence(stored: Iterable[float | None]) -> np.ndarray | None:
+    """The pool's ``max_confidence`` for :func:`build_queue` from stored rows, or None when any row lacks it.
+
+    A row written by an older version (before the column existed) holds NULL. Counting it as 0.0 ("no box")
+    would call a warm model cold and swap the uncertainty batch for a TypiClust one until that row is scored
+    again; so a pool with any such row gets today's uncertainty batch (None), and the switch starts working once
+    every row has been scored by this version.
+    """
+    values = list(stored)
+    if any(v is None for v in values):
+        return None
+    return np.asarray(values, np.float64)
+
+
+def embedding_matrix(stored: Iterable[bytes | None], dim: int) -> np.ndarray | None:
+    """(M, dim) float32 embeddings from stored blobs (the others' size is another model's: left out); None if none."""
+    rows = [np.frombuffer(b, np.float32) for b in stored if b is not None and len(b) == 4 * dim]
+    return np.stack(rows) if rows else None

@@ -18,7 +18,8 @@ import numpy as np
 from detector_al.decision import decide
 from detector_al.pseudo_labels import CealConfig
 from detector_al.queue import AUTO_ACCEPT, ERROR, QUERY, REST, build_queue
-from detector_al.selection import class_balance_weights, cold_start, select_batch
+from detector_al.selection import class_balance_weights, select_batch, use_cold_start
+from detector_al.selection import cold_start as diversity_order
 from detector_al.types import Detections, ImagePredictions
 from detector_al.uncertainty import Strategy
 
@@ -84,6 +85,7 @@ def assign_queue(
     seed: int = 0,
     labeled_emb: np.ndarray | None = None,
     labeled_class_counts: np.ndarray | None = None,
+    cold_start: bool = False,
 ) -> list[ScoredImage]:
     """Choose the query batch among the non-accepted images and number the whole queue (in place).
 
@@ -91,6 +93,9 @@ def assign_queue(
     ``labeled_class_counts`` (boxes per class in the labeled set), the selection favours images whose
     predicted classes are rare there: scores are multiplied by
     :func:`~detector_al.selection.class_balance_weights` before choosing (the stored scores stay raw).
+    ``cold``: order by diversity alone, whatever the model. ``cold_start``: while the model is cold (by the
+    images' highest shown box confidence), the batch is TypiClust's (away from ``labeled_emb``), and the
+    uncertainty options above apply once it is warm.
     """
     scored = [i for i, s in enumerate(images) if s.decision != ERROR]
     if not scored:
@@ -99,8 +104,12 @@ def assign_queue(
         if images[i].decision == QUERY:
             images[i].decision = REST
     pending = [j for j, i in enumerate(scored) if images[i].decision == REST]
+    top = None  # detections are the shown boxes (cut at the score threshold, 0.25 by default)
+    if cold_start and not cold:
+        top = np.array([float(images[i].detections.confidence.max(initial=0.0)) for i in scored])
     batch = None
-    if pending and (cold or labeled_class_counts is not None or labeled_emb is not None or not diversity):
+    warm = top is None or not use_cold_start(top)  # cold: build_queue picks the TypiClust batch
+    if warm and pending and (cold or labeled_class_counts is not None or labeled_emb is not None or not diversity):
         scores = np.array([images[scored[j]].score for j in pending], np.float64)
         if labeled_class_counts is not None:
             scores = scores * class_balance_weights(
@@ -108,7 +117,7 @@ def assign_queue(
             )
         emb = np.stack([images[scored[j]].embedding for j in pending])
         if cold:
-            picked = cold_start(emb, budget, seed, labeled_emb)
+            picked = diversity_order(emb, budget, seed, labeled_emb)
         else:
             picked = select_batch(scores, emb, budget, labeled_emb=labeled_emb, diversity=diversity)
         batch = np.asarray([pending[k] for k in picked], np.int64)
@@ -118,6 +127,8 @@ def assign_queue(
         np.stack([images[i].embedding for i in scored]),
         budget,
         batch=batch,
+        max_confidence=top,
+        labeled_embeddings=labeled_emb,
     )
     for i, e in zip(scored, entries, strict=True):
         images[i].decision, images[i].rank = e.status, e.position + 1

@@ -36,8 +36,9 @@ from detector_al.label_config import RectangleTarget, parse_label_config
 from detector_al.ls_client import ImageFetchError, LabelStudioClient
 from detector_al.ls_queue import configure_project
 from detector_al.ls_regions import from_label_studio_regions
-from detector_al.queue import build_queue
+from detector_al.queue import build_queue, embedding_matrix
 from detector_al.registry import ModelRegistry
+from detector_al.scoring_config import COLD_START
 from detector_al.service import PredictionService
 from detector_al.store import Store
 from detector_al.training import TrainConfig, run_in_subprocess, train_and_evaluate
@@ -55,6 +56,7 @@ class RetrainConfig:
     min_labeled: int = 2
     pseudo_labels: bool = True
     budget: int = 20
+    cold_start: bool = COLD_START  # the re-scored queue's batch is TypiClust's while the new model is cold
 
 
 def in_validation(task_id: int) -> bool:
@@ -239,8 +241,9 @@ class Retrainer:
         try:
             current = list(client.ls.tasks.list(project=project, fields="all"))  # labels made during training count
             still_unlabeled = [t for t in current if latest_annotation(t) is None]
+            labeled_ids = [t.id for t in current if latest_annotation(t) is not None]
             return {
-                "rescored": self._rescore(project, still_unlabeled, target, client, round_index),
+                "rescored": self._rescore(project, still_unlabeled, target, client, round_index, labeled_ids),
                 "sampling_warning": configure_project(client.ls, project, version, first_time=False),
             }
         except Exception as exc:
@@ -306,21 +309,29 @@ class Retrainer:
         (root / "pseudo.txt").write_text("".join(f"{n}\n" for n in names))
         return len(names)
 
-    def _rescore(self, project: int, unlabeled, target, client: LabelStudioClient, round_index: int) -> int:
+    def _rescore(self, project: int, unlabeled, target, client: LabelStudioClient, round_index: int, labeled=()) -> int:
         """Replace the unlabeled tasks' predictions with the new model's, in queue order, and refresh ``al_*`` fields.
 
-        The queue is :func:`~detector_al.queue.build_queue`'s over the re-scored pool; each new prediction gets
-        its queue score. It is created before the old ones are deleted, so a task is never left without one.
+        The queue is :func:`~detector_al.queue.build_queue`'s over the re-scored pool (with ``config.cold_start``,
+        a TypiClust batch away from the ``labeled`` task ids' clusters while the new model is still cold); each new
+        prediction gets its queue score. It is created before the old ones are deleted, so a task is never left
+        without one.
         """
         scored = self._summaries(unlabeled, target, client, round_index)
         if not scored:
             return 0
+        emb = np.stack([x.embedding for _, x in scored])
+        cold = self.config.cold_start  # every summary is fresh: its max_confidence is known
         queue = build_queue(
             np.array([x.score for _, x in scored], np.float64),
             np.array([x.accepted for _, x in scored]),
-            np.stack([x.embedding for _, x in scored]),
+            emb,
             min(self.config.budget, len(scored)),
             self.service.strategy.confidence,
+            max_confidence=np.array([x.max_confidence for _, x in scored]) if cold else None,
+            labeled_embeddings=embedding_matrix(self.store.labeled_embeddings(project, labeled), emb.shape[1])
+            if cold
+            else None,
         )
         rows = []
         for (task, x), e in zip(scored, queue, strict=True):
@@ -341,7 +352,7 @@ class Retrainer:
         self.store.set_image_queue_by_task(  # images ingested into this store follow: a re-run of ingest agrees
             project,
             [
-                (task.id, x.score, x.confidence, e.status, e.priority, round_index, x.model_version)
+                (task.id, x.score, x.confidence, e.status, e.priority, round_index, x.model_version, x.max_confidence)
                 for (task, x), e in zip(scored, queue, strict=True)
             ],
         )

@@ -1,5 +1,6 @@
 """What every caller of the one policy (:mod:`detector_al.decision`) sets the same way: the lowest box
-confidence the detector keeps for the scorers, and CEAL's thresholds from optional overrides."""
+confidence the detector keeps for the scorers, CEAL's thresholds from optional overrides, and whether the queue
+starts cold."""
 
 from __future__ import annotations
 
@@ -10,6 +11,12 @@ from detector_al.pseudo_labels import CealConfig
 SCORER_CONF = 0.05
 """The lowest box confidence the detector keeps: the uncertainty scorers see low-confidence boxes too (the
 boxes shown and exported are cut at the score threshold, 0.25 by default)."""
+
+COLD_START = True
+"""The one switch of the cold start: while the model is cold (:func:`~detector_al.selection.use_cold_start`) the
+queue's batch is TypiClust's, and it turns to uncertainty by itself once the model is warm (see
+:mod:`detector_al.queue`). The default of the backend's ``QUEUE_COLD_START``, of ``--cold-start/--no-cold-start``
+(``ingest``, ``score``), and of the ingest and retraining configs; False: always the uncertainty batch."""
 
 
 def ceal_config(delta_0: float | None = None, decay: float | None = None, enabled: bool = True) -> CealConfig:

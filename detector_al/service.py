@@ -60,6 +60,7 @@ class ImageSummary:
     width: int = 0
     height: int = 0
     error: str | None = None
+    max_confidence: float | None = None  # the highest shown box confidence (Decision.max_confidence)
 
     @property
     def status(self) -> str:
@@ -83,6 +84,7 @@ class ImageSummary:
             round_index,
             len(self.regions),
             embedding=None if self.embedding is None else np.asarray(self.embedding, np.float32).tobytes(),
+            max_confidence=self.max_confidence,
         )
 
 
@@ -186,6 +188,7 @@ class PredictionService:
             pseudo_labels=d.pseudo_labels if d.accepted else None,
             width=d.width,
             height=d.height,
+            max_confidence=d.max_confidence,
         )
 
     def target(self, label_config: str) -> RectangleTarget:

@@ -36,6 +36,13 @@ STORE_FILE_NAME = "detector_al.sqlite3"
 """The store's file in a backend's model folder (``MODEL_DIR``): one store for the backend, ingest and the demo."""
 
 
+_LABELED_TASKS = (
+    "SELECT task_id FROM events WHERE project = ? AND task_id IS NOT NULL"
+    " AND action IN ('ANNOTATION_CREATED', 'ANNOTATION_UPDATED')"
+)
+"""The project's labeled tasks, as the webhook events tell them (one bound value: the project)."""
+
+
 class Store:
     """Thread-safe access to the SQLite state file (created on first use)."""
 
@@ -153,11 +160,11 @@ class Store:
         with self._tx() as c:
             c.executemany(
                 "INSERT INTO predictions (project, task_id, image, model_version, score, confidence, decision, round,"
-                " n_boxes, error, embedding, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+                " n_boxes, error, embedding, max_confidence, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
                 " ON CONFLICT(project, task_id) DO UPDATE SET image=excluded.image,"
                 " model_version=excluded.model_version, score=excluded.score, confidence=excluded.confidence,"
                 " decision=excluded.decision, round=excluded.round, n_boxes=excluded.n_boxes, error=excluded.error,"
-                " embedding=excluded.embedding, updated_at=excluded.updated_at",
+                " embedding=excluded.embedding, max_confidence=excluded.max_confidence, updated_at=excluded.updated_at",
                 [
                     (
                         project,
@@ -171,6 +178,7 @@ class Store:
                         r.n_boxes,
                         r.error,
                         r.embedding,
+                        r.max_confidence,
                         now,
                     )
                     for r in rows
@@ -193,12 +201,34 @@ class Store:
     def queue_inputs(self, project: int, model_version: str) -> list[sqlite3.Row]:
         """What re-building the project's queue needs: scored predictions of ``model_version`` not yet labeled."""
         return self._query(
-            "SELECT task_id, score, confidence, decision, embedding FROM predictions WHERE project = ?"
+            "SELECT task_id, score, confidence, decision, embedding, max_confidence FROM predictions WHERE project = ?"
             " AND model_version = ? AND error IS NULL AND score IS NOT NULL AND embedding IS NOT NULL"
-            " AND task_id NOT IN (SELECT task_id FROM events WHERE project = ? AND task_id IS NOT NULL"
-            " AND action IN ('ANNOTATION_CREATED', 'ANNOTATION_UPDATED')) ORDER BY task_id",
+            f" AND task_id NOT IN ({_LABELED_TASKS}) ORDER BY task_id",
             (project, model_version, project),
         )
+
+    def labeled_embeddings(self, project: int, task_ids: Iterable[int] | None = None) -> list[bytes]:
+        """The stored embeddings of the project's labeled tasks: the clusters a cold-start batch leaves alone.
+
+        ``task_ids``: the labeled tasks, when the caller knows them; None: those with an ``ANNOTATION_CREATED`` or
+        ``ANNOTATION_UPDATED`` event (what :meth:`queue_inputs` leaves out). Each embedding is from the model that
+        scored the task last: a labeled task is not scored again, so after a retraining it comes from an older
+        model (fine-tuned from the same weights: near, not in, the pool's space), which is enough to tell the
+        clusters already covered.
+        """
+        if task_ids is None:
+            sql = f"SELECT embedding FROM predictions WHERE project = ? AND task_id IN ({_LABELED_TASKS})"
+            rows = self._query(sql + " AND embedding IS NOT NULL ORDER BY task_id", (project, project))
+            return [r["embedding"] for r in rows]
+        ids, out = sorted({int(t) for t in task_ids}), []
+        for i in range(0, len(ids), 500):  # SQLite's limit on bound values
+            chunk = ids[i : i + 500]
+            out += self._query(
+                f"SELECT embedding FROM predictions WHERE project = ? AND task_id IN ({','.join('?' * len(chunk))})"
+                " AND embedding IS NOT NULL ORDER BY task_id",
+                (project, *chunk),
+            )
+        return [r["embedding"] for r in out]
 
     def set_queue(self, project: int, updates: list[tuple[int, str, float]]) -> None:
         """Set ``(task_id, decision, label studio score)`` of several predictions in one transaction."""
@@ -244,13 +274,14 @@ class Store:
             )
 
     def set_image_queue_by_task(self, project: int, updates: list[tuple]) -> None:
-        """After a re-scoring: ``(task_id, score, confidence, decision, priority, round, model_version)`` of the
-        ingested images shown by these tasks (tasks ingest did not make are not in this table: no-op)."""
+        """After a re-scoring: ``(task_id, score, confidence, decision, priority, round, model_version[,
+        max_confidence])`` of the ingested images shown by these tasks (tasks ingest did not make are not in this
+        table: no-op). Without ``max_confidence`` it becomes NULL: the old model's value no longer holds."""
         with self._tx() as c:
             c.executemany(
                 "UPDATE images SET score = ?, confidence = ?, decision = ?, priority = ?, round = ?, model_version = ?,"
-                " updated_at = ? WHERE project = ? AND task_id = ?",
-                [(u[1], u[2], u[3], u[4], u[5], u[6], time.time(), project, u[0]) for u in updates],
+                " max_confidence = ?, updated_at = ? WHERE project = ? AND task_id = ?",
+                [(*u[1:7], u[7] if len(u) > 7 else None, time.time(), project, u[0]) for u in updates],
             )
 
     # ---- webhook events ------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ CREATE TABLE IF NOT EXISTS predictions (
     error TEXT,
     embedding BLOB,
     updated_at REAL,
+    max_confidence REAL,
     PRIMARY KEY (project, task_id)
 );
 CREATE TABLE IF NOT EXISTS events (
@@ -75,6 +76,7 @@ CREATE TABLE IF NOT EXISTS images (
     embedding BLOB,
     error TEXT,
     updated_at REAL,
+    max_confidence REAL,
     PRIMARY KEY (content_hash, project)
 );
 CREATE INDEX IF NOT EXISTS images_by_score ON images (project, score);
@@ -84,6 +86,8 @@ MIGRATIONS = (  # (table, column, declaration) added since the first release
     ("projects", "sampling_configured", "INTEGER NOT NULL DEFAULT 0"),
     ("projects", "sampling_warning", "TEXT"),
     ("predictions", "embedding", "BLOB"),
+    ("predictions", "max_confidence", "REAL"),  # NULL in rows written before: see queue.pool_max_confidence
+    ("images", "max_confidence", "REAL"),
 )
 
 QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"  # training_jobs.status
@@ -109,6 +113,7 @@ class ImageRow:
     pseudo_labels: str | None = None
     embedding: bytes | None = None
     error: str | None = None
+    max_confidence: float | None = None  # highest shown box confidence, for the cold-start rule
 
 
 IMAGE_COLUMNS = tuple(ImageRow.__dataclass_fields__)
@@ -128,6 +133,7 @@ class PredictionRow:
     n_boxes: int
     error: str | None = None
     embedding: bytes | None = None  # float32 image embedding, for choosing the diverse batch
+    max_confidence: float | None = None  # highest shown box confidence, for the cold-start rule
 
 
 def create_schema(conn: sqlite3.Connection) -> None:

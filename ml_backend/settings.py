@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from detector_al.scoring_config import COLD_START
 from detector_al.store import STORE_FILE_NAME
 
 
@@ -33,6 +34,11 @@ class Settings(BaseSettings):
     train_epochs: int = Field(20, ge=1, description="fine-tuning epochs per retraining round")
     train_tolerance: float = Field(0.005, ge=0.0, description="promote when new mAP50-95 >= serving - this")
     queue_budget: int = Field(20, ge=0, description="size of the diverse batch served first (0: by uncertainty only)")
+    queue_cold_start: bool = Field(
+        COLD_START,
+        description="while the model is cold (fewer than half the images hold a box at confidence >= 0.5), the batch"
+        " is TypiClust's (typical images of clusters not labeled yet); then by uncertainty (false: always uncertainty)",
+    )
     queue_refresh_delay_s: float = Field(
         2.0, ge=0.0, description="re-build the queue this long after the last /predict of a project"
     )

@@ -115,7 +115,10 @@ class Backend:
             self.credentials.label_configs.get,
             settings.model_dir / "training",
             RetrainConfig(
-                epochs=settings.train_epochs, tolerance=settings.train_tolerance, budget=settings.queue_budget
+                epochs=settings.train_epochs,
+                tolerance=settings.train_tolerance,
+                budget=settings.queue_budget,
+                cold_start=settings.queue_cold_start,
             ),
         )
 
@@ -194,6 +197,7 @@ class Backend:
                     self.service.model_version,
                     self.settings.queue_budget,
                     self.service.strategy.confidence,
+                    cold_start=self.settings.queue_cold_start,
                 )
                 log.info("project %s: queue re-built, %d tasks moved, %d not written yet", project, moved, pending)
             except LabelStudioError as exc:  # no credentials, or refused: retrying would not help
