@@ -41,7 +41,7 @@ from detector_al.registry import ModelRegistry
 from detector_al.scoring_config import COLD_START
 from detector_al.service import PredictionService
 from detector_al.store import Store
-from detector_al.training import TrainConfig, run_in_subprocess, train_and_evaluate
+from detector_al.training import FINE_TUNE, TrainConfig, run_in_subprocess, train_and_evaluate
 from detector_al.yolo_format import yolo_lines
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class RetrainConfig:
     epochs: int = 20
-    lr0: float = 0.002
+    lr0: float = FINE_TUNE.lr0  # the measured recipe: no warm-up, a low rate (training.FINE_TUNE)
     tolerance: float = 0.005
     min_val_images: int = 3
     min_labeled: int = 2
@@ -211,7 +211,7 @@ class Retrainer:
             imgsz=detector.imgsz,
             base=str(serving_path),
             lr0=self.config.lr0,
-            warmup_epochs=1.0,
+            warmup_epochs=FINE_TUNE.warmup_epochs,
         )
         return run_in_subprocess(
             train_and_evaluate,
