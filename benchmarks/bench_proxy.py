@@ -38,49 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-def auc(pos: np.ndarray, neg: np.ndarray) -> float:
-    """P(pos > neg) + 0.5 P(pos == neg), over all pairs."""
-    if not len(pos) or not len(neg):
-        return float("nan")
-    diff = np.asarray(pos, np.float64)[:, None] - np.asarray(neg, np.float64)[None, :]
-    return float((diff > 0).mean() + 0.5 * (diff == 0).mean())
-
-
-def auc_interval(score: np.ndarray, wrong: np.ndarray, rng: np.random.Generator, n: int = 1000) -> tuple[float, float]:
-    """95 % percentile interval of the AUC over bootstrap resamples of the images."""
-    values = []
-    for _ in range(n):
-        i = rng.integers(0, len(score), len(score))
-        values.append(auc(score[i][wrong[i]], score[i][~wrong[i]]))
-    lo, hi = np.nanpercentile(values, [2.5, 97.5])
-    return float(lo), float(hi)
-
-
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Rank correlation (average ranks for ties)."""
-
-    def ranks(x: np.ndarray) -> np.ndarray:
-        order = np.argsort(x, kind="stable")
-        r = np.empty(len(x))
-        r[order] = np.arange(len(x))
-        for v in np.unique(x):  # ties share their mean rank
-            r[x == v] = r[x == v].mean()
-        return r
-
-    ra, rb = ranks(np.asarray(a, np.float64)), ranks(np.asarray(b, np.float64))
-    return float(np.corrcoef(ra, rb)[0, 1])
-
-
-def labeled_class_counts(label_files: list[Path], n_classes: int) -> np.ndarray:
-    """Boxes per class in YOLO label files (a missing file holds none)."""
-    counts = np.zeros(n_classes, np.int64)
-    for f in label_files:
-        if f.exists():
-            for line in f.read_text().splitlines():
-                if line.strip() and int(line.split()[0]) < n_classes:
-                    counts[int(line.split()[0])] += 1
-    return counts
+from detector_al.ranking_quality import auc, auc_interval, spearman
 
 
 def box_pseudo_table(preds: list, truth: list) -> dict[float, dict]:
@@ -125,6 +83,7 @@ def main() -> None:
     from detector_al.sim_config import PRESETS
     from detector_al.sim_dataset import prepare_dataset
     from detector_al.sim_training import initial_set, train_initial
+    from detector_al.simulation import labeled_class_counts
     from detector_al.uncertainty import STRATEGIES, build_strategy
     from detector_al.yolo_format import read_yolo_labels
 
@@ -160,8 +119,7 @@ def main() -> None:
         f"{name}: {len(labeled)} labeled -> round-0 model ({cfg.epochs_initial} epochs at {cfg.imgsz} px), "
         f"pool {len(pool)} images; trained and predicted in {time.perf_counter() - started:.0f} s"
     )
-    n_classes = next((q.probs.shape[1] for q in preds if q.ok), 1)
-    counts = labeled_class_counts([ds.label_of(p) for p in labeled], n_classes)
+    counts = labeled_class_counts(ds, labeled)
     max_conf = np.array([q.detections.confidence.max(initial=0.0) for q in preds if q.ok])
     cold = use_cold_start(max_conf)
     print(

@@ -30,23 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-def auc(pos: np.ndarray, neg: np.ndarray) -> float:
-    """P(pos > neg) + 0.5 P(pos == neg), over all pairs (0.5: no better than chance)."""
-    if not len(pos) or not len(neg):
-        return float("nan")
-    diff = np.asarray(pos, np.float64)[:, None] - np.asarray(neg, np.float64)[None, :]
-    return float((diff > 0).mean() + 0.5 * (diff == 0).mean())
-
-
-def auc_interval(score: np.ndarray, wrong: np.ndarray, rng: np.random.Generator, n: int = 1000) -> tuple[float, float]:
-    """95 % percentile interval of the AUC over bootstrap resamples of the images."""
-    values = []
-    for _ in range(n):
-        i = rng.integers(0, len(score), len(score))
-        values.append(auc(score[i][wrong[i]], score[i][~wrong[i]]))
-    lo, hi = np.nanpercentile(values, [2.5, 97.5])
-    return float(lo), float(hi)
+from detector_al.ranking_quality import auc, auc_interval
 
 
 def main() -> None:

@@ -88,7 +88,7 @@ def play_round(
 
 def labeled_class_counts(ds: SimDataset, labeled: list[Path]) -> np.ndarray:
     """Oracle boxes per class over the labeled images."""
-    counts = np.zeros(len(ds.names))
+    counts = np.zeros(len(ds.names), np.int64)
     for p in labeled:
         np.add.at(counts, read_yolo_labels(ds.label_of(p), 1, 1).class_id, 1)
     return counts
