@@ -137,7 +137,7 @@ def ingest(
         envvar="MODEL_DIR",
         help="The ML backend's model folder: one store with the backend, its version name and its round.",
     ),
-    strategy: str = typer.Option("mi_aod", help="Uncertainty strategy."),
+    strategy: str = typer.Option(DEFAULT_STRATEGY, help="Uncertainty strategy: " + ", ".join(STRATEGIES)),
     round_index: int = typer.Option(
         None, "--round", help="Active-learning round (CEAL threshold; default: the backend's round for the project)."
     ),

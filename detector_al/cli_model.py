@@ -9,7 +9,7 @@ import typer
 
 from detector_al.bootstrap_model import BOOTSTRAP_DIR
 from detector_al.cli_common import expand_sources, fail, load_detector
-from detector_al.scoring_config import COLD_START, SCORER_CONF, ceal_config
+from detector_al.scoring_config import COLD_START, DIVERSITY, SCORER_CONF, ceal_config
 from detector_al.uncertainty import DEFAULT_STRATEGY, STRATEGIES
 
 
@@ -66,7 +66,7 @@ def score(
     strategy: str = typer.Option(DEFAULT_STRATEGY, help="Uncertainty strategy: " + ", ".join(STRATEGIES)),
     round_index: int = typer.Option(0, "--round", help="Active-learning round t (CEAL threshold decays with t)."),
     budget: int = typer.Option(50, help="How many images to query (send to annotators)."),
-    diversity: bool = typer.Option(True, help="Pick a diverse batch (k-center greedy) from the top candidates."),
+    diversity: bool = typer.Option(DIVERSITY, help="Pick a diverse batch (k-center greedy) from the top candidates."),
     cold_start: bool = typer.Option(
         COLD_START,
         "--cold-start/--no-cold-start",

@@ -49,7 +49,7 @@ from detector_al.queue import (
 )
 from detector_al.scoring_config import COLD_START
 from detector_al.store import ImageRow, Store
-from detector_al.uncertainty import get_strategy
+from detector_al.uncertainty import DEFAULT_STRATEGY, get_strategy
 from detector_al.yolo_format import yolo_lines
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ OFFLINE_PROJECT = 0
 
 @dataclass
 class IngestConfig:
-    strategy: str = "mi_aod"
+    strategy: str = DEFAULT_STRATEGY
     round_index: int = 0
     budget: int = 50
     ceal: CealConfig = field(default_factory=CealConfig)

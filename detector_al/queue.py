@@ -46,6 +46,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from detector_al.scoring_config import DIVERSITY
 from detector_al.selection import select_batch, typiclust, use_cold_start
 
 QUERY, REST, AUTO_ACCEPT, ERROR = "query", "rest", "auto_accept", "error"
@@ -108,7 +109,7 @@ def build_queue(
     budget: int,
     confidence: Callable[[float], float] = default_confidence,
     batch: np.ndarray | None = None,
-    diversity: bool = True,
+    diversity: bool = DIVERSITY,
     max_confidence: np.ndarray | None = None,
     labeled_embeddings: np.ndarray | None = None,
 ) -> list[QueueEntry]:

@@ -18,6 +18,7 @@ import numpy as np
 from detector_al.decision import decide
 from detector_al.pseudo_labels import CealConfig
 from detector_al.queue import AUTO_ACCEPT, ERROR, QUERY, REST, build_queue
+from detector_al.scoring_config import DIVERSITY
 from detector_al.selection import class_balance_weights, select_batch, use_cold_start
 from detector_al.selection import cold_start as diversity_order
 from detector_al.types import Detections, ImagePredictions
@@ -80,7 +81,7 @@ def score_predictions(
 def assign_queue(
     images: list[ScoredImage],
     budget: int,
-    diversity: bool = True,
+    diversity: bool = DIVERSITY,
     cold: bool = False,
     seed: int = 0,
     labeled_emb: np.ndarray | None = None,

@@ -19,6 +19,12 @@ queue's batch is TypiClust's, and it turns to uncertainty by itself once the mod
 (``ingest``, ``score``), and of the ingest and retraining configs; False: always the uncertainty batch."""
 
 
+DIVERSITY = True
+"""Whether the uncertainty batch is spread by k-center greedy over the top ``4 x budget`` candidates (True) or is
+the plain top-``budget`` by uncertainty (False): the default of :func:`~detector_al.queue.build_queue`, hence of
+the backend, ingest, retraining and ``score``."""
+
+
 def ceal_config(delta_0: float | None = None, decay: float | None = None, enabled: bool = True) -> CealConfig:
     """The default :class:`~detector_al.pseudo_labels.CealConfig` with the thresholds given (None: the default)."""
     ceal = CealConfig(enabled=enabled)

@@ -27,7 +27,7 @@ from detector_al.pseudo_labels import CealConfig
 from detector_al.queue import AUTO_ACCEPT, REST, QueueEntry, label_studio_score
 from detector_al.store import PredictionRow, Store
 from detector_al.types import Detections, ImagePredictions
-from detector_al.uncertainty import get_strategy
+from detector_al.uncertainty import DEFAULT_STRATEGY, get_strategy
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -36,7 +36,7 @@ T = TypeVar("T")
 @dataclass
 class ServiceConfig:
     score_threshold: float = 0.25
-    strategy: str = "mi_aod"
+    strategy: str = DEFAULT_STRATEGY
     ceal: CealConfig = field(default_factory=CealConfig)
     label_mapping: dict[str, str] = field(default_factory=dict)
     local_files_root: Path | None = None

@@ -9,6 +9,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from detector_al.scoring_config import COLD_START
 from detector_al.store import STORE_FILE_NAME
+from detector_al.uncertainty import DEFAULT_STRATEGY
 
 
 class Settings(BaseSettings):
@@ -27,7 +28,7 @@ class Settings(BaseSettings):
     model_path: str | None = Field(None, description="initial weights (default: the newest version in MODEL_DIR)")
     score_threshold: float = Field(0.25, ge=0.0, le=1.0, description="lowest box confidence sent to Label Studio")
     label_mapping: dict[str, str] = Field(default_factory=dict, description='JSON, e.g. {"car": "Vehicle"}')
-    strategy: str = "mi_aod"
+    strategy: str = DEFAULT_STRATEGY
     ceal_delta0: float | None = None
     ceal_decay: float | None = None
     train_every: int = Field(0, ge=0, description="queue a training run every N new or updated annotations (0: off)")
