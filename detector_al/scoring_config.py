@@ -19,10 +19,11 @@ queue's batch is TypiClust's, and it turns to uncertainty by itself once the mod
 (``ingest``, ``score``), and of the ingest and retraining configs; False: always the uncertainty batch."""
 
 
-DIVERSITY = True
+DIVERSITY = False
 """Whether the uncertainty batch is spread by k-center greedy over the top ``4 x budget`` candidates (True) or is
-the plain top-``budget`` by uncertainty (False): the default of :func:`~detector_al.queue.build_queue`, hence of
-the backend, ingest, retraining and ``score``."""
+the top-``budget`` by uncertainty, near-duplicates skipped (False): the default of
+:func:`~detector_al.queue.build_queue`, hence of the backend, ingest, retraining and ``score``. False is what was
+measured best on BCCD (``entropy+cold``; ``mi_aod+div`` tied below it): docs/benchmarks.md."""
 
 
 def ceal_config(delta_0: float | None = None, decay: float | None = None, enabled: bool = True) -> CealConfig:

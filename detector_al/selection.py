@@ -123,8 +123,10 @@ def select_batch(
     """
     if budget <= 0 or len(scores) == 0:
         return np.zeros(0, np.int64)
-    if not diversity:
-        return np.argsort(-scores, kind="stable")[:budget].astype(np.int64)
+    if not diversity:  # the top by score, near-duplicates skipped (the same as plain top-k when there are none)
+        cand = candidates(scores, emb, budget, dup_eps)
+        rest = [i for i in np.argsort(-scores, kind="stable") if i not in set(cand.tolist())]
+        return np.concatenate([cand, np.asarray(rest[: budget - len(cand)], np.int64)])
     cand = candidates(scores, emb, max(budget, factor * budget), dup_eps)
     picked = cand[k_center_greedy(emb[cand], budget, covered=labeled_emb, first=0)]
     if len(picked) < budget:  # fewer distinct images than the budget: fill up by score, duplicates last

@@ -208,7 +208,7 @@ _STRATEGIES = [
     Strategy(
         "mi_aod",
         lambda p: mi_aod_score(p.probs, p.probs_flip, p.level),
-        "flip-view discrepancy, MI-AOD re-weighted by class score per level (default)",
+        "flip-view discrepancy, MI-AOD re-weighted by class score per level",
         0.01,
     ),
     Strategy(
@@ -217,7 +217,7 @@ _STRATEGIES = [
         "flip-view discrepancy, plain mean over anchors (ablation)",
         0.001,
     ),
-    Strategy("entropy_sum", lambda p: box_entropy(p.detections.confidence, "sum"), "box entropy, summed"),
+    Strategy("entropy_sum", lambda p: box_entropy(p.detections.confidence, "sum"), "box entropy, summed (default)"),
     Strategy("entropy_mean", lambda p: box_entropy(p.detections.confidence, "mean"), "box entropy, mean", 0.3),
     Strategy("entropy_max", lambda p: box_entropy(p.detections.confidence, "max"), "box entropy, max", 0.3),
     Strategy("least_confidence", lambda p: least_confidence(p.detections.confidence), "1 - confidence, max", 0.3),
@@ -229,7 +229,7 @@ _STRATEGIES = [
     Strategy("random", lambda p: random_score(p.source), "uniform, seeded by the image name", 0.5),
 ]
 STRATEGIES: dict[str, Strategy] = {s.name: s for s in _STRATEGIES}
-DEFAULT_STRATEGY = "mi_aod"
+DEFAULT_STRATEGY = "entropy_sum"  # the measurements behind the choice: README "Strategies", docs/benchmarks.md
 
 
 def get_strategy(name: str) -> Strategy:

@@ -13,6 +13,7 @@ from detector_al.ingest import IngestConfig, ingest, plan_queue
 from detector_al.label_config import parse_label_config
 from detector_al.pseudo_labels import CealConfig
 from detector_al.queue import AUTO_ACCEPT, QUERY, build_queue
+from detector_al.scoring_config import DIVERSITY
 from detector_al.simulation import choose_from_decisions
 from detector_al.store import Store
 from detector_al.uncertainty import get_strategy
@@ -57,7 +58,7 @@ def test_predict_ingest_and_simulation_make_the_same_decisions_and_queue(tmp_pat
 
     # one simulation round
     decisions = [decide(p, strategy, 0, CEAL) for p in det.predict([str(p) for p in paths])]
-    batch, pseudo = choose_from_decisions(paths, decisions, BUDGET, diversity=True)
+    batch, pseudo = choose_from_decisions(paths, decisions, BUDGET, diversity=DIVERSITY)
 
     for p, d in zip(paths, decisions, strict=True):
         row, entry = ingested[str(p)]
