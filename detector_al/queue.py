@@ -2,8 +2,8 @@
 
 Queue order (position 0, 1, ...): the batch, in the order picked, then the other uncertain images by
 descending uncertainty, then the auto-accepted (CEAL) images by descending uncertainty. Unreadable images are
-not in the queue. The batch is the diverse uncertain one (:func:`~detector_al.selection.select_batch`) once the
-model is warm. While it is cold its uncertainty means little, and the batch is TypiClust's instead (typical
+not in the queue. The batch is the most uncertain images (:func:`~detector_al.selection.select_batch`; near-duplicates
+skipped, a k-center spread with ``diversity``) once the model is warm. While it is cold its uncertainty means little, and the batch is TypiClust's instead (typical
 images of the embedding clusters the labeled images do not cover, :func:`cold_start_batch`): cold is
 :func:`~detector_al.selection.use_cold_start`, fewer than half of the pool's images holding a box at confidence
 >= 0.5. The switch is automatic, made anew at every build from the pool's ``max_confidence``

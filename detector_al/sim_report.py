@@ -214,6 +214,7 @@ def plot_learning_curves(
     panels = [(f"{prefix}map50", None), (f"{prefix}map50_95", None)]
     if baseline and baseline in curves(results):
         panels.append((f"{prefix}map50", baseline))
+    colors = {v: f"C{i % 10}" for i, v in enumerate(curves(results))}  # one colour per variant in every panel
     fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5))
     for ax, (metric, base) in zip(axes, panels, strict=True):
         table = summarise(results, metric) if base is None else {
@@ -223,8 +224,8 @@ def plot_learning_curves(
             n = np.array(list(curve))
             mean, lo, hi = (np.array([v[k] for v in curve.values()]) for k in range(3))
             style = "--" if "+" in variant else "-"
-            (line,) = ax.plot(n, mean, style, marker="o", label=variant)
-            ax.fill_between(n, lo, hi, alpha=0.12, color=line.get_color())
+            ax.plot(n, mean, style, marker="o", label=variant, color=colors[variant])
+            ax.fill_between(n, lo, hi, alpha=0.12, color=colors[variant])
         label = f"{split} " + metric.removeprefix(prefix).replace("map", "mAP").replace("_", "-")
         ax.set_ylabel(label if base is None else f"{label} minus {base}'s (same seed)")
         if base is not None:
