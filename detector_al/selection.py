@@ -124,15 +124,19 @@ def select_batch(
     if budget <= 0 or len(scores) == 0:
         return np.zeros(0, np.int64)
     if not diversity:  # the top by score, near-duplicates skipped (the same as plain top-k when there are none)
-        cand = candidates(scores, emb, budget, dup_eps)
-        rest = [i for i in np.argsort(-scores, kind="stable") if i not in set(cand.tolist())]
-        return np.concatenate([cand, np.asarray(rest[: budget - len(cand)], np.int64)])
+        return _fill_by_score(candidates(scores, emb, budget, dup_eps), scores, budget)
     cand = candidates(scores, emb, max(budget, factor * budget), dup_eps)
     picked = cand[k_center_greedy(emb[cand], budget, covered=labeled_emb, first=0)]
-    if len(picked) < budget:  # fewer distinct images than the budget: fill up by score, duplicates last
-        rest = [i for i in np.argsort(-scores, kind="stable") if i not in set(picked.tolist())]
-        picked = np.concatenate([picked, np.asarray(rest[: budget - len(picked)], np.int64)])
-    return picked
+    return _fill_by_score(picked, scores, budget)
+
+
+def _fill_by_score(picked: np.ndarray, scores: np.ndarray, budget: int) -> np.ndarray:
+    """``picked``, then (fewer distinct images than the budget) the best-scoring others: duplicates last."""
+    if len(picked) >= budget:
+        return picked
+    taken = set(picked.tolist())
+    rest = [i for i in np.argsort(-scores, kind="stable") if i not in taken]
+    return np.concatenate([picked, np.asarray(rest[: budget - len(picked)], np.int64)])
 
 
 def cold_start(emb: np.ndarray, budget: int, seed: int = 0, labeled_emb: np.ndarray | None = None) -> np.ndarray:
