@@ -54,6 +54,7 @@ def simulate(
     from dataclasses import replace
 
     from detector_al.sim_config import PRESETS, RECIPES, parse_variant
+    from detector_al.sim_dataset import DatasetError
     from detector_al.sim_report import report
     from detector_al.simulation import run_simulation
 
@@ -72,7 +73,10 @@ def simulate(
             parse_variant(v)
         except ValueError as exc:
             raise typer.BadParameter(str(exc)) from None
-    results = run_simulation(dataset, out, cfg)
+    try:
+        results = run_simulation(dataset, out, cfg)
+    except DatasetError as exc:
+        raise typer.BadParameter(str(exc), param_hint="DATASET") from None
     typer.echo(report(results))
     typer.echo(f"results: {out / 'results.json'}  plot: {out / 'learning_curves.png'}")
 

@@ -15,6 +15,12 @@ from pathlib import Path
 from detector_al.yolo_format import yolo_lines
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+class DatasetError(ValueError):
+    """The dataset given to the simulation is not a VOC folder or a usable YOLO ``data.yaml``."""
+
+
 EVAL_SPLITS = ("val", "test")
 
 
@@ -121,11 +127,33 @@ def _yolo_splits(source: Path) -> tuple[list[str], dict[str, tuple[list[Path], l
     return names, {"pool": split("train"), "val": split("val"), "test": split(test_key)}
 
 
+def _read_splits(source: Path) -> tuple[list[str], dict[str, tuple[list[Path], list]]]:
+    """The names and the pool/val/test splits of a VOC folder or a YOLO yaml; :class:`DatasetError` if neither."""
+    import yaml
+
+    if source.is_dir() and (source / "Annotations").is_dir():
+        try:
+            return _voc_splits(source)
+        except (OSError, ET.ParseError) as exc:
+            raise DatasetError(f"{source}: not a usable VOC folder ({exc})") from None
+    if not source.is_file():
+        raise DatasetError(
+            f"{source}: no such YOLO data.yaml or VOC folder (Annotations/, JPEGImages/, ImageSets/Main/)"
+        )
+    try:
+        names, splits = _yolo_splits(source)
+    except (yaml.YAMLError, KeyError, TypeError, AttributeError, OSError) as exc:
+        why = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        raise DatasetError(f"{source}: not a YOLO data.yaml with names and train/val splits ({why})") from None
+    if not splits["pool"][0]:
+        raise DatasetError(f"{source}: its train split holds no image")
+    return names, splits
+
+
 def prepare_dataset(source: Path, work: Path) -> SimDataset:
     """VOC folder or YOLO ``data.yaml`` -> pool + val + test under ``work/dataset`` (see the module docstring)."""
     root = work / "dataset"
-    is_voc = source.is_dir() and (source / "Annotations").is_dir()
-    names, splits = _voc_splits(source) if is_voc else _yolo_splits(source)
+    names, splits = _read_splits(source)
     pool = link_split(*splits["pool"], root, "pool")
     ds = SimDataset(root=root, names=names, pool=sorted(pool))
     for split in EVAL_SPLITS:

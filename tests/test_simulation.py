@@ -43,3 +43,18 @@ def test_simulate_refuses_an_unknown_strategy_before_training(sample_data, tmp_p
     assert res.exit_code == 2
     assert "unknown strategy 'nope'" in res.output
     assert not (tmp_path / "trainings").exists()
+
+
+def test_simulate_refuses_a_missing_or_unreadable_dataset_with_a_clear_error(tmp_path):
+    not_yaml = tmp_path / "notes.md"
+    not_yaml.write_text("```bash\nmake demo\n```\n")
+    no_train = tmp_path / "data.yaml"
+    no_train.write_text("names: [a]\ntrain: images/train\nval: images/val\n")
+    for source, says in (
+        (tmp_path / "nope", "no such YOLO data.yaml"),
+        (not_yaml, "not a YOLO data.yaml"),
+        (no_train, "holds no image"),
+    ):
+        res = runner.invoke(app, ["simulate", str(source), "--out", str(tmp_path / "out")])
+        assert res.exit_code == 2, res.output
+        assert says in " ".join(res.output.replace("│", " ").split()), res.output  # rich boxes wrap the message
