@@ -36,16 +36,18 @@ def make_folder(folder: Path, n: int, seed: int = 7) -> None:
         make_scene(rng, kinds[i % 5]).image.save(sub / f"img_{i:05d}.jpg", quality=85)
 
 
-def measure(cmd: list[str]) -> tuple[float, float]:
-    """Run ``cmd`` in a fresh Python helper so that its own peak RSS is reported."""
+def measure(cmd: list[str]) -> tuple[float, float, str]:
+    """Run ``cmd`` in a fresh Python helper so that its own peak RSS is reported; also its last output line."""
     helper = (
         "import resource, subprocess, sys, time; t = time.perf_counter(); "
-        "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); "
-        "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)"
+        "r = subprocess.run(sys.argv[1:], check=True, capture_output=True, text=True); "
+        "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024); "
+        "print((r.stdout.strip().splitlines() or [''])[0])"
     )
     out = subprocess.run([sys.executable, "-c", helper, *cmd], check=True, capture_output=True, text=True).stdout
-    seconds, mb = out.split()
-    return float(seconds), float(mb)
+    first, _, said = out.partition("\n")
+    seconds, mb = first.split()
+    return float(seconds), float(mb), said.strip()
 
 
 def main() -> None:
@@ -71,10 +73,10 @@ def main() -> None:
             for n in sizes:
                 folder = files / f"gen{n}"
                 make_folder(folder, n)
-                s_time, s_mb = measure(
+                s_time, s_mb, _ = measure(
                     [*py, "score", str(folder), "--model", weights, "--out", str(tmp / f"score{n}.jsonl")]
                 )
-                i_time, i_mb = measure(
+                i_time, i_mb, said = measure(
                     [
                         *py,
                         "ingest",
@@ -94,6 +96,7 @@ def main() -> None:
                     ]
                 )
                 rows.append((n, n / s_time, n / i_time, s_mb, i_mb))
+                print(f"ingest said: {said}")
                 print(
                     f"{n:6d} images: score {n / s_time:6.1f} img/s ({s_mb:5.0f} MB peak)   ingest {n / i_time:6.1f} "
                     f"img/s ({i_mb:5.0f} MB peak)   Label Studio overhead {100 * (s_time and i_time / s_time - 1):5.1f} %",
