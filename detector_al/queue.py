@@ -2,9 +2,10 @@
 
 Queue order (position 0, 1, ...): the batch, in the order picked, then the other uncertain images by
 descending uncertainty, then the auto-accepted (CEAL) images by descending uncertainty. Unreadable images are
-not in the queue. The batch is the most uncertain images (:func:`~detector_al.selection.select_batch`; near-duplicates
-skipped, a k-center spread with ``diversity``) once the model is warm. While it is cold its uncertainty means little, and the batch is TypiClust's instead (typical
-images of the embedding clusters the labeled images do not cover, :func:`cold_start_batch`): cold is
+not in the queue. Once the model is warm the batch is its most uncertain images
+(:func:`~detector_al.selection.select_batch`: near-duplicates skipped; spread by k-center with ``diversity``).
+While it is cold its uncertainty means little, and the batch is TypiClust's instead (typical images of the
+embedding clusters the labeled images do not cover, :func:`cold_start_batch`): cold is
 :func:`~detector_al.selection.use_cold_start`, fewer than half of the pool's images holding a box at confidence
 >= 0.5. The switch is automatic, made anew at every build from the pool's ``max_confidence``
 (:attr:`~detector_al.decision.Decision.max_confidence`); a caller that gives none (the cold start turned off,
@@ -124,7 +125,8 @@ def build_queue(
         batch: indices of the batch already chosen (e.g. class balance); default: :func:`cold_start_batch` while
             the model is cold (with ``max_confidence``), else :func:`~detector_al.selection.select_batch` over the
             non-accepted images.
-        diversity: with False, the uncertainty batch is the plain top-``budget`` by uncertainty.
+        diversity: with False (:data:`~detector_al.scoring_config.DIVERSITY`), the uncertainty batch is the
+            top-``budget`` by uncertainty, near-duplicates skipped; with True, k-center over ``4 x budget``.
         max_confidence: (N,) each image's highest box confidence (0 with no box), for the cold-start rule;
             None: always the uncertainty batch.
         labeled_embeddings: (M, D) embeddings of the labeled images: the clusters a cold batch leaves alone.
