@@ -107,7 +107,8 @@ def main() -> None:
         cfg, initial=args.initial, imgsz=args.imgsz or cfg.imgsz, epochs_initial=args.epochs or cfg.epochs_initial
     )
     labeled = initial_set(ds, cfg, args.seed)
-    pool = [p for p in ds.pool if p not in set(labeled)]
+    taken = set(labeled)
+    pool = [p for p in ds.pool if p not in taken]
     weights = train_initial(ds, work, labeled, cfg, args.seed)
     det = Detector.load(weights, conf=0.05, imgsz=cfg.imgsz)
     preds = list(det.predict([str(p) for p in pool]))

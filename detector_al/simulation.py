@@ -209,7 +209,8 @@ class Experiment:
                 labeled += [self.ds.root / "images" / "pool" / n for n in done["chosen"]]
                 weights = Path(done["weights"])
                 continue
-            unlabeled = [p for p in self.ds.pool if p not in set(labeled)]
+            taken = set(labeled)
+            unlabeled = [p for p in self.ds.pool if p not in taken]
             o = play_round(self.ds, weights, labeled, unlabeled, variant, self.cfg, seed, rnd - 1)
             labeled = labeled + o.chosen
             parent = str(weights if self.recipe.start == "previous" else w0)
