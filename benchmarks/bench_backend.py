@@ -27,9 +27,9 @@ import requests
 
 
 def main() -> None:
-    from detector_al.bootstrap_model import ensure_bootstrap_model
+    from detector_al.demo.bootstrap_model import ensure_bootstrap_model
     from detector_al.detector import Detector
-    from detector_al.local_label_studio import free_port
+    from detector_al.label_studio.local_server import free_port
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default=None)

@@ -31,7 +31,7 @@ def best_of(fn, repeats: int) -> float:
 def main() -> None:
     from ultralytics import YOLO
 
-    from detector_al.bootstrap_model import ensure_bootstrap_model
+    from detector_al.demo.bootstrap_model import ensure_bootstrap_model
     from detector_al.detector import Detector
     from detector_al.images import list_images
     from detector_al.pseudo_labels import CealConfig

@@ -25,7 +25,7 @@ from pathlib import Path
 def make_folder(folder: Path, n: int, seed: int = 7) -> None:
     import numpy as np
 
-    from detector_al.sample_data import make_scene
+    from detector_al.demo.sample_data import make_scene
 
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -51,8 +51,8 @@ def measure(cmd: list[str]) -> tuple[float, float, str]:
 
 
 def main() -> None:
-    from detector_al.bootstrap_model import ensure_bootstrap_model
-    from detector_al.local_label_studio import LocalLabelStudio
+    from detector_al.demo.bootstrap_model import ensure_bootstrap_model
+    from detector_al.label_studio.local_server import LocalLabelStudio
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default=None)

@@ -1,9 +1,9 @@
 """The training-free screen on real data: do a strategy's scores point at the images the model gets wrong?
 
 For a dataset (BCCD's VOC folder, or a YOLO ``data.yaml`` such as the aquarium set), as the simulation
-prepares it (:func:`detector_al.simulation.prepare_dataset`): a seeded initial set of ``--initial`` pool
+prepares it (:func:`detector_al.simulation.experiment.prepare_dataset`): a seeded initial set of ``--initial`` pool
 images trains a round-0 model (the simulation's CPU recipe); the model predicts the rest of the pool; each
-image's corrections against the oracle are counted (:mod:`detector_al.annotation_effort`). Per strategy:
+image's corrections against the oracle are counted (:mod:`detector_al.simulation.effort`). Per strategy:
 
 * ``AUC err``: P(an image that needs more corrections than the median scores above one that needs fewer;
   where the median is 0, more than 0: "has errors"), with a 95 % bootstrap interval over images (1000
@@ -38,15 +38,15 @@ from pathlib import Path
 
 import numpy as np
 
-from detector_al.ranking_quality import auc, auc_interval, spearman
+from detector_al.simulation.ranking_quality import auc, auc_interval, spearman
 
 
 def box_pseudo_table(preds: list, truth: list) -> dict[float, dict]:
     """The shipped box pseudo-label rule (:func:`~detector_al.pseudo_labels.box_pseudo_labels`) at several
     ``min_confidence``: box precision (same class, IoU >= 0.5), recall of the true boxes, and the share of true
     boxes neither pseudo-labeled nor masked (they would be taught as background)."""
-    from detector_al.annotation_effort import match_boxes
-    from detector_al.pseudo_labels import BoxPseudoConfig, box_iou, box_pseudo_labels
+    from detector_al.geometry import box_iou, match_boxes, same_class_matches
+    from detector_al.pseudo_labels import BoxPseudoConfig, box_pseudo_labels
 
     table = {}
     print(
@@ -60,7 +60,7 @@ def box_pseudo_table(preds: list, truth: list) -> dict[float, dict]:
             found = box_pseudo_labels(q, BoxPseudoConfig(min_confidence=t))
             pairs = match_boxes(found.boxes.xyxy, tr.xyxy)
             kept += len(found.boxes)
-            right += sum(int(found.boxes.class_id[i] == tr.class_id[j]) for i, j in pairs)
+            right += same_class_matches(found.boxes, tr)
             seen = {j for _, j in pairs}
             if len(found.masked) and len(tr):
                 seen |= set(np.flatnonzero(box_iou(tr.xyxy, found.masked).max(axis=1) >= 0.3).tolist())
@@ -75,15 +75,15 @@ def box_pseudo_table(preds: list, truth: list) -> dict[float, dict]:
 def main() -> None:
     from PIL import Image
 
-    from detector_al.annotation_effort import corrections
     from detector_al.decision import decide
     from detector_al.detector import Detector
     from detector_al.queue import QUERY, build_queue
     from detector_al.selection import cold_start, typiclust, use_cold_start
-    from detector_al.sim_config import PRESETS
-    from detector_al.sim_dataset import prepare_dataset
-    from detector_al.sim_training import initial_set, train_initial
-    from detector_al.simulation import labeled_class_counts
+    from detector_al.simulation.config import PRESETS
+    from detector_al.simulation.dataset import prepare_dataset
+    from detector_al.simulation.effort import corrections
+    from detector_al.simulation.experiment import labeled_class_counts
+    from detector_al.simulation.training import initial_set, train_initial
     from detector_al.uncertainty import STRATEGIES, build_strategy
     from detector_al.yolo_format import read_yolo_labels
 

@@ -4,7 +4,7 @@ One model's predictions of the pool (``sample_data/images/pool``; truth in ``sam
 ``pool_meta.jsonl``) go through the production path for every strategy: :func:`~detector_al.ranking.
 score_predictions` (score, CEAL) and :func:`~detector_al.ranking.assign_queue` (the batch, then the rest, the
 auto-accepted last). Per image, the corrections an annotator makes to the pre-annotation (boxes at
-``conf >= 0.25``) are counted against the oracle (:mod:`detector_al.annotation_effort`). Printed per strategy:
+``conf >= 0.25``) are counted against the oracle (:mod:`detector_al.simulation.effort`). Printed per strategy:
 
 * ``AUC err``: the proxy that needs no training: P(an image with model errors scores above one without);
 * ``AUC hard``: P(a rare-class or cluttered image is queued before an easy one);
@@ -30,16 +30,16 @@ from pathlib import Path
 
 import numpy as np
 
-from detector_al.ranking_quality import auc, auc_interval
+from detector_al.simulation.ranking_quality import auc, auc_interval
 
 
 def main() -> None:
-    from detector_al.annotation_effort import corrections
-    from detector_al.bootstrap_model import ensure_bootstrap_model
+    from detector_al.demo.bootstrap_model import ensure_bootstrap_model
     from detector_al.detector import Detector
     from detector_al.queue import build_queue
     from detector_al.ranking import AUTO_ACCEPT, QUERY, assign_queue, score_predictions
     from detector_al.selection import typiclust, use_cold_start
+    from detector_al.simulation.effort import corrections
     from detector_al.uncertainty import STRATEGIES, build_strategy
     from detector_al.yolo_format import read_yolo_labels
 

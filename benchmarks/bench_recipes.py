@@ -1,7 +1,7 @@
 """Which per-round training recipe makes the experiment trustworthy? Random labeling under each recipe.
 
 Run ``detector-al simulate DATASET --variants random --recipe R --out runs/<name>/recipe-R`` for each recipe
-(:data:`detector_al.simulation.RECIPES`), with the same seeds; then this script reads the results and prints,
+(:data:`detector_al.simulation.experiment.RECIPES`), with the same seeds; then this script reads the results and prints,
 per recipe, on the **val** split (the test split is not used to choose anything):
 
 * the random curve: mAP50 per budget, mean [95 % interval] over seeds;
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from detector_al.sim_report import curves, plot_learning_curves, summarise
+from detector_al.simulation.report import curves, plot_learning_curves, summarise
 
 
 def recipe_row(results: dict, metric: str = "val_map50") -> dict:

@@ -24,7 +24,7 @@ def main() -> None:
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
-    from detector_al.local_label_studio import DEFAULT_PASSWORD, DEFAULT_USER, free_port
+    from detector_al.label_studio.local_server import DEFAULT_PASSWORD, DEFAULT_USER, free_port
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default=None)

@@ -1,3 +1,3 @@
-from detector_al.cli import app
+from detector_al.cli.app import app
 
 app(prog_name="detector-al")

@@ -21,10 +21,11 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
+from detector_al.geometry import box_iou, same_class_matches
 from detector_al.types import Detections, ImagePredictions
 
 
@@ -51,16 +52,6 @@ class AcceptDecision:
     accepted: bool
     reason: str
     pseudo_labels: Detections
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(N, M) IoU of ``xyxy`` boxes ``a`` (N, 4) and ``b`` (M, 4)."""
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
-    area_a = np.prod(a[:, 2:] - a[:, :2], axis=1)
-    area_b = np.prod(b[:, 2:] - b[:, :2], axis=1)
-    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
 
 
 def ambiguous_anchors(pred: ImagePredictions, cfg: CealConfig) -> np.ndarray:
@@ -148,3 +139,50 @@ def box_pseudo_labels(pred: ImagePredictions, cfg: BoxPseudoConfig = BoxPseudoCo
     if len(kept) and len(doubtful):
         doubtful = doubtful[box_iou(doubtful, kept.xyxy).max(axis=1) < cfg.duplicate_iou]
     return BoxPseudoLabels(kept, doubtful.astype(np.float32))
+
+
+CALIBRATION_GRID = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.7, 0.8, 0.9)
+
+
+def wilson_lower(right: int, n: int, z: float = 1.96) -> float:
+    """The 95 % Wilson lower bound of a proportion ``p = right / n``:
+    ``(p + z^2/2n - z sqrt(p (1 - p) / n + z^2 / 4n^2)) / (1 + z^2 / n)``; 0 when ``n = 0``.
+
+    Example:
+        >>> round(wilson_lower(95, 100), 3)
+        0.888
+    """
+    if n == 0:
+        return 0.0
+    p = right / n
+    centre = p + z * z / (2 * n)
+    spread = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return float((centre - spread) / (1 + z * z / n))
+
+
+def calibrate_box_pseudo_labels(
+    preds: list[ImagePredictions],
+    truths: list[Detections],
+    target: float = 0.95,
+    base: BoxPseudoConfig = BoxPseudoConfig(),
+    grid: tuple[float, ...] = CALIBRATION_GRID,
+) -> BoxPseudoConfig | None:
+    """This round's box pseudo-label rule, calibrated on held-out labeled images; None when no threshold is safe.
+
+    For each ``t`` of ``grid``, lowest first: the boxes :func:`box_pseudo_labels` keeps at ``min_confidence = t``
+    on ``preds`` (the current model on labeled images it was not trained on) are matched to ``truths``; ``right``
+    = those matched to a true box of their class (IoU >= 0.5). The first ``t`` with
+    ``wilson_lower(right, kept) >= target`` is returned, so the precision is at least ``target`` with 95 %
+    confidence on these images; a model too weak for that gets no box pseudo-labels this round.
+    """
+    for t in grid:
+        cfg = replace(base, min_confidence=t)
+        right = kept = 0
+        for pred, truth in zip(preds, truths, strict=True):
+            if pred.ok:
+                boxes = box_pseudo_labels(pred, cfg).boxes
+                kept += len(boxes)
+                right += same_class_matches(boxes, truth)
+        if wilson_lower(right, kept) >= target:
+            return cfg
+    return None

@@ -19,13 +19,13 @@ import numpy as np
 
 from detector_al.decision import decide
 from detector_al.detector import Detector
-from detector_al.image_fetch import FetchLimits, fetch_image
-from detector_al.label_config import RectangleTarget, parse_label_config
-from detector_al.ls_client import ImageFetchError, project_id
-from detector_al.ls_regions import to_label_studio_regions
+from detector_al.fetch.task_image import FetchLimits, fetch_image
+from detector_al.label_studio.client import ImageFetchError, project_id
+from detector_al.label_studio.config import RectangleTarget, parse_label_config
+from detector_al.label_studio.regions import to_label_studio_regions
 from detector_al.pseudo_labels import CealConfig
 from detector_al.queue import AUTO_ACCEPT, REST, QueueEntry, label_studio_score
-from detector_al.store import PredictionRow, Store
+from detector_al.state.store import PredictionRow, Store
 from detector_al.types import Detections, ImagePredictions
 from detector_al.uncertainty import DEFAULT_STRATEGY, get_strategy
 

@@ -4,8 +4,8 @@ Every strategy maps one :class:`~detector_al.types.ImagePredictions` to a float 
 more uncertain** (more worth a human's time). The math lives in array functions with the formula in
 their docstrings exactly as computed; the registry entries only pick the arrays out of the record. This module
 holds the registry and the per-anchor math of MI-AOD (two views' discrepancy); the per-box formulas (entropy,
-least confidence, margin) are in :mod:`detector_al.box_uncertainty`, the box-set consistency scores (ENMS, CALD)
-in :mod:`detector_al.box_consistency`, the class weights of box entropy in :mod:`detector_al.class_weights`.
+least confidence, margin) are in :mod:`detector_al.strategies.box_uncertainty`, the box-set consistency scores (ENMS, CALD)
+in :mod:`detector_al.strategies.box_consistency`, the class weights of box entropy in :mod:`detector_al.strategies.class_weights`.
 
 Most strategies depend on the image alone. Two are weighted by the round: ``entropy_balanced`` (class rarity in
 the labeled set) and ``entropy_ppal`` (class difficulty over the pool); the registry holds them unweighted (equal
@@ -30,9 +30,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from detector_al.box_consistency import cald_score, enms_entropy
-from detector_al.box_uncertainty import box_entropy, box_margin, least_confidence
-from detector_al.class_weights import (
+from detector_al.strategies.box_consistency import cald_score, enms_entropy
+from detector_al.strategies.box_uncertainty import box_entropy, box_margin, least_confidence
+from detector_al.strategies.class_weights import (
     DEFAULT_RARITY_POWER,
     class_weighted_entropy,
     difficulty_weights,
@@ -163,7 +163,7 @@ def _cald(p: ImagePredictions) -> float:
 
 
 def weighted_entropy(class_weights: np.ndarray | None, name: str, description: str) -> Strategy:
-    """A box-entropy strategy with per-class weights: :func:`~detector_al.class_weights.class_weighted_entropy`
+    """A box-entropy strategy with per-class weights: :func:`~detector_al.strategies.class_weights.class_weighted_entropy`
     (``None``: all 1, which is ``entropy_sum``). A class id beyond the weights gets weight 1."""
     if class_weights is None:
         return Strategy(name, lambda p: box_entropy(p.detections.confidence, "sum"), description)
@@ -181,7 +181,7 @@ def weighted_entropy(class_weights: np.ndarray | None, name: str, description: s
 def class_balanced_entropy(labeled_counts: np.ndarray | None = None, power: float = DEFAULT_RARITY_POWER) -> Strategy:
     """``entropy_balanced``: box entropy summed with the labeled set's class rarity weights.
 
-    Build one per round: the weights are :func:`~detector_al.class_weights.rarity_weights` of ``labeled_counts``,
+    Build one per round: the weights are :func:`~detector_al.strategies.class_weights.rarity_weights` of ``labeled_counts``,
     ``labeled_counts[c]`` = labeled boxes of class ``c`` (human labels only, not pseudo-labels). ``None`` (or all
     counts equal) gives ``entropy_sum``.
 
@@ -197,8 +197,8 @@ def difficulty_calibrated_entropy(difficulty: np.ndarray | None = None) -> Strat
     """``entropy_ppal``: box entropy summed with PPAL's class difficulty weights (``w_c`` in [1, 1.2]).
 
     Build one per round from the pool's predictions: the weights are
-    :func:`~detector_al.class_weights.difficulty_weights` of ``difficulty = class_difficulty(conf, cls, C)`` over
-    every box of the pool (see :func:`~detector_al.class_weights.pool_difficulty`). ``None`` gives ``entropy_sum``.
+    :func:`~detector_al.strategies.class_weights.difficulty_weights` of ``difficulty = class_difficulty(conf, cls, C)`` over
+    every box of the pool (see :func:`~detector_al.strategies.class_weights.pool_difficulty`). ``None`` gives ``entropy_sum``.
     """
     weights = None if difficulty is None else difficulty_weights(difficulty)
     return weighted_entropy(weights, "entropy_ppal", "box entropy x PPAL class difficulty (pool confidence), summed")

@@ -8,7 +8,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from detector_al.scoring_config import COLD_START
-from detector_al.store import STORE_FILE_NAME
+from detector_al.state.store import STORE_FILE_NAME
 from detector_al.uncertainty import DEFAULT_STRATEGY
 
 

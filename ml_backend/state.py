@@ -10,16 +10,16 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from detector_al.detector import Detector
-from detector_al.image_fetch import FetchLimits
-from detector_al.ls_auth import same_origin
-from detector_al.ls_client import LabelStudioClient, LabelStudioError
-from detector_al.ls_queue import configure_project, refresh_queue
-from detector_al.registry import ModelRegistry
-from detector_al.retraining import RetrainConfig, Retrainer
+from detector_al.fetch.task_image import FetchLimits
+from detector_al.jobs.retraining import RetrainConfig, Retrainer
+from detector_al.jobs.worker import JobRunner, TrainingWorker
+from detector_al.label_studio.auth import same_origin
+from detector_al.label_studio.client import LabelStudioClient, LabelStudioError
+from detector_al.label_studio.queue import configure_project, refresh_queue
 from detector_al.scoring_config import SCORER_CONF, ceal_config
 from detector_al.service import PredictionService, ServiceConfig
-from detector_al.store import Store
-from detector_al.worker import JobRunner, TrainingWorker
+from detector_al.state.registry import ModelRegistry
+from detector_al.state.store import Store
 from ml_backend.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -176,7 +176,7 @@ class Backend:
             self._timers.clear()
 
     def schedule_queue_refresh(self, project: int, attempt: int = 0) -> None:
-        """Re-build the project's queue (:func:`~detector_al.ls_queue.refresh_queue`) once /predict calls pause.
+        """Re-build the project's queue (:func:`~detector_al.label_studio.queue.refresh_queue`) once /predict calls pause.
 
         Debounced: every call restarts the project's timer, so "Retrieve predictions" over a pool leads to one
         refresh after its last request. Needs the Label Studio URL and a token; a failure is logged.
@@ -222,7 +222,7 @@ class Backend:
         """Make the project serve our queue, in the background (Label Studio waits on /setup and /predict).
 
         Sets the project's ``model_version`` to ours and, the first time the backend sees the project, its
-        sampling to uncertainty sampling (:func:`~detector_al.ls_queue.configure_project`); a sampling that
+        sampling to uncertainty sampling (:func:`~detector_al.label_studio.queue.configure_project`); a sampling that
         a user changed later is reported in ``/status`` and the log, not overridden. Label Studio accepts a
         version only once it knows it (from the backend's /setup answer or from stored predictions), so a
         refusal is retried a few times. ``recheck`` (each /setup) looks at the project again even when in sync.

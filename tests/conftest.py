@@ -14,7 +14,7 @@ TEST_EPOCHS = int(os.environ.get("DETECTOR_AL_TEST_EPOCHS", "60"))
 
 
 def _sample_key() -> str:
-    from detector_al.training import TrainConfig
+    from detector_al.jobs.training import TrainConfig
 
     h = hashlib.sha256(repr(TrainConfig(epochs=TEST_EPOCHS)).encode())
     for p in sorted((SAMPLE / "labels").rglob("*.txt")):
@@ -30,7 +30,7 @@ def sample_data() -> Path:
 @pytest.fixture(scope="session")
 def trained_weights() -> Path:
     """A YOLOv8n trained from scratch on the sample data (about 6 min on 2 cores; cached in .cache/)."""
-    from detector_al.training import TrainConfig, train_detector
+    from detector_al.jobs.training import TrainConfig, train_detector
 
     out = REPO / ".cache" / f"test-model-{_sample_key()}"
     if (out / "best.pt").exists():

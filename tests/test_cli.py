@@ -7,7 +7,7 @@ import json
 
 from typer.testing import CliRunner
 
-from detector_al.cli import app
+from detector_al.cli.app import app
 
 runner = CliRunner()
 
@@ -85,7 +85,7 @@ def test_balance_classes_option(trained_weights, sample_data, tmp_path):
 
 
 def test_unreachable_label_studio_is_a_clear_error(trained_weights, sample_data, tmp_path):
-    from detector_al.local_label_studio import free_port
+    from detector_al.label_studio.local_server import free_port
 
     dead = f"http://127.0.0.1:{free_port()}"
     res = runner.invoke(

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from detector_al.decision import Decision
-from detector_al.ingest import plan_queue
-from detector_al.ls_queue import refresh_queue
+from detector_al.jobs.ingest import plan_queue
+from detector_al.label_studio.queue import refresh_queue
 from detector_al.queue import AUTO_ACCEPT, QUERY, REST, build_queue, cold_start_batch, pool_max_confidence
 from detector_al.ranking import ScoredImage, assign_queue
-from detector_al.store import ImageRow, PredictionRow, Store
+from detector_al.state.store import ImageRow, PredictionRow, Store
 from detector_al.types import Detections
 
 BUDGET = 3
@@ -206,9 +206,9 @@ def test_score_ranks_a_cold_pool_with_typiclust():
 def test_one_switch_turns_it_off_in_the_backend_and_the_cli(monkeypatch):
     from typer.testing import CliRunner
 
-    from detector_al.cli import app
-    from detector_al.ingest import IngestConfig
-    from detector_al.retraining import RetrainConfig
+    from detector_al.cli.app import app
+    from detector_al.jobs.ingest import IngestConfig
+    from detector_al.jobs.retraining import RetrainConfig
     from detector_al.scoring_config import COLD_START
     from ml_backend.settings import Settings
 

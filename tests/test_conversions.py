@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from detector_al.label_config import LabelConfigError, default_label_config, parse_label_config
-from detector_al.ls_client import local_files_path
-from detector_al.ls_regions import from_label_studio_regions, to_label_studio_regions, xyxy_to_percent
-from detector_al.ls_sink import local_files_url
+from detector_al.label_studio.client import local_files_path
+from detector_al.label_studio.config import LabelConfigError, default_label_config, parse_label_config
+from detector_al.label_studio.regions import from_label_studio_regions, to_label_studio_regions, xyxy_to_percent
+from detector_al.label_studio.task_sink import local_files_url
 from detector_al.types import Detections
 
 CFG = """<View><Image name="img" value="$image"/><RectangleLabels name="box" toName="img">
@@ -75,13 +75,13 @@ def test_local_files_urls_round_trip(tmp_path, name):
 
 
 def test_yolo_label_path_replaces_only_the_last_images_folder():
-    from detector_al.sim_dataset import _label_path
+    from detector_al.simulation.dataset import _label_path
 
     assert _label_path(Path("/data/myimages/images/train/a.jpg")) == Path("/data/myimages/labels/train/a.txt")
 
 
 def test_unfinished_version_folders_are_not_versions(tmp_path):
-    from detector_al.registry import ModelRegistry
+    from detector_al.state.registry import ModelRegistry
 
     reg = ModelRegistry(tmp_path)
     w = tmp_path / "w.pt"

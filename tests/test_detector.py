@@ -16,7 +16,7 @@ from detector_al.detector import (
     flip_permutation,
     grid_shapes,
 )
-from detector_al.pseudo_labels import box_iou
+from detector_al.geometry import box_iou
 
 STRIDES = [8, 16, 32]
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from detector_al.image_fetch import FetchLimits, fetch_image
-from detector_al.ls_client import ImageFetchError
+from detector_al.fetch.task_image import FetchLimits, fetch_image
+from detector_al.label_studio.client import ImageFetchError
 from tests.loopback import FakeLabelStudio, Loopback, Request
 
 JPEG = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 40  # 10 kB that look like a JPEG

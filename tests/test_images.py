@@ -302,7 +302,7 @@ def test_score_records_every_odd_entry_with_its_reason(tmp_path, trained_weights
 
     from typer.testing import CliRunner
 
-    from detector_al.cli import app
+    from detector_al.cli.app import app
 
     folder = tmp_path / "in"
     folder.mkdir()

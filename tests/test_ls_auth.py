@@ -9,8 +9,8 @@ import time
 import pytest
 import requests
 
-from detector_al.ls_auth import LEGACY, PAT, LabelStudioAuth, label_studio_auth, same_origin, token_kind
-from detector_al.ls_client import LabelStudioClient, LabelStudioError
+from detector_al.label_studio.auth import LEGACY, PAT, LabelStudioAuth, label_studio_auth, same_origin, token_kind
+from detector_al.label_studio.client import LabelStudioClient, LabelStudioError
 from tests.loopback import FakeLabelStudio, Loopback, make_jwt
 
 

@@ -9,13 +9,13 @@ from fastapi.testclient import TestClient
 
 from detector_al.decision import decide
 from detector_al.detector import Detector
-from detector_al.ingest import IngestConfig, ingest, plan_queue
-from detector_al.label_config import parse_label_config
+from detector_al.jobs.ingest import IngestConfig, ingest, plan_queue
+from detector_al.label_studio.config import parse_label_config
 from detector_al.pseudo_labels import CealConfig
 from detector_al.queue import AUTO_ACCEPT, QUERY, build_queue
 from detector_al.scoring_config import DIVERSITY
-from detector_al.simulation import choose_from_decisions
-from detector_al.store import Store
+from detector_al.simulation.experiment import choose_from_decisions
+from detector_al.state.store import Store
 from detector_al.uncertainty import get_strategy
 from ml_backend.main import create_app
 from ml_backend.settings import Settings
@@ -87,7 +87,7 @@ def test_predict_ingest_and_simulation_make_the_same_decisions_and_queue(tmp_pat
 
 
 def test_labeled_tasks_leave_ingests_queue(tmp_path):
-    from detector_al.store import ImageRow
+    from detector_al.state.store import ImageRow
 
     store = Store(tmp_path / "s.sqlite3")
     emb = np.eye(3, dtype=np.float32)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from detector_al.pseudo_labels import CealConfig, auto_accept, box_iou
+from detector_al.geometry import box_iou
+from detector_al.pseudo_labels import CealConfig, auto_accept
 from detector_al.types import Detections
 from tests.factories import background, pred
 
@@ -79,7 +80,7 @@ def test_box_pseudo_labels_keep_flip_agreed_confident_boxes_and_mask_the_doubtfu
     from PIL import Image
 
     from detector_al.pseudo_labels import box_pseudo_labels
-    from detector_al.sim_training import write_masked
+    from detector_al.simulation.training import write_masked
     from detector_al.types import ImagePredictions
 
     det = Detections(
@@ -102,3 +103,26 @@ def test_box_pseudo_labels_keep_flip_agreed_confident_boxes_and_mask_the_doubtfu
     write_masked(src, tmp_path / "b.png", out.masked)
     img = Image.open(tmp_path / "b.png")
     assert img.getpixel((60, 60)) == (114, 114, 114) and img.getpixel((20, 20)) == (255, 0, 0)
+
+
+def _held_out_image(conf: float, right: bool):
+    """One held-out image: a box both views agree on at ``conf``, of the true class when ``right``."""
+    from detector_al.types import ImagePredictions
+
+    box = Detections(np.array([[10, 10, 30, 30]]), np.array([conf]), np.array([0 if right else 1]))
+    probs = np.zeros((4, 3), np.float32)
+    pred = ImagePredictions("x", 100, 100, box, box, probs, probs, np.zeros(4, np.int64), np.zeros((4, 4), np.float32))
+    return pred, Detections(np.array([[10, 10, 30, 30]]), np.ones(1), np.array([0]))
+
+
+def test_the_box_pseudo_label_threshold_is_the_lowest_whose_held_out_precision_is_surely_high_enough():
+    from detector_al.pseudo_labels import calibrate_box_pseudo_labels, wilson_lower
+
+    # 100 right boxes at 0.65, 20 wrong ones at 0.42: at 0.4 the precision is 83 %; from 0.45 on, 100 %
+    images = [_held_out_image(0.65, True) for _ in range(100)] + [_held_out_image(0.42, False) for _ in range(20)]
+    preds, truths = zip(*images, strict=True)
+    rule = calibrate_box_pseudo_labels(list(preds), list(truths))
+    assert rule is not None and rule.min_confidence == 0.45
+    assert wilson_lower(100, 100) >= 0.95 > wilson_lower(100, 120)
+    # a handful of right boxes is not enough evidence: no rule, no box pseudo-labels this round
+    assert calibrate_box_pseudo_labels(list(preds[:20]), list(truths[:20])) is None

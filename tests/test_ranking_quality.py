@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from detector_al.ranking_quality import auc, auc_interval, spearman
+from detector_al.simulation.ranking_quality import auc, auc_interval, spearman
 
 
 def test_auc_counts_pairs_and_half_ties():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from detector_al.retraining import in_validation, latest_annotation, should_promote
+from detector_al.jobs.retraining import in_validation, latest_annotation, should_promote
 
 VALIDATION_TASKS_UNDER_40 = [0, 1, 14, 18, 24, 31, 39]  # sha256(str(t)) mod 5 == 0
 
@@ -19,7 +19,7 @@ def test_split_is_stable_and_about_a_fifth():
 
 def test_every_labeled_task_in_validation_still_gives_a_training_split(tmp_path):
     """It crashed: the copy went into a labels/train folder that nothing created."""
-    from detector_al.retraining import _write_labels, fill_empty_train_split
+    from detector_al.jobs.retraining import _write_labels, fill_empty_train_split
 
     for t in VALIDATION_TASKS_UNDER_40[:3]:
         (tmp_path / "images" / "val").mkdir(parents=True, exist_ok=True)
@@ -62,7 +62,7 @@ def test_promotion_rule(new, old, n, promote):
 
 
 def test_a_failing_training_subprocess_raises_in_the_parent(tmp_path):
-    from detector_al.training import TrainConfig, train_in_subprocess
+    from detector_al.jobs.training import TrainConfig, train_in_subprocess
 
     bad = tmp_path / "data.yaml"
     bad.write_text("train: nowhere\nval: nowhere\nnames:\n  0: a\n")

@@ -6,7 +6,7 @@ import threading
 
 from detector_al.detector import Detector
 from detector_al.service import PredictionService
-from detector_al.store import Store
+from detector_al.state.store import Store
 
 
 def _recording_load(monkeypatch) -> list[str]:

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from detector_al.sim_report import effort, labels_to_reach, paired_difference, report, savings, t_interval
+from detector_al.simulation.report import effort, labels_to_reach, paired_difference, report, savings, t_interval
 
 
 def _runs(variant, seed, curve, **extra):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import threading
 import time
 
-from detector_al.store import ImageRow, PredictionRow, Store
-from detector_al.worker import TrainingWorker
+from detector_al.jobs.worker import TrainingWorker
+from detector_al.state.store import ImageRow, PredictionRow, Store
 
 
 def test_training_requests_coalesce_while_one_is_queued(tmp_path):

@@ -10,14 +10,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-import detector_al.box_consistency
-import detector_al.box_uncertainty
-import detector_al.class_weights
 import detector_al.selection
+import detector_al.strategies.box_consistency
+import detector_al.strategies.box_uncertainty
+import detector_al.strategies.class_weights
 import detector_al.uncertainty
-from detector_al.box_consistency import cald_score, enms_entropy, js_divergence
-from detector_al.box_uncertainty import binary_entropy, box_entropy
-from detector_al.class_weights import (
+from detector_al.strategies.box_consistency import cald_score, enms_entropy, js_divergence
+from detector_al.strategies.box_uncertainty import binary_entropy, box_entropy
+from detector_al.strategies.class_weights import (
     class_difficulty,
     class_weighted_entropy,
     difficulty_weights,
@@ -41,9 +41,9 @@ H = binary_entropy
     "module",
     [
         detector_al.uncertainty,
-        detector_al.box_uncertainty,
-        detector_al.box_consistency,
-        detector_al.class_weights,
+        detector_al.strategies.box_uncertainty,
+        detector_al.strategies.box_consistency,
+        detector_al.strategies.class_weights,
         detector_al.selection,
     ],
 )

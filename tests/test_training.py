@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from detector_al.training import TrainConfig
+from detector_al.jobs.training import TrainConfig
 
 
 def test_one_optimizer_step_per_batch(trained_weights):
@@ -18,7 +18,7 @@ def test_train_out_is_the_folder_the_user_named(sample_data, tmp_path, monkeypat
     """`detector-al train data.yaml --out runs/model` (a relative path) writes runs/model/best.pt, nowhere else."""
     from typer.testing import CliRunner
 
-    from detector_al.cli import app
+    from detector_al.cli.app import app
 
     monkeypatch.chdir(tmp_path)
     res = CliRunner().invoke(

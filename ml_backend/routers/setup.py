@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, HTTPException
 
-from detector_al.label_config import LabelConfigError
+from detector_al.label_studio.config import LabelConfigError
 from ml_backend.dependencies import get_backend, require_auth
 from ml_backend.schemas import SetupRequest, SetupResponse, VersionsResponse
 from ml_backend.state import Backend

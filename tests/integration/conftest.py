@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from detector_al.local_label_studio import LocalLabelStudio, free_port, label_studio_bin
+from detector_al.label_studio.local_server import LocalLabelStudio, free_port, label_studio_bin
 
 REPO = Path(__file__).resolve().parents[2]
 

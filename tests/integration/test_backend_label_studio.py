@@ -7,7 +7,7 @@ import pytest
 import requests
 
 from detector_al.detector import Detector
-from detector_al.ls_regions import xyxy_to_percent
+from detector_al.label_studio.regions import xyxy_to_percent
 from tests.integration.conftest import wait_for
 
 pytestmark = pytest.mark.slow
@@ -61,7 +61,7 @@ def test_every_task_gets_the_adapters_boxes_and_the_projects_model_version(
 def test_data_manager_order_by_prediction_score_is_the_queue_order(ls_client, project, backend):
     """Sorting by "Prediction score" (and uncertainty sampling) gives the backend's queue: batch, rest, accepted."""
     from detector_al.queue import AUTO_ACCEPT, QUERY, REST
-    from detector_al.store import Store
+    from detector_al.state.store import Store
 
     version = backend.health()["model_version"]
     wait_for(lambda: ls_client.projects.get(id=project.id).model_version == version)
@@ -87,7 +87,7 @@ def test_data_manager_order_by_prediction_score_is_the_queue_order(ls_client, pr
 
 
 def test_a_real_annotation_reaches_the_store_through_the_webhook(ls_client, project, backend):
-    from detector_al.store import Store
+    from detector_al.state.store import Store
 
     task = tasks_of(ls_client, project.id)[0]
     region = {
@@ -119,7 +119,7 @@ def test_unfetchable_images_fail_only_their_task(ls_client, project, backend, sa
     assert len(preds[good.id]) == 1 and preds[good.id][0].score is not None
     for t in (missing.id, outside.id):
         assert all(p.result == [] for p in preds[t])
-    from detector_al.store import Store
+    from detector_al.state.store import Store
 
     rows = {r["task_id"]: r for r in Store(backend.model_dir / "detector_al.sqlite3").predictions(project.id)}
     assert rows[missing.id]["error"] and "cannot fetch" in rows[missing.id]["error"]

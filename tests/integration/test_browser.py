@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from detector_al.local_label_studio import DEFAULT_PASSWORD, DEFAULT_USER
+from detector_al.label_studio.local_server import DEFAULT_PASSWORD, DEFAULT_USER
 from tests.integration.conftest import REPO, BackendServer, wait_for
 
 AUTO_ACCEPT = "auto_accept"
@@ -108,13 +108,13 @@ def project(label_studio, ls_client, sample_data, trained_weights, stream_backen
     """Pool images ingested as a user does (uploaded, pre-annotated, queued, some auto-accepted), then the
     backend connected. Returns (project id, model version)."""
     from detector_al.detector import Detector
-    from detector_al.ingest import IngestConfig, ingest
-    from detector_al.label_config import parse_label_config
-    from detector_al.ls_client import LabelStudioClient
-    from detector_al.ls_sink import LabelStudioSink
+    from detector_al.jobs.ingest import IngestConfig, ingest
+    from detector_al.label_studio.client import LabelStudioClient
+    from detector_al.label_studio.config import parse_label_config
+    from detector_al.label_studio.task_sink import LabelStudioSink
     from detector_al.pseudo_labels import CealConfig
-    from detector_al.registry import ModelRegistry
-    from detector_al.store import Store
+    from detector_al.state.registry import ModelRegistry
+    from detector_al.state.store import Store
 
     folder = tmp_path_factory.mktemp("browser-src")
     for p in sorted((sample_data / "images" / "pool").glob("*.jpg"))[:N_IMAGES]:

@@ -13,7 +13,7 @@ import pytest
 import requests
 from label_studio_sdk import LabelStudio
 
-from detector_al.local_label_studio import free_port
+from detector_al.label_studio.local_server import free_port
 from tests.integration.conftest import REPO
 from tests.integration.test_retraining_label_studio import oracle_regions
 

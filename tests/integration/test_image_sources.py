@@ -16,8 +16,8 @@ import pytest
 import requests
 
 from detector_al.detector import Detector
-from detector_al.ls_auth import label_studio_auth
-from detector_al.ls_regions import xyxy_to_percent
+from detector_al.label_studio.auth import label_studio_auth
+from detector_al.label_studio.regions import xyxy_to_percent
 from tests.integration.conftest import BackendServer
 from tests.loopback import Loopback, Request
 
@@ -125,7 +125,7 @@ def test_every_source_gets_the_adapters_boxes_without_a_shared_root(
         )
         kinds = assert_adapter_boxes(ls_client, p.id, {x.name: x for x in images}, reference, 9)
         assert kinds == {"upload", "local", "http"}
-        from detector_al.store import Store
+        from detector_al.state.store import Store
 
         rows = Store(server.model_dir / "detector_al.sqlite3").predictions(p.id)
         assert len(rows) == 9 and all(r["error"] is None for r in rows)
@@ -140,7 +140,7 @@ def in_process_backend(label_studio, trained_weights, tmp_path):
     """The backend app served by uvicorn in this process, so a test can reach its auth object."""
     import uvicorn
 
-    from detector_al.local_label_studio import free_port
+    from detector_al.label_studio.local_server import free_port
     from ml_backend.main import create_app
     from ml_backend.settings import Settings
 

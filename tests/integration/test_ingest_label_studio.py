@@ -13,7 +13,7 @@ import time
 import pytest
 import requests
 
-from detector_al.ls_auth import label_studio_auth
+from detector_al.label_studio.auth import label_studio_auth
 from tests.integration.conftest import REPO
 
 pytestmark = pytest.mark.slow

@@ -20,8 +20,8 @@ import pytest
 from PIL import Image, ImageOps
 
 from detector_al.files import file_sha256
-from detector_al.local_label_studio import LocalLabelStudio
-from detector_al.ls_client import LabelStudioClient
+from detector_al.label_studio.client import LabelStudioClient
+from detector_al.label_studio.local_server import LocalLabelStudio
 from tests.integration.conftest import REPO
 
 pytestmark = pytest.mark.slow
@@ -180,10 +180,10 @@ def strict_label_studio(ls_template, tmp_path_factory):
 
 
 def test_a_file_label_studio_refuses_fails_alone(strict_label_studio, detector, sample_data, tmp_path):
-    from detector_al.ingest import IngestConfig, ingest
-    from detector_al.label_config import parse_label_config
-    from detector_al.ls_sink import LabelStudioSink
-    from detector_al.store import Store
+    from detector_al.jobs.ingest import IngestConfig, ingest
+    from detector_al.label_studio.config import parse_label_config
+    from detector_al.label_studio.task_sink import LabelStudioSink
+    from detector_al.state.store import Store
 
     folder = tmp_path / "src"
     folder.mkdir()

@@ -12,13 +12,13 @@ from unittest.mock import patch
 import pytest
 
 from detector_al.detector import Detector
-from detector_al.ingest import IngestConfig, ingest
-from detector_al.label_config import parse_label_config
-from detector_al.ls_client import LabelStudioClient
-from detector_al.ls_sink import LabelStudioSink
+from detector_al.jobs.ingest import IngestConfig, ingest
+from detector_al.label_studio.client import LabelStudioClient
+from detector_al.label_studio.config import parse_label_config
+from detector_al.label_studio.task_sink import LabelStudioSink
 from detector_al.pseudo_labels import CealConfig
 from detector_al.queue import AUTO_ACCEPT, QUERY, UNCERTAINTY_SAMPLING
-from detector_al.store import Store
+from detector_al.state.store import Store
 from tests.integration.conftest import wait_for
 
 pytestmark = pytest.mark.slow
@@ -58,7 +58,7 @@ def ingested(label_studio, ls_client, sample_data, trained_weights, tmp_path_fac
     det = Detector.load(trained_weights, conf=0.05)
     target = parse_label_config(project.label_config, det.names)
     cfg = IngestConfig(budget=5, ceal=CealConfig(delta_0=0.05))  # generous: some images are auto-accepted
-    with patch("detector_al.ls_queue.PER_TASK_LOOKUPS", 0):  # this one takes the project-wide lookup
+    with patch("detector_al.label_studio.queue.PER_TASK_LOOKUPS", 0):  # this one takes the project-wide lookup
         report = ingest(
             folder,
             det,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import requests
 
-from detector_al.store import Store
+from detector_al.state.store import Store
 from tests.integration.conftest import BackendServer
 
 pytestmark = pytest.mark.slow

@@ -1,0 +1,92 @@
+"""The ``detector-al`` command line: the typer app and its commands.
+
+The commands live by job: :mod:`detector_al.cli.model` (train, predict, score), :mod:`detector_al.cli.label_studio`
+(demo, serve, ingest), and here ``simulate`` and ``make-sample-data``; what they share is in
+:mod:`detector_al.cli.common`. The rules they run are in the library.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import typer
+
+from detector_al.cli.label_studio import demo, ingest, serve
+from detector_al.cli.model import predict, score, train
+from detector_al.demo.bootstrap_model import SAMPLE_DATA
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="Active learning for object detection in Label Studio."
+)
+log = logging.getLogger("detector_al")
+
+
+@app.callback()
+def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging.")) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(levelname)s %(message)s"
+    )
+
+
+for _command in (train, predict, score, demo, serve, ingest):
+    app.command()(_command)
+
+
+@app.command()
+def simulate(
+    dataset: Path = typer.Argument(
+        ...,
+        help="A VOC folder (Annotations/, JPEGImages/, ImageSets/Main/) or a YOLO "
+        "data.yaml (pool = train split; val and test splits fixed).",
+    ),
+    out: Path = typer.Option(Path("runs") / "simulate", "--out", help="Results, models and plots (resumable)."),
+    preset: str = typer.Option("cpu", help="cpu (hours on 2 cores), gpu (larger), smoke (a minute)."),
+    variants: str = typer.Option(None, help="Comma-separated <strategy>[+div][+ceal], e.g. random,entropy,mi_aod+div."),
+    seeds: str = typer.Option(None, help="Comma-separated seeds (default: the preset's)."),
+    rounds: int = typer.Option(None, help="Rounds (default: the preset's)."),
+    budget: int = typer.Option(None, help="Images labeled per round."),
+    initial: int = typer.Option(None, help="Initial labeled images."),
+    recipe: str = typer.Option(None, help="How each round trains: finetune, finetune_nowarm, finetune_warm or round0."),
+    imgsz: int = typer.Option(None, help="Training and inference image size."),
+) -> None:
+    """The active-learning experiment with an oracle: paired learning curves, labels saved, effort."""
+    from dataclasses import replace
+
+    from detector_al.simulation.config import PRESETS, RECIPES, parse_variant
+    from detector_al.simulation.dataset import DatasetError
+    from detector_al.simulation.experiment import run_simulation
+    from detector_al.simulation.report import report
+
+    if preset not in PRESETS:
+        raise typer.BadParameter(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
+    if recipe is not None and recipe not in RECIPES:
+        raise typer.BadParameter(f"unknown recipe {recipe!r}; choose one of: {', '.join(RECIPES)}")
+    changes = {
+        "variants": tuple(variants.split(",")) if variants else None,
+        "seeds": tuple(int(s) for s in seeds.split(",")) if seeds else None,
+        **{"rounds": rounds, "budget": budget, "initial": initial, "recipe": recipe, "imgsz": imgsz},
+    }
+    cfg = replace(PRESETS[preset], **{k: v for k, v in changes.items() if v is not None})
+    for v in cfg.variants:
+        try:
+            parse_variant(v)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
+    try:
+        results = run_simulation(dataset, out, cfg)
+    except DatasetError as exc:
+        raise typer.BadParameter(str(exc), param_hint="DATASET") from None
+    typer.echo(report(results))
+    typer.echo(f"results: {out / 'results.json'}  plot: {out / 'learning_curves.png'}")
+
+
+@app.command("make-sample-data")
+def make_sample_data(
+    out: Path = typer.Argument(SAMPLE_DATA, help="Destination folder."),
+    seed: int = typer.Option(0, help="Generator seed."),
+) -> None:
+    """Regenerate the synthetic sample dataset (seeded: the same seed writes the same files)."""
+    from detector_al.demo.sample_data import generate
+
+    typer.echo(f"wrote {generate(out, seed)}")

@@ -1,0 +1,146 @@
+"""The model's commands: ``train`` a detector, ``predict`` boxes, ``score`` a pool into a ranked queue."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from detector_al.cli.common import expand_sources, fail, load_detector
+from detector_al.demo.bootstrap_model import BOOTSTRAP_DIR
+from detector_al.scoring_config import COLD_START, DIVERSITY, SCORER_CONF, ceal_config
+from detector_al.uncertainty import DEFAULT_STRATEGY, STRATEGIES
+
+
+def train(
+    data: Path = typer.Argument(..., help="YOLO dataset yaml (train/val image folders and class names)."),
+    out: Path = typer.Option(BOOTSTRAP_DIR, "--out", help="Run folder; the model is written to OUT/best.pt."),
+    epochs: int = typer.Option(40, help="Training epochs."),
+    imgsz: int = typer.Option(256, help="Square input size in pixels."),
+    batch: int = typer.Option(8, help="Batch size (one optimizer step per batch)."),
+    base: str = typer.Option(
+        "yolov8n.yaml", help="Model config (random init) or weights to start from, e.g. yolo11n.pt."
+    ),
+    seed: int = typer.Option(0, help="Random seed (training is deterministic for a seed)."),
+    device: str = typer.Option(None, help="cpu, 0, 0,1 ... (default: GPU 0 if present, else cpu)."),
+) -> None:
+    """Train a detector with ultralytics (the bootstrap model, or a fine-tune from weights)."""
+    from detector_al.jobs.training import TrainConfig, train_detector
+
+    try:
+        best = train_detector(
+            data, out, TrainConfig(epochs=epochs, imgsz=imgsz, batch=batch, base=base, seed=seed, device=device)
+        )
+    except FileNotFoundError as exc:
+        fail(str(exc))
+    typer.echo(f"model: {best}")
+
+
+def predict(
+    images: list[Path] = typer.Argument(..., help="Image files and/or folders."),
+    model: str = typer.Option(..., "--model", "-m", help="Weights (.pt) or a model name."),
+    out: Path = typer.Option(..., "--out", "-o", help="JSON Lines file: one line per input file."),
+    conf: float = typer.Option(0.25, help="Confidence threshold of the boxes written."),
+    imgsz: int = typer.Option(None, help="Input size (default: the model's training size)."),
+    batch_size: int = typer.Option(16, help="Images per forward pass."),
+) -> None:
+    """Pre-annotate images: one JSON line per file with its boxes, or the error that stopped it."""
+    from detector_al.files import atomic_write
+    from detector_al.progress import track
+
+    sources = expand_sources(images)
+    det = load_detector(model, conf=conf, imgsz=imgsz)
+    n_err = 0
+    with atomic_write(out) as f:
+        for p in track(det.predict(sources, batch_size=batch_size), len(sources), "predict"):
+            n_err += not p.ok
+            f.write(json.dumps(p.to_json(det.names)) + "\n")
+    typer.echo(f"{len(sources)} images, {len(sources) - n_err} predicted, {n_err} unreadable -> {out}")
+
+
+def score(
+    images: list[Path] = typer.Argument(..., help="Image files and/or folders (the unlabeled pool)."),
+    model: str = typer.Option(..., "--model", "-m", help="Weights (.pt) or a model name."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output: JSON Lines, or CSV when the name ends in .csv."),
+    strategy: str = typer.Option(DEFAULT_STRATEGY, help="Uncertainty strategy: " + ", ".join(STRATEGIES)),
+    round_index: int = typer.Option(0, "--round", help="Active-learning round t (CEAL threshold decays with t)."),
+    budget: int = typer.Option(50, help="How many images to query (send to annotators)."),
+    diversity: bool = typer.Option(DIVERSITY, help="Pick a diverse batch (k-center greedy) from the top candidates."),
+    cold_start: bool = typer.Option(
+        COLD_START,
+        "--cold-start/--no-cold-start",
+        help="While the model is cold (fewer than half the images hold a box at confidence >= 0.5), pick a "
+        "TypiClust batch (typical images of distinct clusters); once warm, by uncertainty.",
+    ),
+    diversity_only: bool = typer.Option(False, help="Order by diversity alone (k-center), whatever the model."),
+    auto_accept: bool = typer.Option(True, help="CEAL: auto-accept confident images as pseudo-labels."),
+    delta0: float = typer.Option(None, help="CEAL threshold at round 0 (default from CealConfig)."),
+    decay: float = typer.Option(None, help="CEAL threshold decay per round."),
+    plot: Path = typer.Option(None, help="Write a score histogram (PNG) with the thresholds marked."),
+    seed: int = typer.Option(0, help="Seed of the selection."),
+    batch_size: int = typer.Option(16, help="Images per forward pass."),
+    conf: float = typer.Option(SCORER_CONF, help="Lowest box confidence the scorers see."),
+    score_threshold: float = typer.Option(0.25, help="Lowest box confidence written out (the pre-annotation)."),
+    balance_classes: Path = typer.Option(
+        None, help="YOLO label folder of the labeled set: favour images of the classes rare there."
+    ),
+) -> None:
+    """Score images by uncertainty, auto-accept the confident ones, and rank the rest into a queue."""
+    from detector_al.jobs.pool_scoring import plot_queue_scores, score_files, write_queue_file
+
+    if strategy not in STRATEGIES:
+        raise typer.BadParameter(f"unknown strategy {strategy!r}; choose one of: {', '.join(STRATEGIES)}")
+    ceal = ceal_config(delta0, decay, enabled=auto_accept)
+    sources = expand_sources(images)
+    det = load_detector(model, conf=conf)
+    queue_options = {"diversity": diversity, "cold": diversity_only, "cold_start": cold_start, "seed": seed}
+    try:
+        records = score_files(
+            det,
+            sources,
+            strategy,
+            budget,
+            round_index=round_index,
+            ceal=ceal,
+            score_threshold=score_threshold,
+            batch_size=batch_size,
+            progress=f"score ({strategy})",
+            balance_classes=balance_classes,
+            **queue_options,
+        )
+    except NotADirectoryError as exc:
+        fail(f"--balance-classes: {exc}")
+    write_queue_file(out, records, det.names)
+    print_summary(records, ceal, round_index)
+    if plot:
+        plot_queue_scores(records, ceal, round_index, plot, title=f"{strategy} scores")
+        typer.echo(f"plot: {plot}")
+    typer.echo(f"queue: {out}")
+
+
+def print_summary(records: list, ceal, round_index: int, top: int = 0, names: tuple[str, ...] = ()) -> None:
+    """Counts per decision, the auto-accept threshold, score quantiles and (``top``) the head of the queue."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from detector_al.ranking import summary
+
+    info = summary(records)
+    console = Console()
+    counts = ", ".join(f"{k}: {v}" for k, v in info["counts"].items())
+    console.print(
+        f"[bold]{len(records)} images[/] ({counts}); auto-accept threshold delta_{round_index} = "
+        f"{ceal.threshold(round_index):.4g}"
+    )
+    if info["quantiles"]:
+        console.print("score quantiles: " + ", ".join(f"{k} {v:.4g}" for k, v in info["quantiles"].items()))
+    if top:
+        table = Table(title=f"Annotation queue (top {top})")
+        for col in ("rank", "image", "score", "decision", "boxes"):
+            table.add_column(col)
+        ranked = sorted((r for r in records if r.rank is not None), key=lambda r: r.rank)[:top]
+        for r in ranked:
+            labels = ", ".join(f"{names[int(c)]}" for c in r.detections.class_id[:6])
+            table.add_row(str(r.rank), Path(r.source).name, f"{r.score:.4g}", r.decision, labels)
+        console.print(table)

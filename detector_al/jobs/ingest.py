@@ -1,0 +1,399 @@
+"""Bulk pre-annotation of an image folder into a prioritised Label Studio queue (or an import file).
+
+The folder is streamed in batches: each batch is hashed, predicted, scored and auto-accepted, its tasks
+are created in Label Studio (with pre-annotations and the priority fields ``al_priority``,
+``al_uncertainty``, ``al_status``, ``al_hash``) and only then recorded in the SQLite store, so memory
+stays flat whatever the folder size, and a run killed at any point resumes: the content hash decides
+(Label Studio's ``al_hash`` fields are read back at start, so even a lost store creates no duplicate).
+
+Once every image is scored, the query batch is chosen over the whole project (diverse, by uncertainty)
+and only the tasks whose status changed are updated. The "Active learning queue" tab lists the uncertain
+tasks by descending ``al_priority``; "Auto-accepted (review)" lists the CEAL pseudo-labelled ones.
+
+The queue (:func:`detector_al.queue.build_queue`) reaches annotators through Label Studio's "Uncertainty
+sampling", which ingest sets on the project: each task's prediction ``score`` is its queue band's score
+(:func:`detector_al.queue.label_studio_score`), and ``al_priority = 1 - score`` orders the tabs the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from detector_al.decision import decide
+from detector_al.detector import Detector
+from detector_al.files import atomic_write, file_sha256
+from detector_al.images import iter_images
+from detector_al.label_studio.config import RectangleTarget
+from detector_al.label_studio.queue import TaskQueueUpdate
+from detector_al.label_studio.regions import to_label_studio_regions
+from detector_al.label_studio.task_sink import LabelStudioSink, local_files_url
+from detector_al.progress import track
+from detector_al.pseudo_labels import CealConfig
+from detector_al.queue import (
+    AUTO_ACCEPT,
+    QUERY,
+    QueueEntry,
+    build_queue,
+    embedding_matrix,
+    label_studio_score,
+    pool_max_confidence,
+    priority,
+)
+from detector_al.scoring_config import COLD_START
+from detector_al.state.store import ImageRow, Store
+from detector_al.uncertainty import DEFAULT_STRATEGY, get_strategy
+from detector_al.yolo_format import yolo_lines
+
+log = logging.getLogger(__name__)
+
+OFFLINE_PROJECT = 0
+
+
+@dataclass
+class IngestConfig:
+    strategy: str = DEFAULT_STRATEGY
+    round_index: int = 0
+    budget: int = 50
+    ceal: CealConfig = field(default_factory=CealConfig)
+    score_threshold: float = 0.25
+    batch_size: int = 16
+    tasks_per_request: int = 128  # images scored, then created in Label Studio with one import request
+    files_root: Path | None = None  # Label Studio's LOCAL_FILES_DOCUMENT_ROOT, when the folder is under it
+    cold_start: bool = COLD_START  # a TypiClust batch while the model is cold (detector_al.queue)
+
+
+@dataclass
+class IngestReport:
+    scanned: int = 0
+    new: int = 0
+    already_known: int = 0
+    created_tasks: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (path, why): unreadable or not uploaded
+    not_uploaded: int = 0  # of ``failed``: readable, but Label Studio refused the file (retried by the next run)
+    converted: int = 0  # files uploaded as a web copy (TIFF, HEIC, 16-bit...)
+    auto_accepted: int = 0
+    queried: int = 0
+    elapsed_s: float = 0.0
+
+    def summary(self) -> str:
+        rate = self.new / self.elapsed_s if self.elapsed_s else 0.0
+        unreadable = len(self.failed) - self.not_uploaded
+        lines = [
+            f"{self.scanned} files: {self.new} new ({rate:.1f} img/s), {self.already_known} already ingested, "
+            f"{len(self.failed)} failed ({unreadable} unreadable, {self.not_uploaded} refused by Label Studio); "
+            f"{self.created_tasks} tasks created ({self.converted} uploaded as web copies); "
+            f"queue: {self.queried} to label, {self.auto_accepted} auto-accepted"
+        ]
+        lines += [f"  failed: {p}: {e}" for p, e in self.failed]
+        return "\n".join(lines)
+
+
+def content_hash(path: Path) -> str:
+    """The identity of an image file: SHA-256 of its bytes."""
+    return file_sha256(path)
+
+
+def walk_images(folder: Path) -> Iterator[Path]:
+    """Image files under ``folder``, recursively, streamed (:func:`detector_al.images.iter_images`)."""
+    return iter_images(folder)
+
+
+def _must_upload(row: ImageRow) -> bool:
+    """A new task's image goes through upload: it has no Label Studio URL yet, or it lies under the shared
+    local-files root but a browser cannot show it raw (TIFF, HEIC, 16-bit...), so its web copy is uploaded."""
+    from detector_al.images import needs_web_copy
+
+    return row.url is None or needs_web_copy(row.path)
+
+
+def count_images(folder: Path) -> int:
+    return sum(1 for _ in walk_images(folder))
+
+
+def task_data(row: ImageRow) -> dict:
+    return {
+        "image": row.url,
+        "al_hash": row.content_hash,
+        "al_priority": round(row.priority or 0.0, 6),
+        "al_uncertainty": None if row.score is None else round(row.score, 8),
+        "al_status": row.decision,
+    }
+
+
+def label_studio_score_of(row: ImageRow) -> float:
+    """The prediction score Label Studio serves by: ``1 - al_priority`` (see :mod:`detector_al.queue`)."""
+    return 1.0 - (row.priority or 0.0)
+
+
+def task_payload(row: ImageRow, model_version: str) -> dict:
+    return {
+        "data": task_data(row),
+        "predictions": [
+            {
+                "result": json.loads(row.regions or "[]"),
+                "score": label_studio_score_of(row),
+                "model_version": model_version,
+            }
+        ],
+    }
+
+
+def score_batch(
+    det: Detector, paths: list[Path], hashes: list[str], target: RectangleTarget, cfg: IngestConfig, url_of
+) -> list[ImageRow]:
+    """Predict and score one batch of new files; unreadable ones get a row with ``error``."""
+    strategy = get_strategy(cfg.strategy)
+    rows = []
+    for path, h, p in zip(paths, hashes, det.predict([str(x) for x in paths], cfg.batch_size), strict=True):
+        d = decide(p, strategy, cfg.round_index, cfg.ceal, cfg.score_threshold)
+        if d.error:
+            rows.append(ImageRow(h, str(path), error=d.error, decision="error", model_version=det.version))
+            continue
+        regions = to_label_studio_regions(d.shown, d.width, d.height, target)
+        pseudo = None
+        if d.accepted:
+            pl = d.pseudo_labels
+            pseudo = json.dumps(
+                {
+                    "xyxy": pl.xyxy.round(2).tolist(),
+                    "class_id": pl.class_id.tolist(),
+                    "confidence": pl.confidence.round(4).tolist(),
+                }
+            )
+        rows.append(
+            ImageRow(
+                h,
+                str(path),
+                url=url_of(path),
+                width=d.width,
+                height=d.height,
+                score=d.score,
+                confidence=round(d.confidence, 6),
+                decision=d.status,
+                priority=priority(label_studio_score(d.status, d.confidence)),
+                round=cfg.round_index,
+                model_version=det.version,
+                regions=json.dumps(regions),
+                pseudo_labels=pseudo,
+                embedding=d.embedding.astype(np.float32).tobytes(),
+                max_confidence=d.max_confidence,
+            )
+        )
+    return rows
+
+
+def plan_queue(
+    store: Store, project: int, budget: int, confidence, labeled: set[int] = frozenset(), cold_start: bool = False
+) -> list[tuple[ImageRow, QueueEntry]]:
+    """Every scored, not yet labeled image of the project with its place in :func:`~detector_al.queue.build_queue`'s
+    queue (``labeled``: task ids that have an annotation). With ``cold_start``, a cold model's batch is TypiClust's,
+    away from the labeled images' clusters."""
+    scored = store.images(project, "error IS NULL", order="score DESC")
+    rows = [r for r in scored if r.task_id not in labeled]
+    if not rows:
+        return []
+    emb = np.stack([np.frombuffer(r.embedding, np.float32) for r in rows])
+    # rows ingested before the column existed have no max_confidence: then no cold start (None)
+    top = pool_max_confidence(r.max_confidence for r in rows) if cold_start else None
+    done = embedding_matrix((r.embedding for r in scored if r.task_id in labeled), emb.shape[1])
+    accepted, u = np.array([r.decision == AUTO_ACCEPT for r in rows]), np.array([r.score for r in rows], np.float64)
+    entries = build_queue(u, accepted, emb, budget, confidence, max_confidence=top, labeled_embeddings=done)
+    return list(zip(rows, entries, strict=True))
+
+
+def ingest(
+    folder: Path,
+    det: Detector,
+    store: Store,
+    target: RectangleTarget,
+    cfg: IngestConfig,
+    sink: LabelStudioSink | None = None,
+    project: int = OFFLINE_PROJECT,
+) -> IngestReport:
+    """Score every image under ``folder`` into ``store`` (and Label Studio when ``sink`` is given)."""
+    start = time.perf_counter()
+    report = IngestReport()
+    known_ls = sink.known_hashes() if sink else {}
+    stored = store.image_hashes(project)
+    batches = _BatchWriter(det, store, target, cfg, sink, project, report)
+    pending: list[tuple[Path, str, int | None]] = []
+    for item in _files_to_score(folder, stored, known_ls, report):
+        pending.append(item)
+        if len(pending) >= max(cfg.batch_size, cfg.tasks_per_request):
+            batches.write(pending)
+            pending = []
+    batches.write(pending)
+    report.elapsed_s = time.perf_counter() - start
+    for row in store.images(project, "error IS NOT NULL"):
+        if (row.path, row.error) not in report.failed:
+            report.failed.append((row.path, row.error))
+    _refresh_queue(store, project, det.version, cfg, sink, report)
+    return report
+
+
+def _files_to_score(
+    folder: Path, stored: dict[str, int | None], known_ls: dict[str, int], report: IngestReport
+) -> Iterator[tuple[Path, str, int | None]]:
+    """``(path, content hash, task id in Label Studio or None)`` of the files not ingested before (counted)."""
+    seen: set[str] = set()
+    for path in track(walk_images(folder), count_images(folder), "ingest"):
+        report.scanned += 1
+        h = content_hash(path)
+        if h in seen or h in stored:  # the same bytes twice, or ingested before
+            report.already_known += 1
+            seen.add(h)
+            continue
+        seen.add(h)
+        if h in known_ls:  # a task exists (a run killed before it could record it): score it, create nothing
+            report.already_known += 1
+        else:
+            report.new += 1
+        yield path, h, known_ls.get(h)
+
+
+@dataclass
+class _BatchWriter:
+    """Scores batches of new files and writes them: tasks in Label Studio first (when there is a sink), then
+    the store, so a file Label Studio did not take is not stored and the next run retries it."""
+
+    det: Detector
+    store: Store
+    target: RectangleTarget
+    cfg: IngestConfig
+    sink: LabelStudioSink | None
+    project: int
+    report: IngestReport
+
+    def url_of(self, path: Path) -> str | None:
+        if self.sink is not None:
+            return self.sink.url_for(path)
+        return local_files_url(path, self.cfg.files_root) or path.resolve().as_uri()
+
+    def write(self, pending: list[tuple[Path, str, int | None]]) -> None:
+        if not pending:
+            return
+        paths, hashes = [p for p, _, _ in pending], [h for _, h, _ in pending]
+        rows = score_batch(self.det, paths, hashes, self.target, self.cfg, self.url_of)
+        existing = {h: t for _, h, t in pending if t is not None}
+        good = [_replace(r, task_id=existing.get(r.content_hash)) for r in rows if r.error is None]
+        refused = self._create_tasks(good) if self.sink is not None else set()
+        good = [r for i, r in enumerate(good) if i not in refused]
+        self.store.record_images(self.project, good + [r for r in rows if r.error is not None])
+        self.report.failed += [(r.path, r.error) for r in rows if r.error is not None]
+
+    def _create_tasks(self, good: list[ImageRow]) -> set[int]:
+        """Create the tasks of the rows that have none (``good`` updated in place with their task ids and upload
+        URLs); returns the indices of the readable files Label Studio refused."""
+        new = [i for i, r in enumerate(good) if r.task_id is None]
+        refused: set[int] = set()
+        if not new:
+            return refused
+        need_upload = [i for i in new if _must_upload(good[i])]
+        if need_upload:
+            refused = self._upload(good, need_upload)
+            new = [i for i in new if i not in refused]
+        ids = self.sink.create([task_payload(good[i], self.det.version) for i in new]) if new else []
+        for i, t in zip(new, ids, strict=True):
+            good[i] = _replace(good[i], task_id=t)
+        self.report.created_tasks += len(ids)
+        return refused
+
+    def _upload(self, good: list[ImageRow], indices: list[int]) -> set[int]:
+        """Upload these rows' files (``good`` updated in place with their URLs); returns the refused indices."""
+        refused: set[int] = set()
+        done = self.sink.upload([Path(good[i].path) for i in indices])
+        for i, up in zip(indices, done, strict=True):
+            if up.url is None:
+                refused.add(i)
+                self.report.failed.append((good[i].path, up.error or "not uploaded"))
+                self.report.not_uploaded += 1
+            else:
+                good[i] = _replace(good[i], url=up.url)
+                self.report.converted += up.converted
+        return refused
+
+
+def _refresh_queue(
+    store: Store,
+    project: int,
+    model_version: str,
+    cfg: IngestConfig,
+    sink: LabelStudioSink | None,
+    report: IngestReport,
+) -> None:
+    """Choose the query batch over the whole project and write the statuses that changed: Label Studio first,
+    the store after, so a failed update is retried by the next run."""
+    labeled = getattr(sink, "labeled", set()) if sink else set()  # labeled tasks leave the queue
+    queue = plan_queue(store, project, cfg.budget, get_strategy(cfg.strategy).confidence, labeled, cfg.cold_start)
+    changed = [
+        (row, e) for row, e in queue if row.decision != e.status or abs((row.priority or 0.0) - e.priority) > 1e-12
+    ]
+    failed: set[int] = set()
+    if sink is not None:
+        updates = [
+            TaskQueueUpdate(row.task_id, e.score, task_data(_replace(row, decision=e.status, priority=e.priority)))
+            for row, e in changed
+            if row.task_id
+        ]
+        failed = {t for t, _ in sink.publish(model_version, updates)}
+        sink.ensure_tabs()
+    store.set_image_queue(
+        project, [(row.content_hash, e.status, e.priority) for row, e in changed if row.task_id not in failed]
+    )
+    report.queried = sum(e.status == QUERY for _, e in queue)
+    report.auto_accepted = len(store.images(project, "decision = 'auto_accept'"))
+
+
+def _replace(row: ImageRow, **kw) -> ImageRow:
+    from dataclasses import replace
+
+    return replace(row, **kw)
+
+
+def write_tasks_json(store: Store, out: Path, model_version: str, project: int = OFFLINE_PROJECT) -> int:
+    """A Label Studio import file (a JSON list of tasks with predictions and priority fields), streamed."""
+    n = 0
+    with atomic_write(out) as f:
+        f.write("[\n")
+        for row in store.images(project, "error IS NULL", order="priority DESC"):
+            f.write((",\n" if n else "") + json.dumps(task_payload(row, model_version)))
+            n += 1
+        f.write("\n]\n")
+    return n
+
+
+def export_pseudo_labels(store: Store, out: Path, names: tuple[str, ...], project: int = OFFLINE_PROJECT) -> int:
+    """The auto-accepted images as a YOLO dataset (images copied, labels from the pseudo-labels, data.yaml).
+
+    The folder is marked as machine-made (``PSEUDO_LABELS.txt``): these are not human annotations.
+    """
+    img_dir, lbl_dir = out / "images", out / "labels"
+    img_dir.mkdir(parents=True, exist_ok=True)
+    lbl_dir.mkdir(parents=True, exist_ok=True)
+    n = 0
+    for row in store.images(project, "decision = 'auto_accept' AND pseudo_labels IS NOT NULL"):
+        pl = json.loads(row.pseudo_labels)
+        stem = f"{Path(row.path).stem}-{row.content_hash[:8]}"
+        src = Path(row.path)
+        shutil.copyfile(src, img_dir / f"{stem}{src.suffix.lower()}")
+        lines = yolo_lines(pl["xyxy"], pl["class_id"], row.width, row.height)
+        with atomic_write(lbl_dir / f"{stem}.txt") as f:
+            f.write("\n".join(lines) + "\n")
+        n += 1
+    names_yaml = "\n".join(f"  {i}: {nm}" for i, nm in enumerate(names))
+    with atomic_write(out / "data.yaml") as f:
+        f.write(
+            f"# CEAL pseudo-labels made by detector-al: model predictions, NOT human annotations\n"
+            f"train: images\nval: images\nnames:\n{names_yaml}\n"
+        )
+    with atomic_write(out / "PSEUDO_LABELS.txt") as f:
+        f.write("These labels were produced by a model (CEAL auto-accept), not by annotators.\n")
+    return n

@@ -1,0 +1,56 @@
+"""What an ingest run needs before it starts: the model's version name, the Label Studio project (found or
+created) with its labeling config, and the store file it shares with the backend."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from detector_al.label_studio.client import LabelStudioClient
+from detector_al.label_studio.task_sink import LabelStudioSink, find_or_create_project
+from detector_al.state.registry import ModelRegistry
+from detector_al.state.store import STORE_FILE_NAME
+
+OFFLINE_STORE = Path("runs") / "ingest.sqlite3"
+
+
+def ingest_store_path(store: Path | None, model_dir: Path | None) -> Path:
+    """``store`` if given, else the backend's store in ``model_dir`` (one store for both), else
+    :data:`OFFLINE_STORE`."""
+    if store is not None:
+        return store
+    return model_dir / STORE_FILE_NAME if model_dir is not None else OFFLINE_STORE
+
+
+def registered_version(model: str, model_dir: Path | None) -> str | None:
+    """The version name the backend's registry in ``model_dir`` gives these weights (None without a model folder,
+    for a model name, or for weights the registry does not hold)."""
+    if model_dir is None or not Path(model).is_file():
+        return None
+    return ModelRegistry(model_dir).version_of(model)
+
+
+def open_project(
+    ls_url: str,
+    api_key: str,
+    project: int | None,
+    title: str | None,
+    label_config: str,
+    files_root: Path | None,
+    folder: Path,
+) -> tuple[LabelStudioSink, int, str]:
+    """Connect to Label Studio and open the project (by id, else by ``title``, created with ``label_config`` if
+    none has it).
+
+    Returns:
+        The sink that writes ``folder``'s tasks there, the project id, and the project's labeling config (the one
+        in Label Studio, which may differ from ``label_config`` for an existing project).
+
+    Raises:
+        LabelStudioError: Label Studio is unreachable or refuses the key.
+    """
+    client = LabelStudioClient(ls_url, api_key)
+    client.check()
+    if project is None:
+        project = find_or_create_project(client, title, label_config)
+    config = client.ls.projects.get(id=project).label_config
+    return LabelStudioSink(client, project, files_root, folder), project, config

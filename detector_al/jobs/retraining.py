@@ -1,0 +1,359 @@
+"""One retraining round from Label Studio annotations; run by the backend's training worker.
+
+1. **Collect** the latest non-cancelled annotation of every labeled task (label-studio-sdk) into a YOLO
+   dataset. The split is stable: a task is in validation when ``sha256(task id) mod 5 == 0``, so it never
+   moves between splits as labels accumulate.
+2. **Pseudo-labels** (CEAL): the current model scores the unlabeled tasks; the auto-accepted ones join the
+   *training* split only, as ``pseudo_*`` files listed in ``pseudo.txt``; they are never written to Label
+   Studio as annotations.
+3. **Fine-tune** from the serving weights (ultralytics, in a child process, so serving stays fast and a crash
+   of the training cannot take the server down); progress (phase, epoch) goes to ``/health``.
+4. **Evaluate** the serving and the new weights on the human-labeled validation split (with fewer than
+   ``min_val_images`` there, on all human-labeled images) and **promote** the new weights only if
+   ``new mAP50-95 >= serving mAP50-95 - (tolerance + 0.05 / sqrt(n))`` for ``n`` evaluation images (the
+   second term allows for the noise of a small split: 0.025 at 4 images, 0.005 at 100).
+   Every version is kept on disk with its metrics; the swap is atomic.
+5. After a promotion: **re-score** the unlabeled tasks, replace their predictions (new ``model_version``,
+   also set on the project), refresh the priority fields, and advance the CEAL round.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from detector_al.fetch.task_image import fetch_image
+from detector_al.files import atomic_write
+from detector_al.jobs.training import FINE_TUNE, TrainConfig, run_in_subprocess, train_and_evaluate
+from detector_al.label_studio.client import ImageFetchError, LabelStudioClient
+from detector_al.label_studio.config import RectangleTarget, parse_label_config
+from detector_al.label_studio.queue import configure_project
+from detector_al.label_studio.regions import from_label_studio_regions
+from detector_al.queue import build_queue, embedding_matrix
+from detector_al.scoring_config import COLD_START
+from detector_al.service import PredictionService
+from detector_al.state.registry import ModelRegistry
+from detector_al.state.store import Store
+from detector_al.yolo_format import yolo_lines
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RetrainConfig:
+    epochs: int = 20
+    lr0: float = FINE_TUNE.lr0  # the measured recipe: no warm-up, a low rate (training.FINE_TUNE)
+    tolerance: float = 0.005
+    min_val_images: int = 3
+    min_labeled: int = 2
+    pseudo_labels: bool = True
+    budget: int = 20
+    cold_start: bool = COLD_START  # the re-scored queue's batch is TypiClust's while the new model is cold
+
+
+def in_validation(task_id: int) -> bool:
+    """``sha256(str(task_id)) mod 5 == 0``: about 20 % of tasks, fixed for ever."""
+    return int(hashlib.sha256(str(task_id).encode()).hexdigest(), 16) % 5 == 0
+
+
+def should_promote(new: dict, serving: dict, n_images: int, tolerance: float = 0.005) -> bool:
+    """``new["map50_95"] >= serving["map50_95"] - (tolerance + 0.05 / sqrt(max(n_images, 1)))``."""
+    margin = tolerance + 0.05 / math.sqrt(max(n_images, 1))
+    return new["map50_95"] >= serving["map50_95"] - margin
+
+
+def latest_annotation(task) -> list[dict] | None:
+    """The result of the task's most recent non-cancelled annotation (None if there is none)."""
+    anns = [a if isinstance(a, dict) else a.dict() for a in (getattr(task, "annotations", None) or [])]
+    anns = [a for a in anns if not a.get("was_cancelled")]
+    if not anns:
+        return None
+    best = max(anns, key=lambda a: (str(a.get("updated_at") or a.get("created_at") or ""), a.get("id") or 0))
+    return best.get("result") or []
+
+
+def _link(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if dst.exists() or dst.is_symlink():
+        dst.unlink()
+    try:
+        os.symlink(src.resolve(), dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+
+
+def fill_empty_train_split(root: Path) -> int:
+    """ultralytics needs a training image: when every labeled task fell in validation, train on those too.
+
+    Returns how many images were added to ``images/train`` (with their ``labels/train`` files)."""
+    (root / "labels" / "train").mkdir(parents=True, exist_ok=True)
+    n = 0
+    for p in sorted((root / "images" / "val").glob("*")):
+        _link(p, root / "images" / "train" / p.name)
+        shutil.copyfile(root / "labels" / "val" / f"{p.stem}.txt", root / "labels" / "train" / f"{p.stem}.txt")
+        n += 1
+    return n
+
+
+def _write_labels(path: Path, boxes: np.ndarray, classes: np.ndarray) -> None:
+    """YOLO label file from normalised ``xyxy`` boxes."""
+    lines = yolo_lines(boxes, classes)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path) as f:
+        f.write("\n".join(lines) + ("\n" if lines else ""))
+
+
+class Retrainer:
+    """The worker's job runner: ``Retrainer(...)(job, report) -> result dict``."""
+
+    def __init__(
+        self,
+        service: PredictionService,
+        registry: ModelRegistry,
+        store: Store,
+        client: Callable[[], LabelStudioClient],
+        label_config: Callable[[int], str | None],
+        work_dir: Path,
+        config: RetrainConfig = RetrainConfig(),
+    ) -> None:
+        self.service, self.registry, self.store = service, registry, store
+        self.client, self.label_config = client, label_config
+        self.work_dir = Path(work_dir)
+        self.config = config
+
+    # -- the job ------------------------------------------------------------------------------------------
+    def __call__(self, job: dict, report) -> dict:
+        project = job["project"]
+        if project is None:
+            raise ValueError("the training request names no project")
+        client = self.client()
+        detector = self.service.detector
+        report(phase="collecting annotations")
+        target, labeled, unlabeled = self._collect(project, client, detector.names)
+        root = self.work_dir / f"job-{job['id']}"
+        shutil.rmtree(root, ignore_errors=True)
+        n_train, n_val = self._write_human_split(labeled, target, root, client)
+        report(phase="pseudo-labels")
+        round_index = self.store.project(project)["round"]
+        n_pseudo = (
+            self._write_pseudo_labels(unlabeled, target, root, client, round_index) if self.config.pseudo_labels else 0
+        )
+        val_dir = "images/val" if n_val >= self.config.min_val_images else "images/human"
+        names = "\n".join(f"  {i}: {n}" for i, n in enumerate(detector.names))
+        (root / "data.yaml").write_text(f"train: images/train\nval: {val_dir}\nnames:\n{names}\n")
+
+        best, new, old = self._train(detector, root, report)
+        result = {
+            "labeled": len(labeled),
+            "train_images": n_train,
+            "val_images": n_val,
+            "pseudo_labeled": n_pseudo,
+            "validated_on": val_dir,
+            "serving": {"version": detector.version, **old},
+            "candidate": new,
+        }
+        version = self.registry.add(
+            best,
+            parent=detector.version,
+            metrics=new,
+            serving_metrics=old,
+            job=job["id"],
+            project=project,
+            labeled=len(labeled),
+        )
+        result["model_version"] = version
+        n_eval = n_val if val_dir == "images/val" else n_train + n_val
+        result["promoted"] = should_promote(new, old, n_eval, self.config.tolerance)
+        if not result["promoted"]:
+            log.info(
+                "kept %s: candidate %s mAP50-95 %.4f is worse than %.4f on %d images",
+                detector.version,
+                version,
+                new["map50_95"],
+                old["map50_95"],
+                n_eval,
+            )
+            return result
+        report(phase="promoting")
+        self._promote(detector, version, project, round_index + 1)
+        report(phase="re-scoring")
+        result.update(self._after_promotion(client, project, target, version, round_index + 1))
+        return result
+
+    def _collect(self, project: int, client: LabelStudioClient, names) -> tuple[RectangleTarget, list, list]:
+        """The label target, the labeled tasks (with their latest annotation) and the unlabeled ones."""
+        config_text = self.label_config(project) or client.ls.projects.get(id=project).label_config
+        target = parse_label_config(config_text, names, self.service.config.label_mapping)
+        tasks = list(client.ls.tasks.list(project=project, fields="all"))
+        labeled = [(t, res) for t in tasks if (res := latest_annotation(t)) is not None]
+        if len(labeled) < self.config.min_labeled:
+            raise ValueError(
+                f"only {len(labeled)} labeled tasks in project {project}; label at least "
+                f"{self.config.min_labeled} before training"
+            )
+        return target, labeled, [t for t in tasks if latest_annotation(t) is None]
+
+    def _train(self, detector, root: Path, report) -> tuple[Path, dict, dict]:
+        """Fine-tune from the serving weights and evaluate both, in a child process: in the server torch stays on
+        the one inference thread (see run_in_subprocess), and a crash stays in the child."""
+        report(phase="training", epoch=0, epochs=self.config.epochs)
+        serving_path = self.registry.path(detector.version)
+        cfg = TrainConfig(
+            epochs=self.config.epochs,
+            imgsz=detector.imgsz,
+            base=str(serving_path),
+            lr0=self.config.lr0,
+            warmup_epochs=FINE_TUNE.warmup_epochs,
+        )
+        return run_in_subprocess(
+            train_and_evaluate,
+            root / "data.yaml",
+            root / "run",
+            cfg,
+            serving_path,
+            "val",
+            on_epoch=lambda e, n: report(phase="training" if e < n else "evaluating", epoch=e, epochs=n),
+        )
+
+    def _promote(self, detector, version: str, project: int, round_index: int) -> None:
+        """Serve ``version`` from now on (an atomic swap) and start the project's next round."""
+        self.registry.promote(version)
+        self.service.load_and_swap(
+            self.registry.path(version),
+            conf=detector.conf,
+            version=version,
+            imgsz=detector.imgsz,
+            max_decode_bytes=detector.max_decode_bytes,
+        )
+        self.store.set_project(project, round=round_index, model_version=version)
+
+    def _after_promotion(self, client, project: int, target, version: str, round_index: int) -> dict:
+        """Re-score the pool with the new model and point the project at it; a failure here is a warning on a
+        finished job (the new model already serves), not a failed job."""
+        try:
+            current = list(client.ls.tasks.list(project=project, fields="all"))  # labels made during training count
+            still_unlabeled = [t for t in current if latest_annotation(t) is None]
+            labeled_ids = [t.id for t in current if latest_annotation(t) is not None]
+            return {
+                "rescored": self._rescore(project, still_unlabeled, target, client, round_index, labeled_ids),
+                "sampling_warning": configure_project(client.ls, project, version, first_time=False),
+            }
+        except Exception as exc:
+            log.warning("model %s promoted, but re-scoring the pool failed: %s", version, exc)
+            return {"warning": f"re-scoring failed: {type(exc).__name__}: {exc}"}
+
+    # -- steps --------------------------------------------------------------------------------------------
+    def _image(self, task, client: LabelStudioClient, target: RectangleTarget) -> Path | None:
+        url = (task.data or {}).get(target.value_key)
+        try:
+            return fetch_image(
+                str(url),
+                ls_url=client.url,
+                token=client.api_key,
+                task_id=task.id,
+                local_root=self.service.config.local_files_root,
+                cache_dir=self.service.config.cache_dir,
+                limits=self.service.config.fetch_limits,
+            )
+        except ImageFetchError as exc:
+            log.warning("task %s skipped: %s", task.id, exc)
+            return None
+
+    def _write_human_split(self, labeled, target, root: Path, client) -> tuple[int, int]:
+        counts = {"train": 0, "val": 0}
+        for task, result in labeled:
+            img = self._image(task, client, target)
+            if img is None:
+                continue
+            boxes, classes = from_label_studio_regions(result, target)
+            split = "val" if in_validation(task.id) else "train"
+            name = f"task{task.id}{img.suffix.lower()}"
+            for sub in (split, "human"):
+                _link(img, root / "images" / sub / name)
+                _write_labels(root / "labels" / sub / f"task{task.id}.txt", boxes, classes)
+            counts[split] += 1
+        if counts["train"] == 0:
+            fill_empty_train_split(root)
+        return counts["train"], counts["val"]
+
+    def _summaries(self, tasks, target, client, round_index: int):
+        """(task, ImageSummary) for every task whose image could be read, predicted by the serving model."""
+        paths, kept = [], []
+        for t in tasks:
+            p = self._image(t, client, target)
+            if p is not None:
+                paths.append(str(p))
+                kept.append(t)
+        summaries = self.service.predict_paths(paths, lambda d, p: self.service.summarise(d, p, target, round_index))
+        return [(t, x) for t, x in zip(kept, summaries, strict=True) if x.error is None]
+
+    def _write_pseudo_labels(self, unlabeled, target, root: Path, client, round_index: int) -> int:
+        names = []
+        for task, x in self._summaries(unlabeled, target, client, round_index):
+            if not x.accepted:
+                continue
+            pl = x.pseudo_labels
+            boxes = pl.xyxy / np.array([x.width, x.height, x.width, x.height], np.float32)
+            name = f"pseudo_task{task.id}"
+            _link(Path(x.source), root / "images" / "train" / f"{name}{Path(x.source).suffix.lower()}")
+            _write_labels(root / "labels" / "train" / f"{name}.txt", boxes, pl.class_id)
+            names.append(name)
+        (root / "pseudo.txt").write_text("".join(f"{n}\n" for n in names))
+        return len(names)
+
+    def _rescore(self, project: int, unlabeled, target, client: LabelStudioClient, round_index: int, labeled=()) -> int:
+        """Replace the unlabeled tasks' predictions with the new model's, in queue order, and refresh ``al_*`` fields.
+
+        The queue is :func:`~detector_al.queue.build_queue`'s over the re-scored pool (with ``config.cold_start``,
+        a TypiClust batch away from the ``labeled`` task ids' clusters while the new model is still cold); each new
+        prediction gets its queue score. It is created before the old ones are deleted, so a task is never left
+        without one.
+        """
+        scored = self._summaries(unlabeled, target, client, round_index)
+        if not scored:
+            return 0
+        emb = np.stack([x.embedding for _, x in scored])
+        cold = self.config.cold_start  # every summary is fresh: its max_confidence is known
+        queue = build_queue(
+            np.array([x.score for _, x in scored], np.float64),
+            np.array([x.accepted for _, x in scored]),
+            emb,
+            min(self.config.budget, len(scored)),
+            self.service.strategy.confidence,
+            max_confidence=np.array([x.max_confidence for _, x in scored]) if cold else None,
+            labeled_embeddings=embedding_matrix(self.store.labeled_embeddings(project, labeled), emb.shape[1])
+            if cold
+            else None,
+        )
+        rows = []
+        for (task, x), e in zip(scored, queue, strict=True):
+            old = [p.id for p in client.ls.predictions.list(task=task.id)]
+            client.ls.predictions.create(task=task.id, result=x.regions, score=e.score, model_version=x.model_version)
+            for pid in old:
+                client.ls.predictions.delete(id=pid)
+            if "al_priority" in (task.data or {}):  # a task made by ingest: its tab fields follow the queue
+                data = {
+                    **task.data,
+                    "al_priority": e.priority,
+                    "al_uncertainty": round(x.score, 8),
+                    "al_status": e.status,
+                }
+                client.ls.tasks.update(id=task.id, data=data)
+            rows.append(x.to_row(task.id, round_index, e))
+        self.store.record_predictions(project, rows)
+        self.store.set_image_queue_by_task(  # images ingested into this store follow: a re-run of ingest agrees
+            project,
+            [
+                (task.id, x.score, x.confidence, e.status, e.priority, round_index, x.model_version, x.max_confidence)
+                for (task, x), e in zip(scored, queue, strict=True)
+            ],
+        )
+        return len(rows)
