@@ -17,16 +17,16 @@ from typing import TypeVar
 
 import numpy as np
 
-from detector_al.decision import decide
+from detector_al.decision import Decision, decide
 from detector_al.detector import Detector
 from detector_al.fetch.task_image import FetchLimits, fetch_image
 from detector_al.label_studio.client import ImageFetchError, project_id
 from detector_al.label_studio.config import RectangleTarget, parse_label_config
 from detector_al.label_studio.regions import to_label_studio_regions
 from detector_al.pseudo_labels import CealConfig
-from detector_al.queue import AUTO_ACCEPT, REST, QueueEntry, label_studio_score
+from detector_al.queue import QueueEntry, label_studio_score
 from detector_al.state.store import PredictionRow, Store
-from detector_al.types import Detections, ImagePredictions
+from detector_al.types import ImagePredictions
 from detector_al.uncertainty import DEFAULT_STRATEGY, get_strategy
 
 log = logging.getLogger(__name__)
@@ -47,44 +47,41 @@ class ServiceConfig:
 
 @dataclass(frozen=True)
 class ImageSummary:
-    """One image's prediction reduced to what the queue needs (no per-anchor arrays)."""
+    """One image's :class:`~detector_al.decision.Decision` and what Label Studio gets of it: the serving model's
+    version and the shown boxes as regions (no per-anchor arrays)."""
 
-    source: str
+    decision: Decision
     model_version: str
-    score: float | None = None
-    confidence: float | None = None
-    accepted: bool = False
     regions: list[dict] = field(default_factory=list)
-    embedding: np.ndarray | None = None
-    pseudo_labels: Detections | None = None
-    width: int = 0
-    height: int = 0
-    error: str | None = None
-    max_confidence: float | None = None  # the highest shown box confidence (Decision.max_confidence)
 
     @property
-    def status(self) -> str:
-        """The queue band of an image scored alone: auto-accepted or not (the batch needs the whole pool)."""
-        return AUTO_ACCEPT if self.accepted else REST
+    def source(self) -> str:
+        return self.decision.source
+
+    @property
+    def error(self) -> str | None:
+        return self.decision.error
 
     @property
     def queue_score(self) -> float:
-        """The prediction score for Label Studio when the image is scored alone (its band's, see detector_al.queue)."""
-        return label_studio_score(self.status, self.confidence)
+        """The prediction score for Label Studio when the image is scored alone (its band's, see detector_al.queue);
+        the batch needs the whole pool."""
+        return label_studio_score(self.decision.status, self.decision.confidence)
 
     def to_row(self, task_id: int, round_index: int, entry: QueueEntry | None = None) -> PredictionRow:
         """The store's record of this prediction for a task (``confidence``: the score Label Studio got)."""
+        d = self.decision
         return PredictionRow(
             int(task_id),
-            self.source,
+            d.source,
             self.model_version,
-            self.score,
+            d.score,
             entry.score if entry else self.queue_score,
-            entry.status if entry else self.status,
+            entry.status if entry else d.status,
             round_index,
             len(self.regions),
-            embedding=None if self.embedding is None else np.asarray(self.embedding, np.float32).tobytes(),
-            max_confidence=self.max_confidence,
+            embedding=None if d.embedding is None else np.asarray(d.embedding, np.float32).tobytes(),
+            max_confidence=d.max_confidence,
         )
 
 
@@ -175,21 +172,8 @@ class PredictionService:
     def summarise(self, detector: Detector, pred: ImagePredictions, target: RectangleTarget, round_index: int):
         """What the queue needs of one prediction (:func:`~detector_al.decision.decide`, then the regions)."""
         d = decide(pred, self.strategy, round_index, self.config.ceal, self.config.score_threshold)
-        if d.error:
-            return ImageSummary(pred.source, detector.version, error=d.error)
-        return ImageSummary(
-            pred.source,
-            detector.version,
-            score=d.score,
-            confidence=d.confidence,
-            accepted=d.accepted,
-            regions=to_label_studio_regions(d.shown, d.width, d.height, target),
-            embedding=d.embedding,
-            pseudo_labels=d.pseudo_labels if d.accepted else None,
-            width=d.width,
-            height=d.height,
-            max_confidence=d.max_confidence,
-        )
+        regions = [] if d.error else to_label_studio_regions(d.shown, d.width, d.height, target)
+        return ImageSummary(d, detector.version, regions)
 
     def target(self, label_config: str) -> RectangleTarget:
         """Parse (once per distinct config) and map classes to labels; raises LabelConfigError."""

@@ -298,10 +298,11 @@ class Retrainer:
     def _write_pseudo_labels(self, unlabeled, target, root: Path, client, round_index: int) -> int:
         names = []
         for task, x in self._summaries(unlabeled, target, client, round_index):
-            if not x.accepted:
+            d = x.decision
+            if not d.accepted:
                 continue
-            pl = x.pseudo_labels
-            boxes = pl.xyxy / np.array([x.width, x.height, x.width, x.height], np.float32)
+            pl = d.pseudo_labels
+            boxes = pl.xyxy / np.array([d.width, d.height, d.width, d.height], np.float32)
             name = f"pseudo_task{task.id}"
             _link(Path(x.source), root / "images" / "train" / f"{name}{Path(x.source).suffix.lower()}")
             _write_labels(root / "labels" / "train" / f"{name}.txt", boxes, pl.class_id)
@@ -320,15 +321,16 @@ class Retrainer:
         scored = self._summaries(unlabeled, target, client, round_index)
         if not scored:
             return 0
-        emb = np.stack([x.embedding for _, x in scored])
+        decisions = [x.decision for _, x in scored]
+        emb = np.stack([d.embedding for d in decisions])
         cold = self.config.cold_start  # every summary is fresh: its max_confidence is known
         queue = build_queue(
-            np.array([x.score for _, x in scored], np.float64),
-            np.array([x.accepted for _, x in scored]),
+            np.array([d.score for d in decisions], np.float64),
+            np.array([d.accepted for d in decisions]),
             emb,
             min(self.config.budget, len(scored)),
             self.service.strategy.confidence,
-            max_confidence=np.array([x.max_confidence for _, x in scored]) if cold else None,
+            max_confidence=np.array([d.max_confidence for d in decisions]) if cold else None,
             labeled_embeddings=embedding_matrix(self.store.labeled_embeddings(project, labeled), emb.shape[1])
             if cold
             else None,
@@ -343,7 +345,7 @@ class Retrainer:
                 data = {
                     **task.data,
                     "al_priority": e.priority,
-                    "al_uncertainty": round(x.score, 8),
+                    "al_uncertainty": round(x.decision.score, 8),
                     "al_status": e.status,
                 }
                 client.ls.tasks.update(id=task.id, data=data)
@@ -352,8 +354,8 @@ class Retrainer:
         self.store.set_image_queue_by_task(  # images ingested into this store follow: a re-run of ingest agrees
             project,
             [
-                (task.id, x.score, x.confidence, e.status, e.priority, round_index, x.model_version, x.max_confidence)
-                for (task, x), e in zip(scored, queue, strict=True)
+                (task.id, d.score, d.confidence, e.status, e.priority, round_index, x.model_version, d.max_confidence)
+                for (task, x), d, e in zip(scored, decisions, queue, strict=True)
             ],
         )
         return len(rows)
