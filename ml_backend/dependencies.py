@@ -12,11 +12,11 @@ from ml_backend.state import Backend
 _basic = HTTPBasic(auto_error=False)
 
 
-def get_backend(request: Request) -> Backend:
+async def get_backend(request: Request) -> Backend:
     return request.app.state.backend
 
 
-def require_auth(
+async def require_auth(
     credentials: HTTPBasicCredentials | None = Depends(_basic), backend: Backend = Depends(get_backend)
 ) -> None:
     """With BASIC_AUTH_USER / BASIC_AUTH_PASS set, every endpoint but /health needs them (Label Studio's

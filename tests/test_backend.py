@@ -54,8 +54,12 @@ def test_predict_one_result_per_task_in_order_and_failures_are_isolated(client, 
     tasks = tasks_for(good)
     tasks.insert(2, {"id": 99, "data": {"image": str(sample_data / "bad_inputs" / "truncated.jpg")}})
     tasks.insert(3, {"id": 98, "data": {"image": "/data/upload/1/missing.jpg"}})
+    started = time.perf_counter()
     r = client.post("/predict", json={"tasks": tasks, "project": "3.17", "label_config": label_config})
+    elapsed_ms = 1000 * (time.perf_counter() - started)
     assert r.status_code == 200, r.text
+    name, duration = r.headers["Server-Timing"].split(";dur=")
+    assert name == "predict" and 0 < float(duration) <= elapsed_ms  # the prediction's own share of the request
     results = r.json()["results"]
     assert len(results) == len(tasks)
     assert results[2]["result"] == [] and results[3]["result"] == []
