@@ -42,7 +42,9 @@ def simulate(
     ),
     out: Path = typer.Option(Path("runs") / "simulate", "--out", help="Results, models and plots (resumable)."),
     preset: str = typer.Option("cpu", help="cpu (hours on 2 cores), gpu (larger), smoke (a minute)."),
-    variants: str = typer.Option(None, help="Comma-separated <strategy>[+div][+ceal], e.g. random,entropy,mi_aod+div."),
+    variants: str = typer.Option(
+        None, help="Comma-separated <strategy>[+div][+ceal][+boxes][+cold], e.g. random,entropy+cold,mi_aod+div."
+    ),
     seeds: str = typer.Option(None, help="Comma-separated seeds (default: the preset's)."),
     rounds: int = typer.Option(None, help="Rounds (default: the preset's)."),
     budget: int = typer.Option(None, help="Images labeled per round."),

@@ -63,13 +63,15 @@ PRESETS = {
 
 
 def parse_variant(variant: str) -> tuple[str, set[str]]:
-    """``"<strategy>[+div][+ceal][+boxes]"`` -> (registry name, flags); unknown names raise ``ValueError``."""
+    """``"<strategy>[+div][+ceal][+boxes][+cold]"`` -> (registry name, flags); unknown names raise ``ValueError``."""
     from detector_al.uncertainty import get_strategy
 
     name, *flags = variant.split("+")
     unknown = set(flags) - set(FLAGS)
     if unknown:
-        raise ValueError(f"unknown variant flag(s) {sorted(unknown)} in {variant!r}; use +div, +ceal, +boxes")
+        raise ValueError(
+            f"unknown variant flag(s) {sorted(unknown)} in {variant!r}; use " + ", ".join(f"+{f}" for f in FLAGS)
+        )
     return get_strategy(ALIASES.get(name, name)).name, set(flags)
 
 

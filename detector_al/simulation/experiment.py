@@ -8,11 +8,13 @@ Protocol (the lessons of ``shared/docs/active-learning.md``):
   (:func:`~detector_al.decision.decide` per image, :func:`~detector_al.queue.build_queue` over the pool: the
   code the backend and ingest run), labels the queue's batch of ``budget`` images (the oracle reveals their
   boxes), and trains the next model by the config's :class:`Recipe`;
-* a variant is ``<strategy>[+div][+ceal][+boxes]``: any strategy of the registry (``entropy`` =
+* a variant is ``<strategy>[+div][+ceal][+boxes][+cold]``: any strategy of the registry (``entropy`` =
   ``entropy_sum``), ``+div`` a k-center batch over the top candidates (else the plain top-``budget``),
   ``+ceal`` the round's auto-accepted images with the model's boxes as labels in that round's training set
   only, ``+boxes`` box-level pseudo-labels (:func:`~detector_al.pseudo_labels.box_pseudo_labels`) on the
-  most certain images left (at most as many as are labeled), their doubtful regions blanked out, ``+cold``
+  most certain images left (at most as many as are labeled), their doubtful regions blanked out, at the
+  round's box confidence calibrated on the val split
+  (:func:`~detector_al.pseudo_labels.calibrate_box_pseudo_labels`; none when no threshold is safe), ``+cold``
   a TypiClust batch while the model is cold (:func:`~detector_al.queue.cold_start_batch`), then the strategy;
 * class-weighted strategies are built each round from the labeled set and the pool
   (:func:`~detector_al.uncertainty.build_strategy`), as the backend builds them from its store;
