@@ -109,6 +109,35 @@ class BackendServer:
         return requests.get(f"{self.url}/health", timeout=5).json()
 
 
+def uploads_with_backend(
+    label_studio, sample_data: Path, weights: Path, paths: list[Path], title: str, model_dir: Path, budget: int
+):
+    """A project whose images are uploaded through Label Studio's Import (as the UI does), then a backend serving
+    ``weights`` connected to it and asked for every task's prediction: ``(client, project id, server)``."""
+    from detector_al.label_studio.client import LabelStudioClient
+
+    client = LabelStudioClient(label_studio.url, label_studio.token)
+    project = client.ls.projects.create(title=title, label_config=(sample_data / "label_config.xml").read_text())
+    files = {f"file{i}": (p.name, p.read_bytes(), "image/jpeg") for i, p in enumerate(paths)}
+    client.http.post(
+        f"{label_studio.url}/api/projects/{project.id}/import", files=files, timeout=120
+    ).raise_for_status()
+    server = BackendServer(
+        weights,
+        label_studio.files_root,
+        model_dir,
+        LABEL_STUDIO_URL=label_studio.url,
+        LABEL_STUDIO_API_KEY=label_studio.token,
+        QUEUE_BUDGET=budget,
+        QUEUE_REFRESH_DELAY_S=0.5,
+    ).start()
+    client.ls.ml.create(project=project.id, url=server.url, title="detector-al", is_interactive=False)
+    client.ls.actions.create(
+        id="retrieve_tasks_predictions", project=project.id, selected_items={"all": True, "excluded": []}
+    )
+    return client, project.id, server
+
+
 @pytest.fixture(scope="session")
 def backend(trained_weights, label_studio, tmp_path_factory):
     # as on a stock install: the backend reads Label Studio's files with a personal access token of its own

@@ -10,11 +10,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from detector_al.label_studio.client import LabelStudioClient
 from detector_al.queue import AUTO_ACCEPT, cold_start_batch, pool_max_confidence
 from detector_al.selection import use_cold_start
 from detector_al.state.store import STORE_FILE_NAME, Store
-from tests.integration.conftest import wait_for
+from tests.integration.conftest import uploads_with_backend, wait_for
 from tests.integration.test_label_stream import queue_order, serve_stream
 
 pytestmark = pytest.mark.slow
@@ -33,29 +32,12 @@ def cold_weights(sample_data, tmp_path_factory):
 @pytest.fixture(scope="module")
 def cold_project(label_studio, sample_data, cold_weights, tmp_path_factory):
     """Images uploaded through Label Studio's Import, then the backend (cold model) connected to the project."""
-    from tests.integration.conftest import BackendServer
-
-    client = LabelStudioClient(label_studio.url, label_studio.token)
-    project = client.ls.projects.create(title="cold queue", label_config=(sample_data / "label_config.xml").read_text())
     paths = sorted((sample_data / "images" / "pool").glob("*.jpg"))[100:116]
-    files = {f"file{i}": (p.name, p.read_bytes(), "image/jpeg") for i, p in enumerate(paths)}
-    client.http.post(
-        f"{label_studio.url}/api/projects/{project.id}/import", files=files, timeout=120
-    ).raise_for_status()
-    server = BackendServer(
-        cold_weights,
-        label_studio.files_root,
-        tmp_path_factory.mktemp("cold-backend") / "models",
-        LABEL_STUDIO_URL=label_studio.url,
-        LABEL_STUDIO_API_KEY=label_studio.token,
-        QUEUE_BUDGET=BUDGET,
-        QUEUE_REFRESH_DELAY_S=0.5,
-    ).start()
-    client.ls.ml.create(project=project.id, url=server.url, title="detector-al", is_interactive=False)
-    client.ls.actions.create(
-        id="retrieve_tasks_predictions", project=project.id, selected_items={"all": True, "excluded": []}
+    model_dir = tmp_path_factory.mktemp("cold-backend") / "models"
+    client, project, server = uploads_with_backend(
+        label_studio, sample_data, cold_weights, paths, "cold queue", model_dir, budget=BUDGET
     )
-    yield client, project.id, server
+    yield client, project, server
     server.stop()
 
 

@@ -19,7 +19,7 @@ from detector_al.label_studio.task_sink import LabelStudioSink
 from detector_al.pseudo_labels import CealConfig
 from detector_al.queue import AUTO_ACCEPT, QUERY, UNCERTAINTY_SAMPLING
 from detector_al.state.store import Store
-from tests.integration.conftest import wait_for
+from tests.integration.conftest import uploads_with_backend, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -89,31 +89,12 @@ def test_label_all_tasks_serves_the_queue_in_order_and_auto_accepted_last(ingest
 @pytest.fixture(scope="module")
 def uploaded_with_backend(label_studio, sample_data, trained_weights, tmp_path_factory):
     """Images uploaded through Label Studio's Import (as the UI does), then the backend connected to the project."""
-    from tests.integration.conftest import BackendServer
-
-    client = LabelStudioClient(label_studio.url, label_studio.token)
-    project = client.ls.projects.create(
-        title="uploads + backend", label_config=(sample_data / "label_config.xml").read_text()
-    )
     paths = sorted((sample_data / "images" / "pool").glob("*.jpg"))[80:92]
-    files = {f"file{i}": (p.name, p.read_bytes(), "image/jpeg") for i, p in enumerate(paths)}
-    client.http.post(
-        f"{label_studio.url}/api/projects/{project.id}/import", files=files, timeout=120
-    ).raise_for_status()
-    server = BackendServer(
-        trained_weights,
-        label_studio.files_root,
-        tmp_path_factory.mktemp("stream-backend") / "models",
-        LABEL_STUDIO_URL=label_studio.url,
-        LABEL_STUDIO_API_KEY=label_studio.token,
-        QUEUE_BUDGET=4,
-        QUEUE_REFRESH_DELAY_S=0.5,
-    ).start()
-    client.ls.ml.create(project=project.id, url=server.url, title="detector-al", is_interactive=False)
-    client.ls.actions.create(
-        id="retrieve_tasks_predictions", project=project.id, selected_items={"all": True, "excluded": []}
+    model_dir = tmp_path_factory.mktemp("stream-backend") / "models"
+    client, project, server = uploads_with_backend(
+        label_studio, sample_data, trained_weights, paths, "uploads + backend", model_dir, budget=4
     )
-    yield client, project.id, server
+    yield client, project, server
     server.stop()
 
 
