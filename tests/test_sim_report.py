@@ -66,3 +66,14 @@ def test_delta_labels_is_paired_against_the_baselines_own_crossing():
     s = savings(results)
     assert s["v"]["delta_labels"][0] == pytest.approx(20.0)
     assert s["never"]["delta_labels"][0] == pytest.approx(120.0 - 60.0)  # capped one round past the budget
+
+
+def test_the_calibrated_box_confidence_is_reported_with_the_rounds_that_found_one():
+    rows = _runs("random", 0, [(40, 0.5), (60, 0.6)]) + _runs("random+boxes", 0, [(40, 0.5), (60, 0.6), (80, 0.7)])
+    for r, t in zip(rows[2:], (None, None, 0.5), strict=True):
+        r["pseudo_threshold"] = t
+    rows.append({**rows[-1], "seed": 1, "pseudo_threshold": 0.7})
+    work = effort({"runs": rows})
+    assert work["random"]["box_thresholds"] == "-"
+    assert work["random+boxes"]["box_thresholds"] == "0.60 (0.50-0.70), 2/3 rounds"  # round 0 never calibrates
+    assert "0.60 (0.50-0.70), 2/3 rounds" in report({"runs": rows})

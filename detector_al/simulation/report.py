@@ -140,8 +140,21 @@ def effort(results: dict) -> dict[str, dict[str, tuple[float, float, float]]]:
             "pseudo_unseen": t_interval(
                 [s["pseudo_unseen"] / s["pseudo_truth"] for s in seeds.values() if s["pseudo_truth"]]
             ),
+            "box_thresholds": _box_thresholds(results, variant),
         }
     return out
+
+
+def _box_thresholds(results: dict, variant: str) -> str:
+    """The calibrated box confidences of a ``+boxes`` variant's rounds: ``"mean (min-max), k/n rounds"`` where
+    ``k`` rounds found a safe threshold; ``"-"`` for rows without calibration (other variants, older runs)."""
+    rows = [r for r in results["runs"] if r["variant"] == variant and r["round"] > 0 and "pseudo_threshold" in r]
+    found = [r["pseudo_threshold"] for r in rows if r["pseudo_threshold"] is not None]
+    if not rows:
+        return "-"
+    if not found:
+        return f"none, 0/{len(rows)} rounds"
+    return f"{np.mean(found):.2f} ({min(found):.2f}-{max(found):.2f}), {len(found)}/{len(rows)} rounds"
 
 
 def _fmt(t: tuple[float, float, float], digits: int = 3) -> str:
@@ -193,10 +206,11 @@ def report(results: dict, baselines: tuple[str, ...] = (BASELINE, "entropy")) ->
                 _fmt(w["corrections"], 0),
                 _fmt(w["pseudo_precision"]),
                 _fmt(w["pseudo_unseen"]),
+                w["box_thresholds"],
             ]
         )
     header = ["variant", "labels to reach", "minus random's (paired)", "saving", "never", "boxes drawn", "corrections"]
-    lines += _table([*header, "pseudo-label box precision", "true boxes left unmasked"], rows)
+    lines += _table([*header, "pseudo-label box precision", "true boxes left unmasked", "box conf. (val)"], rows)
     return "\n".join(lines)
 
 
