@@ -144,13 +144,13 @@ def box_pseudo_labels(pred: ImagePredictions, cfg: BoxPseudoConfig = BoxPseudoCo
 CALIBRATION_GRID = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.7, 0.8, 0.9)
 
 
-def wilson_lower(right: int, n: int, z: float = 1.96) -> float:
-    """The 95 % Wilson lower bound of a proportion ``p = right / n``:
+def wilson_lower(right: int, n: int, z: float = 1.645) -> float:
+    """The one-sided 95 % Wilson lower bound of a proportion ``p = right / n`` (``z = 1.645``):
     ``(p + z^2/2n - z sqrt(p (1 - p) / n + z^2 / 4n^2)) / (1 + z^2 / n)``; 0 when ``n = 0``.
 
     Example:
         >>> round(wilson_lower(95, 100), 3)
-        0.888
+        0.901
     """
     if n == 0:
         return 0.0
@@ -173,7 +173,7 @@ def calibrate_box_pseudo_labels(
     on ``preds`` (the current model on labeled images it was not trained on) are matched to ``truths``; ``right``
     = those matched to a true box of their class (IoU >= 0.5). The first ``t`` with
     ``wilson_lower(right, kept) >= target`` is returned, so the precision is at least ``target`` with 95 %
-    confidence on these images; a model too weak for that gets no box pseudo-labels this round.
+    confidence (one-sided) on these images; a model too weak for that gets no box pseudo-labels this round.
     """
     for t in grid:
         cfg = replace(base, min_confidence=t)

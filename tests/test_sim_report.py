@@ -69,7 +69,8 @@ def test_delta_labels_is_paired_against_the_baselines_own_crossing():
 
 
 def test_the_calibrated_box_confidence_is_reported_with_the_rounds_that_found_one():
-    rows = _runs("random", 0, [(40, 0.5), (60, 0.6)]) + _runs("random+boxes", 0, [(40, 0.5), (60, 0.6), (80, 0.7)])
+    rows = _runs("random", 0, [(40, 0.5), (60, 0.6)], pseudo_threshold=None)  # every row has the key
+    rows += _runs("random+boxes", 0, [(40, 0.5), (60, 0.6), (80, 0.7)])
     for r, t in zip(rows[2:], (None, None, 0.5), strict=True):
         r["pseudo_threshold"] = t
     rows.append({**rows[-1], "seed": 1, "pseudo_threshold": 0.7})

@@ -148,6 +148,8 @@ def effort(results: dict) -> dict[str, dict[str, tuple[float, float, float]]]:
 def _box_thresholds(results: dict, variant: str) -> str:
     """The calibrated box confidences of a ``+boxes`` variant's rounds: ``"mean (min-max), k/n rounds"`` where
     ``k`` rounds found a safe threshold; ``"-"`` for rows without calibration (other variants, older runs)."""
+    if "boxes" not in variant.split("+")[1:]:
+        return "-"
     rows = [r for r in results["runs"] if r["variant"] == variant and r["round"] > 0 and "pseudo_threshold" in r]
     found = [r["pseudo_threshold"] for r in rows if r["pseudo_threshold"] is not None]
     if not rows:
