@@ -97,9 +97,9 @@ def auto_accept(pred: ImagePredictions, score: float, round_index: int, cfg: Cea
 class BoxPseudoConfig:
     """Box-level pseudo-labels for images too dense for image-level acceptance (see :func:`box_pseudo_labels`).
 
-    ``min_confidence = 0.4``: the lowest of 0.3 ... 0.7 whose box precision cleared 95 % with a margin on BCCD's
-    pool oracle (round-0 model of seed 0, 40 labels; ``benchmarks/bench_proxy.py``): 96.8 % (0.3: 93.6 %).
-    A model trained briefly is under-confident: at 0.6 it kept no box at all.
+    ``min_confidence = 0.4`` is an uncalibrated default (it cleared 95 % on BCCD's round-0 model of seed 0, but a
+    model gets surer as it learns: 84 % over the learning curves). Callers that train on the boxes set it each
+    round with :func:`calibrate_box_pseudo_labels` on held-out labeled images.
     """
 
     min_confidence: float = 0.4
