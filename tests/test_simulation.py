@@ -15,7 +15,7 @@ runner = CliRunner()
 def test_simulate_smoke_records_effort_shares_identical_trainings_and_resumes(sample_data, tmp_path):
     out = tmp_path / "sim"
     args = ["simulate", str(sample_data / "data.yaml"), "--out", str(out), "--preset", "smoke"]
-    args += ["--variants", "random,random+ceal,random+boxes", "--initial", "6", "--budget", "3", "--imgsz", "64"]
+    args += ["--variants", "random,random+ceal,random+boxes,oracle", "--initial", "6", "--budget", "3", "--imgsz", "64"]
     res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
     runs = json.loads((out / "results.json").read_text())["runs"]
@@ -26,6 +26,8 @@ def test_simulate_smoke_records_effort_shares_identical_trainings_and_resumes(sa
         ("random+ceal", 1, 9),
         ("random+boxes", 0, 6),
         ("random+boxes", 1, 9),
+        ("oracle", 0, 6),
+        ("oracle", 1, 9),
     ]
     last = runs[1]
     assert len(last["chosen"]) == 3 and last["drawn"] > 0 and last["corrections"] >= 0
@@ -34,13 +36,15 @@ def test_simulate_smoke_records_effort_shares_identical_trainings_and_resumes(sa
     assert runs[3]["pseudo"] == 0 and runs[3]["weights"] == runs[1]["weights"]
     # nor can its boxes be shown precise on the val split: no threshold, no box pseudo-labels, the same training
     assert runs[5]["pseudo_threshold"] is None and runs[5]["pseudo"] == 0 and runs[5]["weights"] == runs[1]["weights"]
-    assert len(list((out / "trainings").iterdir())) == 2
+    # the oracle control takes the images whose pre-annotations need the most fixes: no 3 images need more
+    assert runs[7]["corrections"] >= runs[1]["corrections"] and runs[7]["chosen"] != runs[1]["chosen"]
+    assert len(list((out / "trainings").iterdir())) == 3
     assert "Labels to reach `random`" in res.output
     assert (out / "learning_curves.png").stat().st_size > 0
 
     again = runner.invoke(app, args)  # resumes: nothing re-run, nothing added
     assert again.exit_code == 0, again.output
-    assert len(json.loads((out / "results.json").read_text())["runs"]) == 6
+    assert len(json.loads((out / "results.json").read_text())["runs"]) == 8
 
 
 def test_box_pseudo_labels_calibrated_on_the_val_split_are_precise_on_the_pool(sample_data, trained_weights, tmp_path):

@@ -9,6 +9,9 @@ from detector_al.jobs.training import FINE_TUNE, Recipe
 
 ALIASES = {"entropy": "entropy_sum"}
 FLAGS = ("div", "ceal", "boxes", "cold")
+# Experiment-only controls, not strategies: they read the oracle, which no deployment has.
+# ``oracle``: the images whose pre-annotations need the most corrections first (the ceiling of error seeking).
+CONTROLS = ("oracle",)
 
 
 RECIPES = {
@@ -63,7 +66,8 @@ PRESETS = {
 
 
 def parse_variant(variant: str) -> tuple[str, set[str]]:
-    """``"<strategy>[+div][+ceal][+boxes][+cold]"`` -> (registry name, flags); unknown names raise ``ValueError``."""
+    """``"<strategy>[+div][+ceal][+boxes][+cold]"`` -> (registry name or control, flags); unknown names raise
+    ``ValueError``."""
     from detector_al.uncertainty import get_strategy
 
     name, *flags = variant.split("+")
@@ -72,7 +76,7 @@ def parse_variant(variant: str) -> tuple[str, set[str]]:
         raise ValueError(
             f"unknown variant flag(s) {sorted(unknown)} in {variant!r}; use " + ", ".join(f"+{f}" for f in FLAGS)
         )
-    return get_strategy(ALIASES.get(name, name)).name, set(flags)
+    return (name if name in CONTROLS else get_strategy(ALIASES.get(name, name)).name), set(flags)
 
 
 def epochs_for(cfg: SimConfig, n_images: int) -> int:

@@ -9,7 +9,8 @@ Protocol (the lessons of ``shared/docs/active-learning.md``):
   code the backend and ingest run), labels the queue's batch of ``budget`` images (the oracle reveals their
   boxes), and trains the next model by the config's :class:`Recipe`;
 * a variant is ``<strategy>[+div][+ceal][+boxes][+cold]``: any strategy of the registry (``entropy`` =
-  ``entropy_sum``), ``+div`` a k-center batch over the top candidates (else the plain top-``budget``),
+  ``entropy_sum``) or the control ``oracle`` (the images needing the most corrections first, counted against the
+  oracle: what a perfect error-seeking score would pick), ``+div`` a k-center batch over the top candidates (else the plain top-``budget``),
   ``+ceal`` the round's auto-accepted images with the model's boxes as labels in that round's training set
   only, ``+boxes`` box-level pseudo-labels (:func:`~detector_al.pseudo_labels.box_pseudo_labels`) on the
   most certain images left (at most as many as are labeled), their doubtful regions blanked out, at the
@@ -39,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from detector_al.files import atomic_write
-from detector_al.simulation.config import RECIPES, SimConfig, epochs_for, parse_variant
+from detector_al.simulation.config import CONTROLS, RECIPES, SimConfig, epochs_for, parse_variant
 from detector_al.simulation.dataset import SimDataset, prepare_dataset
 from detector_al.simulation.training import evaluate_cached, initial_set, train_initial, train_round
 from detector_al.yolo_format import parse_yolo_lines, read_yolo_labels, yolo_lines
@@ -76,9 +77,12 @@ def play_round(
     name, flags = parse_variant(variant)
     det = Detector.load(weights, conf=SCORER_CONF, imgsz=cfg.imgsz)
     preds = list(det.predict([str(x) for x in unlabeled]))
-    strategy = build_strategy(name, labeled_counts=labeled_class_counts(ds, labeled), pool=preds)
+    counts = labeled_class_counts(ds, labeled)
+    strategy = build_strategy("random" if name in CONTROLS else name, labeled_counts=counts, pool=preds)
     decisions = [decide(p, strategy, rnd, CealConfig(enabled="ceal" in flags)) for p in preds]
     scores = {p: random_score(p.name, seed * 1000 + rnd) for p in unlabeled} if name == "random" else None
+    if name == "oracle":
+        scores = oracle_scores(ds, unlabeled, decisions, seed * 1000 + rnd)
     labeled_emb = None
     if "cold" in flags:
         labeled_emb = np.stack([p.embedding for p in det.predict([str(x) for x in labeled]) if p.ok])
@@ -87,6 +91,20 @@ def play_round(
     if "boxes" in flags:
         _add_box_pseudo_labels(outcome, unlabeled, preds, decisions, len(labeled) + cfg.budget, _calibrated(ds, det))
     return _with_effort(ds, outcome, dict(zip(unlabeled, decisions, strict=True)))
+
+
+def oracle_scores(ds: SimDataset, paths: list[Path], decisions: list, seed: int) -> dict[Path, float]:
+    """The ``oracle`` control: ``errors + 0.5 * random`` per image, ``errors`` the corrections its pre-annotations
+    need against the truth (:func:`~detector_al.simulation.effort.corrections`); the random half breaks ties."""
+    from detector_al.simulation.effort import corrections
+    from detector_al.uncertainty import random_score
+
+    return {
+        p: corrections(d.shown, read_yolo_labels(ds.label_of(p), d.width, d.height)).errors
+        + 0.5 * random_score(p.name, seed)
+        for p, d in zip(paths, decisions, strict=True)
+        if not d.error
+    }
 
 
 def labeled_class_counts(ds: SimDataset, labeled: list[Path]) -> np.ndarray:
