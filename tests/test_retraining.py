@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
@@ -68,3 +70,61 @@ def test_a_failing_training_subprocess_raises_in_the_parent(tmp_path):
     bad.write_text("train: nowhere\nval: nowhere\nnames:\n  0: a\n")
     with pytest.raises(RuntimeError, match="training failed"):
         train_in_subprocess(bad, tmp_path / "run", TrainConfig(epochs=1, imgsz=64))
+
+
+class _LabelStudioWrites:
+    """The Label Studio calls ``_rescore`` makes, recorded (the real ones run in tests/integration)."""
+
+    def __init__(self) -> None:
+        self.url, self.api_key, self.created = "http://ls.invalid", "", {}
+        self.ls = SimpleNamespace(
+            predictions=SimpleNamespace(
+                list=lambda task: [], create=lambda task, **kw: self.created.__setitem__(task, kw), delete=None
+            ),
+            tasks=SimpleNamespace(update=lambda id, data: None),
+        )
+
+
+def test_a_cold_rescoring_covers_the_labeled_images_as_the_new_model_embeds_them(sample_data, tmp_path):
+    """After a retraining the cold batch stays away from the labeled images' clusters in the *new* model's space
+    (their stored embeddings come from older models), and no labeled task gets a prediction or a queue place."""
+    from detector_al.detector import Detector
+    from detector_al.jobs.retraining import RetrainConfig, Retrainer
+    from detector_al.label_studio.config import parse_label_config
+    from detector_al.queue import QUERY, cold_start_batch
+    from detector_al.service import PredictionService, ServiceConfig
+    from detector_al.state.registry import ModelRegistry
+    from detector_al.state.store import Store
+
+    detector = Detector.load("yolov8n.yaml", imgsz=128)  # a new project's model before any training: cold
+    store = Store(tmp_path / "store.sqlite3")
+    service = PredictionService(detector, store, ServiceConfig(local_files_root=sample_data))
+    budget = 3
+    retrainer = Retrainer(
+        service, ModelRegistry(tmp_path / "models"), store, None, None, tmp_path, RetrainConfig(budget=budget)
+    )
+    names = sorted(p.name for p in (sample_data / "images" / "pool").glob("*.jpg"))[:15]
+
+    def task(i, name):
+        return SimpleNamespace(id=i, data={"image": f"/data/local-files/?d=images/pool/{name}"})
+
+    unlabeled = [task(i, n) for i, n in enumerate(names)]
+    labeled = [task(100 + i, n) for i, n in enumerate(names[:6:2])]  # copies of three pool images: covered
+    mapping = {"0": "circle", "1": "square", "2": "star"}  # an 80-class head: map three of its classes
+    target = parse_label_config((sample_data / "label_config.xml").read_text(), detector.names, mapping)
+    client = _LabelStudioWrites()
+
+    assert retrainer._rescore(1, unlabeled, target, client, 1, labeled) == len(unlabeled)
+
+    assert set(client.created) == {t.id for t in unlabeled}
+    rows = {r["task_id"]: r for r in store.predictions(1)}
+    assert set(rows) == {t.id for t in unlabeled}
+    queued = [r["task_id"] for r in store.predictions(1) if r["decision"] == QUERY]  # in queue order
+    preds = list(detector.predict([str(sample_data / "images" / "pool" / n) for n in names]))
+    emb = np.stack([p.embedding for p in preds])
+    top = np.array([rows[t.id]["max_confidence"] for t in unlabeled])
+    accepted = np.zeros(len(unlabeled), bool)
+    expected = [unlabeled[i].id for i in cold_start_batch(top, accepted, emb, budget, emb[:6:2])]
+    uncovered = [unlabeled[i].id for i in cold_start_batch(top, accepted, emb, budget, None)]
+    assert expected != uncovered, "the test needs labeled images that change the cold batch"
+    assert queued == expected

@@ -37,8 +37,9 @@ from detector_al.label_studio.client import ImageFetchError, LabelStudioClient
 from detector_al.label_studio.config import RectangleTarget, parse_label_config
 from detector_al.label_studio.queue import configure_project
 from detector_al.label_studio.regions import from_label_studio_regions
-from detector_al.queue import build_queue, embedding_matrix
+from detector_al.queue import build_queue
 from detector_al.scoring_config import COLD_START
+from detector_al.selection import use_cold_start
 from detector_al.service import PredictionService
 from detector_al.state.registry import ModelRegistry
 from detector_al.state.store import Store
@@ -241,9 +242,9 @@ class Retrainer:
         try:
             current = list(client.ls.tasks.list(project=project, fields="all"))  # labels made during training count
             still_unlabeled = [t for t in current if latest_annotation(t) is None]
-            labeled_ids = [t.id for t in current if latest_annotation(t) is not None]
+            labeled = [t for t in current if latest_annotation(t) is not None]
             return {
-                "rescored": self._rescore(project, still_unlabeled, target, client, round_index, labeled_ids),
+                "rescored": self._rescore(project, still_unlabeled, target, client, round_index, labeled),
                 "sampling_warning": configure_project(client.ls, project, version, first_time=False),
             }
         except Exception as exc:
@@ -295,6 +296,12 @@ class Retrainer:
         summaries = self.service.predict_paths(paths, lambda d, p: self.service.summarise(d, p, target, round_index))
         return [(t, x) for t, x in zip(kept, summaries, strict=True) if x.error is None]
 
+    def _embeddings(self, tasks, target, client, dim: int) -> np.ndarray:
+        """(M, dim) embeddings of ``tasks``' images by the serving model; tasks whose image fails are left out."""
+        paths = [str(p) for t in tasks if (p := self._image(t, client, target)) is not None]
+        found = self.service.predict_paths(paths, lambda _, pred: pred.embedding if pred.ok else None)
+        return np.array([e for e in found if e is not None and len(e) == dim], np.float32).reshape(-1, dim)
+
     def _write_pseudo_labels(self, unlabeled, target, root: Path, client, round_index: int) -> int:
         names = []
         for task, x in self._summaries(unlabeled, target, client, round_index):
@@ -314,26 +321,25 @@ class Retrainer:
         """Replace the unlabeled tasks' predictions with the new model's, in queue order, and refresh ``al_*`` fields.
 
         The queue is :func:`~detector_al.queue.build_queue`'s over the re-scored pool (with ``config.cold_start``,
-        a TypiClust batch away from the ``labeled`` task ids' clusters while the new model is still cold); each new
-        prediction gets its queue score. It is created before the old ones are deleted, so a task is never left
-        without one.
+        a TypiClust batch away from the ``labeled`` tasks' clusters while the new model is still cold, the labeled
+        images embedded by the new model: one space for both); each new prediction gets its queue score. It is
+        created before the old ones are deleted, so a task is never left without one.
         """
         scored = self._summaries(unlabeled, target, client, round_index)
         if not scored:
             return 0
         decisions = [x.decision for _, x in scored]
         emb = np.stack([d.embedding for d in decisions])
-        cold = self.config.cold_start  # every summary is fresh: its max_confidence is known
+        top = np.array([d.max_confidence for d in decisions])
+        cold = self.config.cold_start and use_cold_start(top)  # every summary is fresh: its max_confidence is known
         queue = build_queue(
             np.array([d.score for d in decisions], np.float64),
             np.array([d.accepted for d in decisions]),
             emb,
             min(self.config.budget, len(scored)),
             self.service.strategy.confidence,
-            max_confidence=np.array([d.max_confidence for d in decisions]) if cold else None,
-            labeled_embeddings=embedding_matrix(self.store.labeled_embeddings(project, labeled), emb.shape[1])
-            if cold
-            else None,
+            max_confidence=top if cold else None,
+            labeled_embeddings=self._embeddings(labeled, target, client, emb.shape[1]) if cold else None,
         )
         rows = []
         for (task, x), e in zip(scored, queue, strict=True):

@@ -207,28 +207,19 @@ class Store:
             (project, model_version, project),
         )
 
-    def labeled_embeddings(self, project: int, task_ids: Iterable[int] | None = None) -> list[bytes]:
-        """The stored embeddings of the project's labeled tasks: the clusters a cold-start batch leaves alone.
+    def labeled_embeddings(self, project: int) -> list[bytes]:
+        """The stored embeddings of the project's labeled tasks (an ``ANNOTATION_CREATED`` or ``ANNOTATION_UPDATED``
+        event: what :meth:`queue_inputs` leaves out): the clusters a cold-start batch leaves alone.
 
-        ``task_ids``: the labeled tasks, when the caller knows them; None: those with an ``ANNOTATION_CREATED`` or
-        ``ANNOTATION_UPDATED`` event (what :meth:`queue_inputs` leaves out). Each embedding is from the model that
-        scored the task last: a labeled task is not scored again, so after a retraining it comes from an older
-        model (fine-tuned from the same weights: near, not in, the pool's space), which is enough to tell the
-        clusters already covered.
+        Each embedding is from the model that scored the task last: a labeled task is not scored again, so after
+        a retraining it comes from an older model (fine-tuned from the same weights: near, not in, the pool's
+        space). The retraining's own re-scoring embeds the labeled images with the new model instead
+        (:meth:`~detector_al.jobs.retraining.Retrainer._rescore`); these serve the queue refreshes between
+        retrainings.
         """
-        if task_ids is None:
-            sql = f"SELECT embedding FROM predictions WHERE project = ? AND task_id IN ({_LABELED_TASKS})"
-            rows = self._query(sql + " AND embedding IS NOT NULL ORDER BY task_id", (project, project))
-            return [r["embedding"] for r in rows]
-        ids, out = sorted({int(t) for t in task_ids}), []
-        for i in range(0, len(ids), 500):  # SQLite's limit on bound values
-            chunk = ids[i : i + 500]
-            out += self._query(
-                f"SELECT embedding FROM predictions WHERE project = ? AND task_id IN ({','.join('?' * len(chunk))})"
-                " AND embedding IS NOT NULL ORDER BY task_id",
-                (project, *chunk),
-            )
-        return [r["embedding"] for r in out]
+        sql = f"SELECT embedding FROM predictions WHERE project = ? AND task_id IN ({_LABELED_TASKS})"
+        rows = self._query(sql + " AND embedding IS NOT NULL ORDER BY task_id", (project, project))
+        return [r["embedding"] for r in rows]
 
     def set_queue(self, project: int, updates: list[tuple[int, str, float]]) -> None:
         """Set ``(task_id, decision, label studio score)`` of several predictions in one transaction."""
