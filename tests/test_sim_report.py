@@ -78,3 +78,20 @@ def test_the_calibrated_box_confidence_is_reported_with_the_rounds_that_found_on
     assert work["random"]["box_thresholds"] == "-"
     assert work["random+boxes"]["box_thresholds"] == "0.60 (0.50-0.70), 2/3 rounds"  # round 0 never calibrates
     assert "0.60 (0.50-0.70), 2/3 rounds" in report({"runs": rows})
+
+
+def test_effort_to_reach_counts_the_corrections_spent_so_far_paired_by_seed():
+    # the same mAP per round; "cheap" needs 5 corrections per image, random 10: half the effort to any mAP
+    random = _runs("random", 0, [(40, 0.5), (60, 0.6), (80, 0.7)], corrections=200, drawn=200)
+    cheap = _runs("cheap", 0, [(40, 0.5), (60, 0.6), (80, 0.7)], corrections=100, drawn=300)
+    for rows in (random, cheap):
+        rows[0]["corrections"] = rows[0]["drawn"] = 400  # the initial set, drawn by hand by every variant
+    results = {"runs": random + cheap}
+    by_fixes = savings(results, x="corrections")
+    assert by_fixes["random"]["per_seed"] == {0: 800.0}  # 400 + 200 + 200
+    assert by_fixes["cheap"]["per_seed"] == {0: 600.0}  # 400 + 100 + 100
+    assert by_fixes["cheap"]["delta_labels"][0] == pytest.approx(-200.0)
+    assert by_fixes["cheap"]["saving"][0] == pytest.approx(0.25)
+    assert savings(results, x="drawn")["cheap"]["per_seed"] == {0: 1000.0}  # more boxes: no saving by hand
+    assert savings(results)["cheap"]["saving"][0] == pytest.approx(0.0)  # and none in images
+    assert "**Effort to reach" in report(results)

@@ -39,11 +39,19 @@ def t_interval(values) -> tuple[float, float, float]:
     return mean, mean - half, mean + half
 
 
-def curves(results: dict, metric: str = "map50") -> dict[str, dict[int, dict[int, float]]]:
-    """variant -> seed -> labeled images -> ``metric``."""
-    out: dict[str, dict[int, dict[int, float]]] = {}
+def curves(results: dict, metric: str = "map50", x: str = "labeled") -> dict[str, dict[int, dict[int, float]]]:
+    """variant -> seed -> spent -> ``metric``, variants in the order they ran; ``spent`` is ``x`` of the round:
+    labeled images (``"labeled"``), or the effort so far, summed over the rounds up to it (``"drawn"``,
+    ``"corrections"``)."""
+    order: dict[str, int] = {}
     for r in results["runs"]:
-        out.setdefault(r["variant"], {}).setdefault(r["seed"], {})[r["labeled"]] = r[metric]
+        order.setdefault(r["variant"], len(order))
+    out: dict[str, dict[int, dict[int, float]]] = {}
+    spent: dict[tuple[str, int], int] = {}
+    for r in sorted(results["runs"], key=lambda r: (order[r["variant"]], r["seed"], r["round"])):
+        key = (r["variant"], r["seed"])
+        spent[key] = r[x] if x == "labeled" else spent.get(key, 0) + r[x]
+        out.setdefault(r["variant"], {}).setdefault(r["seed"], {})[spent[key]] = r[metric]
     return out
 
 
@@ -67,16 +75,18 @@ def labels_to_reach(curve: dict[int, float], target: float) -> float:
     return math.inf
 
 
-def savings(results: dict, metric: str = "map50", baseline: str = BASELINE) -> dict[str, dict]:
-    """Per variant: labels to reach the baseline's full-budget ``metric`` (paired by seed), and the saving.
+def savings(results: dict, metric: str = "map50", baseline: str = BASELINE, x: str = "labeled") -> dict[str, dict]:
+    """Per variant: ``x`` spent to reach the baseline's full-budget ``metric`` (paired by seed), and the saving.
 
-    Returns variant -> ``{"labels": (mean, low, high), "saving": (mean, low, high), "delta_labels": (mean, low,
-    high), "censored": k, "seeds": n, "per_seed": {seed: labels}}``: ``labels`` averaged over the seeds that reach
-    the target; ``delta_labels`` the paired difference ``labels(variant) - labels(baseline)`` on each seed (the
-    baseline's own curve may reach its last value early, where it is not monotone), a curve that never reaches
-    the target counted as one round past the full budget (so the difference is a bound).
+    ``x``: labeled images, or the effort (``"corrections"``, ``"drawn"``: see :func:`curves`). Returns variant ->
+    ``{"labels": (mean, low, high), "saving": (mean, low, high), "delta_labels": (mean, low, high), "censored":
+    k, "seeds": n, "per_seed": {seed: spent}}``: ``labels`` averaged over the seeds that reach the target;
+    ``delta_labels`` the paired difference ``spent(variant) - spent(baseline)`` on each seed (the baseline's own
+    curve may reach its last value early, where it is not monotone), a curve that never reaches the target
+    counted as one round past the baseline's full budget (so the difference is a bound); ``saving`` =
+    ``1 - spent / baseline's full-budget spent`` (0 where never reached).
     """
-    c = curves(results, metric)
+    rounds, c = curves(results, "round"), curves(results, metric, x)
     if baseline not in c:
         return {}
     out = {}
@@ -84,7 +94,7 @@ def savings(results: dict, metric: str = "map50", baseline: str = BASELINE) -> d
         per_seed, saved, delta = {}, [], []
         for seed, curve in by_seed.items():
             base = c[baseline].get(seed)
-            if not base or max(base) != max(curve):
+            if not base or max(rounds[baseline][seed].values()) != max(rounds[variant][seed].values()):
                 continue  # unpaired, or not finished
             full = max(base)
             per_seed[seed] = need = labels_to_reach(curve, base[full])
@@ -213,7 +223,29 @@ def report(results: dict, baselines: tuple[str, ...] = (BASELINE, "entropy")) ->
         )
     header = ["variant", "labels to reach", "minus random's (paired)", "saving", "never", "boxes drawn", "corrections"]
     lines += _table([*header, "pseudo-label box precision", "true boxes left unmasked", "box conf. (val)"], rows)
-    return "\n".join(lines)
+    return "\n".join([*lines, "", *_effort_to_reach(results)])
+
+
+def _effort_to_reach(results: dict) -> list[str]:
+    """The table of the effort (corrections, boxes drawn) spent to reach random's full-budget test mAP50."""
+    units = {"corrections": "corrections (pre-annotated)", "drawn": "boxes drawn (from scratch)"}
+    if not all(x in r for r in results["runs"] for x in units):
+        return []  # runs from before effort was recorded
+    spent = {x: savings(results, x=x) for x in units}
+    if not spent["corrections"]:
+        return []
+    lines = ["**Effort to reach `random`'s full-budget test mAP50** (paired by seed, interpolated; saving = 1 - "
+             "effort / random's full-budget effort, 0 where never reached)", ""]  # fmt: skip
+    header, rows = ["variant"], []
+    for unit in units.values():
+        header += [f"{unit} to reach", "minus random's (paired)", "saving"]
+    for v in spent["corrections"]:
+        row = [f"`{v}`"]
+        for x in units:
+            sv = spent[x][v]
+            row += [_fmt(sv["labels"], 0), _fmt(sv["delta_labels"], 0), _fmt(sv["saving"], 2)]
+        rows.append([*row, f"{spent['corrections'][v]['censored']}/{spent['corrections'][v]['seeds']}"])
+    return lines + _table([*header, "never"], rows)
 
 
 def plot_learning_curves(
