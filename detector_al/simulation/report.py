@@ -12,6 +12,8 @@ bound, and the report says how many seeds were censored).
 
 **Effort** of a variant up to a round: the oracle boxes of every labeled image (``drawn``: labeling from
 scratch) and the corrections its pre-annotations needed (``corrections``: the initial set counts as drawn).
+**Effort to reach** the target is labels to reach with the effort spent so far in place of the labeled images
+on the x axis (a batch of crowded images costs more than a batch of sparse ones).
 """
 
 from __future__ import annotations
