@@ -253,8 +253,9 @@ def _effort_to_reach(results: dict) -> list[str]:
 def plot_learning_curves(
     results: dict, path: Path, split: str = "test", baseline: str | None = BASELINE, title: str = "Active learning"
 ) -> Path:
-    """mAP50 and mAP50-95 of ``split`` against labeled images (mean and 95 % interval band per variant), and the
-    paired difference of mAP50 to ``baseline`` on the same seed (when it ran)."""
+    """mAP50 and mAP50-95 of ``split`` against labeled images (mean and 95 % interval band per variant), the
+    paired difference of mAP50 to ``baseline`` on the same seed (when it ran), and mAP50 against the corrections
+    spent so far (when the runs recorded them: the mean over seeds of both, per round)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -264,9 +265,15 @@ def plot_learning_curves(
     panels = [(f"{prefix}map50", None), (f"{prefix}map50_95", None)]
     if baseline and baseline in curves(results):
         panels.append((f"{prefix}map50", baseline))
+    if all("corrections" in r for r in results["runs"]):
+        panels.append((f"{prefix}map50", "corrections"))
     colors = {v: f"C{i % 10}" for i, v in enumerate(curves(results))}  # one colour per variant in every panel
     fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5))
     for ax, (metric, base) in zip(axes, panels, strict=True):
+        if base == "corrections":
+            _plot_against_effort(ax, results, metric, colors)
+            ax.set_ylabel(f"{split} mAP50")
+            continue
         table = summarise(results, metric) if base is None else {
             v: paired_difference(results, v, base, metric) for v in curves(results) if v != base
         }  # fmt: skip
@@ -289,3 +296,18 @@ def plot_learning_curves(
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _plot_against_effort(ax, results: dict, metric: str, colors: dict[str, str]) -> None:
+    """``metric`` against the corrections spent so far: per variant and round, the mean over seeds of both."""
+    by_round: dict[str, dict[int, list[tuple[float, float]]]] = {}
+    for variant, by_seed in curves(results, metric, "corrections").items():
+        for curve in by_seed.values():
+            for rnd, (x, y) in enumerate(sorted(curve.items())):
+                by_round.setdefault(variant, {}).setdefault(rnd, []).append((x, y))
+    for variant, rounds in by_round.items():
+        xy = np.array([np.mean(pts, axis=0) for _, pts in sorted(rounds.items())])
+        style = "--" if "+" in variant else "-"
+        ax.plot(xy[:, 0], xy[:, 1], style, marker="o", label=variant, color=colors[variant])
+    ax.set_xlabel("corrections so far (boxes drawn, deleted or relabeled)")
+    ax.grid(alpha=0.3)
