@@ -88,7 +88,9 @@ def savings(results: dict, metric: str = "map50", baseline: str = BASELINE, x: s
     counted as one round past the baseline's full budget (so the difference is a bound); ``saving`` =
     ``1 - spent / baseline's full-budget spent`` (0 where never reached).
     """
-    rounds, c = curves(results, "round"), curves(results, metric, x)
+    c, last = curves(results, metric, x), {}
+    for r in results["runs"]:  # the last round each (variant, seed) finished
+        last[r["variant"], r["seed"]] = max(last.get((r["variant"], r["seed"]), 0), r["round"])
     if baseline not in c:
         return {}
     out = {}
@@ -96,7 +98,7 @@ def savings(results: dict, metric: str = "map50", baseline: str = BASELINE, x: s
         per_seed, saved, delta = {}, [], []
         for seed, curve in by_seed.items():
             base = c[baseline].get(seed)
-            if not base or max(rounds[baseline][seed].values()) != max(rounds[variant][seed].values()):
+            if not base or last[baseline, seed] != last[variant, seed]:
                 continue  # unpaired, or not finished
             full = max(base)
             per_seed[seed] = need = labels_to_reach(curve, base[full])
