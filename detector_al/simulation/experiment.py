@@ -12,9 +12,9 @@ Protocol (the lessons of ``shared/docs/active-learning.md``):
   ``entropy_sum``) or the control ``oracle`` (the images needing the most corrections first, counted against the
   oracle: what a perfect error-seeking score would pick), ``+div`` a k-center batch over the top candidates
   (else the plain top-``budget``), ``+ceal`` the round's auto-accepted images with the model's boxes as labels
-  in that round's training set only, ``+boxes`` box-level pseudo-labels (:func:`~detector_al.pseudo_labels.box_pseudo_labels`) on the
-  most certain images left (at most as many as are labeled), their doubtful regions blanked out, at the
-  round's box confidence calibrated on the val split
+  in that round's training set only, ``+boxes`` box-level pseudo-labels
+  (:func:`~detector_al.pseudo_labels.box_pseudo_labels`) on the most certain images left (at most as many as
+  are labeled), their doubtful regions blanked out, at the round's box confidence calibrated on the val split
   (:func:`~detector_al.pseudo_labels.calibrate_box_pseudo_labels`; none when no threshold is safe), ``+cold``
   a TypiClust batch while the model is cold (:func:`~detector_al.queue.cold_start_batch`), then the strategy;
 * class-weighted strategies are built each round from the labeled set and the pool
