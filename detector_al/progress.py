@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import TypeVar
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -45,3 +46,16 @@ def track(items: Iterable[T], total: int | None, description: str, unit: str = "
             log.info("%s: %d%s %s, %.1f %s/s", description, n, of, unit, n / (now - start), unit)
     elapsed = time.perf_counter() - start
     log.info("%s: %d %s in %.1f s (%.1f %s/s)", description, n, unit, elapsed, n / max(elapsed, 1e-9), unit)
+
+
+@contextmanager
+def epoch_progress(description: str, epochs: int) -> Iterator[Callable[[int, int], None]]:
+    """A callback ``on_epoch(epoch, epochs)`` for a training, shown as a rich bar on a terminal, else one log line
+    per epoch."""
+    if not sys.stderr.isatty():
+        yield lambda e, n: log.info("%s: epoch %d/%d", description, e, n)
+        return
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("epochs"))
+    with Progress(*columns, TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()) as bar:
+        task = bar.add_task(description, total=epochs)
+        yield lambda e, n: bar.update(task, completed=e, total=n)

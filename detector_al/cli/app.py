@@ -8,6 +8,7 @@ The commands live by job: :mod:`detector_al.cli.model` (train, predict, score), 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import typer
@@ -22,11 +23,22 @@ app = typer.Typer(
 log = logging.getLogger("detector_al")
 
 
+CHATTY_LOGGERS = ("httpx", "httpcore", "urllib3", "label_studio_sdk", "ultralytics", "matplotlib", "PIL")
+"""Libraries whose INFO lines (every HTTP request, every training batch) drown what a person needs; --verbose
+shows them."""
+
+
 @app.callback()
-def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging.")) -> None:
+def _main(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging, HTTP and training chatter too."),
+) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(levelname)s %(message)s"
     )
+    if not verbose:
+        os.environ.setdefault("YOLO_VERBOSE", "False")  # read when ultralytics is first imported (lazily, later)
+        for name in CHATTY_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 for _command in (train, predict, score, demo, serve, ingest):
@@ -92,3 +104,18 @@ def make_sample_data(
     from detector_al.demo.sample_data import generate
 
     typer.echo(f"wrote {generate(out, seed)}")
+
+
+@app.command("make-sample-weights")
+def make_sample_weights(
+    out: Path = typer.Argument(None, help="Destination folder (default: sample_data/model)."),
+    seed: int = typer.Option(0, help="Training seed."),
+) -> None:
+    """Train the shipped sample-data model (sample_data/model/best.pt) and record its recipe and data hash beside it."""
+    from detector_al.demo.bootstrap_model import SAMPLE_EPOCHS, SAMPLE_WEIGHTS_DIR
+    from detector_al.demo.bootstrap_model import make_sample_weights as make
+    from detector_al.progress import epoch_progress
+
+    with epoch_progress("training the sample model", SAMPLE_EPOCHS) as on_epoch:
+        best = make(out or SAMPLE_WEIGHTS_DIR, seed=seed, on_epoch=on_epoch)
+    typer.echo(f"wrote {best} and {best.parent / 'recipe.json'}")

@@ -15,6 +15,9 @@ from detector_al.uncertainty import DEFAULT_STRATEGY, STRATEGIES
 
 def demo(
     model: str = typer.Option(None, "--model", "-m", help="Use these weights instead of the bootstrap model."),
+    train_bootstrap: bool = typer.Option(
+        False, help="Train the bootstrap model here (about 6 min on 2 cores) instead of using the shipped weights."
+    ),
     ls_url: str = typer.Option(None, "--ls-url", help="Use this Label Studio instead of starting one."),
     api_key: str = typer.Option(None, "--api-key", envvar="LABEL_STUDIO_API_KEY", help="Its API token."),
     ls_port: int = typer.Option(8080, help="Port of the local Label Studio."),
@@ -30,7 +33,7 @@ def demo(
 ) -> None:
     """The main job: a local Label Studio with an active-learning queue over the sample data, end to end."""
     if offline:
-        _offline_demo(model, budget)
+        _offline_demo(model, budget, train_bootstrap)
         return
     from detector_al.demo.run import DemoConfig, install_sigterm_handler, run_demo
     from detector_al.label_studio.client import LabelStudioError
@@ -47,6 +50,7 @@ def demo(
             DemoConfig(
                 data_dir=data_dir,
                 model=model,
+                train_bootstrap=train_bootstrap,
                 ls_url=ls_url,
                 api_key=api_key,
                 ls_port=ls_port,
@@ -62,14 +66,14 @@ def demo(
     raise typer.Exit(code)
 
 
-def _offline_demo(model: str | None, budget: int, top: int = 15) -> None:
+def _offline_demo(model: str | None, budget: int, train_bootstrap: bool, top: int = 15) -> None:
     from detector_al.jobs.pool_scoring import plot_queue_scores, score_files, write_queue_file
     from detector_al.pseudo_labels import CealConfig
 
     pool, out = SAMPLE_DATA / "images" / "pool", Path("runs") / "demo"
     if not pool.exists():
         fail(f"pool folder not found: {pool} (run from the repository root)")
-    det = load_detector(model or str(ensure_bootstrap_model()), conf=SCORER_CONF)
+    det = load_detector(model or str(ensure_bootstrap_model(train_bootstrap)), conf=SCORER_CONF)
     ceal = CealConfig()
     records = score_files(det, expand_sources([pool]), DEFAULT_STRATEGY, budget, ceal=ceal, cold_start=COLD_START)
     write_queue_file(out / "queue.jsonl", records, det.names)

@@ -2,7 +2,7 @@
 
 1. starts a real Label Studio on loopback (data in ``.cache/demo/label-studio``: a second run resumes), or
    uses an existing one (``--ls-url``/``--api-key``);
-2. makes the bootstrap model if none is cached (or uses ``--model``);
+2. takes the shipped sample-data model (or ``--model``, or trains one with ``--train-bootstrap``);
 3. starts the ML backend (uvicorn, a child process), creates the project with the sample label config,
    connects the backend (its webhook comes with it), and ingests the sample pool: pre-annotations,
    priorities, the "Active learning queue" and "Auto-accepted (review)" tabs;
@@ -32,6 +32,7 @@ class DemoConfig:
     data_dir: Path = Path(".cache") / "demo"
     sample_data: Path = Path("sample_data")
     model: str | None = None
+    train_bootstrap: bool = False
     ls_url: str | None = None
     api_key: str | None = None
     ls_port: int = 8080
@@ -143,7 +144,7 @@ def _start_backend(
     from detector_al.demo.bootstrap_model import ensure_bootstrap_model
     from detector_al.state.registry import ModelRegistry
 
-    weights = Path(cfg.model) if cfg.model else ensure_bootstrap_model()
+    weights = Path(cfg.model) if cfg.model else ensure_bootstrap_model(cfg.train_bootstrap)
     ModelRegistry(model_dir).resolve(str(weights))  # registered (and current, unless retrained since)
     env = {
         **os.environ,

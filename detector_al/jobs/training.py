@@ -97,7 +97,9 @@ def train_detector(
         base = str(Path(base).resolve())
     model = YOLO(base, task="detect")
     if on_epoch is not None:
-        model.add_callback("on_fit_epoch_end", lambda trainer: on_epoch(trainer.epoch + 1, trainer.epochs))
+        model.add_callback(
+            "on_fit_epoch_end", lambda trainer: on_epoch(min(trainer.epoch + 1, trainer.epochs), trainer.epochs)
+        )
     device = config.device or ("0" if _cuda() else "cpu")
     log.info(
         "training %s on %s for %d epochs at %d px (device %s)",

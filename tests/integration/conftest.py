@@ -163,6 +163,22 @@ def pool_folder(label_studio, sample_data) -> Path:
     return dest
 
 
+def queue_published(client, project: int, version: str, tasks: int, batch: int) -> bool:
+    """Label Studio shows the backend's queue as the label stream reads it: the project's model version and sampling
+    are the backend's, every one of its ``tasks`` tasks has a prediction of that version, and ``batch`` of them
+    score in the query band (below 0.1). The condition that ``queue_order`` and the stream then read."""
+    from detector_al.queue import UNCERTAINTY_SAMPLING
+
+    p = client.ls.projects.get(id=project)
+    if p.model_version != version or p.sampling != UNCERTAINTY_SAMPLING:
+        return False
+    by_task: dict[int, float] = {}
+    for pr in client.ls.predictions.list(project=project):
+        if pr.model_version == version:
+            by_task[pr.task] = pr.score
+    return len(by_task) == tasks and sum(s < 0.1 for s in by_task.values()) == batch
+
+
 def wait_for(fn, timeout: float = 20.0, every: float = 0.3):
     """Poll ``fn`` until it returns something truthy (then return it) or ``timeout`` passes (then its last value)."""
     deadline = time.time() + timeout

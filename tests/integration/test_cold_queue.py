@@ -13,7 +13,7 @@ import pytest
 from detector_al.queue import AUTO_ACCEPT, cold_start_batch, pool_max_confidence
 from detector_al.selection import use_cold_start
 from detector_al.state.store import STORE_FILE_NAME, Store
-from tests.integration.conftest import uploads_with_backend, wait_for
+from tests.integration.conftest import queue_published, uploads_with_backend, wait_for
 from tests.integration.test_label_stream import queue_order, serve_stream
 
 pytestmark = pytest.mark.slow
@@ -45,11 +45,7 @@ def test_a_cold_models_stream_serves_the_typiclust_batch_first(cold_project):
     client, project, server = cold_project
     version = server.health()["model_version"]
 
-    def ready():
-        scores = [pr.score for pr in client.ls.predictions.list(project=project) if pr.model_version == version]
-        return len(scores) == 16 and sum(s < 0.1 for s in scores) == BUDGET  # the query band: the batch
-
-    if not wait_for(ready, timeout=180):  # generous: a loaded machine scores 16 images slowly
+    if not wait_for(lambda: queue_published(client, project, version, 16, BUDGET), timeout=180):  # generous: a loaded machine scores 16 images slowly
         pytest.fail(f"the backend did not publish a batch of {BUDGET}\n{server.log.read_text()[-3000:]}")
     rows = Store(server.model_dir / STORE_FILE_NAME).queue_inputs(project, version)
     assert len(rows) == 16

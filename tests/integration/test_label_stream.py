@@ -19,7 +19,7 @@ from detector_al.label_studio.task_sink import LabelStudioSink
 from detector_al.pseudo_labels import CealConfig
 from detector_al.queue import AUTO_ACCEPT, QUERY, UNCERTAINTY_SAMPLING
 from detector_al.state.store import Store
-from tests.integration.conftest import uploads_with_backend, wait_for
+from tests.integration.conftest import queue_published, uploads_with_backend, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -102,12 +102,7 @@ def test_a_connected_backend_makes_the_stream_serve_its_diverse_batch_first(uplo
     client, project, server = uploaded_with_backend
     version = server.health()["model_version"]
 
-    def ready():
-        p = client.ls.projects.get(id=project)
-        scores = [pr.score for pr in client.ls.predictions.list(project=project) if pr.model_version == version]
-        return p.sampling == UNCERTAINTY_SAMPLING and p.model_version == version and sum(s < 0.1 for s in scores) == 4
-
-    if not wait_for(ready, timeout=60):
+    if not wait_for(lambda: queue_published(client, project, version, 12, 4), timeout=60):
         p = client.ls.projects.get(id=project)
         scores = sorted((pr.model_version, pr.score) for pr in client.ls.predictions.list(project=project))
         pytest.fail(

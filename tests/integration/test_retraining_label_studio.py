@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import shutil
-import time
 
 import numpy as np
 import pytest
 import requests
 
 from detector_al.state.store import Store
-from tests.integration.conftest import BackendServer
+from tests.integration.conftest import BackendServer, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -42,14 +41,18 @@ def oracle_regions(sample_data, image_name: str, names=("circle", "square", "sta
 
 
 def wait_job(server: BackendServer, done_jobs: int, timeout: float = 600) -> dict:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
+    """The backend's /status once ``done_jobs`` jobs have finished and none is queued or running."""
+
+    def settled():
         status = requests.get(f"{server.url}/status", timeout=5).json()
         finished = [j for j in status["jobs"] if j["status"] in ("done", "failed")]
-        if len(finished) >= done_jobs and not any(j["status"] in ("queued", "running") for j in status["jobs"]):
-            return status
-        time.sleep(1)
-    raise TimeoutError(requests.get(f"{server.url}/status", timeout=5).json())
+        busy = any(j["status"] in ("queued", "running") for j in status["jobs"])
+        return status if len(finished) >= done_jobs and not busy else None
+
+    status = wait_for(settled, timeout=timeout, every=1)
+    if status is None:
+        raise TimeoutError(requests.get(f"{server.url}/status", timeout=5).json())
+    return status
 
 
 def test_start_training_promotes_a_new_version_and_refreshes_the_queue(
