@@ -145,12 +145,19 @@ class PredictionService:
         detector = infer.submit(Detector.load, weights, **detector_kwargs).result()
         return cls(detector, store, config, infer)
 
-    def load_and_swap(self, weights: str | Path, **detector_kwargs) -> None:
-        """Load ``weights`` on the inference thread (between two batches) and :meth:`swap` to them."""
-        self.swap(self._infer.submit(Detector.load, weights, **detector_kwargs).result())
+    def load_detector(self, weights: str | Path, **detector_kwargs) -> Detector:
+        """Load ``weights`` on the inference thread (between two batches), without serving them yet."""
+        return self._infer.submit(Detector.load, weights, **detector_kwargs).result()
 
-    def predict_paths(self, paths: list[str], reduce: Callable[[Detector, ImagePredictions], T]) -> list[T]:
-        """Predict image files with the serving model, one batch at a time, and keep only ``reduce(model, pred)``.
+    def load_and_swap(self, weights: str | Path, **detector_kwargs) -> None:
+        """:meth:`load_detector`, then :meth:`swap` to it."""
+        self.swap(self.load_detector(weights, **detector_kwargs))
+
+    def predict_paths(
+        self, paths: list[str], reduce: Callable[[Detector, ImagePredictions], T], detector: Detector | None = None
+    ) -> list[T]:
+        """Predict image files with the serving model (or ``detector``, e.g. a candidate not serving yet), one batch
+        at a time, and keep only ``reduce(model, pred)``.
 
         Every batch runs on the service's one inference thread: requests are served in turn, torch's thread
         pool is made once and reused (a new request thread would pay for a new one), and the per-anchor arrays
@@ -160,7 +167,7 @@ class PredictionService:
         """
         out: list[T] = []
         step = self.config.batch_size
-        detector = self._detector
+        detector = detector or self._detector
 
         def run(chunk: list[str]) -> list[T]:
             return [reduce(detector, p) for p in detector.predict(chunk, step)]

@@ -97,12 +97,19 @@ def _ref(value: Any) -> Any:
     return {"id": value} if isinstance(value, int | float | str) and not isinstance(value, bool) else value
 
 
+class WebhookAnnotation(Ref):
+    was_cancelled: bool = False  # a skip: Label Studio saves it as an annotation, and it is no label
+
+
 class WebhookRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
     action: str = Field(..., min_length=1, max_length=100)
     project: Annotated[WebhookProject | None, BeforeValidator(_ref)] = None
     task: Annotated[Ref | None, BeforeValidator(_ref)] = None
-    annotation: Annotated[Ref | None, BeforeValidator(_ref)] = None
+    annotation: Annotated[WebhookAnnotation | None, BeforeValidator(_ref)] = None
+    annotations: list[Annotated[Ref, BeforeValidator(_ref)]] | None = Field(
+        None, max_length=100_000, description="ANNOTATIONS_DELETED: the deleted annotations, by id"
+    )
 
 
 class TrainRequest(BaseModel):

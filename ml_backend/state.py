@@ -238,9 +238,7 @@ class Backend:
             for attempt in range(6):
                 try:
                     with self._sync_lock:  # /setup comes twice on connect: one "first time" only
-                        first = not self.store.project(project)["sampling_configured"]
-                        warning = configure_project(self.client().ls, project, version, first_time=first)
-                        self.store.set_project(project, sampling_configured=1, sampling_warning=warning)
+                        configure_project(self.client().ls, self.store, project, version)
                     self._synced[project] = version
                     return
                 except Exception as exc:  # logged, never fatal: predictions still work

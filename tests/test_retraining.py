@@ -7,7 +7,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from detector_al.jobs.retraining import in_validation, latest_annotation, should_promote
+from detector_al.jobs.retraining import in_validation, should_promote
+from detector_al.label_studio.annotations import latest_label
 
 VALIDATION_TASKS_UNDER_40 = [0, 1, 14, 18, 24, 31, 39]  # sha256(str(t)) mod 5 == 0
 
@@ -44,9 +45,9 @@ def test_latest_non_cancelled_annotation_wins():
         {"id": 2, "updated_at": "2026-01-03T00:00:00", "result": ["cancelled"], "was_cancelled": True},
         {"id": 3, "updated_at": "2026-01-02T00:00:00", "result": ["new"]},
     ]
-    assert latest_annotation(Task(anns)) == ["new"]
-    assert latest_annotation(Task([anns[1]])) is None
-    assert latest_annotation(Task([])) is None
+    assert latest_label(Task(anns)) == ["new"]
+    assert latest_label(Task([anns[1]])) is None
+    assert latest_label(Task([])) is None
 
 
 @pytest.mark.parametrize(
@@ -73,15 +74,18 @@ def test_a_failing_training_subprocess_raises_in_the_parent(tmp_path):
 
 
 class _LabelStudioWrites:
-    """The Label Studio calls ``_rescore`` makes, recorded (the real ones run in tests/integration)."""
+    """The Label Studio calls re-scoring makes, recorded (the real ones run in tests/integration)."""
 
-    def __init__(self) -> None:
-        self.url, self.api_key, self.created = "http://ls.invalid", "", {}
+    def __init__(self, tasks) -> None:
+        self.url, self.api_key, self.created, self.project = "http://ls.invalid", "", {}, {}
         self.ls = SimpleNamespace(
-            predictions=SimpleNamespace(
-                list=lambda task: [], create=lambda task, **kw: self.created.__setitem__(task, kw), delete=None
+            tasks=SimpleNamespace(list=lambda project, fields: tasks, update=lambda id, data: None),
+            projects=SimpleNamespace(
+                import_predictions=lambda id, request: self.created.update({r["task"]: r for r in request}),
+                get=lambda id: SimpleNamespace(sampling="Uncertainty sampling", model_version="old"),
+                update=lambda id, **kw: self.project.update(kw),
             ),
-            tasks=SimpleNamespace(update=lambda id, data: None),
+            predictions=SimpleNamespace(list=lambda project: []),
         )
 
 
@@ -110,17 +114,24 @@ def test_a_cold_rescoring_covers_the_labeled_images_as_the_new_model_embeds_them
 
     unlabeled = [task(i, n) for i, n in enumerate(names)]
     labeled = [task(100 + i, n) for i, n in enumerate(names[:6:2])]  # copies of three pool images: covered
+    for t in labeled:
+        t.annotations = [{"id": t.id, "result": []}]
+    skipped = task(200, names[1])  # a skip is no label: the task is re-scored
+    skipped.annotations = [{"id": 200, "result": [], "was_cancelled": True}]
+    unlabeled.append(skipped)
     mapping = {"0": "circle", "1": "square", "2": "star"}  # an 80-class head: map three of its classes
     target = parse_label_config((sample_data / "label_config.xml").read_text(), detector.names, mapping)
-    client = _LabelStudioWrites()
+    client = _LabelStudioWrites(unlabeled + labeled)
 
-    assert retrainer._rescore(1, unlabeled, target, client, 1, labeled) == len(unlabeled)
+    scored, queue, _ = retrainer._publish(client, 1, target, detector, 1)
+    retrainer._record(client, 1, scored, queue, 1)
 
     assert set(client.created) == {t.id for t in unlabeled}
+    assert client.project == {"model_version": detector.version}  # switched once every prediction was written
     rows = {r["task_id"]: r for r in store.predictions(1)}
     assert set(rows) == {t.id for t in unlabeled}
     queued = [r["task_id"] for r in store.predictions(1) if r["decision"] == QUERY]  # in queue order
-    preds = list(detector.predict([str(sample_data / "images" / "pool" / n) for n in names]))
+    preds = list(detector.predict([str(sample_data / "images" / "pool" / n) for n in [*names, names[1]]]))
     emb = np.stack([p.embedding for p in preds])
     top = np.array([rows[t.id]["max_confidence"] for t in unlabeled])
     accepted = np.zeros(len(unlabeled), bool)

@@ -343,7 +343,7 @@ def _refresh_queue(
             for row, e in changed
             if row.task_id
         ]
-        failed = {t for t, _ in sink.publish(model_version, updates)}
+        failed = {t for t, _ in sink.publish(store, model_version, updates)}
         sink.ensure_tabs()
     store.set_image_queue(
         project, [(row.content_hash, e.status, e.priority) for row, e in changed if row.task_id not in failed]

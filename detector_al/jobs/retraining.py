@@ -1,7 +1,7 @@
 """One retraining round from Label Studio annotations; run by the backend's training worker.
 
-1. **Collect** the latest non-cancelled annotation of every labeled task (label-studio-sdk) into a YOLO
-   dataset. The split is stable: a task is in validation when ``sha256(task id) mod 5 == 0``, so it never
+1. **Collect** the label of every labeled task (label-studio-sdk; the latest annotation neither skipped nor
+   deleted: :func:`~detector_al.label_studio.annotations.latest_label`) into a YOLO dataset. The split is stable: a task is in validation when ``sha256(task id) mod 5 == 0``, so it never
    moves between splits as labels accumulate.
 2. **Pseudo-labels** (CEAL): the current model scores the unlabeled tasks; the auto-accepted ones join the
    *training* split only, as ``pseudo_*`` files listed in ``pseudo.txt``; they are never written to Label
@@ -13,8 +13,10 @@
    ``new mAP50-95 >= serving mAP50-95 - (tolerance + 0.05 / sqrt(n))`` for ``n`` evaluation images (the
    second term allows for the noise of a small split: 0.025 at 4 images, 0.005 at 100).
    Every version is kept on disk with its metrics; the swap is atomic.
-5. After a promotion: **re-score** the unlabeled tasks, replace their predictions (new ``model_version``,
-   also set on the project), refresh the priority fields, and advance the CEAL round.
+5. For a promotion: **re-score** the unlabeled tasks with the candidate and serve its queue in one step (its
+   predictions are written, then the project switches to its version: :func:`publish_version`); only then does
+   the candidate serve /predict, the older predictions go, the priority fields follow and the CEAL round advances.
+   If re-scoring fails, the old model and the project's old version keep serving, and the job fails.
 """
 
 from __future__ import annotations
@@ -33,9 +35,10 @@ import numpy as np
 from detector_al.fetch.task_image import fetch_image
 from detector_al.files import atomic_write
 from detector_al.jobs.training import FINE_TUNE, TrainConfig, run_in_subprocess, train_and_evaluate
+from detector_al.label_studio.annotations import is_labeled, latest_label
 from detector_al.label_studio.client import ImageFetchError, LabelStudioClient
 from detector_al.label_studio.config import RectangleTarget, parse_label_config
-from detector_al.label_studio.queue import configure_project
+from detector_al.label_studio.queue import drop_other_versions, publish_version
 from detector_al.label_studio.regions import from_label_studio_regions
 from detector_al.queue import build_queue
 from detector_al.scoring_config import COLD_START
@@ -46,6 +49,10 @@ from detector_al.state.store import Store
 from detector_al.yolo_format import yolo_lines
 
 log = logging.getLogger(__name__)
+
+
+class RescoreError(RuntimeError):
+    """Re-scoring the pool with a promoted candidate failed: the serving model and the project's version stay."""
 
 
 @dataclass(frozen=True)
@@ -69,16 +76,6 @@ def should_promote(new: dict, serving: dict, n_images: int, tolerance: float = 0
     """``new["map50_95"] >= serving["map50_95"] - (tolerance + 0.05 / sqrt(max(n_images, 1)))``."""
     margin = tolerance + 0.05 / math.sqrt(max(n_images, 1))
     return new["map50_95"] >= serving["map50_95"] - margin
-
-
-def latest_annotation(task) -> list[dict] | None:
-    """The result of the task's most recent non-cancelled annotation (None if there is none)."""
-    anns = [a if isinstance(a, dict) else a.dict() for a in (getattr(task, "annotations", None) or [])]
-    anns = [a for a in anns if not a.get("was_cancelled")]
-    if not anns:
-        return None
-    best = max(anns, key=lambda a: (str(a.get("updated_at") or a.get("created_at") or ""), a.get("id") or 0))
-    return best.get("result") or []
 
 
 def _link(src: Path, dst: Path) -> None:
@@ -183,10 +180,25 @@ class Retrainer:
                 n_eval,
             )
             return result
-        report(phase="promoting")
-        self._promote(detector, version, project, round_index + 1)
         report(phase="re-scoring")
-        result.update(self._after_promotion(client, project, target, version, round_index + 1))
+        candidate = self.service.load_detector(
+            self.registry.path(version),
+            conf=detector.conf,
+            version=version,
+            imgsz=detector.imgsz,
+            max_decode_bytes=detector.max_decode_bytes,
+        )
+        try:
+            scored, queue, warning = self._publish(client, project, target, candidate, round_index + 1)
+        except Exception as exc:
+            raise RescoreError(
+                f"re-scoring the pool with {version} failed, so {detector.version} keeps serving: "
+                f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
+            ) from exc
+        report(phase="promoting")
+        self._promote(candidate, project, round_index + 1)
+        self._record(client, project, scored, queue, round_index + 1)
+        result.update(rescored=len(scored), sampling_warning=warning)
         return result
 
     def _collect(self, project: int, client: LabelStudioClient, names) -> tuple[RectangleTarget, list, list]:
@@ -194,13 +206,13 @@ class Retrainer:
         config_text = self.label_config(project) or client.ls.projects.get(id=project).label_config
         target = parse_label_config(config_text, names, self.service.config.label_mapping)
         tasks = list(client.ls.tasks.list(project=project, fields="all"))
-        labeled = [(t, res) for t in tasks if (res := latest_annotation(t)) is not None]
+        labeled = [(t, res) for t in tasks if (res := latest_label(t)) is not None]
         if len(labeled) < self.config.min_labeled:
             raise ValueError(
                 f"only {len(labeled)} labeled tasks in project {project}; label at least "
                 f"{self.config.min_labeled} before training"
             )
-        return target, labeled, [t for t in tasks if latest_annotation(t) is None]
+        return target, labeled, [t for t in tasks if not is_labeled(t)]
 
     def _train(self, detector, root: Path, report) -> tuple[Path, dict, dict]:
         """Fine-tune from the serving weights and evaluate both, in a child process: in the server torch stays on
@@ -224,32 +236,70 @@ class Retrainer:
             on_epoch=lambda e, n: report(phase="training" if e < n else "evaluating", epoch=e, epochs=n),
         )
 
-    def _promote(self, detector, version: str, project: int, round_index: int) -> None:
-        """Serve ``version`` from now on (an atomic swap) and start the project's next round."""
-        self.registry.promote(version)
-        self.service.load_and_swap(
-            self.registry.path(version),
-            conf=detector.conf,
-            version=version,
-            imgsz=detector.imgsz,
-            max_decode_bytes=detector.max_decode_bytes,
-        )
-        self.store.set_project(project, round=round_index, model_version=version)
+    def _publish(self, client, project: int, target, candidate, round_index: int):
+        """Score the unlabeled tasks with the candidate and serve its queue in one step (:func:`publish_version`:
+        its predictions are written, then the project switches to its version). Raises on any failure, and then
+        the project still serves the old version.
 
-    def _after_promotion(self, client, project: int, target, version: str, round_index: int) -> dict:
-        """Re-score the pool with the new model and point the project at it; a failure here is a warning on a
-        finished job (the new model already serves), not a failed job."""
-        try:
-            current = list(client.ls.tasks.list(project=project, fields="all"))  # labels made during training count
-            still_unlabeled = [t for t in current if latest_annotation(t) is None]
-            labeled = [t for t in current if latest_annotation(t) is not None]
-            return {
-                "rescored": self._rescore(project, still_unlabeled, target, client, round_index, labeled),
-                "sampling_warning": configure_project(client.ls, project, version, first_time=False),
-            }
-        except Exception as exc:
-            log.warning("model %s promoted, but re-scoring the pool failed: %s", version, exc)
-            return {"warning": f"re-scoring failed: {type(exc).__name__}: {exc}"}
+        The queue is :func:`~detector_al.queue.build_queue`'s over the re-scored pool (with ``config.cold_start``,
+        a TypiClust batch away from the labeled tasks' clusters while the candidate is still cold, the labeled
+        images embedded by the candidate: one space for both). Labels made during training count.
+
+        Returns:
+            ``(scored (task, ImageSummary) pairs, their queue entries, the sampling warning)``.
+        """
+        current = list(client.ls.tasks.list(project=project, fields="all"))
+        unlabeled = [t for t in current if not is_labeled(t)]
+        scored = self._summaries(unlabeled, target, client, round_index, candidate)
+        queue = []
+        if scored:
+            decisions = [x.decision for _, x in scored]
+            emb = np.stack([d.embedding for d in decisions])
+            top = np.array([d.max_confidence for d in decisions])
+            cold = self.config.cold_start and use_cold_start(top)  # every summary is fresh: its max_confidence known
+            labeled = [t for t in current if is_labeled(t)]
+            queue = build_queue(
+                np.array([d.score for d in decisions], np.float64),
+                np.array([d.accepted for d in decisions]),
+                emb,
+                min(self.config.budget, len(scored)),
+                self.service.strategy.confidence,
+                max_confidence=top if cold else None,
+                labeled_embeddings=self._embeddings(labeled, target, client, emb.shape[1], candidate) if cold else None,
+            )
+        rows = [{"task": t.id, "result": x.regions, "score": e.score} for (t, x), e in zip(scored, queue, strict=True)]
+        warning = publish_version(client.ls, self.store, project, candidate.version, rows)
+        return scored, queue, warning
+
+    def _promote(self, candidate, project: int, round_index: int) -> None:
+        """Serve ``candidate`` from now on (an atomic swap) and start the project's next round."""
+        self.registry.promote(candidate.version)
+        self.service.swap(candidate)
+        self.store.set_project(project, round=round_index, model_version=candidate.version)
+
+    def _record(self, client, project: int, scored, queue, round_index: int) -> None:
+        """After the switch: the tasks' older predictions go, their ``al_*`` fields and the store follow the new
+        queue. Best effort in Label Studio (the new queue already serves); the store is written whole."""
+        drop_other_versions(client.ls, project, self.service.model_version, {t.id for t, _ in scored})
+        for (task, x), e in zip(scored, queue, strict=True):
+            if "al_priority" not in (task.data or {}):  # only tasks made by ingest carry the tab fields
+                continue
+            data = {**task.data, "al_priority": e.priority, "al_uncertainty": round(x.decision.score, 8)}
+            try:
+                client.ls.tasks.update(id=task.id, data={**data, "al_status": e.status})
+            except Exception as exc:
+                log.warning("task %s: queue fields not updated: %s", task.id, exc)
+        self.store.record_predictions(
+            project, [x.to_row(t.id, round_index, e) for (t, x), e in zip(scored, queue, strict=True)]
+        )
+        self.store.set_image_queue_by_task(  # images ingested into this store follow: a re-run of ingest agrees
+            project,
+            [
+                (t.id, d.score, d.confidence, e.status, e.priority, round_index, x.model_version, d.max_confidence)
+                for (t, x), e in zip(scored, queue, strict=True)
+                for d in (x.decision,)
+            ],
+        )
 
     # -- steps --------------------------------------------------------------------------------------------
     def _image(self, task, client: LabelStudioClient, target: RectangleTarget) -> Path | None:
@@ -285,21 +335,24 @@ class Retrainer:
             fill_empty_train_split(root)
         return counts["train"], counts["val"]
 
-    def _summaries(self, tasks, target, client, round_index: int):
-        """(task, ImageSummary) for every task whose image could be read, predicted by the serving model."""
+    def _summaries(self, tasks, target, client, round_index: int, detector=None):
+        """(task, ImageSummary) for every task whose image could be read, predicted by ``detector`` (default: the
+        serving model)."""
         paths, kept = [], []
         for t in tasks:
             p = self._image(t, client, target)
             if p is not None:
                 paths.append(str(p))
                 kept.append(t)
-        summaries = self.service.predict_paths(paths, lambda d, p: self.service.summarise(d, p, target, round_index))
+        summaries = self.service.predict_paths(
+            paths, lambda d, p: self.service.summarise(d, p, target, round_index), detector
+        )
         return [(t, x) for t, x in zip(kept, summaries, strict=True) if x.error is None]
 
-    def _embeddings(self, tasks, target, client, dim: int) -> np.ndarray:
-        """(M, dim) embeddings of ``tasks``' images by the serving model; tasks whose image fails are left out."""
+    def _embeddings(self, tasks, target, client, dim: int, detector) -> np.ndarray:
+        """(M, dim) embeddings of ``tasks``' images by ``detector``; tasks whose image fails are left out."""
         paths = [str(p) for t in tasks if (p := self._image(t, client, target)) is not None]
-        found = self.service.predict_paths(paths, lambda _, pred: pred.embedding if pred.ok else None)
+        found = self.service.predict_paths(paths, lambda _, pred: pred.embedding if pred.ok else None, detector)
         return np.array([e for e in found if e is not None and len(e) == dim], np.float32).reshape(-1, dim)
 
     def _write_pseudo_labels(self, unlabeled, target, root: Path, client, round_index: int) -> int:
@@ -316,52 +369,3 @@ class Retrainer:
             names.append(name)
         (root / "pseudo.txt").write_text("".join(f"{n}\n" for n in names))
         return len(names)
-
-    def _rescore(self, project: int, unlabeled, target, client: LabelStudioClient, round_index: int, labeled=()) -> int:
-        """Replace the unlabeled tasks' predictions with the new model's, in queue order, and refresh ``al_*`` fields.
-
-        The queue is :func:`~detector_al.queue.build_queue`'s over the re-scored pool (with ``config.cold_start``,
-        a TypiClust batch away from the ``labeled`` tasks' clusters while the new model is still cold, the labeled
-        images embedded by the new model: one space for both); each new prediction gets its queue score. It is
-        created before the old ones are deleted, so a task is never left without one.
-        """
-        scored = self._summaries(unlabeled, target, client, round_index)
-        if not scored:
-            return 0
-        decisions = [x.decision for _, x in scored]
-        emb = np.stack([d.embedding for d in decisions])
-        top = np.array([d.max_confidence for d in decisions])
-        cold = self.config.cold_start and use_cold_start(top)  # every summary is fresh: its max_confidence is known
-        queue = build_queue(
-            np.array([d.score for d in decisions], np.float64),
-            np.array([d.accepted for d in decisions]),
-            emb,
-            min(self.config.budget, len(scored)),
-            self.service.strategy.confidence,
-            max_confidence=top if cold else None,
-            labeled_embeddings=self._embeddings(labeled, target, client, emb.shape[1]) if cold else None,
-        )
-        rows = []
-        for (task, x), e in zip(scored, queue, strict=True):
-            old = [p.id for p in client.ls.predictions.list(task=task.id)]
-            client.ls.predictions.create(task=task.id, result=x.regions, score=e.score, model_version=x.model_version)
-            for pid in old:
-                client.ls.predictions.delete(id=pid)
-            if "al_priority" in (task.data or {}):  # a task made by ingest: its tab fields follow the queue
-                data = {
-                    **task.data,
-                    "al_priority": e.priority,
-                    "al_uncertainty": round(x.decision.score, 8),
-                    "al_status": e.status,
-                }
-                client.ls.tasks.update(id=task.id, data=data)
-            rows.append(x.to_row(task.id, round_index, e))
-        self.store.record_predictions(project, rows)
-        self.store.set_image_queue_by_task(  # images ingested into this store follow: a re-run of ingest agrees
-            project,
-            [
-                (task.id, d.score, d.confidence, e.status, e.priority, round_index, x.model_version, d.max_confidence)
-                for (task, x), d, e in zip(scored, decisions, queue, strict=True)
-            ],
-        )
-        return len(rows)

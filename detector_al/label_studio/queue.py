@@ -2,12 +2,16 @@
 
 Label Studio serves "Label All Tasks" by the project's ``sampling``. Only ``"Uncertainty sampling"``
 follows our queue (lowest prediction score first, see :mod:`detector_al.queue`), and only for predictions
-whose ``model_version`` equals the project's. :func:`configure_project` sets both; the backend and
-``ingest`` call it, so there is one writer of the project's ``model_version``.
+whose ``model_version`` equals the project's. :func:`configure_project` sets both; the backend, ``ingest`` and
+retraining call it, so there is one writer of the project's ``model_version``.
 
 A user may set the sampling back (Settings -> General in the open-source UI offers only sequential and
-random sampling). :func:`configure_project` changes it only the first time it sees a project
-(``first_time``); afterwards it reports the change instead of overriding the user's choice.
+random sampling). :func:`configure_project` changes it only the first time the store sees a project (its
+``sampling_configured`` mark, shared by the backend and ``ingest``); afterwards it reports the change instead of
+overriding the user's choice.
+
+A new model version reaches annotators in one step (:func:`publish_version`): its predictions are written while
+the project still serves the old ones, then the project's version is switched.
 """
 
 from __future__ import annotations
@@ -40,18 +44,21 @@ def sampling_warning(project: int, sampling: str | None) -> str | None:
     )
 
 
-def configure_project(ls, project: int, model_version: str | None, first_time: bool) -> str | None:
-    """Set the project's ``model_version`` (when given) and, the first time, its sampling to uncertainty sampling.
+def configure_project(ls, store, project: int, model_version: str | None) -> str | None:
+    """Set the project's ``model_version`` (when given) and, the first time ``store`` sees the project, its sampling
+    to uncertainty sampling; then mark the project configured in ``store`` with the :func:`sampling_warning`.
 
     Args:
         ls: a ``label_studio_sdk.LabelStudio`` client.
-        first_time: True when this project has not been configured before (then the sampling is set).
+        store: the :class:`~detector_al.state.store.Store` of the backend (or of ``ingest``): it remembers that the
+            sampling was set once, so a user who sets it back later is told, not overridden.
 
     Returns:
         the :func:`sampling_warning` for the project as it now is (None: the stream follows the queue).
     """
     current = ls.projects.get(id=project)
     sampling = current.sampling
+    first_time = not store.project(project)["sampling_configured"]
     if first_time and sampling != UNCERTAINTY_SAMPLING:  # on its own: Label Studio may refuse the version yet
         ls.projects.update(id=project, sampling=UNCERTAINTY_SAMPLING)
         log.info("project %s: sampling %r -> %r", project, sampling, UNCERTAINTY_SAMPLING)
@@ -62,7 +69,55 @@ def configure_project(ls, project: int, model_version: str | None, first_time: b
     warning = sampling_warning(project, sampling)
     if warning:
         log.warning(warning)
+    store.set_project(project, sampling_configured=1, sampling_warning=warning)
     return warning
+
+
+IMPORT_CHUNK = 500
+"""Predictions per ``import_predictions`` request."""
+
+
+def publish_version(ls, store, project: int, model_version: str, predictions: list[dict]) -> str | None:
+    """Serve a new model version's predictions in one step, as annotators see it.
+
+    1. ``predictions`` (``{"task", "result", "score"}``; ``model_version`` is added) are imported while the project
+       still serves its old version, so the stream keeps serving the old queue, whole;
+    2. the project is switched to ``model_version`` (:func:`configure_project`): from then on it serves the new
+       queue, whole.
+
+    If either step fails, the predictions of ``model_version`` written so far are deleted (best effort: the project
+    does not serve them anyway) and the error is raised: the project keeps serving the old version.
+
+    Returns:
+        :func:`configure_project`'s sampling warning.
+    """
+    rows = [{**p, "model_version": model_version} for p in predictions]
+    try:
+        for i in range(0, len(rows), IMPORT_CHUNK):
+            ls.projects.import_predictions(id=project, request=rows[i : i + IMPORT_CHUNK])
+        return configure_project(ls, store, project, model_version)
+    except BaseException:
+        try:
+            for p in ls.predictions.list(project=project):
+                if p.model_version == model_version:
+                    ls.predictions.delete(id=p.id)
+        except Exception as exc:  # the project still serves the old version: these are never served
+            log.warning("project %s: predictions of %s not removed: %s", project, model_version, exc)
+        raise
+
+
+def drop_other_versions(ls, project: int, model_version: str, tasks: set[int]) -> int:
+    """After a switch: delete the predictions of ``tasks`` that are not of ``model_version`` (a task shows one model's
+    boxes). Best effort: a failure is logged; the project no longer serves those predictions. Returns how many."""
+    n = 0
+    try:
+        for p in ls.predictions.list(project=project):
+            if int(p.task) in tasks and p.model_version != model_version:
+                ls.predictions.delete(id=p.id)
+                n += 1
+    except Exception as exc:
+        log.warning("project %s: older predictions not all removed: %s", project, exc)
+    return n
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from urllib.parse import quote
 
 import requests
 
+from detector_al.label_studio.annotations import is_labeled
 from detector_al.label_studio.client import LabelStudioClient
 from detector_al.label_studio.queue import TaskQueueUpdate, configure_project, publish_queue
 
@@ -161,7 +162,7 @@ class LabelStudioSink:
             h = (t.data or {}).get("al_hash")
             if h:
                 known[h] = t.id
-            if getattr(t, "is_labeled", False) or (getattr(t, "total_annotations", 0) or 0) > 0:
+            if is_labeled(t):
                 self.labeled.add(int(t.id))
         return known
 
@@ -271,10 +272,11 @@ class LabelStudioSink:
         r = self.ls.projects.import_tasks(id=self.project, request=payloads, return_task_ids=True)
         return list(r.task_ids or [])
 
-    def publish(self, model_version: str, updates: list[TaskQueueUpdate]) -> list[tuple[int, str]]:
-        """Make the project serve the queue: its model version and sampling, then the tasks' queue numbers."""
+    def publish(self, store, model_version: str, updates: list[TaskQueueUpdate]) -> list[tuple[int, str]]:
+        """Make the project serve the queue: the tasks' queue numbers, then its model version and (the first time
+        ``store`` sees the project) its sampling (:func:`~detector_al.label_studio.queue.configure_project`)."""
         failed = publish_queue(self.ls, self.project, model_version, updates, project_wide=True)  # a new pool
-        configure_project(self.ls, self.project, model_version, first_time=True)
+        configure_project(self.ls, store, self.project, model_version)
         return failed
 
     def ensure_tabs(self) -> None:

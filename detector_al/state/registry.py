@@ -7,7 +7,11 @@ Layout::
       versions/<version>/meta.json      # metrics, parent version, created_at, source
       current.json                      # {"version": ...}, replaced atomically on promotion
 
-A version name is ``v<n>-<sha256 of the weights, 8 hex>``: increasing, and tied to the bytes it serves.
+A version name is ``v<n>-<sha256 of the weights, 8 hex>``: increasing, and tied to the bytes it serves. The
+registry is the one namer of versions: the backend and ``ingest`` both register the weights they use (in the same
+``MODEL_DIR`` by default, :data:`DEFAULT_MODEL_DIR`), and a backend that meets a project whose version names its
+own weights under another folder's name adopts that name (:meth:`ModelRegistry.adopt`) instead of renaming the
+project.
 """
 
 from __future__ import annotations
@@ -20,6 +24,18 @@ import time
 from pathlib import Path
 
 from detector_al.files import atomic_write, file_sha256
+
+DEFAULT_MODEL_DIR = Path("models") / "backend"
+"""Where the backend (``MODEL_DIR``) and ``ingest`` (``--model-dir``) keep versions unless told otherwise."""
+
+
+def digest_of(version: str) -> str | None:
+    """The weights' digest a version name carries: ``v3-5518076f`` -> ``5518076f``; an older bare hash
+    (``5518076f4d43``, what ``ingest`` named weights before it used the registry) -> its first 8 hex; else None."""
+    tail = version.rsplit("-", 1)[-1].lower()
+    if len(tail) >= 8 and all(c in "0123456789abcdef" for c in tail):
+        return tail[:8] if "-" not in version else (tail if len(tail) == 8 else None)
+    return None
 
 
 class ModelRegistry:
@@ -76,6 +92,27 @@ class ModelRegistry:
         """The registered version holding these exact weights, if any."""
         digest = file_sha256(weights)[:8]
         return next((v for v in self.versions() if v.endswith(digest)), None)
+
+    def adopt(self, name: str, version: str) -> bool:
+        """Register ``version``'s weights under ``name`` too (a name another registry gave the same weights, found on a
+        project), and make ``name`` current if ``version`` was. Returns False, doing nothing, when ``name`` does not
+        name these weights (:func:`digest_of`) or is not a name this registry could hold."""
+        if name in self.versions():
+            return True
+        if digest_of(name) != digest_of(version) or not name or "/" in name or name.startswith("."):
+            return False
+        with self._lock:
+            tmp = self.root / "versions" / f".{name}.tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            shutil.copyfile(self.path(version), tmp / "best.pt")
+            with atomic_write(tmp / "meta.json") as f:
+                meta = {**self.meta(version), "version": name, "adopted_from": version, "created_at": time.time()}
+                json.dump(meta, f, indent=2)
+            os.replace(tmp, self.root / "versions" / name)
+        if self.current() == version:
+            self.promote(name)
+        return True
 
     def promote(self, version: str) -> None:
         if version not in self.versions():

@@ -45,6 +45,15 @@ CREATE TABLE IF NOT EXISTS events (
     annotation_id INTEGER,
     received_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS annotations (
+    project INTEGER NOT NULL,
+    annotation_id INTEGER NOT NULL,
+    task_id INTEGER,
+    cancelled INTEGER NOT NULL DEFAULT 0,
+    deleted INTEGER NOT NULL DEFAULT 0,
+    updated_at REAL,
+    PRIMARY KEY (project, annotation_id)
+);
 CREATE TABLE IF NOT EXISTS training_jobs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     project INTEGER,
@@ -142,3 +151,10 @@ def create_schema(conn: sqlite3.Connection) -> None:
     for table, column, decl in MIGRATIONS:
         if column not in {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}:
             conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+    if not conn.execute("SELECT 1 FROM annotations LIMIT 1").fetchone():  # a file from before the table: its events
+        conn.execute(
+            "INSERT OR IGNORE INTO annotations (project, annotation_id, task_id, updated_at)"
+            " SELECT project, COALESCE(annotation_id, -id), task_id, received_at FROM events"
+            " WHERE action IN ('ANNOTATION_CREATED', 'ANNOTATION_UPDATED') AND project IS NOT NULL"
+            " AND task_id IS NOT NULL"
+        )

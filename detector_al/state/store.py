@@ -36,11 +36,13 @@ STORE_FILE_NAME = "detector_al.sqlite3"
 """The store's file in a backend's model folder (``MODEL_DIR``): one store for the backend, ingest and the demo."""
 
 
-_LABELED_TASKS = (
-    "SELECT task_id FROM events WHERE project = ? AND task_id IS NOT NULL"
-    " AND action IN ('ANNOTATION_CREATED', 'ANNOTATION_UPDATED')"
+LABELED_TASKS = (
+    "SELECT task_id FROM annotations WHERE project = ? AND task_id IS NOT NULL AND NOT cancelled AND NOT deleted"
 )
-"""The project's labeled tasks, as the webhook events tell them (one bound value: the project)."""
+"""The project's labeled tasks as the webhooks told them (one bound value: the project): a task with an annotation
+neither skipped (cancelled) nor deleted, the rule of :mod:`detector_al.label_studio.annotations`."""
+
+ANNOTATION_EVENTS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED")
 
 
 class Store:
@@ -203,13 +205,13 @@ class Store:
         return self._query(
             "SELECT task_id, score, confidence, decision, embedding, max_confidence FROM predictions WHERE project = ?"
             " AND model_version = ? AND error IS NULL AND score IS NOT NULL AND embedding IS NOT NULL"
-            f" AND task_id NOT IN ({_LABELED_TASKS}) ORDER BY task_id",
+            f" AND task_id NOT IN ({LABELED_TASKS}) ORDER BY task_id",
             (project, model_version, project),
         )
 
     def labeled_embeddings(self, project: int) -> list[bytes]:
-        """The stored embeddings of the project's labeled tasks (an ``ANNOTATION_CREATED`` or ``ANNOTATION_UPDATED``
-        event: what :meth:`queue_inputs` leaves out): the clusters a cold-start batch leaves alone.
+        """The stored embeddings of the project's labeled tasks (:data:`LABELED_TASKS`: what :meth:`queue_inputs`
+        leaves out): the clusters a cold-start batch leaves alone.
 
         Each embedding is from the model that scored the task last: a labeled task is not scored again, so after
         a retraining it comes from an older model (fine-tuned from the same weights: near, not in, the pool's
@@ -217,7 +219,7 @@ class Store:
         (:meth:`~detector_al.jobs.retraining.Retrainer._rescore`); these serve the queue refreshes between
         retrainings.
         """
-        sql = f"SELECT embedding FROM predictions WHERE project = ? AND task_id IN ({_LABELED_TASKS})"
+        sql = f"SELECT embedding FROM predictions WHERE project = ? AND task_id IN ({LABELED_TASKS})"
         rows = self._query(sql + " AND embedding IS NOT NULL ORDER BY task_id", (project, project))
         return [r["embedding"] for r in rows]
 
@@ -277,19 +279,48 @@ class Store:
 
     # ---- webhook events ------------------------------------------------------------------------------
 
-    def record_event(self, action: str, project: int | None, task_id: int | None, annotation_id: int | None) -> int:
+    def record_event(
+        self,
+        action: str,
+        project: int | None,
+        task_id: int | None,
+        annotation_id: int | None,
+        cancelled: bool = False,
+        deleted_annotations: Iterable[int] = (),
+    ) -> int:
+        """Record a webhook event, and what it says of the project's labels: an annotation created or updated
+        (``cancelled``: a skip, which is no label), or annotations deleted (``ANNOTATIONS_DELETED`` names only their
+        ids: the task comes from the event that created them). Only a created or updated annotation that is a label
+        counts towards ``annotations_since_training``."""
+        now = time.time()
         with self._tx() as c:
             cur = c.execute(
                 "INSERT INTO events (action, project, task_id, annotation_id, received_at) VALUES (?,?,?,?,?)",
-                (action, project, task_id, annotation_id, time.time()),
+                (action, project, task_id, annotation_id, now),
             )
-            if project is not None and action in ("ANNOTATION_CREATED", "ANNOTATION_UPDATED"):
-                c.execute("INSERT OR IGNORE INTO projects (project, updated_at) VALUES (?, ?)", (project, time.time()))
+            if project is None:
+                return int(cur.lastrowid)
+            if action in ANNOTATION_EVENTS[:2] and task_id is not None:
                 c.execute(
-                    "UPDATE projects SET annotations_since_training = annotations_since_training + 1 WHERE project = ?",
-                    (project,),
+                    "INSERT INTO annotations (project, annotation_id, task_id, cancelled, deleted, updated_at)"
+                    " VALUES (?,?,?,?,0,?) ON CONFLICT(project, annotation_id) DO UPDATE SET task_id=excluded.task_id,"
+                    " cancelled=excluded.cancelled, deleted=0, updated_at=excluded.updated_at",
+                    (project, annotation_id if annotation_id is not None else -cur.lastrowid, task_id, int(cancelled), now),
                 )
+                if not cancelled:
+                    c.execute("INSERT OR IGNORE INTO projects (project, updated_at) VALUES (?, ?)", (project, now))
+                    c.execute(
+                        "UPDATE projects SET annotations_since_training = annotations_since_training + 1"
+                        " WHERE project = ?",
+                        (project,),
+                    )
+            ids = [(now, project, a) for a in deleted_annotations]
+            c.executemany("UPDATE annotations SET deleted = 1, updated_at = ? WHERE project = ? AND annotation_id = ?", ids)
             return int(cur.lastrowid)
+
+    def labeled_tasks(self, project: int) -> set[int]:
+        """The project's labeled task ids (:data:`LABELED_TASKS`)."""
+        return {r["task_id"] for r in self._query(LABELED_TASKS, (project,))}
 
     def events(self, project: int | None = None) -> list[dict]:
         if project is None:

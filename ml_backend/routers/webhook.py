@@ -8,6 +8,7 @@ import logging
 
 from fastapi import APIRouter, Depends, HTTPException
 
+from detector_al.state.store import ANNOTATION_EVENTS
 from ml_backend.dependencies import get_backend, require_auth
 from ml_backend.schemas import TrainRequest, WebhookProject, WebhookRequest, WebhookResponse
 from ml_backend.state import Backend
@@ -15,7 +16,6 @@ from ml_backend.state import Backend
 router = APIRouter(dependencies=[Depends(require_auth)])
 log = logging.getLogger(__name__)
 
-ANNOTATION_EVENTS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED")
 
 
 @router.post("/webhook", response_model=WebhookResponse)
@@ -24,11 +24,28 @@ def webhook(body: WebhookRequest, backend: Backend = Depends(get_backend)) -> We
     if body.project is not None:
         backend.remember(None, None, pid, body.project.label_config)
     task = body.task.id if body.task else None
-    backend.store.record_event(body.action, pid, task, body.annotation.id if body.annotation else None)
+    annotation = body.annotation
+    backend.store.record_event(
+        body.action,
+        pid,
+        task,
+        annotation.id if annotation else None,
+        cancelled=bool(annotation and annotation.was_cancelled),
+        deleted_annotations=[a.id for a in body.annotations or () if a.id is not None]
+        if body.action == "ANNOTATIONS_DELETED"
+        else (),
+    )
     job = None
     if body.action == "START_TRAINING":
         job, _ = backend.store.enqueue_training(pid, "START_TRAINING")
-    elif body.action in ANNOTATION_EVENTS[:2] and backend.settings.train_every and pid is not None:
+    elif body.action == "ANNOTATIONS_DELETED" and pid is not None:
+        backend.schedule_queue_refresh(pid)  # a deleted label returns its task to the queue
+    elif (
+        body.action in ANNOTATION_EVENTS[:2]
+        and not (annotation and annotation.was_cancelled)
+        and backend.settings.train_every
+        and pid is not None
+    ):
         count = backend.store.take_annotation_count(pid, backend.settings.train_every)
         if count:
             job, _ = backend.store.enqueue_training(pid, f"{count} new or updated annotations")
