@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import io
 import os
+import threading
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,7 +58,29 @@ DOWNSCALE_FACTOR = 4
 _BYTES_PER_PIXEL = {"1": 1, "L": 1, "P": 1, "LA": 2, "PA": 2, "RGB": 3, "YCbCr": 3, "RGBA": 4, "CMYK": 4}
 _HIGH_DEPTH = ("I;16", "I;16B", "I;16L", "I", "F")
 
-Image.MAX_IMAGE_PIXELS = None  # we check the size ourselves, with a message that says what to do
+_BOMB_LOCK = threading.Lock()
+
+
+def _open_image(fp) -> Image.Image:
+    """``Image.open`` with PIL's decompression-bomb check as PIL sets it for the process, except for an image between
+    PIL's limit and :data:`MAX_PIXELS`: that one open runs with PIL's limit raised to ours (then restored), and
+    :func:`_decode_upright` checks the size, with a message that says what to do. Nothing else in the process sees
+    the check loosened but for that open, which holds a lock."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # a warning only: our own check follows
+        try:
+            return Image.open(fp)
+        except Image.DecompressionBombError:
+            fp.seek(0)
+            with _BOMB_LOCK:
+                limit = Image.MAX_IMAGE_PIXELS
+                Image.MAX_IMAGE_PIXELS = MAX_PIXELS // 2  # PIL refuses above twice its limit
+                try:
+                    return Image.open(fp)
+                except Image.DecompressionBombError as exc:
+                    raise ImageLoadError(f"image too large: {exc}; downscale it first") from None
+                finally:
+                    Image.MAX_IMAGE_PIXELS = limit
 
 
 class ImageLoadError(ValueError):
@@ -151,7 +175,7 @@ def load_image(source: str | Path | bytes, max_side: int | None = None, max_byte
     fp = None
     try:
         fp = _open_source(source)
-        with Image.open(fp) as img:
+        with _open_image(fp) as img:
             rgb, full = _decode_upright(img, max_side, MAX_DECODE_BYTES if max_bytes is None else max_bytes)
     except ImageLoadError:
         raise
@@ -161,8 +185,6 @@ def load_image(source: str | Path | bytes, max_side: int | None = None, max_byte
         raise ImageLoadError(f"truncated or corrupt image data: {exc}") from None
     except Exception as exc:
         raise ImageLoadError(f"unreadable image ({type(exc).__name__}: {exc})") from None
-    except Image.DecompressionBombError as exc:  # pragma: no cover - MAX_IMAGE_PIXELS is None
-        raise ImageLoadError(str(exc)) from None
     finally:
         if not isinstance(source, bytes) and fp is not None:
             fp.close()
@@ -230,7 +252,7 @@ def needs_web_copy(path: str | Path) -> bool:
     if path.suffix.lower() not in WEB_SUFFIXES:
         return True
     try:
-        with Image.open(path) as img:
+        with path.open("rb") as fp, _open_image(fp) as img:
             if img.format not in WEB_FORMATS or img.mode not in WEB_MODES:
                 return True
             fmt = img.format
@@ -254,7 +276,7 @@ def to_web_image(path: str | Path, out_dir: str | Path) -> Path:
     path, out_dir = Path(path), Path(out_dir)
     img = load_image(path)
     try:
-        with Image.open(path) as src:
+        with path.open("rb") as fp, _open_image(fp) as src:
             fmt = src.format
     except Exception:  # pragma: no cover - load_image opened it a moment ago
         fmt = None

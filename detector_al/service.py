@@ -7,6 +7,7 @@ The HTTP layer (``ml_backend``) only parses requests and calls this.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 from collections.abc import Callable
@@ -25,9 +26,10 @@ from detector_al.label_studio.config import RectangleTarget, parse_label_config
 from detector_al.label_studio.regions import to_label_studio_regions
 from detector_al.pseudo_labels import CealConfig
 from detector_al.queue import QueueEntry, label_studio_score
+from detector_al.scoring_config import POLICY
 from detector_al.state.store import PredictionRow, Store
 from detector_al.types import ImagePredictions
-from detector_al.uncertainty import DEFAULT_STRATEGY, get_strategy
+from detector_al.uncertainty import DEFAULT_STRATEGY, serving_strategy
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -35,7 +37,7 @@ T = TypeVar("T")
 
 @dataclass
 class ServiceConfig:
-    score_threshold: float = 0.25
+    score_threshold: float = POLICY.score_threshold
     strategy: str = DEFAULT_STRATEGY
     ceal: CealConfig = field(default_factory=CealConfig)
     label_mapping: dict[str, str] = field(default_factory=dict)
@@ -118,7 +120,7 @@ class PredictionService:
         self._detector = detector
         self.store = store
         self.config = config or ServiceConfig()
-        self.strategy = get_strategy(self.config.strategy)
+        self.strategy = serving_strategy(self.config.strategy)
         self._infer = infer or _inference_thread()
         self._targets: dict[str, RectangleTarget] = {}
         self._fetch_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="detector-al-fetch")
@@ -135,6 +137,12 @@ class PredictionService:
         """Serve ``detector`` from now on; a request in flight finishes on the old one, never on a mix."""
         self._detector = detector  # one reference assignment: a batch uses either model, never a mix
         log.info("now serving model version %s", detector.version)
+
+    def rename(self, version: str) -> None:
+        """Serve the same model under another version name (one that another registry gave the same weights)."""
+        renamed = copy.copy(self._detector)
+        renamed.version = version
+        self.swap(renamed)
 
     @classmethod
     def load(

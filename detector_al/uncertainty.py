@@ -232,6 +232,29 @@ STRATEGIES: dict[str, Strategy] = {s.name: s for s in _STRATEGIES}
 DEFAULT_STRATEGY = "entropy_sum"  # the measurements behind the choice: README "Strategies", docs/benchmarks.md
 
 
+ROUND_WEIGHTED = ("entropy_balanced", "entropy_ppal")
+"""Strategies whose weights are rebuilt each round from data the serving path does not hold (the labeled boxes per
+class; the whole pool's confidences): :func:`build_strategy` builds them in ``simulate``. Refused elsewhere."""
+SERVING_STRATEGIES = tuple(n for n in STRATEGIES if n not in ROUND_WEIGHTED)
+"""The names the backend, ``ingest`` and ``score`` accept (:func:`serving_strategy`)."""
+
+
+def serving_strategy(name: str) -> Strategy:
+    """A strategy the backend, ``ingest`` and ``score`` can run image by image; the error says what to use instead.
+
+    Raises:
+        ValueError: an unknown name, or one of :data:`ROUND_WEIGHTED` (it would silently run ``entropy_sum``).
+    """
+    if name in ROUND_WEIGHTED:
+        raise ValueError(
+            f"strategy {name!r} is rebuilt each round from the labeled set and the whole pool, which only "
+            f"`detector-al simulate` holds; here choose one of: {', '.join(SERVING_STRATEGIES)}"
+        )
+    if name not in STRATEGIES:
+        raise ValueError(f"unknown strategy {name!r}; choose one of: {', '.join(SERVING_STRATEGIES)}")
+    return STRATEGIES[name]
+
+
 def get_strategy(name: str) -> Strategy:
     """Look a strategy up by name; the error lists the valid names."""
     try:

@@ -130,5 +130,10 @@ class WebhookResponse(BaseModel):
     training_job: int | None = None
 
 
+class CancelResponse(BaseModel):
+    job: int
+    status: str  # "cancelled" (it had not started) or "cancelling" (its training is being killed)
+
+
 class VersionsResponse(BaseModel):
     versions: list[str]

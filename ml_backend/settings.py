@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from detector_al.scoring_config import COLD_START
+from detector_al.scoring_config import COLD_START, POLICY
+from detector_al.state.registry import DEFAULT_MODEL_DIR
 from detector_al.state.store import STORE_FILE_NAME
-from detector_al.uncertainty import DEFAULT_STRATEGY
+from detector_al.uncertainty import DEFAULT_STRATEGY, serving_strategy
 
 
 class Settings(BaseSettings):
@@ -24,17 +25,20 @@ class Settings(BaseSettings):
     )
     basic_auth_user: str | None = None
     basic_auth_pass: str | None = None
-    model_dir: Path = Field(Path("models/backend"), description="model versions and the SQLite state live here")
+    model_dir: Path = Field(DEFAULT_MODEL_DIR, description="model versions and the SQLite state live here")
     model_path: str | None = Field(None, description="initial weights (default: the newest version in MODEL_DIR)")
-    score_threshold: float = Field(0.25, ge=0.0, le=1.0, description="lowest box confidence sent to Label Studio")
+    score_threshold: float = Field(
+        POLICY.score_threshold, ge=0.0, le=1.0, description="lowest box confidence sent to Label Studio"
+    )
     label_mapping: dict[str, str] = Field(default_factory=dict, description='JSON, e.g. {"car": "Vehicle"}')
-    strategy: str = DEFAULT_STRATEGY
+    strategy: str = Field(DEFAULT_STRATEGY, description="uncertainty strategy (one of detector_al SERVING_STRATEGIES)")
     ceal_delta0: float | None = None
     ceal_decay: float | None = None
     train_every: int = Field(0, ge=0, description="queue a training run every N new or updated annotations (0: off)")
     train_epochs: int = Field(20, ge=1, description="fine-tuning epochs per retraining round")
+    train_timeout_s: float = Field(3600.0, gt=0, description="a training still running this long is killed (job failed)")
     train_tolerance: float = Field(0.005, ge=0.0, description="promote when new mAP50-95 >= serving - this")
-    queue_budget: int = Field(20, ge=0, description="size of the diverse batch served first (0: by uncertainty only)")
+    queue_budget: int = Field(POLICY.budget, ge=0, description="size of the diverse batch served first (0: by uncertainty only)")
     queue_cold_start: bool = Field(
         COLD_START,
         description="while the model is cold (fewer than half the images hold a box at confidence >= 0.5), the batch"
@@ -51,8 +55,35 @@ class Settings(BaseSettings):
     fetch_read_timeout_s: float = Field(30.0, gt=0, description="image download: longest wait for the next bytes")
     fetch_timeout_s: float = Field(60.0, gt=0, description="image download: total deadline (one URL fails its task)")
     fetch_max_bytes: int = Field(64 * 1024 * 1024, gt=0, description="image download: size cap in bytes")
+    image_cache_max_mb: int = Field(2048, ge=1, description="downloaded task images kept (least recently used go first)")
+    fetch_allow_private: bool = Field(
+        False,
+        description="also fetch task images from private, loopback or link-local addresses (Label Studio's own host is"
+        " always allowed); off, as Label Studio's SSRF_PROTECTION_ENABLED",
+    )
     store_path: Path | None = Field(None, description="SQLite file (default MODEL_DIR/detector_al.sqlite3)")
+
+    @field_validator("strategy")
+    @classmethod
+    def _serving_strategy(cls, name: str) -> str:
+        serving_strategy(name)  # unknown or round-weighted: refused at start, saying what to choose
+        return name
 
     @property
     def store_file(self) -> Path:
         return self.store_path or self.model_dir / STORE_FILE_NAME
+
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def exposure_warning(settings: Settings, host: str) -> str | None:
+    """What to shout at start-up when the backend listens beyond loopback without basic auth: then anyone who reaches
+    it can call /setup (and so choose the Label Studio it fetches from and writes to), /predict and /webhook."""
+    if host in LOOPBACK_HOSTS or host.startswith("127.") or (settings.basic_auth_user and settings.basic_auth_pass):
+        return None
+    return (
+        f"WARNING: serving on {host} without basic auth: anyone who reaches this port can call /setup, /predict, "
+        "/webhook and /train. Set BASIC_AUTH_USER and BASIC_AUTH_PASS (and the same in Label Studio's model "
+        "settings), or listen on 127.0.0.1."
+    )

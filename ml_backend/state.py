@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+
+from label_studio_sdk.core.api_error import ApiError
 
 from detector_al.detector import Detector
 from detector_al.fetch.task_image import FetchLimits
 from detector_al.jobs.retraining import RetrainConfig, Retrainer
 from detector_al.jobs.worker import JobRunner, TrainingWorker
+from detector_al.label_studio.annotations import is_labeled
 from detector_al.label_studio.auth import same_origin
 from detector_al.label_studio.client import LabelStudioClient, LabelStudioError
 from detector_al.label_studio.queue import configure_project, refresh_queue
@@ -67,6 +69,8 @@ def _service_config(settings: Settings) -> ServiceConfig:
             settings.fetch_read_timeout_s,
             settings.fetch_timeout_s,
             settings.fetch_max_bytes,
+            settings.fetch_allow_private,
+            settings.image_cache_max_mb * 2**20,
         ),
     )
 
@@ -99,7 +103,7 @@ class Backend:
                 "LABEL_STUDIO_URL); set LABEL_STUDIO_URL to your Label Studio's URL"
             )
         self.worker = TrainingWorker(self.store, run_job if run_job is not None else self._retrainer())
-        self._synced: BoundedDict = BoundedDict(MAX_PROJECTS)
+        self._refused: BoundedDict = BoundedDict(MAX_PROJECTS)  # (project, version) refusals already logged
         self._timers: dict[int, threading.Timer] = {}
         self._timers_lock = threading.Lock()
         self._sync_lock = threading.Lock()
@@ -117,6 +121,7 @@ class Backend:
             RetrainConfig(
                 epochs=settings.train_epochs,
                 tolerance=settings.train_tolerance,
+                timeout_s=settings.train_timeout_s,
                 budget=settings.queue_budget,
                 cold_start=settings.queue_cold_start,
             ),
@@ -200,6 +205,7 @@ class Backend:
                     cold_start=self.settings.queue_cold_start,
                 )
                 log.info("project %s: queue re-built, %d tasks moved, %d not written yet", project, moved, pending)
+                self.align_project(project)
             except LabelStudioError as exc:  # no credentials, or refused: retrying would not help
                 log.warning("project %s: queue not re-built: %s", project, exc)
             except Exception as exc:  # logged, never fatal: the per-task scores are already in queue order
@@ -218,38 +224,86 @@ class Backend:
             self._timers[project] = timer
             timer.start()
 
-    def sync_model_version(self, project: int, recheck: bool = False) -> None:
-        """Make the project serve our queue, in the background (Label Studio waits on /setup and /predict).
+    def align_project(self, project: int) -> str | None:
+        """Make the project serve this backend's queue now: its ``model_version`` ours, its sampling set the first time
+        (:func:`~detector_al.label_studio.queue.configure_project`). Called in /setup (Label Studio calls it on
+        connect and before every prediction run, and waits for it) and after each queue refresh.
 
-        Sets the project's ``model_version`` to ours and, the first time the backend sees the project, its
-        sampling to uncertainty sampling (:func:`~detector_al.label_studio.queue.configure_project`); a sampling that
-        a user changed later is reported in ``/status`` and the log, not overridden. Label Studio accepts a
-        version only once it knows it (from the backend's /setup answer or from stored predictions), so a
-        refusal is retried a few times. ``recheck`` (each /setup) looks at the project again even when in sync.
+        - One name for one model: a project whose version names our weights under another name (``ingest`` with
+          another model folder) keeps that name, which this backend adopts (:meth:`ModelRegistry.adopt`).
+        - Label Studio accepts a project version only once a prediction of it exists: the first time, one task is
+          predicted and imported here, so the project serves our version before "Retrieve predictions" stores the
+          rest (the stream never falls back to random sampling meanwhile).
+        - A refusal is logged once per project and version, never retried in a loop: the next /setup or queue
+          refresh tries again.
+
+        Returns:
+            the sampling warning (None when the stream follows the queue, or when Label Studio is not reachable).
         """
-        version = self.service.model_version
         if not (self.credentials.url and self.credentials.token):
-            return
-        if self._synced.get(project) == version and not recheck:
-            return
-
-        def run() -> None:
-            delay = 0.5
-            for attempt in range(6):
+            return None
+        with self._sync_lock:  # /setup comes twice on connect: one alignment at a time
+            try:
+                ls = self.client().ls
+                version = self._adopt(ls.projects.get(id=project).model_version)
                 try:
-                    with self._sync_lock:  # /setup comes twice on connect: one "first time" only
-                        configure_project(self.client().ls, self.store, project, version)
-                    self._synced[project] = version
-                    return
-                except Exception as exc:  # logged, never fatal: predictions still work
-                    if attempt == 5:
-                        log.warning(
-                            "could not set project %s model_version to %s: %s",
-                            project,
-                            version,
-                            str(exc).splitlines()[-1][:300],
-                        )
-                    time.sleep(delay)
-                    delay *= 2
+                    warning = configure_project(ls, self.store, project, version)
+                except ApiError as exc:
+                    if exc.status_code != 400 or not self._anchor(ls, project):
+                        raise
+                    warning = configure_project(ls, self.store, project, version)
+                self._refused.pop((project, version), None)
+                return warning
+            except Exception as exc:  # logged once, never fatal: predictions still work
+                key = (project, self.service.model_version)
+                if key not in self._refused:
+                    self._refused[key] = True
+                    log.warning(
+                        "project %s: could not make it serve model version %s (tried again at the next /setup or "
+                        "queue refresh): %s",
+                        project,
+                        key[1],
+                        str(exc).splitlines()[-1][:300] if str(exc) else type(exc).__name__,
+                    )
+                return None
 
-        threading.Thread(target=run, name="detector-al-sync-version", daemon=True).start()
+    def align_project_within(self, project: int, seconds: float) -> None:
+        """:meth:`align_project`, waited for at most ``seconds`` (Label Studio gives /setup 3 s); if it takes longer it
+        finishes in the background."""
+        worker = threading.Thread(target=self.align_project, args=(project,), name="detector-al-align", daemon=True)
+        worker.start()
+        worker.join(seconds)
+
+    def _adopt(self, project_version: str | None) -> str:
+        """Our version's name for the project: the project's own name when it names the same weights (adopted by the
+        registry and the service), else ours."""
+        ours = self.service.model_version
+        if project_version and project_version != ours and self.registry.adopt(project_version, ours):
+            log.info(
+                "model version %s is %s under another name: serving it as %s", ours, project_version, project_version
+            )
+            self.service.rename(project_version)
+            return project_version
+        return ours
+
+    def _anchor(self, ls, project: int, tries: int = 3) -> bool:
+        """Predict one unlabeled task now and import its prediction, so that Label Studio knows our version."""
+        label_config = self.credentials.label_configs.get(project)
+        if not label_config:
+            return False
+        for n, task in enumerate(ls.tasks.list(project=project, fields="all", page_size=tries)):
+            if n >= tries:
+                break
+            if is_labeled(task):
+                continue
+            (answer,) = self.service.predict_tasks(
+                [{"id": task.id, "data": task.data}],
+                label_config,
+                project,
+                self.credentials.url,
+                self.credentials.token,
+            )
+            if answer.error is None:
+                ls.projects.import_predictions(id=project, request=[{"task": task.id, **answer.to_label_studio()}])
+                return True
+        return False

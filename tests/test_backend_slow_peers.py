@@ -19,6 +19,7 @@ LIMITS = {
     "fetch_read_timeout_s": 0.5,
     "fetch_timeout_s": 1.5,
     "fetch_max_bytes": 200_000,
+    "fetch_allow_private": True,  # the loopback image servers stand in for hosts on the internet
 }
 
 

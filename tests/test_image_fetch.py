@@ -19,7 +19,12 @@ from detector_al.label_studio.client import ImageFetchError
 from tests.loopback import FakeLabelStudio, Loopback, Request
 
 JPEG = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 40  # 10 kB that look like a JPEG
-FAST = FetchLimits(connect_timeout_s=1.0, read_timeout_s=0.5, total_timeout_s=1.5, max_bytes=1_000_000)
+# the loopback servers below stand in for hosts on the internet: private addresses are allowed (their refusal, the
+# default, is tested at the end)
+OPEN = FetchLimits(allow_private=True)
+FAST = FetchLimits(
+    connect_timeout_s=1.0, read_timeout_s=0.5, total_timeout_s=1.5, max_bytes=1_000_000, allow_private=True
+)
 
 
 def cache_files(cache: Path) -> list[Path]:
@@ -191,8 +196,10 @@ def test_the_key_is_sent_to_label_studio_only(fake, tmp_path):
     fake.legacy_on = True
     with Loopback(lambda req: req.send(200, JPEG)) as foreign:
         # a plain URL on another host (same 127.0.0.1, another port: another origin)
-        fetch_image(f"{foreign.url}/pic.jpg", ls_url=fake.url, token=fake.pat, task_id=1, cache_dir=tmp_path)
-        fetch_image(f"{foreign.url}/pic2.jpg", ls_url=fake.url, token="legacy-key", task_id=1, cache_dir=tmp_path)
+        fetch_image(f"{foreign.url}/pic.jpg", ls_url=fake.url, token=fake.pat, task_id=1, cache_dir=tmp_path, limits=OPEN)
+        fetch_image(
+            f"{foreign.url}/pic2.jpg", ls_url=fake.url, token="legacy-key", task_id=1, cache_dir=tmp_path, limits=OPEN
+        )
         # a cloud URI: Label Studio answers its presign endpoint with a redirect to the cloud
         uri = "s3://bucket/dir/photo.jpg"
         fileuri = base64.urlsafe_b64encode(uri.encode()).decode()
@@ -201,7 +208,7 @@ def test_the_key_is_sent_to_label_studio_only(fake, tmp_path):
             if fake.authorized(req) and req.path.endswith(f"fileuri={fileuri}")
             else req.json(401, {})
         )
-        got = fetch_image(uri, ls_url=fake.url, token=fake.pat, task_id=7, cache_dir=tmp_path)
+        got = fetch_image(uri, ls_url=fake.url, token=fake.pat, task_id=7, cache_dir=tmp_path, limits=OPEN)
         assert got.read_bytes() == JPEG and got.name.endswith("photo.jpg")
         assert foreign.paths() == ["/pic.jpg", "/pic2.jpg", "/bucket/photo.jpg?X-Amz-Signature=s"]
         assert all("Authorization" not in h for _, _, h in foreign.log)
@@ -242,7 +249,7 @@ def test_concurrent_first_requests_for_one_url_download_it_once_and_never_see_a_
 
         def worker():
             barrier.wait()
-            got.append(fetch_image(f"{srv.url}/same.jpg", cache_dir=tmp_path).read_bytes())
+            got.append(fetch_image(f"{srv.url}/same.jpg", cache_dir=tmp_path, limits=OPEN).read_bytes())
 
         threads = [threading.Thread(target=worker) for _ in range(6)]
         for t in threads:
@@ -280,8 +287,50 @@ def test_a_hung_url_does_not_hold_the_others(tmp_path):
 
 def test_a_name_without_an_image_suffix_gets_one_from_the_content(tmp_path):
     with Loopback(lambda req: req.send(200, JPEG)) as srv:
-        path = fetch_image(f"{srv.url}/render?id=3", cache_dir=tmp_path)
+        path = fetch_image(f"{srv.url}/render?id=3", cache_dir=tmp_path, limits=OPEN)
         assert path.suffix == ".jpg" and path.read_bytes() == JPEG
-        assert fetch_image(f"{srv.url}/render?id=3", cache_dir=tmp_path) == path
+        assert fetch_image(f"{srv.url}/render?id=3", cache_dir=tmp_path, limits=OPEN) == path
         assert len(srv.paths()) == 1
     assert not any(os.fspath(p).endswith(".part") for p in cache_files(tmp_path))
+
+
+# ---- safe defaults: private addresses, a bounded cache ------------------------------------------------------
+
+
+def test_private_and_loopback_urls_are_refused_by_default_but_label_studio_itself_is_fetched(fake, tmp_path):
+    """As Label Studio's SSRF protection: a task URL on a loopback or private address is refused, also when a public
+    URL redirects there; Label Studio's own host (here on loopback) is fetched; FETCH_ALLOW_PRIVATE allows the rest."""
+    with Loopback(lambda req: req.send(200, JPEG)) as inner:
+        for url in (f"{inner.url}/a.jpg", "http://10.0.0.1/b.jpg", "http://[::1]:9/c.jpg", "http://169.254.169.254/"):
+            with pytest.raises(ImageFetchError, match="private or loopback address"):
+                fetch_image(url, ls_url=fake.url, token=fake.pat, task_id=1, cache_dir=tmp_path)
+        assert inner.paths() == []  # refused before any request
+        fake.routes["/tasks/3/presign/"] = lambda req: req.send(302, b"", {"Location": f"{inner.url}/meta"})
+        uri = "s3://bucket/x.jpg"
+        with pytest.raises(ImageFetchError, match="private or loopback address"):  # Label Studio's redirect: refused
+            fetch_image(uri, ls_url=fake.url, token=fake.pat, task_id=3, cache_dir=tmp_path)
+        assert inner.paths() == []
+        assert fetch_image(f"{inner.url}/a.jpg", cache_dir=tmp_path, limits=OPEN).read_bytes() == JPEG
+    fake.files["/data/upload/1/z.jpg"] = JPEG
+    assert fetch_image("/data/upload/1/z.jpg", ls_url=fake.url, token=fake.pat, task_id=1, cache_dir=tmp_path)
+
+
+def test_the_image_cache_keeps_to_its_cap_least_recently_used_first(tmp_path):
+    from detector_al.fetch.cache import note_download
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    for i in range(10):
+        p = cache / f"d{i}__img{i}.jpg"
+        p.write_bytes(b"x" * 1000)
+        os.utime(p, (1000 + i, 1000 + i))  # img0 least recently used
+    os.utime(cache / "d0__img0.jpg", (5000, 5000))  # ... until a cache hit renews it
+    (cache / ".part-unfinished").write_bytes(b"x" * 5000)  # not an image of the cache: never counted or evicted
+    new = cache / "d10__img10.jpg"
+    new.write_bytes(b"x" * 1000)
+    assert note_download(cache, new, max_bytes=20_000) == 0  # under the cap: nothing scanned twice, nothing removed
+    assert note_download(cache, new, max_bytes=20_000) == 0
+    removed = note_download(cache, new, max_bytes=6_000)
+    left = sorted(p.name for p in cache.iterdir())
+    assert removed == 6 and len(left) == 6  # 11 kB -> at most 90 % of 6 kB: 5 images, and the part file
+    assert {"d0__img0.jpg", "d10__img10.jpg", ".part-unfinished"} <= set(left)  # renewed, and the new one

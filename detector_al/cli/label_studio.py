@@ -9,8 +9,8 @@ import typer
 from detector_al.cli.common import expand_sources, fail, load_detector
 from detector_al.cli.model import print_summary
 from detector_al.demo.bootstrap_model import SAMPLE_DATA, ensure_bootstrap_model
-from detector_al.scoring_config import COLD_START, SCORER_CONF
-from detector_al.uncertainty import DEFAULT_STRATEGY, STRATEGIES
+from detector_al.scoring_config import COLD_START, POLICY, SCORER_CONF
+from detector_al.uncertainty import DEFAULT_STRATEGY, SERVING_STRATEGIES, serving_strategy
 
 
 def demo(
@@ -23,7 +23,7 @@ def demo(
     ls_port: int = typer.Option(8080, help="Port of the local Label Studio."),
     backend_port: int = typer.Option(9090, help="Port of the ML backend."),
     data_dir: Path = typer.Option(Path(".cache") / "demo", help="Label Studio data, model versions, state."),
-    budget: int = typer.Option(20, help="Images at the head of the queue."),
+    budget: int = typer.Option(POLICY.budget, help="Images at the head of the queue."),
     train_epochs: int = typer.Option(20, help="Fine-tuning epochs when you press Start Training."),
     train_tolerance: float = typer.Option(
         0.005, help="Promote a retrained model if its mAP50-95 is at most this much (plus small-split noise) worse."
@@ -95,13 +95,20 @@ def serve(
     """Run the Label Studio ML backend (uvicorn). Configured by LABEL_STUDIO_URL, LABEL_STUDIO_API_KEY,
     BASIC_AUTH_USER, BASIC_AUTH_PASS, MODEL_DIR, SCORE_THRESHOLD, LABEL_MAPPING, TRAIN_EVERY ..."""
     import uvicorn
+    from pydantic import ValidationError
 
+    from detector_al.state.registry import ModelRegistry
     from ml_backend.main import create_app
-    from ml_backend.settings import Settings
+    from ml_backend.settings import Settings, exposure_warning
 
     overrides = {k: v for k, v in {"model_path": model, "model_dir": model_dir}.items() if v is not None}
-    settings = Settings(**overrides)
-    from detector_al.state.registry import ModelRegistry
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        fail("the backend's settings are refused: " + "; ".join(f"{e['loc'][0]}: {e['msg']}" for e in exc.errors()))
+    warning = exposure_warning(settings, host)
+    if warning:
+        typer.secho(warning, fg="red", bold=True, err=True)
 
     try:  # fail here, with a clear message, rather than inside the server's start-up
         ModelRegistry(settings.model_dir).resolve(settings.model_path)
@@ -133,22 +140,23 @@ def ingest(
     out: Path = typer.Option(None, "--out", help="Offline: write a Label Studio import file (tasks.json)."),
     export_pseudo: Path = typer.Option(None, "--export-pseudo-labels", help="Write auto-accepted images as YOLO."),
     store_path: Path = typer.Option(
-        None, "--store", help="SQLite state file (default: the backend's MODEL_DIR/detector_al.sqlite3, else runs/)."
+        None, "--store", help="SQLite state file (default: the backend's, MODEL_DIR/detector_al.sqlite3)."
     ),
     model_dir: Path = typer.Option(
         None,
         "--model-dir",
         envvar="MODEL_DIR",
-        help="The ML backend's model folder: one store with the backend, its version name and its round.",
+        help="The ML backend's model folder (default models/backend, as the backend's): one store, one version name "
+        "and one round with the backend.",
     ),
-    strategy: str = typer.Option(DEFAULT_STRATEGY, help="Uncertainty strategy: " + ", ".join(STRATEGIES)),
+    strategy: str = typer.Option(DEFAULT_STRATEGY, help="Uncertainty strategy: " + ", ".join(SERVING_STRATEGIES)),
     round_index: int = typer.Option(
         None, "--round", help="Active-learning round (CEAL threshold; default: the backend's round for the project)."
     ),
-    budget: int = typer.Option(50, help="Images to put at the head of the queue."),
+    budget: int = typer.Option(POLICY.budget, help="Images to put at the head of the queue."),
     batch_size: int = typer.Option(16, help="Images per forward pass."),
     tasks_per_request: int = typer.Option(128, help="Tasks created in Label Studio per import request."),
-    score_threshold: float = typer.Option(0.25, help="Lowest box confidence in the pre-annotations."),
+    score_threshold: float = typer.Option(POLICY.score_threshold, help="Lowest box confidence in the pre-annotations."),
     cold_start: bool = typer.Option(
         COLD_START,
         "--cold-start/--no-cold-start",
@@ -191,8 +199,10 @@ def ingest(
 def _check_ingest_options(folder: Path, strategy: str, online: bool, out: Path | None, export_pseudo: Path | None):
     if not folder.is_dir():
         fail(f"not a folder: {folder}")
-    if strategy not in STRATEGIES:
-        raise typer.BadParameter(f"unknown strategy {strategy!r}; choose one of: {', '.join(STRATEGIES)}")
+    try:
+        serving_strategy(strategy)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--strategy") from None
     if not online and out is None and export_pseudo is None:
         fail("say where the tasks go: --ls-url with --project/--project-title, or --out tasks.json (offline)")
 

@@ -9,8 +9,8 @@ import typer
 
 from detector_al.cli.common import expand_sources, fail, load_detector
 from detector_al.demo.bootstrap_model import BOOTSTRAP_DIR
-from detector_al.scoring_config import COLD_START, DIVERSITY, SCORER_CONF, ceal_config
-from detector_al.uncertainty import DEFAULT_STRATEGY, STRATEGIES
+from detector_al.scoring_config import COLD_START, DIVERSITY, POLICY, SCORER_CONF, ceal_config
+from detector_al.uncertainty import DEFAULT_STRATEGY, SERVING_STRATEGIES, serving_strategy
 
 
 def train(
@@ -41,7 +41,7 @@ def predict(
     images: list[Path] = typer.Argument(..., help="Image files and/or folders."),
     model: str = typer.Option(..., "--model", "-m", help="Weights (.pt) or a model name."),
     out: Path = typer.Option(..., "--out", "-o", help="JSON Lines file: one line per input file."),
-    conf: float = typer.Option(0.25, help="Confidence threshold of the boxes written."),
+    conf: float = typer.Option(POLICY.score_threshold, help="Confidence threshold of the boxes written."),
     imgsz: int = typer.Option(None, help="Input size (default: the model's training size)."),
     batch_size: int = typer.Option(16, help="Images per forward pass."),
 ) -> None:
@@ -63,9 +63,9 @@ def score(
     images: list[Path] = typer.Argument(..., help="Image files and/or folders (the unlabeled pool)."),
     model: str = typer.Option(..., "--model", "-m", help="Weights (.pt) or a model name."),
     out: Path = typer.Option(..., "--out", "-o", help="Output: JSON Lines, or CSV when the name ends in .csv."),
-    strategy: str = typer.Option(DEFAULT_STRATEGY, help="Uncertainty strategy: " + ", ".join(STRATEGIES)),
+    strategy: str = typer.Option(DEFAULT_STRATEGY, help="Uncertainty strategy: " + ", ".join(SERVING_STRATEGIES)),
     round_index: int = typer.Option(0, "--round", help="Active-learning round t (CEAL threshold decays with t)."),
-    budget: int = typer.Option(50, help="How many images to query (send to annotators)."),
+    budget: int = typer.Option(POLICY.budget, help="How many images to query (send to annotators)."),
     diversity: bool = typer.Option(DIVERSITY, help="Pick a diverse batch (k-center greedy) from the top candidates."),
     cold_start: bool = typer.Option(
         COLD_START,
@@ -81,7 +81,9 @@ def score(
     seed: int = typer.Option(0, help="Seed of the selection."),
     batch_size: int = typer.Option(16, help="Images per forward pass."),
     conf: float = typer.Option(SCORER_CONF, help="Lowest box confidence the scorers see."),
-    score_threshold: float = typer.Option(0.25, help="Lowest box confidence written out (the pre-annotation)."),
+    score_threshold: float = typer.Option(
+        POLICY.score_threshold, help="Lowest box confidence written out (the pre-annotation)."
+    ),
     balance_classes: Path = typer.Option(
         None, help="YOLO label folder of the labeled set: favour images of the classes rare there."
     ),
@@ -89,8 +91,10 @@ def score(
     """Score images by uncertainty, auto-accept the confident ones, and rank the rest into a queue."""
     from detector_al.jobs.pool_scoring import plot_queue_scores, score_files, write_queue_file
 
-    if strategy not in STRATEGIES:
-        raise typer.BadParameter(f"unknown strategy {strategy!r}; choose one of: {', '.join(STRATEGIES)}")
+    try:
+        serving_strategy(strategy)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--strategy") from None
     ceal = ceal_config(delta0, decay, enabled=auto_accept)
     sources = expand_sources(images)
     det = load_detector(model, conf=conf)

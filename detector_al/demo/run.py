@@ -22,6 +22,8 @@ from pathlib import Path
 
 import requests
 
+from detector_al.scoring_config import POLICY
+
 log = logging.getLogger(__name__)
 
 PROJECT_TITLE = "detector-al demo"
@@ -37,7 +39,7 @@ class DemoConfig:
     api_key: str | None = None
     ls_port: int = 8080
     backend_port: int = 9090
-    budget: int = 20
+    budget: int = POLICY.budget
     train_epochs: int = 20
     train_tolerance: float = 0.005
     exit_after_setup: bool = False

@@ -9,7 +9,9 @@ sends Label Studio's key on a hop only if it goes to Label Studio's origin).
 from __future__ import annotations
 
 import http.cookiejar
+import ipaddress
 import os
+import socket
 import tempfile
 import time
 from contextlib import suppress
@@ -21,7 +23,7 @@ import requests
 import urllib3.exceptions
 
 from detector_al.fetch.cache import IMAGE_SUFFIXES, PART_PREFIX
-from detector_al.label_studio.auth import LabelStudioAuth
+from detector_al.label_studio.auth import LabelStudioAuth, same_origin
 from detector_al.label_studio.errors import LabelStudioError
 
 MAX_REDIRECTS = 5
@@ -36,6 +38,22 @@ class FetchLimits:
     read_timeout_s: float = 30.0  # longest wait for the next bytes
     total_timeout_s: float = 60.0  # the whole download, redirects and the token refresh included
     max_bytes: int = 64 * 1024 * 1024
+    allow_private: bool = False  # FETCH_ALLOW_PRIVATE: fetch URLs on private, loopback or link-local addresses too
+    cache_max_bytes: int = 2 * 2**30  # IMAGE_CACHE_MAX_MB: the downloaded images kept, least recently used go first
+
+
+def private_address(host: str) -> str | None:
+    """The first private, loopback, link-local, reserved or multicast address ``host`` resolves to (None: none, or
+    it does not resolve, which the download then reports). What Label Studio's ``SSRF_PROTECTION_ENABLED`` refuses."""
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except (socket.gaierror, UnicodeError, ValueError):
+        return None
+    for info in infos:
+        ip = ipaddress.ip_address(info[4][0].split("%", 1)[0])
+        if ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved or ip.is_multicast or ip.is_unspecified:
+            return str(ip)
+    return None
 
 
 DEFAULT_LIMITS = FetchLimits()
@@ -103,9 +121,23 @@ def _short(exc: BaseException) -> str:
 class Downloader:
     """Downloads under one deadline (``time.monotonic()`` seconds), shared by redirects and every URL tried."""
 
-    def __init__(self, limits: FetchLimits, deadline: float) -> None:
+    def __init__(self, limits: FetchLimits, deadline: float, trusted: str | None = None) -> None:
         self.limits = limits
         self.deadline = deadline
+        self.trusted = trusted  # Label Studio's URL: its origin may be private (a local or in-cluster install)
+
+    def _check_address(self, url: str) -> None:
+        """Refuse a URL whose host is a private address, unless it is Label Studio's or allowed by the settings."""
+        if self.limits.allow_private or same_origin(url, self.trusted):
+            return
+        host = urlsplit(url).hostname or ""
+        found = private_address(host)
+        if found is not None:
+            raise DownloadFailed(
+                f"refused: {host} is a private or loopback address ({found}); only Label Studio's own host is "
+                "fetched there (set FETCH_ALLOW_PRIVATE=true to allow such URLs)",
+                final=True,
+            )
 
     def get(self, url: str, auth: LabelStudioAuth | None, cache: Path, final_name: str) -> Path:
         """Download ``url`` into ``cache / final_name`` (plus a sniffed suffix when the name has none).
@@ -145,6 +177,7 @@ class Downloader:
         lim = self.limits
         current = url
         for _hop in range(MAX_REDIRECTS + 1):
+            self._check_address(current)  # every hop: a public URL may redirect to a private one
             left = self._remaining()
             timeout = (min(lim.connect_timeout_s, left), min(lim.read_timeout_s, left))
             resp = _SESSION.get(current, auth=auth, stream=True, timeout=timeout, allow_redirects=False)

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from detector_al.fetch.cache import KEY_LOCKS, cached, default_cache_dir, prepare_cache, safe_name
+from detector_al.fetch.cache import KEY_LOCKS, cached, default_cache_dir, note_download, prepare_cache, safe_name
 from detector_al.fetch.download import DEFAULT_LIMITS, Downloader, DownloadFailed, FetchLimits
 from detector_al.label_studio.auth import LabelStudioAuth, label_studio_auth, origin, same_origin
 from detector_al.label_studio.errors import ImageFetchError, LabelStudioError
@@ -61,7 +61,7 @@ class _Fetch:
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         self.limits = limits or DEFAULT_LIMITS
         self.deadline = time.monotonic() + self.limits.total_timeout_s
-        self.downloader = Downloader(self.limits, self.deadline)
+        self.downloader = Downloader(self.limits, self.deadline, trusted=self.ls_url)
 
     def fail(self, reason: str) -> ImageFetchError:
         return ImageFetchError(f"cannot fetch {self.url}: {reason}")
@@ -186,7 +186,9 @@ class _Fetch:
             errors: list[DownloadFailed] = []
             for url in candidates:
                 try:
-                    return self.downloader.get(url, auth, cache, f"{digest}__{fname}")
+                    got = self.downloader.get(url, auth, cache, f"{digest}__{fname}")
+                    note_download(cache, got, self.limits.cache_max_bytes)
+                    return got
                 except DownloadFailed as exc:
                     errors.append(exc)
                     if exc.final:

@@ -47,9 +47,9 @@ from detector_al.queue import (
     pool_max_confidence,
     priority,
 )
-from detector_al.scoring_config import COLD_START
+from detector_al.scoring_config import COLD_START, POLICY
 from detector_al.state.store import ImageRow, Store
-from detector_al.uncertainty import DEFAULT_STRATEGY, get_strategy
+from detector_al.uncertainty import DEFAULT_STRATEGY, serving_strategy
 from detector_al.yolo_format import yolo_lines
 
 log = logging.getLogger(__name__)
@@ -61,9 +61,9 @@ OFFLINE_PROJECT = 0
 class IngestConfig:
     strategy: str = DEFAULT_STRATEGY
     round_index: int = 0
-    budget: int = 50
+    budget: int = POLICY.budget
     ceal: CealConfig = field(default_factory=CealConfig)
-    score_threshold: float = 0.25
+    score_threshold: float = POLICY.score_threshold
     batch_size: int = 16
     tasks_per_request: int = 128  # images scored, then created in Label Studio with one import request
     files_root: Path | None = None  # Label Studio's LOCAL_FILES_DOCUMENT_ROOT, when the folder is under it
@@ -150,7 +150,7 @@ def score_batch(
     det: Detector, paths: list[Path], hashes: list[str], target: RectangleTarget, cfg: IngestConfig, url_of
 ) -> list[ImageRow]:
     """Predict and score one batch of new files; unreadable ones get a row with ``error``."""
-    strategy = get_strategy(cfg.strategy)
+    strategy = serving_strategy(cfg.strategy)
     rows = []
     for path, h, p in zip(paths, hashes, det.predict([str(x) for x in paths], cfg.batch_size), strict=True):
         d = decide(p, strategy, cfg.round_index, cfg.ceal, cfg.score_threshold)
@@ -332,7 +332,7 @@ def _refresh_queue(
     """Choose the query batch over the whole project and write the statuses that changed: Label Studio first,
     the store after, so a failed update is retried by the next run."""
     labeled = getattr(sink, "labeled", set()) if sink else set()  # labeled tasks leave the queue
-    queue = plan_queue(store, project, cfg.budget, get_strategy(cfg.strategy).confidence, labeled, cfg.cold_start)
+    queue = plan_queue(store, project, cfg.budget, serving_strategy(cfg.strategy).confidence, labeled, cfg.cold_start)
     changed = [
         (row, e) for row, e in queue if row.decision != e.status or abs((row.priority or 0.0) - e.priority) > 1e-12
     ]

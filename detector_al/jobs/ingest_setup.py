@@ -7,26 +7,25 @@ from pathlib import Path
 
 from detector_al.label_studio.client import LabelStudioClient
 from detector_al.label_studio.task_sink import LabelStudioSink, find_or_create_project
-from detector_al.state.registry import ModelRegistry
+from detector_al.state.registry import DEFAULT_MODEL_DIR, ModelRegistry
 from detector_al.state.store import STORE_FILE_NAME
-
-OFFLINE_STORE = Path("runs") / "ingest.sqlite3"
 
 
 def ingest_store_path(store: Path | None, model_dir: Path | None) -> Path:
-    """``store`` if given, else the backend's store in ``model_dir`` (one store for both), else
-    :data:`OFFLINE_STORE`."""
+    """``store`` if given, else the backend's store in ``model_dir`` (default
+    :data:`~detector_al.state.registry.DEFAULT_MODEL_DIR`, the backend's default): one store for both."""
     if store is not None:
         return store
-    return model_dir / STORE_FILE_NAME if model_dir is not None else OFFLINE_STORE
+    return (model_dir or DEFAULT_MODEL_DIR) / STORE_FILE_NAME
 
 
 def registered_version(model: str, model_dir: Path | None) -> str | None:
-    """The version name the backend's registry in ``model_dir`` gives these weights (None without a model folder,
-    for a model name, or for weights the registry does not hold)."""
-    if model_dir is None or not Path(model).is_file():
+    """The weights' version name, registered in the backend's registry of ``model_dir`` (default
+    :data:`~detector_al.state.registry.DEFAULT_MODEL_DIR`, the backend's default ``MODEL_DIR``): the name the backend
+    serves them under too. None for a model name that is not a file (the detector names it)."""
+    if not Path(model).is_file():
         return None
-    return ModelRegistry(model_dir).version_of(model)
+    return ModelRegistry(model_dir or DEFAULT_MODEL_DIR).add(model, note="registered by ingest")
 
 
 def open_project(

@@ -14,7 +14,8 @@ from detector_al.files import atomic_write
 from detector_al.progress import track
 from detector_al.pseudo_labels import CealConfig
 from detector_al.ranking import ScoredImage, rank_pool
-from detector_al.uncertainty import get_strategy
+from detector_al.scoring_config import POLICY
+from detector_al.uncertainty import serving_strategy
 from detector_al.yolo_format import class_counts
 
 
@@ -26,7 +27,7 @@ def score_files(
     *,
     round_index: int = 0,
     ceal: CealConfig | None = None,
-    score_threshold: float = 0.25,
+    score_threshold: float = POLICY.score_threshold,
     batch_size: int = 16,
     balance_classes: Path | None = None,
     progress: str | None = None,
@@ -53,7 +54,7 @@ def score_files(
         preds = track(preds, len(sources), progress)
     return rank_pool(
         preds,
-        get_strategy(strategy),
+        serving_strategy(strategy),
         budget,
         round_index=round_index,
         ceal=ceal,

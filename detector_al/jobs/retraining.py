@@ -41,7 +41,7 @@ from detector_al.label_studio.config import RectangleTarget, parse_label_config
 from detector_al.label_studio.queue import drop_other_versions, publish_version
 from detector_al.label_studio.regions import from_label_studio_regions
 from detector_al.queue import build_queue
-from detector_al.scoring_config import COLD_START
+from detector_al.scoring_config import COLD_START, POLICY
 from detector_al.selection import use_cold_start
 from detector_al.service import PredictionService
 from detector_al.state.registry import ModelRegistry
@@ -63,8 +63,10 @@ class RetrainConfig:
     min_val_images: int = 3
     min_labeled: int = 2
     pseudo_labels: bool = True
-    budget: int = 20
+    budget: int = POLICY.budget
     cold_start: bool = COLD_START  # the re-scored queue's batch is TypiClust's while the new model is cold
+    timeout_s: float | None = 3600.0  # a training (and its evaluation) still running then is killed: the job fails
+    keep_job_folders: int = 3  # the newest job folders kept (datasets and runs); older ones are removed
 
 
 def in_validation(task_id: int) -> bool:
@@ -148,7 +150,8 @@ class Retrainer:
         names = "\n".join(f"  {i}: {n}" for i, n in enumerate(detector.names))
         (root / "data.yaml").write_text(f"train: images/train\nval: {val_dir}\nnames:\n{names}\n")
 
-        best, new, old = self._train(detector, root, report)
+        self._prune_job_folders()
+        best, new, old = self._train(detector, root, report, job.get("cancel"))
         result = {
             "labeled": len(labeled),
             "train_images": n_train,
@@ -214,7 +217,13 @@ class Retrainer:
             )
         return target, labeled, [t for t in tasks if not is_labeled(t)]
 
-    def _train(self, detector, root: Path, report) -> tuple[Path, dict, dict]:
+    def _prune_job_folders(self) -> None:
+        """Keep the newest ``config.keep_job_folders`` job folders (by job id); remove the rest."""
+        folders = sorted(self.work_dir.glob("job-*"), key=lambda p: int(p.name[4:]) if p.name[4:].isdigit() else -1)
+        for old in folders[: max(len(folders) - self.config.keep_job_folders, 0)]:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def _train(self, detector, root: Path, report, cancel=None) -> tuple[Path, dict, dict]:
         """Fine-tune from the serving weights and evaluate both, in a child process: in the server torch stays on
         the one inference thread (see run_in_subprocess), and a crash stays in the child."""
         report(phase="training", epoch=0, epochs=self.config.epochs)
@@ -234,6 +243,8 @@ class Retrainer:
             serving_path,
             "val",
             on_epoch=lambda e, n: report(phase="training" if e < n else "evaluating", epoch=e, epochs=n),
+            timeout_s=self.config.timeout_s,
+            cancel=cancel,
         )
 
     def _publish(self, client, project: int, target, candidate, round_index: int):

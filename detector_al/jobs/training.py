@@ -13,6 +13,8 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -207,15 +209,27 @@ def train_and_evaluate(
     return best, evaluate(best, data, split, config.imgsz, dev), evaluate(baseline, data, split, config.imgsz, dev)
 
 
-def run_in_subprocess(fn: Callable[..., T], *args, on_epoch: Callable[[int, int], None] | None = None) -> T:
+class TrainingCancelled(RuntimeError):
+    """The training was cancelled (``cancel`` set) or ran past its time limit; its process was killed."""
+
+
+def run_in_subprocess(
+    fn: Callable[..., T],
+    *args,
+    on_epoch: Callable[[int, int], None] | None = None,
+    timeout_s: float | None = None,
+    cancel: threading.Event | None = None,
+) -> T:
     """``fn(*args, on_epoch=...)`` (a module-level training function) in a separate (spawned) process.
 
     A server that calls it keeps serving at full speed: there, torch runs on one thread only, because a
     second OpenMP thread team in the same process makes both teams stop spinning between parallel regions
     (single-image inference went from 23 to 38 ms on 2 cores). A crash of the training (out of memory, a
     native error) cannot take the server down either. ``on_epoch`` is called in this process as epochs finish.
+    A hung or endless child is killed after ``timeout_s`` seconds, and at once when ``cancel`` is set.
 
     Raises:
+        TrainingCancelled: ``cancel`` was set, or the child ran past ``timeout_s``.
         RuntimeError: the training failed or its process died; the message says how.
     """
     import multiprocessing as mp
@@ -225,10 +239,15 @@ def run_in_subprocess(fn: Callable[..., T], *args, on_epoch: Callable[[int, int]
     q = ctx.Queue()
     proc = ctx.Process(target=_child, args=(fn, args, q), name="detector-al-train")
     proc.start()
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
     try:
         while True:
+            if cancel is not None and cancel.is_set():
+                raise TrainingCancelled("cancelled")
+            if deadline is not None and time.monotonic() > deadline:
+                raise TrainingCancelled(f"ran past its time limit of {timeout_s:g} s (TRAIN_TIMEOUT_S)")
             try:
-                msg = q.get(timeout=1.0)
+                msg = q.get(timeout=0.5)
             except queue_mod.Empty:
                 if not proc.is_alive():
                     raise RuntimeError(f"the training process died (exit code {proc.exitcode})") from None
@@ -240,6 +259,8 @@ def run_in_subprocess(fn: Callable[..., T], *args, on_epoch: Callable[[int, int]
             elif msg[0] == "error":
                 raise RuntimeError(f"training failed: {msg[1]}")
     finally:
+        if proc.is_alive() and ((cancel is not None and cancel.is_set()) or (deadline and time.monotonic() > deadline)):
+            proc.kill()
         proc.join(timeout=30)
         if proc.is_alive():
             proc.kill()

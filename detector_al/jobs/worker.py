@@ -13,7 +13,7 @@ import time
 import traceback
 from collections.abc import Callable
 
-from detector_al.state.store import DONE, FAILED, Store
+from detector_al.state.store import CANCELLED, DONE, FAILED, Store
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,8 @@ class TrainingWorker:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._state: dict = {"phase": "idle"}
+        self._cancel = threading.Event()  # set to stop the running job (its training process is killed)
+        self._running: int | None = None
 
     def start(self) -> None:
         n = self.store.requeue_interrupted()
@@ -50,6 +52,19 @@ class TrainingWorker:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
+
+    def cancel(self, job_id: int) -> tuple[str, bool] | None:
+        """Cancel a training job: a queued one at once, the running one by killing its training (the job then reads
+        ``cancelled``). Returns ``(status, acted)``: ``("cancelled", True)``, ``("cancelling", True)``, or a finished
+        job's status and False (nothing to cancel); None for an unknown job."""
+        if self.store.cancel_queued(job_id):
+            return CANCELLED, True
+        with self._lock:
+            if self._running == job_id:
+                self._cancel.set()
+                return "cancelling", True
+        job = self.store.training_job(job_id)
+        return None if job is None else (job["status"], False)
 
     def notify(self) -> None:
         """Wake the worker now (a job was queued)."""
@@ -91,18 +106,22 @@ class TrainingWorker:
                 "started": time.time(),
                 "reason": job["reason"],
             }
+            self._running = job["id"]
+            self._cancel.clear()
         log.info("training job %s started (%s)", job["id"], job["reason"])
         try:
             if self.run_job is None:
                 raise RuntimeError("no trainer is configured for this backend")
-            result = self.run_job(job, self._report) or {}
+            result = self.run_job({**job, "cancel": self._cancel}, self._report) or {}
         except Exception as exc:  # a failed training must never take the server down
-            log.error("training job %s failed: %s\n%s", job["id"], exc, traceback.format_exc())
-            self.store.finish_training(job["id"], FAILED, error=f"{type(exc).__name__}: {exc}")
-            last = {"job": job["id"], "status": FAILED, "error": str(exc)}
+            status = CANCELLED if self._cancel.is_set() else FAILED
+            log.error("training job %s %s: %s\n%s", job["id"], status, exc, traceback.format_exc())
+            self.store.finish_training(job["id"], status, error=f"{type(exc).__name__}: {exc}")
+            last = {"job": job["id"], "status": status, "error": str(exc)}
         else:
             self.store.finish_training(job["id"], DONE, model_version=result.get("model_version"), detail=result)
             last = {"job": job["id"], "status": DONE, **{k: v for k, v in result.items() if k != "job"}}
             log.info("training job %s done: %s", job["id"], result)
         with self._lock:
             self._state = {"phase": "idle", "last": last}
+            self._running = None

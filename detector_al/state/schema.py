@@ -99,7 +99,7 @@ MIGRATIONS = (  # (table, column, declaration) added since the first release
     ("images", "max_confidence", "REAL"),
 )
 
-QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"  # training_jobs.status
+QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"  # training_jobs.status
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from detector_al.state.schema import (
+    CANCELLED,
     DONE,
     FAILED,
     IMAGE_COLUMNS,
@@ -30,7 +31,7 @@ from detector_al.state.schema import (
     create_schema,
 )
 
-__all__ = ["DONE", "FAILED", "QUEUED", "RUNNING", "STORE_FILE_NAME", "ImageRow", "PredictionRow", "Store"]
+__all__ = ["CANCELLED", "DONE", "FAILED", "QUEUED", "RUNNING", "STORE_FILE_NAME", "ImageRow", "PredictionRow", "Store"]
 
 STORE_FILE_NAME = "detector_al.sqlite3"
 """The store's file in a backend's model folder (``MODEL_DIR``): one store for the backend, ingest and the demo."""
@@ -43,6 +44,8 @@ LABELED_TASKS = (
 neither skipped (cancelled) nor deleted, the rule of :mod:`detector_al.label_studio.annotations`."""
 
 ANNOTATION_EVENTS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED")
+MAX_EVENTS = 10_000
+"""The webhook events kept (a log for /status and debugging; what they say of labels lives in ``annotations``)."""
 
 
 class Store:
@@ -298,6 +301,7 @@ class Store:
                 "INSERT INTO events (action, project, task_id, annotation_id, received_at) VALUES (?,?,?,?,?)",
                 (action, project, task_id, annotation_id, now),
             )
+            Store._prune_events(c, int(cur.lastrowid))
             if project is None:
                 return int(cur.lastrowid)
             if action in ANNOTATION_EVENTS[:2] and task_id is not None:
@@ -305,7 +309,13 @@ class Store:
                     "INSERT INTO annotations (project, annotation_id, task_id, cancelled, deleted, updated_at)"
                     " VALUES (?,?,?,?,0,?) ON CONFLICT(project, annotation_id) DO UPDATE SET task_id=excluded.task_id,"
                     " cancelled=excluded.cancelled, deleted=0, updated_at=excluded.updated_at",
-                    (project, annotation_id if annotation_id is not None else -cur.lastrowid, task_id, int(cancelled), now),
+                    (
+                        project,
+                        annotation_id if annotation_id is not None else -cur.lastrowid,
+                        task_id,
+                        int(cancelled),
+                        now,
+                    ),
                 )
                 if not cancelled:
                     c.execute("INSERT OR IGNORE INTO projects (project, updated_at) VALUES (?, ?)", (project, now))
@@ -315,8 +325,16 @@ class Store:
                         (project,),
                     )
             ids = [(now, project, a) for a in deleted_annotations]
-            c.executemany("UPDATE annotations SET deleted = 1, updated_at = ? WHERE project = ? AND annotation_id = ?", ids)
+            c.executemany(
+                "UPDATE annotations SET deleted = 1, updated_at = ? WHERE project = ? AND annotation_id = ?", ids
+            )
             return int(cur.lastrowid)
+
+    @staticmethod
+    def _prune_events(c: sqlite3.Connection, last_id: int) -> None:
+        """Every 100 events, drop all but the newest :data:`MAX_EVENTS`."""
+        if last_id % 100 == 0:
+            c.execute("DELETE FROM events WHERE id <= ?", (last_id - MAX_EVENTS,))
 
     def labeled_tasks(self, project: int) -> set[int]:
         """The project's labeled task ids (:data:`LABELED_TASKS`)."""
@@ -396,6 +414,20 @@ class Store:
                 " WHERE id = ?",
                 (status, time.time(), error, model_version, json.dumps(detail) if detail else None, job_id),
             )
+
+    def cancel_queued(self, job_id: int) -> bool:
+        """Cancel a job that has not started; False when it is not queued (running, finished or unknown)."""
+        with self._tx() as c:
+            cur = c.execute(
+                "UPDATE training_jobs SET status = ?, finished_at = ?, error = 'cancelled before it started'"
+                " WHERE id = ? AND status = ?",
+                (CANCELLED, time.time(), job_id, QUEUED),
+            )
+            return cur.rowcount == 1
+
+    def training_job(self, job_id: int) -> dict | None:
+        rows = self._query("SELECT * FROM training_jobs WHERE id = ?", (job_id,))
+        return dict(rows[0]) if rows else None
 
     def requeue_interrupted(self) -> int:
         """After a restart: jobs left ``running`` by a crash go back to the queue. Returns how many."""

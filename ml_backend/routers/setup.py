@@ -10,6 +10,8 @@ from ml_backend.schemas import SetupRequest, SetupResponse, VersionsResponse
 from ml_backend.state import Backend
 
 router = APIRouter(dependencies=[Depends(require_auth)])
+SETUP_ALIGN_S = 2.0
+"""How long /setup waits for the project's alignment (Label Studio waits 3 s for the answer)."""
 
 
 @router.post("/setup", response_model=SetupResponse)
@@ -21,7 +23,7 @@ def setup(body: SetupRequest, backend: Backend = Depends(get_backend)) -> SetupR
     pid = body.project
     backend.remember(body.hostname, body.access_token, pid, body.schema_)
     if pid is not None:
-        backend.sync_model_version(pid, recheck=True)
+        backend.align_project_within(pid, SETUP_ALIGN_S)  # before answering: the project serves our version at once
     return SetupResponse(model_version=backend.service.model_version, unmatched_labels=list(target.unmatched_labels))
 
 

@@ -17,7 +17,6 @@ router = APIRouter(dependencies=[Depends(require_auth)])
 log = logging.getLogger(__name__)
 
 
-
 @router.post("/webhook", response_model=WebhookResponse)
 def webhook(body: WebhookRequest, backend: Backend = Depends(get_backend)) -> WebhookResponse:
     pid = body.project.id if body.project else None

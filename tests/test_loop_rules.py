@@ -1,0 +1,234 @@
+"""The loop's rules that need no Label Studio: what counts as a label (skips, deletions), one policy settings object,
+strategies refused at start, training time limits and cancellation, bounded state, PIL's bomb check, exposure."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from detector_al.label_studio.annotations import is_labeled, latest_label
+from detector_al.state.registry import ModelRegistry, digest_of
+from detector_al.state.store import MAX_EVENTS, Store
+from ml_backend.main import create_app
+from ml_backend.settings import Settings, exposure_warning
+
+# ---- labels: skips and deletions --------------------------------------------------------------------------------
+
+
+def test_a_skip_is_no_label_and_a_deleted_label_returns_its_task(tmp_path):
+    store = Store(tmp_path / "s.sqlite3")
+    store.record_event("ANNOTATION_CREATED", 1, 10, 100)
+    store.record_event("ANNOTATION_CREATED", 1, 11, 101, cancelled=True)  # a skip
+    store.record_event("ANNOTATION_CREATED", 1, 12, 102)
+    store.record_event("ANNOTATION_CREATED", 1, 12, 103)  # a second annotator on task 12
+    assert store.labeled_tasks(1) == {10, 12}
+    assert store.project(1)["annotations_since_training"] == 3  # the skip does not count towards training
+    store.record_event("ANNOTATIONS_DELETED", 1, None, None, deleted_annotations=[100, 102])
+    assert store.labeled_tasks(1) == {12}  # 103 still labels task 12; task 10 is back in the queue
+    store.record_event("ANNOTATION_UPDATED", 1, 11, 101)  # the skipped task labeled after all
+    assert store.labeled_tasks(1) == {11, 12}
+    assert store.labeled_tasks(2) == set()
+
+
+def test_a_store_written_before_the_annotations_table_takes_its_labels_from_the_events(tmp_path):
+    path = tmp_path / "old.sqlite3"
+    with sqlite3.connect(path) as c:
+        c.execute(
+            "CREATE TABLE events (id INTEGER PRIMARY KEY AUTOINCREMENT, action TEXT NOT NULL, project INTEGER,"
+            " task_id INTEGER, annotation_id INTEGER, received_at REAL NOT NULL)"
+        )
+        c.executemany(
+            "INSERT INTO events (action, project, task_id, annotation_id, received_at) VALUES (?,?,?,?,?)",
+            [("ANNOTATION_CREATED", 1, 5, 50, 1.0), ("START_TRAINING", 1, None, None, 2.0)],
+        )
+    assert Store(path).labeled_tasks(1) == {5}
+
+
+@pytest.mark.parametrize(
+    ("annotations", "label"),
+    [
+        ([], None),
+        ([{"id": 1, "result": ["a"], "was_cancelled": True}], None),
+        ([{"id": 1, "result": ["a"]}, {"id": 2, "result": ["b"], "was_cancelled": True}], ["a"]),
+        (
+            [
+                {"id": 1, "result": ["a"], "updated_at": "2026-01-02"},
+                {"id": 2, "result": ["b"], "updated_at": "2026-01-01"},
+            ],
+            ["a"],
+        ),
+        ([{"id": 1, "result": []}], []),  # an empty submission is a label: "nothing here"
+    ],
+)
+def test_the_label_of_a_task_is_its_latest_annotation_that_is_not_a_skip(annotations, label):
+    assert latest_label({"annotations": annotations}) == label
+    assert is_labeled({"annotations": annotations}) is (label is not None)
+
+
+def test_the_webhook_reads_skips_and_deletions(tmp_path, trained_weights):
+    s = Settings(model_dir=tmp_path / "models", model_path=str(trained_weights), train_every=2)
+    with TestClient(create_app(s, run_job=lambda job, report: {})) as client:
+        store = client.app.state.backend.store
+
+        def post(body):
+            r = client.post("/webhook", json={"project": {"id": 3}, **body})
+            assert r.status_code == 200, r.text
+            return r.json()
+
+        skip = {"action": "ANNOTATION_CREATED", "task": {"id": 1}, "annotation": {"id": 7, "was_cancelled": True}}
+        assert post(skip)["training_job"] is None
+        assert post({**skip, "annotation": {"id": 8, "was_cancelled": True}})["training_job"] is None  # no training
+        post({"action": "ANNOTATION_CREATED", "task": {"id": 2}, "annotation": {"id": 9}})
+        assert store.labeled_tasks(3) == {2}
+        post({"action": "ANNOTATIONS_DELETED", "annotations": [{"id": 9}]})  # Label Studio names only the ids
+        assert store.labeled_tasks(3) == set()
+        r = client.post("/webhook", json={"action": "ANNOTATIONS_DELETED", "annotations": [{"id": "x"}]})
+        assert r.status_code == 422
+
+
+# ---- one policy, strategies refused at start --------------------------------------------------------------------
+
+
+def test_round_weighted_and_unknown_strategies_are_refused_where_they_would_run_another(tmp_path):
+    from typer.testing import CliRunner
+
+    from detector_al.cli.app import app
+    from detector_al.scoring_config import PolicySettings
+
+    for name, says in (("entropy_ppal", "only `detector-al simulate`"), ("nope", "unknown strategy")):
+        with pytest.raises(ValueError, match=says):
+            Settings(model_dir=tmp_path, strategy=name)
+        with pytest.raises(ValueError, match=says):
+            PolicySettings(strategy=name)
+        res = CliRunner().invoke(app, ["score", str(tmp_path), "--model", "x.pt", "--out", "q.csv", "--strategy", name])
+        assert res.exit_code == 2 and says.split()[0] in res.output
+    res = CliRunner().invoke(app, ["serve", "--model-dir", str(tmp_path)], env={"STRATEGY": "entropy_balanced"})
+    assert res.exit_code != 0 and "strategy" in res.output and "simulate" in res.output
+
+
+def test_every_caller_takes_its_defaults_from_the_one_policy():
+    from detector_al.demo.run import DemoConfig
+    from detector_al.jobs.ingest import IngestConfig
+    from detector_al.jobs.retraining import RetrainConfig
+    from detector_al.scoring_config import POLICY
+    from detector_al.service import ServiceConfig
+
+    s = Settings()
+    assert s.queue_budget == IngestConfig().budget == RetrainConfig().budget == DemoConfig().budget == POLICY.budget
+    assert s.score_threshold == IngestConfig().score_threshold == ServiceConfig().score_threshold
+    assert s.score_threshold == POLICY.score_threshold and s.strategy == POLICY.strategy
+
+
+# ---- training: a time limit and a cancel --------------------------------------------------------------------------
+
+
+def _sleeps(seconds, on_epoch=None):  # a training that hangs (module level: it runs in a spawned process)
+    time.sleep(seconds)
+    return "finished"
+
+
+def test_a_hung_training_is_killed_at_its_time_limit_and_a_cancel_kills_it_at_once():
+    from detector_al.jobs.training import TrainingCancelled, run_in_subprocess
+
+    started = time.monotonic()
+    with pytest.raises(TrainingCancelled, match="time limit of 2 s"):
+        run_in_subprocess(_sleeps, 60, timeout_s=2)
+    assert time.monotonic() - started < 20
+    cancel = threading.Event()
+    threading.Timer(1.0, cancel.set).start()
+    started = time.monotonic()
+    with pytest.raises(TrainingCancelled, match="cancelled"):
+        run_in_subprocess(_sleeps, 60, cancel=cancel)
+    assert time.monotonic() - started < 20
+
+
+def test_cancel_endpoint_stops_the_running_job_and_a_queued_one(tmp_path, trained_weights):
+    started = threading.Event()
+
+    def job(job, report):  # a training that runs until cancelled
+        started.set()
+        if not job["cancel"].wait(30):
+            return {}
+        raise RuntimeError("killed")
+
+    s = Settings(model_dir=tmp_path / "models", model_path=str(trained_weights))
+    with TestClient(create_app(s, run_job=job)) as client:
+        first = client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}}).json()["training_job"]
+        assert started.wait(10)
+        second = client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 2}}).json()["training_job"]
+        assert client.post(f"/jobs/{second}/cancel").json() == {"job": second, "status": "cancelled"}
+        assert client.post(f"/jobs/{first}/cancel").json() == {"job": first, "status": "cancelling"}
+        store = client.app.state.backend.store
+        deadline = time.time() + 10
+        while time.time() < deadline and store.training_job(first)["status"] == "running":
+            time.sleep(0.05)
+        assert store.training_job(first)["status"] == store.training_job(second)["status"] == "cancelled"
+        assert client.post(f"/jobs/{first}/cancel").status_code == 409  # finished: nothing to cancel
+        assert client.post("/jobs/999/cancel").status_code == 404
+        assert client.post("/jobs/abc/cancel").status_code == 422
+
+
+# ---- bounded state ------------------------------------------------------------------------------------------------
+
+
+def test_events_are_bounded(tmp_path):
+    store = Store(tmp_path / "s.sqlite3")
+    for _ in range(MAX_EVENTS + 250):
+        store.record_event("PROJECT_UPDATED", 1, None, None)
+    n = len(store.events(1))
+    assert MAX_EVENTS <= n < MAX_EVENTS + 100
+
+
+def test_old_training_folders_are_removed(tmp_path):
+    from detector_al.jobs.retraining import RetrainConfig, Retrainer
+
+    for i in (1, 2, 3, 4, 10):
+        (tmp_path / f"job-{i}").mkdir()
+    Retrainer(None, None, None, None, None, tmp_path, RetrainConfig(keep_job_folders=3))._prune_job_folders()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["job-10", "job-3", "job-4"]
+
+
+def test_pils_bomb_check_stays_on_for_the_rest_of_the_process(sample_data):
+    from detector_al.images import MAX_PIXELS, load_image
+
+    limit = Image.MAX_IMAGE_PIXELS
+    assert limit is not None and limit < MAX_PIXELS
+    loaded = load_image(sample_data / "bad_inputs" / "huge.jpg", max_side=256)
+    assert (loaded.width, loaded.height) == (5600, 5600)
+    assert limit == Image.MAX_IMAGE_PIXELS
+
+
+def test_big_images_between_pils_limit_and_ours_still_open(tmp_path, monkeypatch):
+    from detector_al.images import load_image
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # stands in for PIL's limit: a 64x64 image is "a bomb"
+    path = tmp_path / "a.png"
+    Image.new("RGB", (64, 64), (10, 20, 30)).save(path)
+    assert load_image(path).width == 64
+    assert Image.MAX_IMAGE_PIXELS == 1000
+
+
+# ---- one name per model ---------------------------------------------------------------------------------------
+
+
+def test_a_backend_adopts_the_name_another_registry_gave_the_same_weights(tmp_path, trained_weights):
+    ours = ModelRegistry(tmp_path / "a")
+    v = ours.add(trained_weights)
+    ours.promote(v)
+    other_name = "v7-" + digest_of(v)
+    assert ours.adopt(other_name, v) and ours.current() == other_name
+    assert ours.path(other_name).read_bytes() == trained_weights.read_bytes()
+    assert not ours.adopt("v8-deadbeef", v)  # other weights: never adopted
+    assert not ours.adopt("detector-al", v)  # Label Studio's default version (the backend's title)
+    assert digest_of("5518076f4d43") == "5518076f"  # a bare hash: what ingest named weights before
+
+
+def test_serving_beyond_loopback_without_basic_auth_is_warned_about():
+    assert exposure_warning(Settings(), "127.0.0.1") is None
+    assert "without basic auth" in exposure_warning(Settings(), "0.0.0.0")
+    assert exposure_warning(Settings(basic_auth_user="u", basic_auth_pass="p"), "0.0.0.0") is None
