@@ -63,8 +63,11 @@ def simulate(
     initial: int = typer.Option(None, help="Initial labeled images."),
     recipe: str = typer.Option(None, help="How each round trains: finetune, finetune_nowarm, finetune_warm or round0."),
     imgsz: int = typer.Option(None, help="Training and inference image size."),
+    cost_model: Path = typer.Option(
+        None, help="JSON of seconds per annotator action (draw_box, adjust_box, ...; default: docs/annotator_time.md)."
+    ),
 ) -> None:
-    """The active-learning experiment with an oracle: paired learning curves, labels saved, effort."""
+    """The active-learning experiment with an oracle: paired learning curves, labels saved, effort, annotator time."""
     from dataclasses import replace
 
     from detector_al.simulation.config import PRESETS, RECIPES, parse_variant
@@ -82,6 +85,12 @@ def simulate(
         **{"rounds": rounds, "budget": budget, "initial": initial, "recipe": recipe, "imgsz": imgsz},
     }
     cfg = replace(PRESETS[preset], **{k: v for k, v in changes.items() if v is not None})
+    from detector_al.simulation.annotator_cost import CostModel
+
+    try:
+        cost = CostModel.from_file(cost_model) if cost_model else CostModel()
+    except (OSError, ValueError) as exc:
+        raise typer.BadParameter(str(exc), param_hint="--cost-model") from None
     for v in cfg.variants:
         try:
             parse_variant(v)
@@ -93,6 +102,11 @@ def simulate(
         raise typer.BadParameter(str(exc), param_hint="DATASET") from None
     typer.echo(report(results))
     typer.echo(f"results: {out / 'results.json'}  plot: {out / 'learning_curves.png'}")
+    if all("actions" in r for r in results["runs"]):
+        from detector_al.simulation.time_report import plot_annotator_time, time_report
+
+        typer.echo("\n" + time_report(results, cost))
+        typer.echo(f"annotator time plot: {plot_annotator_time(results, cost, out / 'annotator_time.png')}")
 
 
 @app.command("make-sample-data")

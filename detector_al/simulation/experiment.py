@@ -21,8 +21,10 @@ Protocol (the lessons of ``shared/docs/active-learning.md``):
   (:func:`~detector_al.uncertainty.build_strategy`), as the backend builds them from its store;
 * mAP50 and mAP50-95 on the fixed **val** split (for choosing recipes and defaults) and **test** split (the
   reported figures) after every round;
-* the effort of every round's batch against the oracle: boxes to draw from scratch, and corrections given the
-  model's pre-annotations (:mod:`detector_al.simulation.effort`); CEAL pseudo-labels' box precision.
+* the effort of every round's batch against the oracle: boxes to draw from scratch, corrections given the
+  model's pre-annotations (:mod:`detector_al.simulation.effort`), and the annotator actions they take
+  (:func:`~detector_al.simulation.annotator_cost.annotator_actions`: priced in seconds by the report); CEAL
+  pseudo-labels' box precision, and the auto-accepted images and boxes a review pass would look at.
 
 Trainings are content-addressed (parent weights, training set, recipe): a variant whose round trains on the
 same images as another's (``+ceal`` that accepted nothing, say) reuses that model, and a re-run resumes.
@@ -40,6 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from detector_al.files import atomic_write
+from detector_al.simulation.annotator_cost import Actions, annotator_actions, scratch_actions
 from detector_al.simulation.config import CONTROLS, RECIPES, SimConfig, epochs_for, parse_variant
 from detector_al.simulation.dataset import SimDataset, prepare_dataset
 from detector_al.simulation.training import evaluate_cached, initial_set, train_initial, train_round
@@ -62,6 +65,9 @@ class RoundOutcome:
     pseudo_truth: int = 0  # oracle boxes in pseudo-labeled images
     pseudo_unseen: int = 0  # of those, neither pseudo-labeled nor masked: taught as background
     pseudo_threshold: float | None = None  # the round's calibrated box confidence (+boxes)
+    actions: Actions = field(default_factory=Actions)  # what correcting the batch's pre-annotations takes
+    accepted_images: int = 0  # CEAL auto-accepted images of the round (a review pass looks at them)
+    accepted_boxes: int = 0
 
 
 def play_round(
@@ -154,9 +160,15 @@ def _with_effort(ds: SimDataset, out: RoundOutcome, decisions: dict) -> RoundOut
 
     for path in out.chosen:
         d = decisions[path]
-        fix = corrections(d.shown, read_yolo_labels(ds.label_of(path), d.width, d.height))
+        truth = read_yolo_labels(ds.label_of(path), d.width, d.height)
+        fix = corrections(d.shown, truth)
         out.drawn += fix.drawn
         out.corrections += fix.errors
+        out.actions = out.actions + annotator_actions(d.shown, truth)
+    for path in out.pseudo:
+        if path not in out.masks:  # an image-level (CEAL) pseudo-label, not +boxes
+            out.accepted_images += 1
+            out.accepted_boxes += len(out.pseudo[path])
     for path, lines in out.pseudo.items():
         d = decisions[path]
         truth = read_yolo_labels(ds.label_of(path), d.width, d.height)
@@ -235,8 +247,10 @@ class Experiment:
         return self.results
 
     def _variant(self, seed: int, variant: str, initial: list[Path], w0: Path) -> None:
-        drawn0 = sum(len(read_yolo_labels(self.ds.label_of(p), 1, 1)) for p in initial)
-        self._record(seed, variant, 0, initial, RoundOutcome([], drawn=drawn0, corrections=drawn0), w0)
+        truths = [read_yolo_labels(self.ds.label_of(p), 1, 1) for p in initial]
+        drawn0 = sum(len(t) for t in truths)
+        first = RoundOutcome([], drawn=drawn0, corrections=drawn0, actions=sum(map(scratch_actions, truths), Actions()))
+        self._record(seed, variant, 0, initial, first, w0)  # no model yet: every arm draws the initial set
         labeled, weights = list(initial), w0
         for rnd in range(1, self.cfg.rounds + 1):
             done = self._done(seed, variant, rnd)
@@ -274,6 +288,7 @@ class Experiment:
             "pseudo_threshold": o.pseudo_threshold,
         }
         row |= m
+        row |= {"actions": asdict(o.actions), "accepted_images": o.accepted_images, "accepted_boxes": o.accepted_boxes}
         row |= {"chosen": [p.name for p in o.chosen], "weights": str(weights)}
         row |= {"train_s": round(train_s, 1), "elapsed_s": round(time.perf_counter() - self.started, 1)}
         self.results["runs"].append(row)
