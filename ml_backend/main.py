@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from detector_al.jobs.worker import JobRunner
-from ml_backend.routers import docs, health, jobs, predict, setup, webhook
+from ml_backend.routers import dashboard, docs, health, jobs, predict, setup, webhook
 from ml_backend.schemas import ErrorResponse
 from ml_backend.settings import Settings
 from ml_backend.state import Backend
@@ -43,7 +43,7 @@ def create_app(
             422: {"model": ErrorResponse, "description": "the request is invalid: the message names the field"},
         },
     )
-    for r in (health.router, setup.router, predict.router, webhook.router, jobs.router, docs.router):
+    for r in (health.router, setup.router, predict.router, webhook.router, jobs.router, dashboard.router, docs.router):
         app.include_router(r)
 
     @app.exception_handler(RequestValidationError)

@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from detector_al.scoring_config import COLD_START, POLICY
 from detector_al.state.registry import DEFAULT_MODEL_DIR
 from detector_al.state.store import STORE_FILE_NAME
+from detector_al.stopping import DEFAULT_PATIENCE, DEFAULT_THRESHOLD
 from detector_al.uncertainty import DEFAULT_STRATEGY, serving_strategy
 
 
@@ -44,6 +45,10 @@ class Settings(BaseSettings):
         description="while the model is cold (fewer than half the images hold a box at confidence >= 0.5), the batch"
         " is TypiClust's (typical images of clusters not labeled yet); then by uncertainty (false: always uncertainty)",
     )
+    stop_threshold: float = Field(
+        DEFAULT_THRESHOLD, gt=0, le=1, description="stopping signal: agreement (box F1) of consecutive models to reach"
+    )
+    stop_patience: int = Field(DEFAULT_PATIENCE, ge=1, description="stopping signal: promotions the agreement must hold")
     queue_refresh_delay_s: float = Field(
         2.0, ge=0.0, description="re-build the queue this long after the last /predict of a project"
     )

@@ -34,17 +34,20 @@ import numpy as np
 
 from detector_al.fetch.task_image import fetch_image
 from detector_al.files import atomic_write
+from detector_al.jobs.review import measure_agreement, publish_label_errors, review_labels
 from detector_al.jobs.training import FINE_TUNE, TrainConfig, run_in_subprocess, train_and_evaluate
 from detector_al.label_studio.annotations import is_labeled, latest_label
 from detector_al.label_studio.client import ImageFetchError, LabelStudioClient
 from detector_al.label_studio.config import RectangleTarget, parse_label_config
 from detector_al.label_studio.queue import drop_other_versions, publish_version
 from detector_al.label_studio.regions import from_label_studio_regions
+from detector_al.label_studio.task_sink import ensure_label_error_tab
 from detector_al.queue import build_queue
 from detector_al.scoring_config import COLD_START, POLICY
 from detector_al.selection import use_cold_start
 from detector_al.service import PredictionService
 from detector_al.state.registry import ModelRegistry
+from detector_al.state.signals import Signals
 from detector_al.state.store import Store
 from detector_al.yolo_format import yolo_lines
 
@@ -78,6 +81,15 @@ def should_promote(new: dict, serving: dict, n_images: int, tolerance: float = 0
     """``new["map50_95"] >= serving["map50_95"] - (tolerance + 0.05 / sqrt(max(n_images, 1)))``."""
     margin = tolerance + 0.05 / math.sqrt(max(n_images, 1))
     return new["map50_95"] >= serving["map50_95"] - margin
+
+
+def class_counts(labeled, target, n_classes: int) -> list[int]:
+    """Human boxes per model class over the labeled tasks (a rare class that is missing shows as 0)."""
+    counts = np.zeros(n_classes, np.int64)
+    for _, result in labeled:
+        _, classes = from_label_studio_regions(result, target)
+        np.add.at(counts, np.asarray(classes, np.int64), 1)
+    return counts.tolist()
 
 
 def _link(src: Path, dst: Path) -> None:
@@ -173,6 +185,16 @@ class Retrainer:
         result["model_version"] = version
         n_eval = n_val if val_dir == "images/val" else n_train + n_val
         result["promoted"] = should_promote(new, old, n_eval, self.config.tolerance)
+        candidate = self.service.load_detector(
+            self.registry.path(version),
+            conf=detector.conf,
+            version=version,
+            imgsz=detector.imgsz,
+            max_decode_bytes=detector.max_decode_bytes,
+        )
+        report(phase="reviewing labels")
+        result["label_errors"] = self._review(client, project, labeled, target, candidate)
+        result["class_counts"] = class_counts(labeled, target, len(detector.names))
         if not result["promoted"]:
             log.info(
                 "kept %s: candidate %s mAP50-95 %.4f is worse than %.4f on %d images",
@@ -184,13 +206,6 @@ class Retrainer:
             )
             return result
         report(phase="re-scoring")
-        candidate = self.service.load_detector(
-            self.registry.path(version),
-            conf=detector.conf,
-            version=version,
-            imgsz=detector.imgsz,
-            max_decode_bytes=detector.max_decode_bytes,
-        )
         try:
             scored, queue, warning = self._publish(client, project, target, candidate, round_index + 1)
         except Exception as exc:
@@ -202,7 +217,42 @@ class Retrainer:
         self._promote(candidate, project, round_index + 1)
         self._record(client, project, scored, queue, round_index + 1)
         result.update(rescored=len(scored), sampling_warning=warning)
+        report(phase="stopping signal")
+        result["agreement"] = measure_agreement(
+            self.service,
+            Signals(self.store),
+            project,
+            [t for t, _ in scored] + [t for t, _ in labeled],
+            lambda t: self._image(t, client, target),
+            detector,
+            candidate,
+            self.service.config.score_threshold,
+            len(labeled),
+        )
         return result
+
+    def _review(self, client, project: int, labeled, target, candidate) -> dict:
+        """The label review of this training (:func:`~detector_al.jobs.review.review_labels`), written to Label
+        Studio too; a failure is a warning on the job, never its end."""
+        signals = Signals(self.store)
+        try:
+            summary = review_labels(
+                self.service,
+                signals,
+                project,
+                labeled,
+                target,
+                lambda t: self._image(t, client, target),
+                candidate,
+                lambda task_id: not in_validation(task_id),
+            )
+            found = {r["task_id"]: r for r in signals.label_errors(project, limit=10**9)["top"]}
+            publish_label_errors(client.ls, project, labeled, found)
+            ensure_label_error_tab(client.ls, project)
+            return summary
+        except Exception as exc:
+            log.warning("project %s: label review failed: %s", project, exc)
+            return {"warning": f"{type(exc).__name__}: {exc}"}
 
     def _collect(self, project: int, client: LabelStudioClient, names) -> tuple[RectangleTarget, list, list]:
         """The label target, the labeled tasks (with their latest annotation) and the unlabeled ones."""

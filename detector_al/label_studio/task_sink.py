@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 
 QUEUE_TAB = "Active learning queue"
 REVIEW_TAB = "Auto-accepted (review)"
+LABEL_ERROR_TAB = "Possible label errors"
+LABEL_ERROR_FIELD = "al_label_error"
+"""Task data field: the likely-error score of the task's human label (:mod:`detector_al.label_errors`)."""
 HIDDEN_COLUMNS = [  # the tabs show what the queue is about: image, priority, uncertainty, status, score
     f"tasks:{c}"
     for c in (
@@ -78,6 +81,25 @@ def tab_specs() -> dict[str, dict]:
         }
 
     return {QUEUE_TAB: tab("-tasks:data.al_priority", "not_equal"), REVIEW_TAB: tab("tasks:data.al_priority", "equal")}
+
+
+def label_error_tab() -> dict:
+    """The "Possible label errors" tab: labeled tasks whose label the model doubts, most doubtful first."""
+    flagged = {"filter": f"filter:tasks:data.{LABEL_ERROR_FIELD}", "operator": "greater", "type": "Number", "value": 0}
+    return {
+        "ordering": [f"-tasks:data.{LABEL_ERROR_FIELD}"],
+        "columnsDisplayType": {f"tasks:data.{LABEL_ERROR_FIELD}": "Number"},
+        "filters": {"conjunction": "and", "items": [flagged]},
+        "hiddenColumns": {"explore": HIDDEN_COLUMNS, "labeling": HIDDEN_COLUMNS},
+    }
+
+
+def ensure_label_error_tab(ls, project: int) -> None:
+    """Create the "Possible label errors" tab if the project has none."""
+    for v in ls.views.list(project=project):
+        if isinstance(v.data, dict) and v.data.get("title") == LABEL_ERROR_TAB:
+            return
+    ls.views.create(project=project, data={"title": LABEL_ERROR_TAB, **label_error_tab()})
 
 
 def local_files_url(path: Path, root: Path | None) -> str | None:

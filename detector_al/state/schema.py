@@ -54,6 +54,33 @@ CREATE TABLE IF NOT EXISTS annotations (
     updated_at REAL,
     PRIMARY KEY (project, annotation_id)
 );
+CREATE TABLE IF NOT EXISTS stop_boxes (
+    project INTEGER NOT NULL,
+    task_id INTEGER NOT NULL,
+    model_version TEXT NOT NULL,
+    boxes TEXT NOT NULL,
+    PRIMARY KEY (project, task_id, model_version)
+);
+CREATE TABLE IF NOT EXISTS agreements (
+    project INTEGER NOT NULL,
+    model_version TEXT NOT NULL,
+    previous_version TEXT NOT NULL,
+    agreement REAL NOT NULL,
+    images INTEGER NOT NULL,
+    labeled INTEGER,
+    measured_at REAL NOT NULL,
+    PRIMARY KEY (project, model_version)
+);
+CREATE TABLE IF NOT EXISTS label_errors (
+    project INTEGER NOT NULL,
+    task_id INTEGER NOT NULL,
+    model_version TEXT NOT NULL,
+    score REAL NOT NULL,
+    kinds TEXT NOT NULL,
+    in_sample INTEGER NOT NULL,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (project, task_id)
+);
 CREATE TABLE IF NOT EXISTS training_jobs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     project INTEGER,

@@ -194,11 +194,11 @@ def evidence_on_failure(driver, tmp_path: Path):
         raise AssertionError(f"{type(exc).__name__} at {driver.current_url}; the page: {tmp_path}/failure.png") from exc
 
 
-def save_screenshot(driver, tmp_path: Path) -> Path:
-    out = tmp_path / "label_stream.png"
+def save_screenshot(driver, tmp_path: Path, name: str = "label_stream.png") -> Path:
+    out = tmp_path / name
     driver.save_screenshot(str(out))
     if os.environ.get("DETECTOR_AL_DOCS_SCREENSHOTS"):
-        shutil.copyfile(out, REPO / "docs" / "label_stream.png")
+        shutil.copyfile(out, REPO / "docs" / name)
     return out
 
 
@@ -296,3 +296,37 @@ def test_start_training_in_the_browser_queues_a_training_job(browser, label_stud
     jobs = wait_for(new_jobs, 30)
     assert jobs, f"no training job in the backend's /status after Start Training (backend log: {stream_backend.log})"
     assert jobs[0]["project"] == pid and "START_TRAINING" in jobs[0]["reason"], jobs[0]
+
+
+def test_the_dashboard_after_a_retraining_shows_versions_curve_queue_and_stopping(
+    browser, project, stream_backend, tmp_path
+):
+    """After "Start Training" (the test above) has run: what a labeling lead sees on the backend's dashboard."""
+    from selenium.webdriver.common.by import By
+
+    pid, _ = project
+
+    def finished():
+        jobs = requests.get(f"{stream_backend.url}/status", timeout=10).json()["jobs"]
+        return [j for j in jobs if j["project"] == pid and j["status"] in ("done", "failed")]
+
+    jobs = wait_for(finished, 300, every=1)
+    assert jobs and jobs[0]["status"] == "done", jobs
+    version = jobs[0]["model_version"]
+    with evidence_on_failure(browser, tmp_path):
+        browser.get(f"{stream_backend.url}/dashboard")
+        section = browser.find_element(By.ID, f"project-{pid}")
+        versions = section.find_element(By.ID, "versions").text
+        assert version in versions and ("promoted" in versions or "kept the serving model" in versions), versions
+        curve = section.find_element(By.ID, "curve")
+        assert curve.find_elements(By.CSS_SELECTOR, "svg circle"), "no point on the learning curve"
+        queue = section.find_element(By.ID, "queue").text
+        status = requests.get(f"{stream_backend.url}/status", timeout=10).json()
+        assert "queued" in queue and "auto-accepted" in queue and "labeled" in queue, queue
+        stopping = section.find_element(By.ID, "stopping").text
+        assert "Stopping signal" in stopping and any(w in stopping for w in ("STOP", "keep labeling", "not measured"))
+        assert str(pid) in status["stopping"]["projects"] and str(pid) in status["label_errors"]["projects"]
+        errors = section.find_element(By.ID, "label-errors").text
+        checked = status["label_errors"]["projects"][str(pid)]["checked"]
+        assert f"of {checked}" in errors and checked > 0, errors  # the labels submitted in the stream were reviewed
+        save_screenshot(browser, tmp_path, "dashboard.png")
