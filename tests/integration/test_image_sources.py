@@ -117,6 +117,7 @@ def test_every_source_gets_the_adapters_boxes_without_a_shared_root(
         tmp_path / "models",
         LABEL_STUDIO_URL=label_studio.url,
         LABEL_STUDIO_API_KEY=label_studio.token,
+        FETCH_ALLOW_PRIVATE="true",  # the plain URLs' image server, on loopback, stands in for a host on the web
     ).start()
     try:
         ls_client.ml.create(project=p.id, url=server.url, title="detector-al", is_interactive=False)
