@@ -39,6 +39,7 @@ from detector_al.strategies.class_weights import (
     pool_difficulty,
     rarity_weights,
 )
+from detector_al.strategies.cost_aware import attended_entropy, return_on_investment
 from detector_al.types import ImagePredictions
 
 DEFAULT_TEMPERATURE = 0.02
@@ -222,6 +223,18 @@ _STRATEGIES = [
     Strategy("entropy_max", lambda p: box_entropy(p.detections.confidence, "max"), "box entropy, max", 0.3),
     Strategy("least_confidence", lambda p: least_confidence(p.detections.confidence), "1 - confidence, max", 0.3),
     Strategy("margin", lambda p: box_margin(_anchor_probs(p)), "(1 - top-2 margin)^2, max", 0.3),
+    Strategy(
+        "entropy_mil",
+        lambda p: attended_entropy(p.detections.confidence),
+        "box entropy under MI-AOD's instance attention: sum_b softmax_b(conf_b / 0.1) H(conf_b)",
+        0.3,
+    ),
+    Strategy(
+        "entropy_roi",
+        lambda p: return_on_investment(box_entropy(p.detections.confidence, "sum"), p.detections.confidence),
+        "box entropy summed, per expected annotator second (value / E[seconds] from the model's boxes)",
+        0.05,
+    ),
     Strategy("entropy_enms", _enms, "box entropy summed over non-redundant boxes (ENMS)"),
     Strategy("cald", _cald, "CALD flip consistency: 1 - min(1, min_box |IoU + agreement - 1.3|)", 0.5),
     class_balanced_entropy(),

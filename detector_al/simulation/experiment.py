@@ -23,7 +23,7 @@ Protocol (the lessons of ``shared/docs/active-learning.md``):
   reported figures) after every round;
 * the effort of every round's batch against the oracle: boxes to draw from scratch, corrections given the
   model's pre-annotations (:mod:`detector_al.simulation.effort`), and the annotator actions they take
-  (:func:`~detector_al.simulation.annotator_cost.annotator_actions`: priced in seconds by the report); CEAL
+  (:func:`~detector_al.annotator_cost.annotator_actions`: priced in seconds by the report); CEAL
   pseudo-labels' box precision, and the auto-accepted images and boxes a review pass would look at.
 
 Trainings are content-addressed (parent weights, training set, recipe): a variant whose round trains on the
@@ -41,8 +41,8 @@ from pathlib import Path
 
 import numpy as np
 
+from detector_al.annotator_cost import Actions, annotator_actions, scratch_actions
 from detector_al.files import atomic_write
-from detector_al.simulation.annotator_cost import Actions, annotator_actions, scratch_actions
 from detector_al.simulation.config import CONTROLS, RECIPES, SimConfig, epochs_for, parse_variant
 from detector_al.simulation.dataset import SimDataset, prepare_dataset
 from detector_al.simulation.training import evaluate_cached, initial_set, train_initial, train_round
