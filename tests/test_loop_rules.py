@@ -224,6 +224,9 @@ def test_a_backend_adopts_the_name_another_registry_gave_the_same_weights(tmp_pa
     assert ours.adopt(other_name, v) and ours.current() == other_name
     assert ours.path(other_name).read_bytes() == trained_weights.read_bytes()
     assert not ours.adopt("v8-deadbeef", v)  # other weights: never adopted
+    (tmp_path / "older.pt").write_bytes(b"older weights")
+    older = ours.add(tmp_path / "older.pt")
+    assert not ours.adopt(older, other_name)  # a project still on an older version of ours: never a rename
     assert not ours.adopt("detector-al", v)  # Label Studio's default version (the backend's title)
     assert digest_of("5518076f4d43") == "5518076f"  # a bare hash: what ingest named weights before
 

@@ -97,10 +97,10 @@ class ModelRegistry:
         """Register ``version``'s weights under ``name`` too (a name another registry gave the same weights, found on a
         project), and make ``name`` current if ``version`` was. Returns False, doing nothing, when ``name`` does not
         name these weights (:func:`digest_of`) or is not a name this registry could hold."""
+        if not name or digest_of(name) != digest_of(version) or "/" in name or name.startswith("."):
+            return False  # other weights (an older version of ours too), or not a name a folder can hold
         if name in self.versions():
             return True
-        if digest_of(name) != digest_of(version) or not name or "/" in name or name.startswith("."):
-            return False
         with self._lock:
             tmp = self.root / "versions" / f".{name}.tmp"
             shutil.rmtree(tmp, ignore_errors=True)
