@@ -102,11 +102,11 @@ class Backend:
                 "LABEL_STUDIO_API_KEY is set but LABEL_STUDIO_URL is not: the key is not used (it is sent only to "
                 "LABEL_STUDIO_URL); set LABEL_STUDIO_URL to your Label Studio's URL"
             )
+        self._sync_lock = threading.Lock()  # one alignment of a project's version at a time (retraining's switch too)
         self.worker = TrainingWorker(self.store, run_job if run_job is not None else self._retrainer())
         self._refused: BoundedDict = BoundedDict(MAX_PROJECTS)  # (project, version) refusals already logged
         self._timers: dict[int, threading.Timer] = {}
         self._timers_lock = threading.Lock()
-        self._sync_lock = threading.Lock()
 
     def _retrainer(self) -> Retrainer:
         """The training job of this backend: fine-tune on the project's annotations, promote, re-score."""
@@ -125,6 +125,7 @@ class Backend:
                 budget=settings.queue_budget,
                 cold_start=settings.queue_cold_start,
             ),
+            switch_lock=self._sync_lock,
         )
 
     def remember(self, hostname: str | None, token: str | None, project: int | None, label_config: str | None) -> None:

@@ -95,6 +95,7 @@ def test_a_cold_rescoring_covers_the_labeled_images_as_the_new_model_embeds_them
     from detector_al.detector import Detector
     from detector_al.jobs.retraining import RetrainConfig, Retrainer
     from detector_al.label_studio.config import parse_label_config
+    from detector_al.label_studio.queue import publish_version
     from detector_al.queue import QUERY, cold_start_batch
     from detector_al.service import PredictionService, ServiceConfig
     from detector_al.state.registry import ModelRegistry
@@ -123,7 +124,8 @@ def test_a_cold_rescoring_covers_the_labeled_images_as_the_new_model_embeds_them
     target = parse_label_config((sample_data / "label_config.xml").read_text(), detector.names, mapping)
     client = _LabelStudioWrites(unlabeled + labeled)
 
-    scored, queue, _ = retrainer._publish(client, 1, target, detector, 1)
+    scored, queue, rows = retrainer._rescore(client, 1, target, detector, 1)
+    publish_version(client.ls, store, 1, detector.version, rows)
     retrainer._record(client, 1, scored, queue, 1)
 
     assert set(client.created) == {t.id for t in unlabeled}

@@ -26,6 +26,7 @@ import logging
 import math
 import os
 import shutil
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,8 +136,10 @@ class Retrainer:
         label_config: Callable[[int], str | None],
         work_dir: Path,
         config: RetrainConfig = RetrainConfig(),
+        switch_lock: threading.Lock | None = None,
     ) -> None:
         self.service, self.registry, self.store = service, registry, store
+        self.switch_lock = switch_lock or threading.Lock()  # the backend's alignment lock
         self.client, self.label_config = client, label_config
         self.work_dir = Path(work_dir)
         self.config = config
@@ -207,14 +210,16 @@ class Retrainer:
             return result
         report(phase="re-scoring")
         try:
-            scored, queue, warning = self._publish(client, project, target, candidate, round_index + 1)
+            scored, queue, rows = self._rescore(client, project, target, candidate, round_index + 1)
+            with self.switch_lock:  # nothing aligns the project to the old model between the switch and the swap
+                warning = publish_version(client.ls, self.store, project, candidate.version, rows)
+                report(phase="promoting")
+                self._promote(candidate, project, round_index + 1)
         except Exception as exc:
             raise RescoreError(
                 f"re-scoring the pool with {version} failed, so {detector.version} keeps serving: "
                 f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
             ) from exc
-        report(phase="promoting")
-        self._promote(candidate, project, round_index + 1)
         self._record(client, project, scored, queue, round_index + 1)
         result.update(rescored=len(scored), sampling_warning=warning)
         report(phase="stopping signal")
@@ -297,17 +302,16 @@ class Retrainer:
             cancel=cancel,
         )
 
-    def _publish(self, client, project: int, target, candidate, round_index: int):
-        """Score the unlabeled tasks with the candidate and serve its queue in one step (:func:`publish_version`:
-        its predictions are written, then the project switches to its version). Raises on any failure, and then
-        the project still serves the old version.
+    def _rescore(self, client, project: int, target, candidate, round_index: int):
+        """Score the unlabeled tasks with the candidate and build its queue; the caller serves it in one step
+        (:func:`publish_version`: its predictions are written, then the project switches to its version).
 
         The queue is :func:`~detector_al.queue.build_queue`'s over the re-scored pool (with ``config.cold_start``,
         a TypiClust batch away from the labeled tasks' clusters while the candidate is still cold, the labeled
         images embedded by the candidate: one space for both). Labels made during training count.
 
         Returns:
-            ``(scored (task, ImageSummary) pairs, their queue entries, the sampling warning)``.
+            ``(scored (task, ImageSummary) pairs, their queue entries, the predictions to import)``.
         """
         current = list(client.ls.tasks.list(project=project, fields="all"))
         unlabeled = [t for t in current if not is_labeled(t)]
@@ -329,8 +333,7 @@ class Retrainer:
                 labeled_embeddings=self._embeddings(labeled, target, client, emb.shape[1], candidate) if cold else None,
             )
         rows = [{"task": t.id, "result": x.regions, "score": e.score} for (t, x), e in zip(scored, queue, strict=True)]
-        warning = publish_version(client.ls, self.store, project, candidate.version, rows)
-        return scored, queue, warning
+        return scored, queue, rows
 
     def _promote(self, candidate, project: int, round_index: int) -> None:
         """Serve ``candidate`` from now on (an atomic swap) and start the project's next round."""
