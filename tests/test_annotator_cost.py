@@ -122,7 +122,9 @@ def test_seconds_to_reach_scratchs_mAP_and_the_ratios_are_computed_paired():
     row = next(line for line in text.splitlines() if line.startswith("| `ours` |") and "[" in line and "/2" in line)
     share = float(row.split("|")[3].split()[0])
     assert share == pytest.approx(np.mean([(200 + 20 * 0.2 / 0.3) / 600, (200 + 20 * 0.21 / 0.3) / 600]), abs=0.01)
-    ratio = float(row.split("|")[4].split()[0])
+    after = float(row.split("|")[4].split()[0])  # the initial set (200 s) left out of both
+    assert after == pytest.approx(np.mean([20 * 0.2 / 0.3 / 400, 20 * 0.21 / 0.3 / 400]), abs=0.01)
+    ratio = float(row.split("|")[5].split()[0])
     assert ratio == pytest.approx(np.mean([(200 + 20 * 0.2 / 0.3) / 420, (200 + 20 * 0.21 / 0.3) / 420]), abs=0.01)
 
 

@@ -80,11 +80,11 @@ def time_report(results: dict, cost: CostModel, arms: tuple[str, ...] | None = N
         )
     lines += [*_table(["arm"] + [str(n) for n in budgets], rows), ""]
     by_time, by_labels = savings(p, baseline=SCRATCH, x="seconds"), savings(p, baseline=SCRATCH)
-    vs_random = _paired_ratio(p, "random")
+    vs_random, vs_random_after = _paired_ratio(p, "random"), _paired_ratio(p, "random", after_initial=True)
     lines += [
         f"**To reach `{SCRATCH}`'s full-budget test mAP50** (paired by seed, interpolated): annotator hours, their "
         f"share of `{SCRATCH}`'s full-budget hours, the paired ratio to `random`'s (pre-annotated, random order) "
-        "hours, and labels",
+        "hours, both also counted after the initial set (which every arm draws alike), and labels",
         "",
     ]
     rows = []
@@ -99,12 +99,15 @@ def time_report(results: dict, cost: CostModel, arms: tuple[str, ...] | None = N
                 f"`{arm}`",
                 _fmt(hours, 2),
                 _fmt(share, 2),
+                _fmt(_share(p, arm, after_initial=True), 2),
                 _fmt(vs_random.get(arm, (math.nan,) * 3), 2),
+                _fmt(vs_random_after.get(arm, (math.nan,) * 3), 2),
                 _fmt(lab["labels"], 1) if lab else "-",
                 f"{t['censored']}/{t['seeds']}",
             ]
         )
-    header = ["arm", "hours to reach", f"share of {SCRATCH}'s hours", "ratio to random's (paired)", "labels", "never"]
+    header = ["arm", "hours to reach", f"share of {SCRATCH}'s hours", "after the initial set"]
+    header += ["ratio to random's (paired)", "after the initial set", "labels", "never"]
     lines += [*_table(header, rows), ""]
     lines += _per_image_table(seconds_per_image(p))
     return "\n".join(lines)
@@ -124,25 +127,34 @@ def _reach(p: dict, arm: str) -> dict[int, float]:
     return savings(p, baseline=SCRATCH, x="seconds").get(arm, {}).get("per_seed", {})
 
 
-def _share(p: dict, arm: str) -> tuple[float, float, float]:
-    """Seconds to reach / ``scratch``'s full-budget seconds, per seed (a seed that never reaches counts as 1 or
-    more: its share is censored at its full-budget seconds over scratch's)."""
+def _initial(p: dict) -> dict[int, float]:
+    """seed -> seconds of the initial set (drawn in every arm alike)."""
+    return {seed: min(s.values()) for seed, s in _cumulative(p, SCRATCH).items()}
+
+
+def _share(p: dict, arm: str, after_initial: bool = False) -> tuple[float, float, float]:
+    """Seconds to reach / ``scratch``'s full-budget seconds, per seed (a seed that never reaches counts with its
+    full-budget seconds: a lower bound of its share). ``after_initial``: both counted after the initial set."""
     full = {seed: max(s.values()) for seed, s in _cumulative(p, SCRATCH).items()}
+    start = _initial(p) if after_initial else dict.fromkeys(full, 0.0)
     own = _cumulative(p, arm)
     shares = []
     for seed, need in _reach(p, arm).items():
         spent = need if math.isfinite(need) else max(own[seed].values())
-        shares.append(spent / full[seed])
+        shares.append((spent - start[seed]) / (full[seed] - start[seed]))
     return t_interval(shares)
 
 
-def _paired_ratio(p: dict, base: str) -> dict[str, tuple[float, float, float]]:
-    """arm -> seconds to reach / ``base``'s seconds to reach, per seed where both reach (mean [interval])."""
-    ref = _reach(p, base)
+def _paired_ratio(p: dict, base: str, after_initial: bool = False) -> dict[str, tuple[float, float, float]]:
+    """arm -> seconds to reach / ``base``'s seconds to reach, per seed where both reach (mean [interval]);
+    ``after_initial``: both counted after the initial set."""
+    ref, start = _reach(p, base), _initial(p)
     out = {}
     for arm in {r["variant"] for r in p["runs"]}:
         mine = _reach(p, arm)
-        ratios = [mine[s] / ref[s] for s in mine if s in ref and math.isfinite(mine[s]) and math.isfinite(ref[s])]
+        both = [s for s in mine if s in ref and math.isfinite(mine[s]) and math.isfinite(ref[s])]
+        shift = {s: start[s] if after_initial else 0.0 for s in both}
+        ratios = [(mine[s] - shift[s]) / (ref[s] - shift[s]) for s in both if ref[s] > shift[s]]
         out[arm] = t_interval(ratios)
     return out
 
