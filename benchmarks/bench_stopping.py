@@ -53,9 +53,10 @@ def main() -> None:
     imgsz = results["config"]["imgsz"]
     pool = sorted((args.sim / "dataset" / "images" / "pool").iterdir())
     per_run = {}
+    rounds = results["config"]["rounds"]
     for (variant, seed), rows in runs_of(results).items():
-        if not all(Path(r["weights"]).is_file() for r in rows):
-            continue
+        if len(rows) != rounds + 1 or not all(Path(r["weights"]).is_file() for r in rows):
+            continue  # unfinished, or its trainings are gone
         labeled = set(Path(p).name for r in rows for p in r["chosen"])
         free = [p for p in pool if p.name not in labeled]
         rng = np.random.default_rng(seed)
@@ -71,11 +72,13 @@ def main() -> None:
         print(f"{variant:>22} seed {seed}: agreement {', '.join(f'{a:.3f}' for a in agree)}; val mAP50 "
               f"{', '.join(f'{m:.3f}' for m in per_run[f'{variant}/{seed}']['val_map50'])}")  # fmt: skip
     table = []
-    print("\n| threshold | patience | fired | labels at signal minus at 95 % of final val mAP50 | test mAP50 lost |")
-    print("|---|---|---|---|---|")
+    print(
+        "\n| threshold | patience | fired | labels at signal minus at 95 % of final val mAP50 | val mAP50 lost | test mAP50 lost |"
+    )
+    print("|---|---|---|---|---|---|")
     for th in THRESHOLDS:
         for pat in PATIENCES:
-            deltas, lost, fired = [], [], 0
+            deltas, lost, val_lost, fired = [], [], [], 0
             for run in per_run.values():
                 lab, val, test, agree = run["labeled"], run["val_map50"], run["map50"], run["agreement"]
                 flat = next(i for i, v in enumerate(val) if v >= 0.95 * val[-1])
@@ -85,12 +88,13 @@ def main() -> None:
                 stop_labels = lab[at] if at is not None else lab[-1] + step
                 deltas.append(stop_labels - lab[flat])
                 lost.append(test[-1] - test[at] if at is not None else 0.0)
-            d, loss = t_interval(deltas), t_interval(lost)
-            table.append(
-                {"threshold": th, "patience": pat, "fired": fired, "runs": len(per_run), "delta": d, "lost": loss}
-            )
-            print(f"| {th} | {pat} | {fired}/{len(per_run)} | {d[0]:+.1f} [{d[1]:+.1f}, {d[2]:+.1f}] | "
-                  f"{loss[0]:+.3f} [{loss[1]:+.3f}, {loss[2]:+.3f}] |")  # fmt: skip
+                val_lost.append(val[-1] - val[at] if at is not None else 0.0)
+            d, loss, vloss = t_interval(deltas), t_interval(lost), t_interval(val_lost)
+            row = {"threshold": th, "patience": pat, "fired": fired, "runs": len(per_run), "delta": d}
+            table.append(row | {"val_lost": vloss, "lost": loss})
+            cells = [f"{th}", f"{pat}", f"{fired}/{len(per_run)}", f"{d[0]:+.1f} [{d[1]:+.1f}, {d[2]:+.1f}]"]
+            cells += [f"{x[0]:+.3f} [{x[1]:+.3f}, {x[2]:+.3f}]" for x in (vloss, loss)]
+            print("| " + " | ".join(cells) + " |")
     if args.out:
         args.out.write_text(json.dumps({"runs": per_run, "settings": table}, indent=1))
 
