@@ -54,14 +54,19 @@ def learning_curve(store: Store, project: int) -> list[dict]:
 
 def queue_counts(store: Store, project: int, version: str | None) -> dict:
     """Tasks of the project by where they stand: labeled, queued (the batch and the rest), auto-accepted, failed;
-    and the unlabeled tasks' uncertainty scores (for the histogram), of the serving version's predictions."""
+    and the unlabeled tasks' uncertainty scores (for the histogram), of the serving version. A task counts once:
+    the backend's prediction when it made one (``predictions``), else what ``ingest`` recorded (``images``, where
+    unreadable files count as failed)."""
     rows = store._query(
         "SELECT decision, score, error IS NOT NULL AS failed FROM predictions WHERE project = ? AND model_version IS ?"
-        f" AND task_id NOT IN ({LABELED_TASKS})",
-        (project, version, project),
+        f" AND task_id NOT IN ({LABELED_TASKS})"
+        " UNION ALL SELECT decision, score, error IS NOT NULL FROM images WHERE project = ? AND (error IS NOT NULL OR"
+        " (model_version IS ? AND task_id IS NOT NULL AND task_id NOT IN (SELECT task_id FROM predictions WHERE"
+        f" project = ? AND model_version IS ?) AND task_id NOT IN ({LABELED_TASKS})))",
+        (project, version, project, project, version, project, version, project),
     )
     labeled = store._query(f"SELECT COUNT(DISTINCT task_id) n FROM ({LABELED_TASKS})", (project,))[0]["n"]
-    decisions = [r["decision"] for r in rows]
+    decisions = [r["decision"] for r in rows if not r["failed"]]
     scores = [r["score"] for r in rows if r["score"] is not None and not r["failed"]]
     return {
         "labeled": labeled,

@@ -158,3 +158,25 @@ def test_mid_training_the_page_shows_the_live_job_with_an_eta_and_refreshes(back
     eta = float(html.split("ETA ")[1].split(" s")[0])
     assert 55 <= eta <= 70
     assert "no training yet" in html and "not measured yet" not in html  # agreements exist from _fill
+
+
+def test_a_project_filled_by_ingest_shows_its_queue_before_any_prediction_request(backend):
+    """``ingest`` records its tasks in the store's image rows, not as /predict answers: they count all the same."""
+    from detector_al.state.schema import ImageRow
+
+    state = backend.app.state.backend
+    v = state.service.model_version
+    rows = [ImageRow(f"h{i}", f"{i}.jpg", task_id=i, score=0.1 * i, decision=d, model_version=v) for i, d in
+            enumerate(["query", "query", "rest", "auto_accept"])]  # fmt: skip
+    rows.append(ImageRow("bad", "bad.jpg", error="truncated"))  # unreadable: no task
+    state.store.record_images(9, rows)
+    state.store.set_project(9, round=0)
+    state.store.record_event("ANNOTATION_CREATED", 9, 2, 20)  # task 2 labeled since
+    html = backend.get("/dashboard", params={"project": 9}).text
+    queue = html[html.index('id="queue"') : html.index('id="stopping"')]
+    assert [int(x.split("</div>")[0]) for x in queue.split('class="num">')[1:5]] == [
+        2,
+        1,
+        1,
+        1,
+    ]  # queued, auto, labeled, failed
