@@ -208,33 +208,38 @@ class Retrainer:
                 n_eval,
             )
             return result
+        result.update(self._serve(client, project, target, detector, candidate, labeled, round_index + 1, report))
+        return result
+
+    def _serve(self, client, project: int, target, old, candidate, labeled, round_index: int, report) -> dict:
+        """Serve a promoted candidate: re-score the pool with it and switch the project and /predict to it in one step
+        (or fail, and the old model keeps serving), then record the queue and the stopping signal's agreement."""
         report(phase="re-scoring")
         try:
-            scored, queue, rows = self._rescore(client, project, target, candidate, round_index + 1)
+            scored, queue, rows = self._rescore(client, project, target, candidate, round_index)
             with self.switch_lock:  # nothing aligns the project to the old model between the switch and the swap
                 warning = publish_version(client.ls, self.store, project, candidate.version, rows)
                 report(phase="promoting")
-                self._promote(candidate, project, round_index + 1)
+                self._promote(candidate, project, round_index)
         except Exception as exc:
             raise RescoreError(
-                f"re-scoring the pool with {version} failed, so {detector.version} keeps serving: "
+                f"re-scoring the pool with {candidate.version} failed, so {old.version} keeps serving: "
                 f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
             ) from exc
-        self._record(client, project, scored, queue, round_index + 1)
-        result.update(rescored=len(scored), sampling_warning=warning)
+        self._record(client, project, scored, queue, round_index)
         report(phase="stopping signal")
-        result["agreement"] = measure_agreement(
+        agreement = measure_agreement(
             self.service,
             Signals(self.store),
             project,
             [t for t, _ in scored] + [t for t, _ in labeled],
             lambda t: self._image(t, client, target),
-            detector,
+            old,
             candidate,
             self.service.config.score_threshold,
             len(labeled),
         )
-        return result
+        return {"rescored": len(scored), "sampling_warning": warning, "agreement": agreement}
 
     def _review(self, client, project: int, labeled, target, candidate) -> dict:
         """The label review of this training (:func:`~detector_al.jobs.review.review_labels`), written to Label
