@@ -2,7 +2,8 @@
 
 - **label review**: the new model predicts every labeled image; :func:`~detector_al.label_errors.find_label_errors`
   flags likely errors in the human boxes; the scores go to the store and to Label Studio (the task's
-  ``al_label_error`` field, which the "Possible label errors" tab orders by, and its predictions' ``mislabeling``);
+  ``al_label_error`` field, which the "Possible label errors" tab orders by: the open-source Data Manager does not
+  show a prediction's ``mislabeling``);
 - **stopping signal**: on promotion, the old and the new model predict the project's stop set and their agreement is
   recorded (:mod:`detector_al.stopping`).
 """
