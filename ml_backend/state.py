@@ -46,6 +46,13 @@ class BoundedDict(OrderedDict):
             self.popitem(last=False)
 
 
+def warn_once(seen: BoundedDict, key, message: str, *args) -> None:
+    """Log ``message`` at warning level the first time ``key`` is seen (``seen`` bounds the memory)."""
+    if key not in seen:
+        seen[key] = True
+        log.warning(message, *args)
+
+
 @dataclass
 class Credentials:
     """Where Label Studio is and the token to use: the environment's, else what /setup last sent."""
@@ -139,17 +146,17 @@ class Backend:
             hostname = hostname.rstrip("/")
             configured = self.settings.label_studio_url
             if configured and not same_origin(hostname, configured):
-                if hostname not in self._warned_hosts:
-                    self._warned_hosts[hostname] = True
-                    log.warning(
-                        "Label Studio at %s connected, but LABEL_STUDIO_URL is %s: Label Studio files are fetched "
-                        "from LABEL_STUDIO_URL only, %s",
-                        hostname,
-                        configured,
-                        "and LABEL_STUDIO_API_KEY is never sent to another host"
-                        if self.settings.label_studio_api_key
-                        else "and the token /setup sent is not used there (set LABEL_STUDIO_API_KEY)",
-                    )
+                warn_once(
+                    self._warned_hosts,
+                    hostname,
+                    "Label Studio at %s connected, but LABEL_STUDIO_URL is %s: Label Studio files are fetched "
+                    "from LABEL_STUDIO_URL only, %s",
+                    hostname,
+                    configured,
+                    "and LABEL_STUDIO_API_KEY is never sent to another host"
+                    if self.settings.label_studio_api_key
+                    else "and the token /setup sent is not used there (set LABEL_STUDIO_API_KEY)",
+                )
             elif not self.settings.label_studio_api_key:
                 if not same_origin(hostname, self.credentials.url):
                     self.credentials.token = None  # a token goes with the hostname it came with, never elsewhere
@@ -256,16 +263,15 @@ class Backend:
                 self._refused.pop((project, version), None)
                 return warning
             except Exception as exc:  # logged once, never fatal: predictions still work
-                key = (project, self.service.model_version)
-                if key not in self._refused:
-                    self._refused[key] = True
-                    log.warning(
-                        "project %s: could not make it serve model version %s (tried again at the next /setup or "
-                        "queue refresh): %s",
-                        project,
-                        key[1],
-                        str(exc).splitlines()[-1][:300] if str(exc) else type(exc).__name__,
-                    )
+                warn_once(
+                    self._refused,
+                    (project, self.service.model_version),
+                    "project %s: could not make it serve model version %s (tried again at the next /setup or queue "
+                    "refresh): %s",
+                    project,
+                    self.service.model_version,
+                    str(exc).splitlines()[-1][:300] if str(exc) else type(exc).__name__,
+                )
                 return None
 
     def align_project_within(self, project: int, seconds: float) -> None:
