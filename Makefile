@@ -14,8 +14,8 @@ LABEL_STUDIO_VERSION := 1.23.2
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -c constraints.txt -e ".[dev]"
-	$(BIN)/python -c "import torch, torchvision, ultralytics; print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'ultralytics', ultralytics.__version__)"
+	$(PIP) install -q -c constraints.txt -e ".[dev,ray]"
+	$(BIN)/python -c "import torch, torchvision, ultralytics, ray.data; print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'ultralytics', ultralytics.__version__, 'ray', ray.__version__)"
 	touch $(STAMP)
 
 setup: $(STAMP)

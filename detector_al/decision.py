@@ -82,3 +82,21 @@ def decide(
         height=pred.height,
         reason=verdict.reason,
     )
+
+
+@dataclass(frozen=True)
+class DecisionPolicy:
+    """The settings of :func:`decide` as one picklable object (what a scoring worker on another machine needs).
+
+    Calling it is ``decide(pred, serving_strategy(strategy), round_index, ceal, score_threshold)``.
+    """
+
+    strategy: str
+    round_index: int = 0
+    ceal: CealConfig | None = None
+    score_threshold: float = 0.25
+
+    def __call__(self, pred: ImagePredictions) -> Decision:
+        from detector_al.uncertainty import serving_strategy
+
+        return decide(pred, serving_strategy(self.strategy), self.round_index, self.ceal, self.score_threshold)

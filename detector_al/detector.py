@@ -139,6 +139,7 @@ class Detector:
         self.yolo = yolo
         self.max_decode_bytes = max_decode_bytes  # memory budget per decoded image (None: images.MAX_DECODE_BYTES)
         self.version = version or "untracked"
+        self.weights: str | None = None  # where Detector.load read the model from (Ray workers load it again)
         self._letterbox = LetterBox((self.imgsz, self.imgsz), auto=False, stride=stride_max)
         grids = grid_shapes((self.imgsz, self.imgsz), self.strides)
         self._perm = torch.as_tensor(flip_permutation(grids), device=self.device)
@@ -160,7 +161,9 @@ class Detector:
             raise FileNotFoundError(f"model weights not found: {path}")
         yolo = YOLO(str(weights), task="detect")
         version = kwargs.pop("version", None) or (file_sha256(path)[:12] if path.is_file() else path.stem)
-        return cls(yolo, version=version, **kwargs)
+        det = cls(yolo, version=version, **kwargs)
+        det.weights = str(weights)
+        return det
 
     @property
     def num_anchors(self) -> int:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from detector_al.decision import decide
+from detector_al.decision import Decision, decide
 from detector_al.pseudo_labels import CealConfig
 from detector_al.queue import AUTO_ACCEPT, ERROR, QUERY, REST, build_queue
 from detector_al.scoring_config import DIVERSITY
@@ -61,21 +61,24 @@ def score_predictions(
 ) -> Iterator[ScoredImage]:
     """Score each record and apply the CEAL auto-accept test; keep boxes at ``conf >= min_confidence``."""
     for p in preds:
-        d = decide(p, strategy, round_index, ceal, min_confidence)
-        if d.error:
-            yield ScoredImage(source=p.source, decision=ERROR, error=d.error)
-            continue
-        yield ScoredImage(
-            source=d.source,
-            width=d.width,
-            height=d.height,
-            score=d.score,
-            decision=d.status,
-            detections=d.shown,
-            pseudo_labels=d.pseudo_labels,
-            embedding=d.embedding,
-            reason=d.reason,
-        )
+        yield scored_image(decide(p, strategy, round_index, ceal, min_confidence))
+
+
+def scored_image(d: Decision) -> ScoredImage:
+    """One image's record from its decision (not yet placed in the queue)."""
+    if d.error:
+        return ScoredImage(source=d.source, decision=ERROR, error=d.error)
+    return ScoredImage(
+        source=d.source,
+        width=d.width,
+        height=d.height,
+        score=d.score,
+        decision=d.status,
+        detections=d.shown,
+        pseudo_labels=d.pseudo_labels,
+        embedding=d.embedding,
+        reason=d.reason,
+    )
 
 
 def assign_queue(
@@ -134,20 +137,6 @@ def assign_queue(
     for i, e in zip(scored, entries, strict=True):
         images[i].decision, images[i].rank = e.status, e.position + 1
     return images
-
-
-def rank_pool(
-    preds: Iterable[ImagePredictions],
-    strategy: Strategy,
-    budget: int,
-    round_index: int = 0,
-    ceal: CealConfig | None = None,
-    score_threshold: float = 0.25,
-    **queue_options,
-) -> list[ScoredImage]:
-    """:func:`score_predictions` then :func:`assign_queue` (``queue_options``: diversity, cold, seed, ...)."""
-    records = list(score_predictions(preds, strategy, round_index, ceal, min_confidence=score_threshold))
-    return assign_queue(records, budget, **queue_options)
 
 
 def summary(images: list[ScoredImage]) -> dict:

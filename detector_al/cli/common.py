@@ -43,3 +43,25 @@ def load_detector(model: str, **kwargs):
         return Detector.load(model, **kwargs)
     except (FileNotFoundError, UnsupportedModelError) as exc:
         fail(str(exc))
+
+
+RAY_HELP = "Score on Ray: a local Ray on this machine (see --ray-address for a cluster)."
+RAY_ADDRESS_HELP = "Score on the Ray cluster at this address (auto, ray://head:10001); implies --ray."
+RAY_WORKERS_HELP = "Ray actors, one model each (default: one per GPU, else one per CPU of the cluster)."
+RAY_GPUS_HELP = "GPU fraction per Ray actor (default: 1 where the cluster has GPUs; 0.5 puts two on a GPU)."
+
+
+def ray_options(use_ray: bool, address: str | None, workers: int | None, gpus: float | None, batch_size: int):
+    """The :class:`~detector_al.jobs.ray_scoring.RayOptions` the Ray flags ask for, None without them; fails with the
+    install hint when Ray is missing."""
+    if not (use_ray or address):
+        return None
+    from detector_al.jobs.ray_scoring import INSTALL_HINT, RayOptions, ray_available
+
+    if not ray_available():
+        fail(f"--ray needs Ray. {INSTALL_HINT}")
+    if workers is not None and workers < 1:
+        raise typer.BadParameter("must be >= 1", param_hint="--ray-workers")
+    if gpus is not None and gpus < 0:
+        raise typer.BadParameter("must be >= 0", param_hint="--ray-gpus-per-worker")
+    return RayOptions(address=address, workers=workers, gpus_per_worker=gpus, batch_size=batch_size)

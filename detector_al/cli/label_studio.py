@@ -6,7 +6,16 @@ from pathlib import Path
 
 import typer
 
-from detector_al.cli.common import expand_sources, fail, load_detector
+from detector_al.cli.common import (
+    RAY_ADDRESS_HELP,
+    RAY_GPUS_HELP,
+    RAY_HELP,
+    RAY_WORKERS_HELP,
+    expand_sources,
+    fail,
+    load_detector,
+    ray_options,
+)
 from detector_al.cli.model import print_summary
 from detector_al.demo.bootstrap_model import SAMPLE_DATA, ensure_bootstrap_model
 from detector_al.scoring_config import COLD_START, POLICY, SCORER_CONF
@@ -163,6 +172,10 @@ def ingest(
         help="While the model is cold (fewer than half the images hold a box at confidence >= 0.5), queue a "
         "TypiClust batch (typical images of clusters not labeled yet) first; once warm, by uncertainty.",
     ),
+    use_ray: bool = typer.Option(False, "--ray", help=RAY_HELP),
+    ray_address: str = typer.Option(None, "--ray-address", envvar="DETECTOR_AL_RAY_ADDRESS", help=RAY_ADDRESS_HELP),
+    ray_workers: int = typer.Option(None, "--ray-workers", help=RAY_WORKERS_HELP),
+    ray_gpus: float = typer.Option(None, "--ray-gpus-per-worker", help=RAY_GPUS_HELP),
 ) -> None:
     """Pre-annotate a folder and push it into a prioritised Label Studio queue (or write tasks.json offline).
 
@@ -175,6 +188,7 @@ def ingest(
 
     online = ls_url is not None or project is not None or project_title is not None
     _check_ingest_options(folder, strategy, online, out, export_pseudo)
+    ray_opts = ray_options(use_ray, ray_address, ray_workers, ray_gpus, batch_size)
     det = load_detector(model, conf=SCORER_CONF, version=registered_version(model, model_dir))
     project_ref = (ls_url, api_key, project, project_title) if online else None
     sink, pid, target = _ingest_target(det.names, label_config, project_ref, files_root, folder)
@@ -189,7 +203,7 @@ def ingest(
         files_root=files_root,
         cold_start=cold_start,
     )
-    report = run_ingest(folder, det, store, target, cfg, sink=sink, project=pid)
+    report = run_ingest(folder, det, store, target, cfg, sink=sink, project=pid, ray=ray_opts)
     typer.echo(report.summary())
     _write_ingest_files(store, det, pid, out, export_pseudo, files_root)
     if sink is not None:

@@ -7,7 +7,16 @@ from pathlib import Path
 
 import typer
 
-from detector_al.cli.common import expand_sources, fail, load_detector
+from detector_al.cli.common import (
+    RAY_ADDRESS_HELP,
+    RAY_GPUS_HELP,
+    RAY_HELP,
+    RAY_WORKERS_HELP,
+    expand_sources,
+    fail,
+    load_detector,
+    ray_options,
+)
 from detector_al.demo.bootstrap_model import BOOTSTRAP_DIR
 from detector_al.scoring_config import COLD_START, DIVERSITY, POLICY, SCORER_CONF, ceal_config
 from detector_al.uncertainty import DEFAULT_STRATEGY, SERVING_STRATEGIES, serving_strategy
@@ -87,6 +96,10 @@ def score(
     balance_classes: Path = typer.Option(
         None, help="YOLO label folder of the labeled set: favour images of the classes rare there."
     ),
+    use_ray: bool = typer.Option(False, "--ray", help=RAY_HELP),
+    ray_address: str = typer.Option(None, "--ray-address", envvar="DETECTOR_AL_RAY_ADDRESS", help=RAY_ADDRESS_HELP),
+    ray_workers: int = typer.Option(None, "--ray-workers", help=RAY_WORKERS_HELP),
+    ray_gpus: float = typer.Option(None, "--ray-gpus-per-worker", help=RAY_GPUS_HELP),
 ) -> None:
     """Score images by uncertainty, auto-accept the confident ones, and rank the rest into a queue."""
     from detector_al.jobs.pool_scoring import plot_queue_scores, score_files, write_queue_file
@@ -96,6 +109,7 @@ def score(
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--strategy") from None
     ceal = ceal_config(delta0, decay, enabled=auto_accept)
+    ray_opts = ray_options(use_ray, ray_address, ray_workers, ray_gpus, batch_size)
     sources = expand_sources(images)
     det = load_detector(model, conf=conf)
     queue_options = {"diversity": diversity, "cold": diversity_only, "cold_start": cold_start, "seed": seed}
@@ -111,6 +125,7 @@ def score(
             batch_size=batch_size,
             progress=f"score ({strategy})",
             balance_classes=balance_classes,
+            ray=ray_opts,
             **queue_options,
         )
     except NotADirectoryError as exc:

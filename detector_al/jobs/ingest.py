@@ -21,16 +21,18 @@ import json
 import logging
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from detector_al.decision import decide
+from detector_al.decision import Decision, DecisionPolicy
 from detector_al.detector import Detector
-from detector_al.files import atomic_write, file_sha256
+from detector_al.files import atomic_write
 from detector_al.images import iter_images
+from detector_al.jobs.file_scoring import ScoredFile, scored_files
 from detector_al.label_studio.config import RectangleTarget
 from detector_al.label_studio.queue import TaskQueueUpdate
 from detector_al.label_studio.regions import to_label_studio_regions
@@ -50,6 +52,9 @@ from detector_al.queue import (
 from detector_al.scoring_config import COLD_START, POLICY
 from detector_al.state.store import ImageRow, Store
 from detector_al.uncertainty import DEFAULT_STRATEGY, serving_strategy
+
+if TYPE_CHECKING:
+    from detector_al.jobs.ray_scoring import RayOptions
 from detector_al.yolo_format import yolo_lines
 
 log = logging.getLogger(__name__)
@@ -94,11 +99,6 @@ class IngestReport:
         ]
         lines += [f"  failed: {p}: {e}" for p, e in self.failed]
         return "\n".join(lines)
-
-
-def content_hash(path: Path) -> str:
-    """The identity of an image file: SHA-256 of its bytes."""
-    return file_sha256(path)
 
 
 def walk_images(folder: Path) -> Iterator[Path]:
@@ -146,48 +146,36 @@ def task_payload(row: ImageRow, model_version: str) -> dict:
     }
 
 
-def score_batch(
-    det: Detector, paths: list[Path], hashes: list[str], target: RectangleTarget, cfg: IngestConfig, url_of
-) -> list[ImageRow]:
-    """Predict and score one batch of new files; unreadable ones get a row with ``error``."""
-    strategy = serving_strategy(cfg.strategy)
-    rows = []
-    for path, h, p in zip(paths, hashes, det.predict([str(x) for x in paths], cfg.batch_size), strict=True):
-        d = decide(p, strategy, cfg.round_index, cfg.ceal, cfg.score_threshold)
-        if d.error:
-            rows.append(ImageRow(h, str(path), error=d.error, decision="error", model_version=det.version))
-            continue
-        regions = to_label_studio_regions(d.shown, d.width, d.height, target)
-        pseudo = None
-        if d.accepted:
-            pl = d.pseudo_labels
-            pseudo = json.dumps(
-                {
-                    "xyxy": pl.xyxy.round(2).tolist(),
-                    "class_id": pl.class_id.tolist(),
-                    "confidence": pl.confidence.round(4).tolist(),
-                }
-            )
-        rows.append(
-            ImageRow(
-                h,
-                str(path),
-                url=url_of(path),
-                width=d.width,
-                height=d.height,
-                score=d.score,
-                confidence=round(d.confidence, 6),
-                decision=d.status,
-                priority=priority(label_studio_score(d.status, d.confidence)),
-                round=cfg.round_index,
-                model_version=det.version,
-                regions=json.dumps(regions),
-                pseudo_labels=pseudo,
-                embedding=d.embedding.astype(np.float32).tobytes(),
-                max_confidence=d.max_confidence,
-            )
+def image_row(d: Decision, content_hash: str, target: RectangleTarget, round_index: int, version: str) -> ImageRow:
+    """The stored row of one file's decision (its Label Studio URL and task id are the writer's to add)."""
+    if d.error:
+        return ImageRow(content_hash, d.source, error=d.error, decision="error", model_version=version)
+    pseudo = None
+    if d.accepted:
+        pl = d.pseudo_labels
+        pseudo = json.dumps(
+            {
+                "xyxy": pl.xyxy.round(2).tolist(),
+                "class_id": pl.class_id.tolist(),
+                "confidence": pl.confidence.round(4).tolist(),
+            }
         )
-    return rows
+    return ImageRow(
+        content_hash,
+        d.source,
+        width=d.width,
+        height=d.height,
+        score=d.score,
+        confidence=round(d.confidence, 6),
+        decision=d.status,
+        priority=priority(label_studio_score(d.status, d.confidence)),
+        round=round_index,
+        model_version=version,
+        regions=json.dumps(to_label_studio_regions(d.shown, d.width, d.height, target)),
+        pseudo_labels=pseudo,
+        embedding=d.embedding.astype(np.float32).tobytes(),
+        max_confidence=d.max_confidence,
+    )
 
 
 def plan_queue(
@@ -217,20 +205,29 @@ def ingest(
     cfg: IngestConfig,
     sink: LabelStudioSink | None = None,
     project: int = OFFLINE_PROJECT,
+    ray: RayOptions | None = None,
 ) -> IngestReport:
-    """Score every image under ``folder`` into ``store`` (and Label Studio when ``sink`` is given)."""
+    """Score every image under ``folder`` into ``store`` (and Label Studio when ``sink`` is given); with ``ray``,
+    the scoring runs on a Ray actor pool (:mod:`detector_al.jobs.ray_scoring`) and this process writes."""
     start = time.perf_counter()
     report = IngestReport()
     known_ls = sink.known_hashes() if sink else {}
     stored = store.image_hashes(project)
-    batches = _BatchWriter(det, store, target, cfg, sink, project, report)
-    pending: list[tuple[Path, str, int | None]] = []
-    for item in _files_to_score(folder, stored, known_ls, report):
+    policy = DecisionPolicy(cfg.strategy, cfg.round_index, cfg.ceal, cfg.score_threshold)
+    if ray is None:
+        files = scored_files(det, walk_images(folder), policy, batch_size=cfg.batch_size, skip=stored.keys())
+    else:
+        from detector_al.jobs.ray_scoring import ModelSpec, ray_scored_files
+
+        files = ray_scored_files(walk_images(folder), ModelSpec.of(det), policy, ray, skip=stored.keys())
+    writer = _BatchWriter(det, store, target, cfg, sink, project, report)
+    pending: list[tuple[ScoredFile, int | None]] = []
+    for item in _new_files(track(files, count_images(folder), "ingest"), known_ls, report):
         pending.append(item)
-        if len(pending) >= max(cfg.batch_size, cfg.tasks_per_request):
-            batches.write(pending)
+        if len(pending) >= cfg.tasks_per_request:
+            writer.write(pending)
             pending = []
-    batches.write(pending)
+    writer.write(pending)
     report.elapsed_s = time.perf_counter() - start
     for row in store.images(project, "error IS NOT NULL"):
         if (row.path, row.error) not in report.failed:
@@ -239,30 +236,31 @@ def ingest(
     return report
 
 
-def _files_to_score(
-    folder: Path, stored: dict[str, int | None], known_ls: dict[str, int], report: IngestReport
-) -> Iterator[tuple[Path, str, int | None]]:
-    """``(path, content hash, task id in Label Studio or None)`` of the files not ingested before (counted)."""
+def _new_files(
+    files: Iterable[ScoredFile], known_ls: dict[str, int], report: IngestReport
+) -> Iterator[tuple[ScoredFile, int | None]]:
+    """The scored files not ingested before, with their task id in Label Studio when a task exists (counted)."""
     seen: set[str] = set()
-    for path in track(walk_images(folder), count_images(folder), "ingest"):
+    for f in files:
         report.scanned += 1
-        h = content_hash(path)
-        if h in seen or h in stored:  # the same bytes twice, or ingested before
-            report.already_known += 1
-            seen.add(h)
+        if f.content_hash is None:  # its bytes could not be read: it fails alone, retried by the next run
+            report.failed.append((f.path, f.decision.error))
             continue
-        seen.add(h)
-        if h in known_ls:  # a task exists (a run killed before it could record it): score it, create nothing
+        if f.decision is None or f.content_hash in seen:  # ingested before, or the same bytes twice
+            report.already_known += 1
+            continue
+        seen.add(f.content_hash)
+        if f.content_hash in known_ls:  # a task exists (a run killed before it could record it): create nothing
             report.already_known += 1
         else:
             report.new += 1
-        yield path, h, known_ls.get(h)
+        yield f, known_ls.get(f.content_hash)
 
 
 @dataclass
 class _BatchWriter:
-    """Scores batches of new files and writes them: tasks in Label Studio first (when there is a sink), then
-    the store, so a file Label Studio did not take is not stored and the next run retries it."""
+    """Writes batches of scored files: tasks in Label Studio first (when there is a sink), then the store, so a
+    file Label Studio did not take is not stored and the next run retries it."""
 
     det: Detector
     store: Store
@@ -277,13 +275,18 @@ class _BatchWriter:
             return self.sink.url_for(path)
         return local_files_url(path, self.cfg.files_root) or path.resolve().as_uri()
 
-    def write(self, pending: list[tuple[Path, str, int | None]]) -> None:
+    def write(self, pending: list[tuple[ScoredFile, int | None]]) -> None:
         if not pending:
             return
-        paths, hashes = [p for p, _, _ in pending], [h for _, h, _ in pending]
-        rows = score_batch(self.det, paths, hashes, self.target, self.cfg, self.url_of)
-        existing = {h: t for _, h, t in pending if t is not None}
-        good = [_replace(r, task_id=existing.get(r.content_hash)) for r in rows if r.error is None]
+        rows = [
+            image_row(f.decision, f.content_hash, self.target, self.cfg.round_index, self.det.version)
+            for f, _ in pending
+        ]
+        good = [
+            _replace(r, url=self.url_of(Path(r.path)), task_id=task)
+            for r, (_, task) in zip(rows, pending, strict=True)
+            if r.error is None
+        ]
         refused = self._create_tasks(good) if self.sink is not None else set()
         good = [r for i, r in enumerate(good) if i not in refused]
         self.store.record_images(self.project, good + [r for r in rows if r.error is not None])

@@ -6,17 +6,22 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from detector_al.decision import DecisionPolicy
 from detector_al.detector import Detector
 from detector_al.files import atomic_write
+from detector_al.jobs.file_scoring import scored_files
 from detector_al.progress import track
 from detector_al.pseudo_labels import CealConfig
-from detector_al.ranking import ScoredImage, rank_pool
+from detector_al.ranking import ScoredImage, assign_queue, scored_image
 from detector_al.scoring_config import POLICY
-from detector_al.uncertainty import serving_strategy
 from detector_al.yolo_format import class_counts
+
+if TYPE_CHECKING:
+    from detector_al.jobs.ray_scoring import RayOptions
 
 
 def score_files(
@@ -31,9 +36,12 @@ def score_files(
     batch_size: int = 16,
     balance_classes: Path | None = None,
     progress: str | None = None,
+    ray: RayOptions | None = None,
     **queue_options,
 ) -> list[ScoredImage]:
-    """Predict, score and rank ``sources`` (:func:`~detector_al.ranking.rank_pool`).
+    """Predict, decide and rank ``sources``: :func:`~detector_al.jobs.file_scoring.scored_files` (on Ray with
+    ``ray``: :func:`~detector_al.jobs.ray_scoring.ray_scored_files`, the same records), then
+    :func:`~detector_al.ranking.assign_queue`.
 
     Args:
         balance_classes: a folder of the labeled set's YOLO label files: the batch favours images of the classes
@@ -49,19 +57,17 @@ def score_files(
         if not balance_classes.is_dir():
             raise NotADirectoryError(f"not a folder of YOLO label files: {balance_classes}")
         counts = class_counts(balance_classes, len(det.names))
-    preds = det.predict(sources, batch_size=batch_size)
+    policy = DecisionPolicy(strategy, round_index, ceal, score_threshold)
+    if ray is None:
+        files = scored_files(det, sources, policy, batch_size=batch_size, hash_files=False)
+    else:
+        from detector_al.jobs.ray_scoring import ModelSpec, ray_scored_files
+
+        files = ray_scored_files(sources, ModelSpec.of(det), policy, ray, hash_files=False)
     if progress is not None:
-        preds = track(preds, len(sources), progress)
-    return rank_pool(
-        preds,
-        serving_strategy(strategy),
-        budget,
-        round_index=round_index,
-        ceal=ceal,
-        score_threshold=score_threshold,
-        labeled_class_counts=counts,
-        **queue_options,
-    )
+        files = track(files, len(sources), progress)
+    records = [scored_image(f.decision) for f in files]
+    return assign_queue(records, budget, labeled_class_counts=counts, **queue_options)
 
 
 def write_queue_file(out: Path, records: list[ScoredImage], names: tuple[str, ...]) -> None:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 import re
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -121,15 +124,25 @@ def test_ingest_creates_prioritised_tasks_and_tabs_and_is_idempotent(
     assert len(all_tasks(ls_client, project.id)) == len(tasks)
 
 
+RAY = pytest.param(
+    ["--ray", "--ray-workers", "1"],
+    id="ray",
+    marks=pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="Ray is an optional extra"),
+)
+
+
+@pytest.mark.parametrize("scoring", [pytest.param([], id="plain"), RAY])
 def test_a_killed_ingest_resumes_with_each_image_exactly_once(
-    ls_client, label_studio, sample_data, trained_weights, tmp_path
+    ls_client, label_studio, sample_data, trained_weights, tmp_path, scoring
 ):
-    folder = label_studio.files_root / "kill-src"
+    """A run killed (with its whole process group: Ray's workers too) half-way, then run again: every image has
+    exactly one task with one prediction, in Label Studio and in the store."""
+    folder = label_studio.files_root / f"kill-src-{len(scoring)}"
     folder.mkdir()
     for p in sorted((sample_data / "images" / "pool").glob("*.jpg"))[100:160]:
         shutil.copy(p, folder / p.name)
     store = tmp_path / "ingest.sqlite3"
-    title = "ingest kill test"
+    title = f"ingest kill test {len(scoring)}"
     cmd = ingest_cmd(
         label_studio,
         folder,
@@ -143,8 +156,9 @@ def test_a_killed_ingest_resumes_with_each_image_exactly_once(
         "4",
         "--tasks-per-request",
         "4",
+        *scoring,
     )
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.time() + 300
     count = 0
     while time.time() < deadline:
@@ -157,14 +171,18 @@ def test_a_killed_ingest_resumes_with_each_image_exactly_once(
             break
         assert proc.poll() is None, proc.stdout.read().decode()[-2000:]
         time.sleep(0.2)
-    proc.send_signal(signal.SIGKILL)
+    os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(30)
     assert 0 < count < 60, count
-    run(cmd)
+    out = run(cmd)
     tasks = all_tasks(ls_client, project_by_title(ls_client, title).id)
     hashes = [t.data["al_hash"] for t in tasks]
-    assert len(tasks) == 60 and len(set(hashes)) == 60
+    assert len(tasks) == 60 and len(set(hashes)) == 60, out
     assert all(len(t.predictions) == 1 for t in tasks)
+    with sqlite3.connect(store) as db:
+        rows = db.execute("SELECT content_hash, task_id FROM images").fetchall()
+    assert sorted(h for h, _ in rows) == sorted(hashes)
+    assert {t for _, t in rows} == {t.id for t in tasks}
 
 
 def test_offline_tasks_json_imports_unchanged(ls_client, label_studio, sample_data, trained_weights, tmp_path):
