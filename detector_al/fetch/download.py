@@ -51,7 +51,14 @@ def private_address(host: str) -> str | None:
         return None
     for info in infos:
         ip = ipaddress.ip_address(info[4][0].split("%", 1)[0])
-        if ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved or ip.is_multicast or ip.is_unspecified:
+        if (
+            ip.is_private
+            or ip.is_loopback
+            or ip.is_link_local
+            or ip.is_reserved
+            or ip.is_multicast
+            or ip.is_unspecified
+        ):
             return str(ip)
     return None
 

@@ -39,16 +39,8 @@ from detector_al.label_studio.regions import to_label_studio_regions
 from detector_al.label_studio.task_sink import LabelStudioSink, local_files_url
 from detector_al.progress import track
 from detector_al.pseudo_labels import CealConfig
-from detector_al.queue import (
-    AUTO_ACCEPT,
-    QUERY,
-    QueueEntry,
-    build_queue,
-    embedding_matrix,
-    label_studio_score,
-    pool_max_confidence,
-    priority,
-)
+from detector_al.queue import AUTO_ACCEPT, QueueEntry, embedding_matrix, label_studio_score, priority
+from detector_al.queue_plan import QueuePlan, StoredPlace, plan_stored_queue
 from detector_al.scoring_config import COLD_START, POLICY
 from detector_al.state.store import ImageRow, Store
 from detector_al.uncertainty import DEFAULT_STRATEGY, serving_strategy
@@ -181,20 +173,34 @@ def image_row(d: Decision, content_hash: str, target: RectangleTarget, round_ind
 def plan_queue(
     store: Store, project: int, budget: int, confidence, labeled: set[int] = frozenset(), cold_start: bool = False
 ) -> list[tuple[ImageRow, QueueEntry]]:
-    """Every scored, not yet labeled image of the project with its place in :func:`~detector_al.queue.build_queue`'s
-    queue (``labeled``: task ids that have an annotation). With ``cold_start``, a cold model's batch is TypiClust's,
+    """Every scored, not yet labeled image of the project with its queue entry (``labeled``: task ids that have an
+    annotation), planned by :func:`plan_ingested_queue` (entries outside the batch have position -1). A listing,
+    for people and tests; the end of ingest streams instead."""
+    plan = plan_ingested_queue(store, project, budget, confidence, labeled, cold_start)
+    rows = [r for r in store.iter_images(project, "error IS NULL") if r.task_id not in labeled]
+    return [(r, plan.entry(_place(r))) for r in rows]
+
+
+def plan_ingested_queue(
+    store: Store, project: int, budget: int, confidence, labeled: set[int] = frozenset(), cold_start: bool = False
+) -> QueuePlan:
+    """The batch over the project's ingested images not labeled yet, in bounded memory
+    (:func:`~detector_al.queue_plan.plan_stored_queue`). With ``cold_start``, a cold model's batch is TypiClust's,
     away from the labeled images' clusters."""
-    scored = store.images(project, "error IS NULL", order="score DESC")
-    rows = [r for r in scored if r.task_id not in labeled]
-    if not rows:
-        return []
-    emb = np.stack([np.frombuffer(r.embedding, np.float32) for r in rows])
-    # rows ingested before the column existed have no max_confidence: then no cold start (None)
-    top = pool_max_confidence(r.max_confidence for r in rows) if cold_start else None
-    done = embedding_matrix((r.embedding for r in scored if r.task_id in labeled), emb.shape[1])
-    accepted, u = np.array([r.decision == AUTO_ACCEPT for r in rows]), np.array([r.score for r in rows], np.float64)
-    entries = build_queue(u, accepted, emb, budget, confidence, max_confidence=top, labeled_embeddings=done)
-    return list(zip(rows, entries, strict=True))
+
+    def places() -> Iterator[StoredPlace]:
+        return (_place(r) for r in store.iter_images(project, "error IS NULL") if r.task_id not in labeled)
+
+    def labeled_embeddings(dim: int) -> np.ndarray | None:
+        rows = store.iter_images(project, "error IS NULL AND task_id IS NOT NULL")
+        return embedding_matrix((r.embedding for r in rows if r.task_id in labeled), dim)
+
+    return plan_stored_queue(places, budget, confidence, cold_start=cold_start, labeled_embeddings=labeled_embeddings)
+
+
+def _place(row: ImageRow) -> StoredPlace:
+    # rows ingested before the column existed have no max_confidence: then no cold start
+    return StoredPlace(row.content_hash, row.score, row.decision == AUTO_ACCEPT, row.max_confidence, row.embedding)
 
 
 def ingest(
@@ -335,10 +341,15 @@ def _refresh_queue(
     """Choose the query batch over the whole project and write the statuses that changed: Label Studio first,
     the store after, so a failed update is retried by the next run."""
     labeled = getattr(sink, "labeled", set()) if sink else set()  # labeled tasks leave the queue
-    queue = plan_queue(store, project, cfg.budget, serving_strategy(cfg.strategy).confidence, labeled, cfg.cold_start)
-    changed = [
-        (row, e) for row, e in queue if row.decision != e.status or abs((row.priority or 0.0) - e.priority) > 1e-12
-    ]
+    confidence = serving_strategy(cfg.strategy).confidence
+    plan = plan_ingested_queue(store, project, cfg.budget, confidence, labeled, cfg.cold_start)
+    changed = []
+    for row in store.iter_images(project, "error IS NULL"):
+        if row.task_id in labeled:
+            continue
+        e = plan.entry(_place(row))
+        if row.decision != e.status or abs((row.priority or 0.0) - e.priority) > 1e-12:
+            changed.append((row, e))
     failed: set[int] = set()
     if sink is not None:
         updates = [
@@ -351,8 +362,8 @@ def _refresh_queue(
     store.set_image_queue(
         project, [(row.content_hash, e.status, e.priority) for row, e in changed if row.task_id not in failed]
     )
-    report.queried = sum(e.status == QUERY for _, e in queue)
-    report.auto_accepted = len(store.images(project, "decision = 'auto_accept'"))
+    report.queried = len(plan.batch)
+    report.auto_accepted = store.count_images(project, "decision = 'auto_accept'")
 
 
 def _replace(row: ImageRow, **kw) -> ImageRow:

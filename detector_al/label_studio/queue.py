@@ -17,12 +17,13 @@ the project still serves the old ones, then the project's version is switched.
 from __future__ import annotations
 
 import logging
+import sqlite3
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-import numpy as np
-
-from detector_al.queue import AUTO_ACCEPT, UNCERTAINTY_SAMPLING, build_queue, embedding_matrix, pool_max_confidence
+from detector_al.queue import AUTO_ACCEPT, UNCERTAINTY_SAMPLING, embedding_matrix
+from detector_al.queue_plan import StoredPlace, plan_stored_queue
 
 log = logging.getLogger(__name__)
 
@@ -180,34 +181,32 @@ def refresh_queue(
     """Re-build a project's queue from the backend's stored predictions and write what changed to Label Studio.
 
     The backend scores tasks one request at a time (each alone gets its band's score); once a pool has
-    been predicted this chooses the diverse batch over it (:func:`~detector_al.queue.build_queue`) and
-    moves the changed predictions' scores. Tasks labeled since (webhook events) are left out. With
+    been predicted this chooses the batch over it (:func:`~detector_al.queue_plan.plan_stored_queue`: the stored
+    predictions streamed, in bounded memory) and moves the changed predictions' scores. Tasks labeled since (webhook events) are left out. With
     ``cold_start``, a cold model's batch is TypiClust's, away from the labeled tasks' clusters.
 
     Returns:
         ``(moved, pending)``: how many tasks changed place, and how many of those could not be written yet
         (their prediction is not stored in Label Studio yet, or the write failed): refresh again later.
     """
-    rows = store.queue_inputs(project, model_version)
-    if not rows:
-        return 0, 0
-    emb = np.stack([np.frombuffer(r["embedding"], np.float32) for r in rows])
-    # rows /predict stored before the column existed have no max_confidence: then no cold start (None)
-    top = pool_max_confidence(r["max_confidence"] for r in rows) if cold_start else None
-    queue = build_queue(
-        np.array([r["score"] for r in rows], np.float64),
-        np.array([r["decision"] == AUTO_ACCEPT for r in rows]),
-        emb,
+
+    def places() -> Iterator[tuple[StoredPlace, sqlite3.Row]]:
+        for r in store.iter_queue_inputs(project, model_version):
+            mc = r["max_confidence"]  # NULL in rows /predict stored before the column existed: then no cold start
+            yield StoredPlace(r["task_id"], r["score"], r["decision"] == AUTO_ACCEPT, mc, r["embedding"]), r
+
+    plan = plan_stored_queue(
+        lambda: (p for p, _ in places()),
         budget,
         confidence,
-        max_confidence=top,
-        labeled_embeddings=None if top is None else embedding_matrix(store.labeled_embeddings(project), emb.shape[1]),
+        cold_start=cold_start,
+        labeled_embeddings=lambda dim: embedding_matrix(store.labeled_embeddings(project), dim),
     )
-    changed = [
-        (r["task_id"], e)
-        for r, e in zip(rows, queue, strict=True)
-        if r["decision"] != e.status or abs((r["confidence"] or 0.0) - e.score) > 1e-12
-    ]
+    changed = []
+    for place, r in places():
+        e = plan.entry(place)
+        if r["decision"] != e.status or abs((r["confidence"] or 0.0) - e.score) > 1e-12:
+            changed.append((place.key, e))
     failed = {
         t for t, _ in publish_queue(ls, project, model_version, [TaskQueueUpdate(t, e.score) for t, e in changed])
     }

@@ -16,7 +16,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from detector_al.state.schema import (
@@ -204,13 +204,24 @@ class Store:
         return out
 
     def queue_inputs(self, project: int, model_version: str) -> list[sqlite3.Row]:
-        """What re-building the project's queue needs: scored predictions of ``model_version`` not yet labeled."""
-        return self._query(
-            "SELECT task_id, score, confidence, decision, embedding, max_confidence FROM predictions WHERE project = ?"
-            " AND model_version = ? AND error IS NULL AND score IS NOT NULL AND embedding IS NOT NULL"
-            f" AND task_id NOT IN ({LABELED_TASKS}) ORDER BY task_id",
-            (project, model_version, project),
-        )
+        """:meth:`iter_queue_inputs` as a list."""
+        return list(self.iter_queue_inputs(project, model_version))
+
+    def iter_queue_inputs(self, project: int, model_version: str, page: int = 2000) -> Iterator[sqlite3.Row]:
+        """What re-building the project's queue needs: scored predictions of ``model_version`` not yet labeled, by
+        task id, read a page at a time (the store's lock is held per page, never across the caller's work)."""
+        after = -1
+        while True:
+            rows = self._query(
+                "SELECT task_id, score, confidence, decision, embedding, max_confidence FROM predictions WHERE"
+                " project = ? AND model_version = ? AND error IS NULL AND score IS NOT NULL AND embedding IS NOT NULL"
+                f" AND task_id > ? AND task_id NOT IN ({LABELED_TASKS}) ORDER BY task_id LIMIT ?",
+                (project, model_version, after, project, page),
+            )
+            yield from rows
+            if len(rows) < page:
+                return
+            after = rows[-1]["task_id"]
 
     def labeled_embeddings(self, project: int) -> list[bytes]:
         """The stored embeddings of the project's labeled tasks (:data:`LABELED_TASKS`: what :meth:`queue_inputs`
@@ -260,6 +271,23 @@ class Store:
         """Image rows of a project matching an SQL condition (``where`` is code, never user input)."""
         rows = self._query(f"SELECT * FROM images WHERE project = ? AND ({where}) ORDER BY {order}", (project, *args))
         return [ImageRow(**{k: r[k] for k in IMAGE_COLUMNS}) for r in rows]
+
+    def iter_images(self, project: int, where: str = "1", page: int = 2000) -> Iterator[ImageRow]:
+        """:meth:`images` by content hash, read a page at a time (``where`` is code, never user input)."""
+        after = ""
+        while True:
+            rows = self._query(
+                f"SELECT * FROM images WHERE project = ? AND ({where}) AND content_hash > ?"
+                " ORDER BY content_hash LIMIT ?",
+                (project, after, page),
+            )
+            yield from (ImageRow(**{k: r[k] for k in IMAGE_COLUMNS}) for r in rows)
+            if len(rows) < page:
+                return
+            after = rows[-1]["content_hash"]
+
+    def count_images(self, project: int, where: str = "1") -> int:
+        return self._query(f"SELECT COUNT(*) AS n FROM images WHERE project = ? AND ({where})", (project,))[0]["n"]
 
     def set_image_queue(self, project: int, updates: list[tuple[str, str, float]]) -> None:
         """Set ``(content_hash, decision, priority)`` for several images in one transaction."""
