@@ -6,7 +6,8 @@ batch depends on other images: an image outside it gets its band's score from it
 (:func:`~detector_al.queue.label_studio_score`). So :func:`plan_stored_queue` streams the pool twice:
 
 1. once to keep the ``K`` most uncertain images not auto-accepted (``K = CANDIDATES_PER_SLOT x budget``, at least
-   ``MIN_CANDIDATES``), a seeded uniform sample of ``COLD_SAMPLE`` of them (reservoir sampling) and every image's
+   ``MIN_CANDIDATES``), with the cold start on a seeded uniform sample of ``COLD_SAMPLE`` of them (reservoir
+   sampling), and every image's
    highest box confidence (8 bytes an image, for the one cold-start rule); then it chooses the batch as
    ``build_queue`` does: :func:`~detector_al.selection.select_batch` over the candidates while the model is warm
    (the same batch as over the whole pool, since that batch is drawn from the top ``4 x budget`` distinct
@@ -92,7 +93,7 @@ def plan_stored_queue(
     """
     k = top_k or max(MIN_CANDIDATES, CANDIDATES_PER_SLOT * budget)
     while True:
-        scan = _scan(places(), k, seed)
+        scan = _scan(places(), k, COLD_SAMPLE if cold_start else 0, seed)
         if budget <= 0 or scan.pending == 0:
             return QueuePlan({}, confidence, False)
         cold = cold_start and scan.max_confidence is not None and use_cold_start(scan.max_confidence)
@@ -117,7 +118,7 @@ class _Scan:
     max_confidence: np.ndarray | None  # of every image (None if any lacks it)
 
 
-def _scan(places: Iterable[StoredPlace], k: int, seed: int) -> _Scan:
+def _scan(places: Iterable[StoredPlace], k: int, sample_size: int, seed: int) -> _Scan:
     rng = np.random.default_rng(seed)
     heap: list[tuple[float, int, Hashable, bytes]] = []  # min-heap on (u, -order): the K largest by (u, then order)
     sample: list[tuple[int, Hashable, bytes]] = []
@@ -137,11 +138,11 @@ def _scan(places: Iterable[StoredPlace], k: int, seed: int) -> _Scan:
             heapq.heappush(heap, item)
         elif item > heap[0]:
             heapq.heapreplace(heap, item)
-        if len(sample) < COLD_SAMPLE:  # reservoir sampling (Algorithm R)
+        if len(sample) < sample_size:  # reservoir sampling (Algorithm R)
             sample.append((order, p.key, p.embedding))
-        else:
+        elif sample_size:
             j = int(rng.integers(0, pending))
-            if j < COLD_SAMPLE:
+            if j < sample_size:
                 sample[j] = (order, p.key, p.embedding)
     best = sorted(heap, key=lambda t: (-t[0], -t[1]))  # descending uncertainty, stream order among ties
     sample.sort(key=lambda t: t[0])
