@@ -4,8 +4,9 @@ This is the one policy that the backend (``/predict``), ``ingest``, the retraine
 ``score`` and the simulation all run; :mod:`detector_al.queue` then orders a pool of decisions.
 
 - ``score``: the strategy's uncertainty ``u`` (higher = less sure); ``confidence = strategy.confidence(u)``.
-- CEAL (:func:`~detector_al.pseudo_labels.auto_accept`) tests the image's flip consistency; with the
-  ``mi_aod`` strategy that *is* the score, so it is computed once.
+- CEAL (:func:`~detector_al.pseudo_labels.auto_accept`) tests the image's boxes (and, with its ``flip_test``, the
+  flip consistency; with the ``mi_aod`` strategy that *is* the score, so it is computed once).
+- :func:`views_needed`: the views the adapter must run for a strategy and CEAL (1 for the default path).
 - ``status``: :data:`~detector_al.queue.AUTO_ACCEPT` when CEAL accepts, else :data:`~detector_al.queue.REST`
   (the batch is chosen over the pool, by :func:`~detector_al.queue.build_queue`); unreadable images get
   :data:`~detector_al.queue.ERROR`.
@@ -57,6 +58,12 @@ class Decision:
         return float(self.shown.confidence.max(initial=0.0))
 
 
+def views_needed(strategy: Strategy, ceal: CealConfig | None = None) -> int:
+    """``2`` when the strategy reads the flipped view (``strategy.views``) or CEAL's flip test is on, else ``1``: the
+    one rule for how many views :meth:`Detector.predict <detector_al.detector.Detector.predict>` runs."""
+    return 2 if strategy.views == 2 or (ceal is not None and ceal.enabled and ceal.flip_test) else 1
+
+
 def decide(
     pred: ImagePredictions,
     strategy: Strategy,
@@ -68,8 +75,11 @@ def decide(
     if not pred.ok:
         return Decision(pred.source, ERROR, error=pred.error)
     score = float(strategy.score(pred))
-    flip_consistency = score if strategy.name == "mi_aod" else consistency(pred)
-    verdict = auto_accept(pred, flip_consistency, round_index, ceal or CealConfig())
+    ceal = ceal or CealConfig()
+    flip_consistency = float("nan")  # not read without the flip test
+    if ceal.enabled and ceal.flip_test:
+        flip_consistency = score if strategy.name == "mi_aod" else consistency(pred)
+    verdict = auto_accept(pred, flip_consistency, round_index, ceal)
     return Decision(
         source=pred.source,
         status=AUTO_ACCEPT if verdict.accepted else REST,
@@ -100,3 +110,10 @@ class DecisionPolicy:
         from detector_al.uncertainty import serving_strategy
 
         return decide(pred, serving_strategy(self.strategy), self.round_index, self.ceal, self.score_threshold)
+
+    @property
+    def views(self) -> int:
+        """:func:`views_needed` for this policy."""
+        from detector_al.uncertainty import serving_strategy
+
+        return views_needed(serving_strategy(self.strategy), self.ceal or CealConfig())

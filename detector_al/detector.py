@@ -1,11 +1,15 @@
 """The detector adapter: a YOLO model in, :class:`~detector_al.types.ImagePredictions` out.
 
-For every image the adapter runs the image **and its horizontal flip in one batch**, and returns
+For every image the adapter runs the image, **and with ``views=2`` its horizontal flip in the same batch**, and
+returns
 
-* the post-NMS detections of both views (the flip's mapped back onto the image);
-* the per-anchor class probabilities of both views *before* NMS, the flipped output re-indexed level by
+* the post-NMS detections of each view (the flip's mapped back onto the image);
+* the per-anchor class probabilities of each view *before* NMS, the flipped output re-indexed level by
   level so that anchor ``i`` means the same place in both views;
-* the pyramid level of every anchor and an embedding (global-average-pooled neck features).
+* the pyramid level of every anchor and an embedding (global-average-pooled neck features of the image).
+
+The default strategy and CEAL read only the image's own view (``views=1``, about the cost of a bare predict);
+the flip-reading strategies (``mi_aod``, CALD, ENMS) ask for both (:func:`~detector_al.decision.views_needed`).
 
 Anchor alignment. A letterboxed input of width ``W`` (a multiple of the largest stride) gives, at a
 level of stride ``s``, a grid of ``H_l x W_l`` anchors whose centres are ``((x + 0.5) s, (y + 0.5) s)``
@@ -176,15 +180,19 @@ class Detector:
             return LoadedImage(np.ascontiguousarray(source), source.shape[1], source.shape[0])
         return load_image(source, max_side=self.imgsz, max_bytes=self.max_decode_bytes)
 
-    def predict(self, sources: Iterable[Source], batch_size: int = 16) -> Iterator[ImagePredictions]:
+    def predict(self, sources: Iterable[Source], batch_size: int = 16, views: int = 2) -> Iterator[ImagePredictions]:
         """Predict every source, in order; an unreadable one yields a record with ``error`` set.
 
         Decoding of the next batch overlaps with inference on the current one.
 
         Args:
             sources: file paths, or (h, w, 3) uint8 RGB arrays (named ``array[i]``).
-            batch_size: images per forward pass (the network sees twice as many: both views).
+            batch_size: images per forward pass (with two views the network sees twice as many).
+            views: 2: the image and its horizontal flip; 1: the image alone (no ``*_flip`` fields), what the default
+                strategy and CEAL read (:func:`~detector_al.decision.views_needed`).
         """
+        if views not in (1, 2):
+            raise ValueError(f"views must be 1 or 2, got {views}")
         names_and_sources = ((s if not isinstance(s, np.ndarray) else f"array[{i}]", s) for i, s in enumerate(sources))
         pending = None
         for chunk in _batched(names_and_sources, batch_size):
@@ -193,10 +201,10 @@ class Detector:
             else:
                 futures = [(name, self._pool.submit(self._decode, src)) for name, src in chunk]
             if pending is not None:
-                yield from self._run(pending)
+                yield from self._run(pending, views)
             pending = futures
         if pending is not None:
-            yield from self._run(pending)
+            yield from self._run(pending, views)
 
     def _decoded_now(self, source: Source) -> Future:
         done: Future = Future()
@@ -206,7 +214,7 @@ class Detector:
             done.set_exception(exc)
         return done
 
-    def _run(self, futures) -> list[ImagePredictions]:
+    def _run(self, futures, views: int = 2) -> list[ImagePredictions]:
         results: list[ImagePredictions | None] = []
         good: list[tuple[int, str, LoadedImage]] = []
         for name, fut in futures:
@@ -217,7 +225,7 @@ class Detector:
                 results.append(ImagePredictions.failed(str(name), str(exc)))
         if good:
             try:
-                preds = self.predict_loaded([img for _, _, img in good], [n for _, n, _ in good])
+                preds = self.predict_loaded([img for _, _, img in good], [n for _, n, _ in good], views)
             except (RuntimeError, ValueError) as exc:  # a batch that cannot run fails its images, not the stream
                 log.error("inference failed for a batch of %d images: %s", len(good), exc)
                 preds = [ImagePredictions.failed(n, f"inference failed: {exc}") for _, n, _ in good]
@@ -226,39 +234,40 @@ class Detector:
         return results  # type: ignore[return-value]
 
     @torch.inference_mode()
-    def predict_loaded(self, images: list[LoadedImage], names: list[str]) -> list[ImagePredictions]:
-        """Run both views of already-decoded images through the network in one batch."""
+    def predict_loaded(self, images: list[LoadedImage], names: list[str], views: int = 2) -> list[ImagePredictions]:
+        """Run already-decoded images (and, with ``views=2``, their flips, in the same batch) through the network."""
         from ultralytics.utils.nms import non_max_suppression
         from ultralytics.utils.ops import xywh2xyxy
 
         b = len(images)
         boxed = np.stack([self._letterbox(image=img.rgb) for img in images])
         x = torch.from_numpy(boxed).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
-        y, raw = self.net(torch.cat([x, x.flip(-1)]))
+        y, raw = self.net(torch.cat([x, x.flip(-1)]) if views == 2 else x)
         if "one2many" in raw:
             raw = raw["one2many"]
         if self._xyxy_head:  # pragma: no cover - only some end-to-end heads decode to corners
             from ultralytics.utils.ops import xyxy2xywh
 
             y = torch.cat([xyxy2xywh(y[:, :4].transpose(1, 2)).transpose(1, 2), y[:, 4:]], 1)
-        y_flip = y[b:][:, :, self._perm]
-        y_flip[:, 0] = self.imgsz - y_flip[:, 0]
-        both = torch.cat([y[:b], y_flip])
+        if views == 2:
+            y_flip = y[b:][:, :, self._perm]
+            y_flip[:, 0] = self.imgsz - y_flip[:, 0]
+            y = torch.cat([y[:b], y_flip])
         dets, keep = non_max_suppression(
-            both.clone(), self.conf, self.iou, max_det=self.max_det, nc=len(self.names), return_idxs=True
+            y.clone(), self.conf, self.iou, max_det=self.max_det, nc=len(self.names), return_idxs=True
         )
         pooled = torch.cat([f.mean(dim=(2, 3)) for f in raw["feats"]], 1)
-        emb = torch.nn.functional.normalize((pooled[:b] + pooled[b:]) / 2, dim=1).cpu().numpy()
-        probs = both[:, 4:].transpose(1, 2).cpu().numpy()
+        emb = torch.nn.functional.normalize(pooled[:b], dim=1).cpu().numpy()  # the image's own view
+        probs = y[:, 4:].transpose(1, 2).cpu().numpy()
 
         anchor_xyxy = xywh2xyxy(y[:b, :4].transpose(1, 2)).cpu()
 
         out = []
         for i, img in enumerate(images):
-            views = []
-            for k in (i, b + i):
+            boxes = []
+            for k in (i, b + i)[:views]:
                 d = dets[k].cpu()
-                views.append(
+                boxes.append(
                     Detections(
                         self._to_original(d[:, :4], img),
                         d[:, 4].numpy(),
@@ -271,10 +280,10 @@ class Detector:
                     source=names[i],
                     width=img.width,
                     height=img.height,
-                    detections=views[0],
-                    detections_flip=views[1],
+                    detections=boxes[0],
+                    detections_flip=boxes[1] if views == 2 else None,
                     probs=probs[i],
-                    probs_flip=probs[b + i],
+                    probs_flip=probs[b + i] if views == 2 else None,
                     level=self._level,
                     anchor_boxes=self._to_original(anchor_xyxy[i], img),
                     embedding=emb[i],

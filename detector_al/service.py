@@ -18,7 +18,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from detector_al.decision import Decision, decide
+from detector_al.decision import Decision, decide, views_needed
 from detector_al.detector import Detector
 from detector_al.fetch.task_image import FetchLimits, fetch_image
 from detector_al.label_studio.client import ImageFetchError, project_id
@@ -177,8 +177,10 @@ class PredictionService:
         step = self.config.batch_size
         detector = detector or self._detector
 
+        views = views_needed(self.strategy, self.config.ceal)
+
         def run(chunk: list[str]) -> list[T]:
-            return [reduce(detector, p) for p in detector.predict(chunk, step)]
+            return [reduce(detector, p) for p in detector.predict(chunk, step, views=views)]
 
         for i in range(0, len(paths), step):
             out.extend(self._infer.submit(run, paths[i : i + step]).result())

@@ -88,12 +88,14 @@ class ImagePredictions:
         width: original image width in pixels (after EXIF rotation).
         height: original image height in pixels (after EXIF rotation).
         detections: post-NMS boxes of the image.
-        detections_flip: post-NMS boxes of the horizontally flipped image, mapped back onto the image.
+        detections_flip: post-NMS boxes of the horizontally flipped image, mapped back onto the image; None when only
+            the image itself was run (one view: :attr:`has_flip` is False).
         probs: (A, C) per-anchor class probabilities (sigmoid scores) of the image, before NMS.
-        probs_flip: (A, C) the same for the flipped image, re-indexed so that row i is anchor i's place.
+        probs_flip: (A, C) the same for the flipped image, re-indexed so that row i is anchor i's place; None with
+            one view.
         level: (A,) pyramid level (0 = finest stride) of every anchor.
         anchor_boxes: (A, 4) every anchor's predicted box (``xyxy``, original pixels) in the image's own view.
-        embedding: (D,) L2-normalised image embedding (pooled neck features, mean of both views).
+        embedding: (D,) L2-normalised image embedding (global-average-pooled neck features of the image itself).
         error: why the image could not be processed; when set, every array is empty.
     """
 
@@ -101,9 +103,9 @@ class ImagePredictions:
     width: int = 0
     height: int = 0
     detections: Detections = field(default_factory=Detections.empty)
-    detections_flip: Detections = field(default_factory=Detections.empty)
+    detections_flip: Detections | None = field(default_factory=Detections.empty)
     probs: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
-    probs_flip: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
+    probs_flip: np.ndarray | None = field(default_factory=lambda: np.zeros((0, 0), np.float32))
     level: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     anchor_boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
     embedding: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
@@ -112,7 +114,10 @@ class ImagePredictions:
     def __post_init__(self) -> None:
         self.probs = _check("probs", np.asarray(self.probs), 2, np.float32)
         a, c = self.probs.shape
-        self.probs_flip = _check("probs_flip", np.asarray(self.probs_flip), 2, np.float32, a, c)
+        if (self.probs_flip is None) != (self.detections_flip is None):
+            raise ValueError("a one-view prediction has neither probs_flip nor detections_flip")
+        if self.probs_flip is not None:
+            self.probs_flip = _check("probs_flip", np.asarray(self.probs_flip), 2, np.float32, a, c)
         self.level = _check("level", np.asarray(self.level), 1, np.int64, a)
         self.anchor_boxes = _check("anchor_boxes", np.asarray(self.anchor_boxes), 2, np.float32, a, 4)
         self.embedding = _check("embedding", np.asarray(self.embedding), 1, np.float32)
@@ -122,6 +127,11 @@ class ImagePredictions:
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    @property
+    def has_flip(self) -> bool:
+        """Whether the flipped view was run (strategies with ``views = 2`` and CEAL's flip test need it)."""
+        return self.probs_flip is not None
 
     @classmethod
     def failed(cls, source: str, error: str) -> ImagePredictions:

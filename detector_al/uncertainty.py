@@ -129,6 +129,7 @@ class Strategy:
     score: Callable[[ImagePredictions], float]
     description: str
     scale: float = 1.0  # a typical score: confidence(scale) = 0.5
+    views: int = 1  # 2: the score reads the flipped view too (the adapter then runs both)
 
     def confidence(self, score: float) -> float:
         """Label Studio's task score, a confidence in (0, 1] (1 = certain): ``1 / (1 + score / scale)``.
@@ -211,12 +212,14 @@ _STRATEGIES = [
         lambda p: mi_aod_score(p.probs, p.probs_flip, p.level),
         "flip-view discrepancy, MI-AOD re-weighted by class score per level",
         0.01,
+        views=2,
     ),
     Strategy(
         "mi_aod_unweighted",
         lambda p: unweighted_discrepancy(p.probs, p.probs_flip),
         "flip-view discrepancy, plain mean over anchors (ablation)",
         0.001,
+        views=2,
     ),
     Strategy("entropy_sum", lambda p: box_entropy(p.detections.confidence, "sum"), "box entropy, summed (default)"),
     Strategy("entropy_mean", lambda p: box_entropy(p.detections.confidence, "mean"), "box entropy, mean", 0.3),
@@ -235,8 +238,8 @@ _STRATEGIES = [
         "box entropy summed, per expected annotator second (value / E[seconds] from the model's boxes)",
         0.05,
     ),
-    Strategy("entropy_enms", _enms, "box entropy summed over non-redundant boxes (ENMS)"),
-    Strategy("cald", _cald, "CALD flip consistency: 1 - min(1, min_box |IoU + agreement - 1.3|)", 0.5),
+    Strategy("entropy_enms", _enms, "box entropy summed over non-redundant boxes (ENMS)", views=2),
+    Strategy("cald", _cald, "CALD flip consistency: 1 - min(1, min_box |IoU + agreement - 1.3|)", 0.5, views=2),
     class_balanced_entropy(),
     difficulty_calibrated_entropy(),
     Strategy("random", lambda p: random_score(p.source), "uniform, seeded by the image name", 0.5),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -48,10 +50,12 @@ def test_below_band_does_not_block():
     assert auto_accept(confident_scene(extra_anchor_p=0.05), 0.0, 0, CFG).accepted
 
 
-def test_score_above_threshold_blocks_and_threshold_tightens_with_rounds():
-    scene = confident_scene()
-    assert auto_accept(scene, 0.007, 0, CFG).accepted
-    assert not auto_accept(scene, 0.007, 2, CFG).accepted  # delta_2 = 0.006
+def test_with_the_flip_test_a_score_above_threshold_blocks_and_threshold_tightens_with_rounds():
+    scene, flip_test = confident_scene(), replace(CFG, flip_test=True)
+    assert auto_accept(scene, 0.007, 0, flip_test).accepted
+    assert not auto_accept(scene, 0.007, 2, flip_test).accepted  # delta_2 = 0.006
+    assert auto_accept(scene, 0.007, 2, CFG).accepted  # off (the default): the consistency is not read
+    assert auto_accept(scene, float("nan"), 2, CFG).accepted
 
 
 def test_unconfident_detection_blocks():

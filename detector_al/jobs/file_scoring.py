@@ -71,7 +71,7 @@ def scored_files(
         while order and isinstance(order[0], ScoredFile):
             yield order.popleft()
 
-    for pred in det.predict(to_predict(), batch_size=batch_size):
+    for pred in det.predict(to_predict(), batch_size=batch_size, views=policy.views):
         yield from done()
         path, h = order.popleft()
         yield ScoredFile(path, h, policy(pred))

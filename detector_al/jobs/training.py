@@ -15,6 +15,7 @@ import os
 import shutil
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,6 +93,8 @@ def train_detector(
     """
     from ultralytics import YOLO
 
+    # ultralytics' Ray Tune callback (present once Ray is installed) asks for a trial id outside Tune every epoch
+    warnings.filterwarnings("ignore", message=".*get_trial_id.*", category=UserWarning)
     data_yaml = resolve_data_yaml(data)
     out = Path(out).expanduser().resolve()
     base = config.base
