@@ -116,6 +116,7 @@ CREATE TABLE IF NOT EXISTS images (
     PRIMARY KEY (content_hash, project)
 );
 CREATE INDEX IF NOT EXISTS images_by_score ON images (project, score);
+CREATE INDEX IF NOT EXISTS images_by_hash ON images (project, content_hash);  -- paged reads (Store.iter_images)
 """
 
 MIGRATIONS = (  # (table, column, declaration) added since the first release
