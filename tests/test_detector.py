@@ -200,3 +200,38 @@ def test_one_to_one_only_head_is_refused():
 def test_missing_weights_file_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="not found"):
         Detector.load(tmp_path / "nope.pt")
+
+
+def test_one_view_gives_the_images_own_view_without_the_flip(detector, sample_data):
+    paths = [str(p) for p in sorted((sample_data / "images" / "pool").glob("*.jpg"))[:6]]
+    one = list(detector.predict(paths, batch_size=3, views=1))
+    two = list(detector.predict(paths, batch_size=3, views=2))
+    for a, b in zip(one, two, strict=True):
+        assert not a.has_flip and a.detections_flip is None and a.probs_flip is None
+        assert b.has_flip and b.probs_flip.shape == b.probs.shape
+        np.testing.assert_array_equal(a.detections.class_id, b.detections.class_id)
+        np.testing.assert_allclose(a.detections.xyxy, b.detections.xyxy, atol=0.05)
+        np.testing.assert_allclose(a.probs, b.probs, atol=1e-4)
+        np.testing.assert_allclose(a.embedding, b.embedding, atol=1e-4)  # the image's own view in both
+    with pytest.raises(ValueError, match="views"):
+        list(detector.predict(paths[:1], views=3))
+
+
+def test_the_views_run_are_what_the_strategy_and_ceal_read(detector, sample_data):
+    from dataclasses import replace
+
+    from detector_al.decision import DecisionPolicy, views_needed
+    from detector_al.jobs.file_scoring import scored_files
+    from detector_al.pseudo_labels import CealConfig
+    from detector_al.uncertainty import STRATEGIES
+
+    ceal = CealConfig()
+    assert views_needed(STRATEGIES["entropy_sum"], ceal) == 1  # the default path: one view
+    assert views_needed(STRATEGIES["entropy_sum"], replace(ceal, flip_test=True)) == 2
+    assert all(views_needed(STRATEGIES[n], ceal) == 2 for n in ("mi_aod", "cald", "entropy_enms"))
+    paths = sorted((sample_data / "images" / "pool").glob("*.jpg"))[:4]
+    for name in ("mi_aod", "cald", "entropy_sum"):  # a flip-reading strategy gets its flip, the default none
+        out = list(scored_files(detector, paths, DecisionPolicy(name, ceal=ceal), hash_files=False))
+        assert all(f.decision.score is not None and np.isfinite(f.decision.score) for f in out)
+    with_test = DecisionPolicy("entropy_sum", ceal=replace(ceal, flip_test=True))
+    assert with_test.views == 2 and DecisionPolicy("entropy_sum").views == 1

@@ -78,7 +78,10 @@ class IngestReport:
     converted: int = 0  # files uploaded as a web copy (TIFF, HEIC, 16-bit...)
     auto_accepted: int = 0
     queried: int = 0
-    elapsed_s: float = 0.0
+    elapsed_s: float = 0.0  # hashing, scoring and writing the tasks (the rate's clock)
+    write_s: float = 0.0  # of which the writer thread spent creating tasks and storing rows (overlapped with scoring)
+    waited_s: float = 0.0  # of elapsed_s, the scoring waited for the writer (what the writes really cost)
+    queue_s: float = 0.0  # choosing the batch over the project and writing the changed priorities, after elapsed_s
 
     def summary(self) -> str:
         rate = self.new / self.elapsed_s if self.elapsed_s else 0.0
@@ -89,6 +92,10 @@ class IngestReport:
             f"{self.created_tasks} tasks created ({self.converted} uploaded as web copies); "
             f"queue: {self.queried} to label, {self.auto_accepted} auto-accepted"
         ]
+        lines.append(
+            f"time: {self.elapsed_s:.1f} s scoring and writing (the writes took {self.write_s:.1f} s beside the "
+            f"scoring, which waited {self.waited_s:.1f} s for them), then {self.queue_s:.1f} s the queue"
+        )
         lines += [f"  failed: {p}: {e}" for p, e in self.failed]
         return "\n".join(lines)
 
@@ -227,18 +234,22 @@ def ingest(
 
         files = ray_scored_files(walk_images(folder), ModelSpec.of(det), policy, ray, skip=stored.keys())
     writer = _BatchWriter(det, store, target, cfg, sink, project, report)
-    pending: list[tuple[ScoredFile, int | None]] = []
-    for item in _new_files(track(files, count_images(folder), "ingest"), known_ls, report):
-        pending.append(item)
-        if len(pending) >= cfg.tasks_per_request:
-            writer.write(pending)
-            pending = []
-    writer.write(pending)
+    with _Background(writer.write) as write:  # Label Studio and the store are written while the next batch scores
+        pending: list[tuple[ScoredFile, int | None]] = []
+        for item in _new_files(track(files, count_images(folder), "ingest"), known_ls, report):
+            pending.append(item)
+            if len(pending) >= cfg.tasks_per_request:
+                write(pending)
+                pending = []
+        write(pending)
     report.elapsed_s = time.perf_counter() - start
+    report.write_s, report.waited_s = write.busy_s, write.waited_s
     for row in store.images(project, "error IS NOT NULL"):
         if (row.path, row.error) not in report.failed:
             report.failed.append((row.path, row.error))
+    queue_start = time.perf_counter()
     _refresh_queue(store, project, det.version, cfg, sink, report)
+    report.queue_s = time.perf_counter() - queue_start
     return report
 
 
@@ -261,6 +272,48 @@ def _new_files(
         else:
             report.new += 1
         yield f, known_ls.get(f.content_hash)
+
+
+class _Background:
+    """One writer thread fed in order, at most ``depth`` batches behind the caller (memory stays bounded); its first
+    error is raised in the caller, at the next call or on leaving the ``with`` block."""
+
+    def __init__(self, fn, depth: int = 2) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.fn, self.depth = fn, depth
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="detector-al-ingest-writer")
+        self.pending: list = []
+        self.busy_s = self.waited_s = 0.0  # the writer's own time; the caller's time waiting for it
+
+    def _timed(self, batch) -> None:
+        t = time.perf_counter()
+        try:
+            self.fn(batch)
+        finally:
+            self.busy_s += time.perf_counter() - t
+
+    def __enter__(self):
+        return self
+
+    def __call__(self, batch) -> None:
+        t = time.perf_counter()
+        while len(self.pending) >= self.depth:
+            self.pending.pop(0).result()
+        self.waited_s += time.perf_counter() - t
+        self.pending.append(self.pool.submit(self._timed, batch))
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None:
+                t = time.perf_counter()
+                for f in self.pending:
+                    f.result()
+                self.waited_s += time.perf_counter() - t
+        finally:
+            for f in self.pending:
+                f.cancel()
+            self.pool.shutdown(wait=True)
 
 
 @dataclass
