@@ -62,7 +62,7 @@ def predict(
     det = load_detector(model, conf=conf, imgsz=imgsz)
     n_err = 0
     with atomic_write(out) as f:
-        for p in track(det.predict(sources, batch_size=batch_size), len(sources), "predict"):
+        for p in track(det.predict(sources, batch_size=batch_size, views=1), len(sources), "predict"):
             n_err += not p.ok
             f.write(json.dumps(p.to_json(det.names)) + "\n")
     typer.echo(f"{len(sources)} images, {len(sources) - n_err} predicted, {n_err} unreadable -> {out}")
