@@ -129,7 +129,8 @@ def test_ray_flags_without_ray_say_how_to_install(monkeypatch, trained_weights, 
 def test_pool_shape_follows_the_clusters_resources():
     from detector_al.jobs.ray_scoring import RayOptions, pool_shape
 
-    assert pool_shape(RayOptions(), {"CPU": 8.0}) == (8, 0.0)
-    assert pool_shape(RayOptions(), {"CPU": 32.0, "GPU": 4.0}) == (4, 1.0)
-    assert pool_shape(RayOptions(gpus_per_worker=0.5), {"CPU": 32.0, "GPU": 2.0}) == (4, 0.5)
-    assert pool_shape(RayOptions(workers=3), {"CPU": 8.0}) == (3, 0.0)
+    assert pool_shape(RayOptions(), {"CPU": 8.0}) == (8, 1, 0.0)
+    assert pool_shape(RayOptions(), {"CPU": 32.0, "GPU": 4.0}) == (4, 8, 1.0)
+    assert pool_shape(RayOptions(gpus_per_worker=0.5), {"CPU": 32.0, "GPU": 2.0}) == (4, 8, 0.5)
+    assert pool_shape(RayOptions(workers=3), {"CPU": 8.0}) == (3, 2, 0.0)
+    assert pool_shape(RayOptions(workers=4), {"CPU": 2.0}) == (4, 1, 0.0)

@@ -196,7 +196,9 @@ def test_the_key_is_sent_to_label_studio_only(fake, tmp_path):
     fake.legacy_on = True
     with Loopback(lambda req: req.send(200, JPEG)) as foreign:
         # a plain URL on another host (same 127.0.0.1, another port: another origin)
-        fetch_image(f"{foreign.url}/pic.jpg", ls_url=fake.url, token=fake.pat, task_id=1, cache_dir=tmp_path, limits=OPEN)
+        fetch_image(
+            f"{foreign.url}/pic.jpg", ls_url=fake.url, token=fake.pat, task_id=1, cache_dir=tmp_path, limits=OPEN
+        )
         fetch_image(
             f"{foreign.url}/pic2.jpg", ls_url=fake.url, token="legacy-key", task_id=1, cache_dir=tmp_path, limits=OPEN
         )

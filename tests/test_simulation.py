@@ -74,7 +74,9 @@ def test_box_pseudo_label_calibration_returns_the_first_threshold_whose_lower_bo
     def lower_bound(t: float) -> float:
         cfg = BoxPseudoConfig(min_confidence=t)
         boxes = [box_pseudo_labels(q, cfg).boxes for q in val]
-        return wilson_lower(sum(same_class_matches(b, g) for b, g in zip(boxes, truth, strict=True)), sum(map(len, boxes)))
+        return wilson_lower(
+            sum(same_class_matches(b, g) for b, g in zip(boxes, truth, strict=True)), sum(map(len, boxes))
+        )
 
     bounds = {t: lower_bound(t) for t in CALIBRATION_GRID}
     for target in (0.5, 0.9, 0.95):

@@ -18,7 +18,7 @@ from detector_al.cli.common import (
 )
 from detector_al.cli.model import print_summary
 from detector_al.demo.bootstrap_model import SAMPLE_DATA, ensure_bootstrap_model
-from detector_al.scoring_config import COLD_START, POLICY, SCORER_CONF
+from detector_al.scoring_config import COLD_START, POLICY, SCORER_CONF, TASKS_PER_REQUEST
 from detector_al.uncertainty import DEFAULT_STRATEGY, SERVING_STRATEGIES, serving_strategy
 
 
@@ -164,7 +164,7 @@ def ingest(
     ),
     budget: int = typer.Option(POLICY.budget, help="Images to put at the head of the queue."),
     batch_size: int = typer.Option(16, help="Images per forward pass."),
-    tasks_per_request: int = typer.Option(128, help="Tasks created in Label Studio per import request."),
+    tasks_per_request: int = typer.Option(TASKS_PER_REQUEST, help="Tasks created in Label Studio per import request."),
     score_threshold: float = typer.Option(POLICY.score_threshold, help="Lowest box confidence in the pre-annotations."),
     cold_start: bool = typer.Option(
         COLD_START,

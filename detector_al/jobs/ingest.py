@@ -41,7 +41,7 @@ from detector_al.progress import track
 from detector_al.pseudo_labels import CealConfig
 from detector_al.queue import AUTO_ACCEPT, QueueEntry, embedding_matrix, label_studio_score, priority
 from detector_al.queue_plan import QueuePlan, StoredPlace, plan_stored_queue
-from detector_al.scoring_config import COLD_START, POLICY
+from detector_al.scoring_config import COLD_START, POLICY, TASKS_PER_REQUEST
 from detector_al.state.store import ImageRow, Store
 from detector_al.uncertainty import DEFAULT_STRATEGY, serving_strategy
 
@@ -62,7 +62,7 @@ class IngestConfig:
     ceal: CealConfig = field(default_factory=CealConfig)
     score_threshold: float = POLICY.score_threshold
     batch_size: int = 16
-    tasks_per_request: int = 128  # images scored, then created in Label Studio with one import request
+    tasks_per_request: int = TASKS_PER_REQUEST  # images scored, then created in Label Studio by one import request
     files_root: Path | None = None  # Label Studio's LOCAL_FILES_DOCUMENT_ROOT, when the folder is under it
     cold_start: bool = COLD_START  # a TypiClust batch while the model is cold (detector_al.queue)
 

@@ -51,7 +51,7 @@ class RayOptions:
         address: a running cluster (``auto``, ``ray://head:10001``, ``head:6379``); None: a local Ray on this
             machine, started for the run and stopped with the process.
         workers: actors, each holding one model (default: one per GPU of the cluster where it has GPUs, else
-            one per CPU).
+            one per CPU); the cluster's CPUs are shared out among them (torch's threads).
         gpus_per_worker: the GPU fraction of each actor (default: 1 where the cluster has GPUs, else 0); 0.5 puts
             two actors on a GPU.
         batch_size: images per forward pass inside an actor.
@@ -90,10 +90,12 @@ class ModelSpec:
 class _ScoringActor:
     """One model per actor; each call scores a batch of paths with :func:`scored_files`."""
 
-    def __init__(self, spec: ModelSpec, policy: DecisionPolicy, batch_size: int, skip: Collection[str], hash_files):
+    def __init__(
+        self, spec: ModelSpec, policy: DecisionPolicy, batch_size: int, skip: Collection[str], hash_files, threads: int
+    ):
         import torch
 
-        torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
+        torch.set_num_threads(threads)  # the CPUs Ray reserved for this actor
         self.det = spec.load()
         self.policy, self.batch_size, self.skip, self.hash_files = policy, batch_size, skip, hash_files
 
@@ -139,15 +141,19 @@ def connect(opts: RayOptions) -> dict[str, float]:
     return ray.cluster_resources()
 
 
-def pool_shape(opts: RayOptions, resources: dict[str, float]) -> tuple[int, float]:
-    """``(workers, gpus per worker)`` from the options and the cluster's resources (see :class:`RayOptions`)."""
-    gpus = float(resources.get("GPU", 0.0))
+def pool_shape(opts: RayOptions, resources: dict[str, float]) -> tuple[int, int, float]:
+    """``(workers, CPUs per worker, GPUs per worker)`` from the options and the cluster's resources (see
+    :class:`RayOptions`): the cluster's CPUs are shared out among the workers (at least one each), which use them as
+    torch's threads."""
+    gpus, cpus = float(resources.get("GPU", 0.0)), int(resources.get("CPU", 1.0))
     per_gpu = opts.gpus_per_worker if opts.gpus_per_worker is not None else (1.0 if gpus else 0.0)
     if opts.workers:
-        return opts.workers, per_gpu
-    if per_gpu:
-        return max(1, int(gpus / per_gpu)), per_gpu
-    return max(1, int(resources.get("CPU", 1.0))), 0.0
+        workers = opts.workers
+    elif per_gpu:
+        workers = max(1, int(gpus / per_gpu))
+    else:
+        workers = max(1, cpus)
+    return workers, max(1, cpus // workers), per_gpu
 
 
 def ray_scored_files(
@@ -169,19 +175,19 @@ def ray_scored_files(
     items = [{"path": str(p)} for p in paths]
     if not items:
         return
-    workers, gpus = pool_shape(opts, connect(opts))
+    workers, cpus, gpus = pool_shape(opts, connect(opts))
     # a whole number of forward passes per call, and every worker gets work where there is enough of it
     per_call = opts.batch_size * max(1, min(4, math.ceil(len(items) / (workers * opts.batch_size))))
     ds = ray.data.from_items(items, override_num_blocks=min(math.ceil(len(items) / per_call), 4096))
     ds = ds.map_batches(
         _ScoringActor,
-        fn_constructor_args=(spec, policy, opts.batch_size, frozenset(skip), hash_files),
+        fn_constructor_args=(spec, policy, opts.batch_size, frozenset(skip), hash_files, cpus),
         batch_size=per_call,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=workers),
-        num_cpus=1,
+        num_cpus=cpus,
         num_gpus=gpus,
     )
-    log.info("scoring %d files on Ray: %d workers, %.2g GPU each", len(items), workers, gpus)
+    log.info("scoring %d files on Ray: %d workers, %d CPUs and %.2g GPU each", len(items), workers, cpus, gpus)
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
         yield from batch["scored"]

@@ -297,7 +297,7 @@ class LabelStudioSink:
     def publish(self, store, model_version: str, updates: list[TaskQueueUpdate]) -> list[tuple[int, str]]:
         """Make the project serve the queue: the tasks' queue numbers, then its model version and (the first time
         ``store`` sees the project) its sampling (:func:`~detector_al.label_studio.queue.configure_project`)."""
-        failed = publish_queue(self.ls, self.project, model_version, updates, project_wide=True)  # a new pool
+        failed = publish_queue(self.ls, self.project, model_version, updates)  # a few tasks: looked up one by one
         configure_project(self.ls, store, self.project, model_version)
         return failed
 

@@ -45,7 +45,9 @@ def test_a_cold_models_stream_serves_the_typiclust_batch_first(cold_project):
     client, project, server = cold_project
     version = server.health()["model_version"]
 
-    if not wait_for(lambda: queue_published(client, project, version, 16, BUDGET), timeout=180):  # generous: a loaded machine scores 16 images slowly
+    if not wait_for(
+        lambda: queue_published(client, project, version, 16, BUDGET), timeout=180
+    ):  # generous: a loaded machine scores 16 images slowly
         pytest.fail(f"the backend did not publish a batch of {BUDGET}\n{server.log.read_text()[-3000:]}")
     rows = Store(server.model_dir / STORE_FILE_NAME).queue_inputs(project, version)
     assert len(rows) == 16
