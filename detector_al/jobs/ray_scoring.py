@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import time
 from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -172,6 +173,11 @@ def ray_scored_files(
     """
     import ray
 
+    start = time.perf_counter()
+
+    def since() -> float:
+        return time.perf_counter() - start
+
     items = [{"path": str(p)} for p in paths]
     if not items:
         return
@@ -189,5 +195,9 @@ def ray_scored_files(
         num_gpus=gpus,
     )
     log.info("scoring %d files on Ray: %d workers, %d CPUs and %.2g GPU each", len(items), workers, cpus, gpus)
+    first = True
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+        if first:
+            log.info("Ray: first results after %.1f s (the cluster, the actors and their models starting)", since())
+            first = False
         yield from batch["scored"]
