@@ -3,6 +3,7 @@ path giving the same records (a local Ray, 1 and 2 workers)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import subprocess
@@ -61,9 +62,12 @@ def test_the_stream_gives_what_predict_and_decide_give(detector, folder):
     assert [f.decision.status for f in out] == [d.status for d in direct]
 
 
-ray_data = pytest.importorskip("ray.data", reason='Ray is an optional extra: pip install "detector-al[ray]"')
+needs_ray = pytest.mark.skipif(
+    importlib.util.find_spec("ray") is None, reason='Ray is an optional extra: pip install "detector-al[ray]"'
+)
 
 
+@needs_ray
 @pytest.mark.slow
 @pytest.mark.parametrize("workers", [1, 2])
 def test_ray_gives_the_plain_paths_records(detector, folder, workers):
@@ -93,6 +97,7 @@ def assert_same_decision(a, b):
         np.testing.assert_allclose(a.embedding, b.embedding, atol=1e-5)
 
 
+@needs_ray
 @pytest.mark.slow
 def test_score_on_ray_writes_the_plain_queue_file(trained_weights, folder, tmp_path):
     def score(*extra):
