@@ -60,6 +60,7 @@ def main() -> None:
     ap.add_argument("--model", default=None)
     ap.add_argument("--sizes", default="1000,5000,20000")
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--tasks-per-request", type=int, default=None, help="ingest's option (default: its own)")
     args = ap.parse_args()
     weights = args.model or str(ensure_bootstrap_model())
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -96,6 +97,8 @@ def main() -> None:
                         "--store",
                         str(tmp / f"ingest{n}-{run}.sqlite3"),
                     ]
+                    if args.tasks_per_request:
+                        ingest_cmd += ["--tasks-per-request", str(args.tasks_per_request)]
                     if run % 2 == 0:
                         s_time, s_mb, _ = measure(score_cmd)
                         i_time, i_mb, said = measure(ingest_cmd)
