@@ -13,11 +13,15 @@ from collections import deque
 from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from detector_al.decision import Decision, DecisionPolicy
 from detector_al.detector import Detector
 from detector_al.files import file_sha256
 from detector_al.queue import ERROR
+
+if TYPE_CHECKING:
+    from detector_al.jobs.ray_scoring import RayOptions
 
 
 @dataclass(frozen=True)
@@ -76,3 +80,22 @@ def scored_files(
         path, h = order.popleft()
         yield ScoredFile(path, h, policy(pred))
     yield from done()
+
+
+def scored_files_on(
+    ray: RayOptions | None,
+    det: Detector,
+    paths: Iterable[str | Path],
+    policy: DecisionPolicy,
+    *,
+    batch_size: int = 16,
+    skip: Collection[str] = frozenset(),
+    hash_files: bool = True,
+) -> Iterator[ScoredFile]:
+    """:func:`scored_files` here (``ray`` None) or on Ray (:func:`~detector_al.jobs.ray_scoring.ray_scored_files`,
+    with ``ray``'s own batch size): the one place that chooses."""
+    if ray is None:
+        return scored_files(det, paths, policy, batch_size=batch_size, skip=skip, hash_files=hash_files)
+    from detector_al.jobs.ray_scoring import ModelSpec, ray_scored_files
+
+    return ray_scored_files(paths, ModelSpec.of(det), policy, ray, skip=skip, hash_files=hash_files)

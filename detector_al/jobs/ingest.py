@@ -32,7 +32,7 @@ from detector_al.decision import Decision, DecisionPolicy
 from detector_al.detector import Detector
 from detector_al.files import atomic_write
 from detector_al.images import iter_images
-from detector_al.jobs.file_scoring import ScoredFile, scored_files
+from detector_al.jobs.file_scoring import ScoredFile, scored_files_on
 from detector_al.label_studio.config import RectangleTarget
 from detector_al.label_studio.queue import TaskQueueUpdate
 from detector_al.label_studio.regions import to_label_studio_regions
@@ -44,10 +44,10 @@ from detector_al.queue_plan import QueuePlan, StoredPlace, plan_stored_queue
 from detector_al.scoring_config import COLD_START, POLICY, TASKS_PER_REQUEST
 from detector_al.state.store import ImageRow, Store
 from detector_al.uncertainty import DEFAULT_STRATEGY, serving_strategy
+from detector_al.yolo_format import yolo_lines
 
 if TYPE_CHECKING:
     from detector_al.jobs.ray_scoring import RayOptions
-from detector_al.yolo_format import yolo_lines
 
 log = logging.getLogger(__name__)
 
@@ -227,12 +227,7 @@ def ingest(
     known_ls = sink.known_hashes() if sink else {}
     stored = store.image_hashes(project)
     policy = DecisionPolicy(cfg.strategy, cfg.round_index, cfg.ceal, cfg.score_threshold)
-    if ray is None:
-        files = scored_files(det, walk_images(folder), policy, batch_size=cfg.batch_size, skip=stored.keys())
-    else:
-        from detector_al.jobs.ray_scoring import ModelSpec, ray_scored_files
-
-        files = ray_scored_files(walk_images(folder), ModelSpec.of(det), policy, ray, skip=stored.keys())
+    files = scored_files_on(ray, det, walk_images(folder), policy, batch_size=cfg.batch_size, skip=stored.keys())
     writer = _BatchWriter(det, store, target, cfg, sink, project, report)
     with _Background(writer.write) as write:  # Label Studio and the store are written while the next batch scores
         pending: list[tuple[ScoredFile, int | None]] = []

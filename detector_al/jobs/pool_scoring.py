@@ -13,7 +13,7 @@ import numpy as np
 from detector_al.decision import DecisionPolicy
 from detector_al.detector import Detector
 from detector_al.files import atomic_write
-from detector_al.jobs.file_scoring import scored_files
+from detector_al.jobs.file_scoring import scored_files_on
 from detector_al.progress import track
 from detector_al.pseudo_labels import CealConfig
 from detector_al.ranking import ScoredImage, assign_queue, scored_image
@@ -58,12 +58,7 @@ def score_files(
             raise NotADirectoryError(f"not a folder of YOLO label files: {balance_classes}")
         counts = class_counts(balance_classes, len(det.names))
     policy = DecisionPolicy(strategy, round_index, ceal, score_threshold)
-    if ray is None:
-        files = scored_files(det, sources, policy, batch_size=batch_size, hash_files=False)
-    else:
-        from detector_al.jobs.ray_scoring import ModelSpec, ray_scored_files
-
-        files = ray_scored_files(sources, ModelSpec.of(det), policy, ray, hash_files=False)
+    files = scored_files_on(ray, det, sources, policy, batch_size=batch_size, hash_files=False)
     if progress is not None:
         files = track(files, len(sources), progress)
     records = [scored_image(f.decision) for f in files]
