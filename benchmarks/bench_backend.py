@@ -30,9 +30,12 @@ import requests
 
 
 def main() -> None:
+    from detector_al.decision import views_needed
     from detector_al.demo.bootstrap_model import ensure_bootstrap_model
     from detector_al.detector import Detector
     from detector_al.label_studio.local_server import free_port
+    from detector_al.pseudo_labels import CealConfig
+    from detector_al.uncertainty import DEFAULT_STRATEGY, get_strategy
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default=None)
@@ -82,9 +85,11 @@ def main() -> None:
                 server.append(float(r.headers["Server-Timing"].split("dur=")[1]) / 1000)
                 return elapsed
 
+            views = views_needed(get_strategy(DEFAULT_STRATEGY), CealConfig())  # what the server runs
+
             def adapter(paths):
                 t = time.perf_counter()
-                list(det.predict([str(p) for p in paths]))
+                list(det.predict([str(p) for p in paths], views=views))
                 return time.perf_counter() - t
 
             post(images[:16])
