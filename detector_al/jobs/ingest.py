@@ -224,6 +224,8 @@ def ingest(
     the scoring runs on a Ray actor pool (:mod:`detector_al.jobs.ray_scoring`) and this process writes."""
     start = time.perf_counter()
     report = IngestReport()
+    if sink is not None:  # the tabs first: a project watched during a long run shows its queue filling
+        sink.ensure_tabs()
     known_ls = sink.known_hashes() if sink else {}
     stored = store.image_hashes(project)
     policy = DecisionPolicy(cfg.strategy, cfg.round_index, cfg.ceal, cfg.score_threshold)
@@ -231,9 +233,10 @@ def ingest(
     writer = _BatchWriter(det, store, target, cfg, sink, project, report)
     with _Background(writer.write) as write:  # Label Studio and the store are written while the next batch scores
         pending: list[tuple[ScoredFile, int | None]] = []
-        for item in _new_files(track(files, count_images(folder), "ingest"), known_ls, report):
+        total = count_images(folder)
+        for item in _new_files(track(files, total, "ingest"), known_ls, report):
             pending.append(item)
-            if len(pending) >= cfg.tasks_per_request:
+            if len(pending) >= request_size(cfg.tasks_per_request, total - report.scanned):
                 write(pending)
                 pending = []
         write(pending)
@@ -246,6 +249,17 @@ def ingest(
     _refresh_queue(store, project, det.version, cfg, sink, report)
     report.queue_s = time.perf_counter() - queue_start
     return report
+
+
+TAIL_TASKS_PER_REQUEST = 64
+"""Tasks per import request once fewer than a full request's images are left to score: what is still to write when
+the scoring ends (and the run waits for it) is at most this many tasks."""
+
+
+def request_size(full: int, left: int) -> int:
+    """Tasks per import request with ``left`` images still to score: ``full``, or at most
+    :data:`TAIL_TASKS_PER_REQUEST` for the last ones (``left < full``)."""
+    return full if left >= full else min(full, TAIL_TASKS_PER_REQUEST)
 
 
 def _new_files(
@@ -406,7 +420,6 @@ def _refresh_queue(
             if row.task_id
         ]
         failed = {t for t, _ in sink.publish(store, model_version, updates)}
-        sink.ensure_tabs()
     store.set_image_queue(
         project, [(row.content_hash, e.status, e.priority) for row, e in changed if row.task_id not in failed]
     )

@@ -42,3 +42,11 @@ def latest_label(task: Any) -> list[dict] | None:
 def is_labeled(task: Any) -> bool:
     """Whether :func:`latest_label` finds a label on the task."""
     return latest_label(task) is not None
+
+
+def is_labeled_by_count(task: Any) -> bool:
+    """:func:`is_labeled` read from Label Studio's own counter, for a task listed without its annotations:
+    ``total_annotations`` counts the task's annotations that are not cancelled (deleted ones are gone), the
+    annotations :func:`counts_as_label` keeps, so ``total_annotations > 0`` exactly when a label exists."""
+    n = task.get("total_annotations") if isinstance(task, dict) else getattr(task, "total_annotations", None)
+    return bool(n)
