@@ -37,9 +37,13 @@ class Settings(BaseSettings):
     ceal_decay: float | None = None
     train_every: int = Field(0, ge=0, description="queue a training run every N new or updated annotations (0: off)")
     train_epochs: int = Field(20, ge=1, description="fine-tuning epochs per retraining round")
-    train_timeout_s: float = Field(3600.0, gt=0, description="a training still running this long is killed (job failed)")
+    train_timeout_s: float = Field(
+        3600.0, gt=0, description="a training still running this long is killed (job failed)"
+    )
     train_tolerance: float = Field(0.005, ge=0.0, description="promote when new mAP50-95 >= serving - this")
-    queue_budget: int = Field(POLICY.budget, ge=0, description="size of the diverse batch served first (0: by uncertainty only)")
+    queue_budget: int = Field(
+        POLICY.budget, ge=0, description="size of the diverse batch served first (0: by uncertainty only)"
+    )
     queue_cold_start: bool = Field(
         COLD_START,
         description="while the model is cold (fewer than half the images hold a box at confidence >= 0.5), the batch"
@@ -48,7 +52,9 @@ class Settings(BaseSettings):
     stop_threshold: float = Field(
         DEFAULT_THRESHOLD, gt=0, le=1, description="stopping signal: agreement (box F1) of consecutive models to reach"
     )
-    stop_patience: int = Field(DEFAULT_PATIENCE, ge=1, description="stopping signal: promotions the agreement must hold")
+    stop_patience: int = Field(
+        DEFAULT_PATIENCE, ge=1, description="stopping signal: promotions the agreement must hold"
+    )
     queue_refresh_delay_s: float = Field(
         2.0, ge=0.0, description="re-build the queue this long after the last /predict of a project"
     )
@@ -60,7 +66,9 @@ class Settings(BaseSettings):
     fetch_read_timeout_s: float = Field(30.0, gt=0, description="image download: longest wait for the next bytes")
     fetch_timeout_s: float = Field(60.0, gt=0, description="image download: total deadline (one URL fails its task)")
     fetch_max_bytes: int = Field(64 * 1024 * 1024, gt=0, description="image download: size cap in bytes")
-    image_cache_max_mb: int = Field(2048, ge=1, description="downloaded task images kept (least recently used go first)")
+    image_cache_max_mb: int = Field(
+        2048, ge=1, description="downloaded task images kept (least recently used go first)"
+    )
     fetch_allow_private: bool = Field(
         False,
         description="also fetch task images from private, loopback or link-local addresses (Label Studio's own host is"

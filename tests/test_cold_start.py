@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from types import SimpleNamespace
 
@@ -152,10 +153,14 @@ class _FakeLabelStudio:
     def __init__(self) -> None:
         self.scores: dict[int, float] = {}
         self.predictions = SimpleNamespace(list=self._list, update=self._update)
-        self.tasks = SimpleNamespace(update=lambda id, data: None)
+        self.tasks = SimpleNamespace(update=lambda id, data: None, list=self._tasks)
 
     def _list(self, task=None, project=None):
         return [SimpleNamespace(id=task, task=task, model_version="v")]
+
+    def _tasks(self, project, fields, query, page_size):  # Data Manager's list of the selected tasks: one page
+        ids = json.loads(query)["selectedItems"]["included"]
+        return SimpleNamespace(items=[SimpleNamespace(id=t, predictions=self._list(task=t)) for t in ids])
 
     def _update(self, id, score):
         self.scores[id] = score

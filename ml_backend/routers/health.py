@@ -21,7 +21,9 @@ def health(backend: Backend = Depends(get_backend)) -> HealthResponse:
 @router.get("/status", dependencies=[Depends(require_auth)])
 def status(backend: Backend = Depends(get_backend)) -> dict:
     """The machine-readable twin of /dashboard."""
-    stopping, label_errors = status_signals(backend.store, backend.settings.stop_threshold, backend.settings.stop_patience)
+    stopping, label_errors = status_signals(
+        backend.store, backend.settings.stop_threshold, backend.settings.stop_patience
+    )
     return {
         "dashboard": "/dashboard",
         "model_version": backend.service.model_version,
