@@ -26,6 +26,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -43,20 +44,28 @@ def make_folder(folder: Path, n: int, seed: int = 7) -> None:
         make_scene(rng, kinds[i % 5]).image.save(sub / f"img_{i:05d}.jpg", quality=85)
 
 
-def pin_process_group(pid: int, cpus: set[int]) -> None:
-    """Pin every thread of the processes in ``pid``'s process group to ``cpus`` (threads made later inherit it)."""
+def group_processes(pid: int) -> Iterator[Path]:
+    """The ``/proc`` folders of the processes in ``pid``'s process group (Label Studio's server and its children)."""
     import os
 
     group = os.getpgid(pid)
     for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
         try:
-            if os.getpgid(int(proc.name)) != group:
-                continue
+            if proc.name.isdigit() and os.getpgid(int(proc.name)) == group:
+                yield proc
+        except ProcessLookupError:
+            continue
+
+
+def pin_process_group(pid: int, cpus: set[int]) -> None:
+    """Pin every thread of the processes in ``pid``'s process group to ``cpus`` (threads made later inherit it)."""
+    import os
+
+    for proc in group_processes(pid):
+        try:
             for tid in (proc / "task").iterdir():
                 os.sched_setaffinity(int(tid.name), cpus)
-        except (ProcessLookupError, FileNotFoundError, PermissionError):
+        except (ProcessLookupError, FileNotFoundError):
             continue
 
 
@@ -64,15 +73,11 @@ def process_group_cpu_s(pid: int) -> float:
     """CPU seconds (user + system) used so far by the processes of ``pid``'s process group (Label Studio's)."""
     import os
 
-    group, total = os.getpgid(pid), 0.0
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
+    total = 0.0
+    for proc in group_processes(pid):
         try:
-            if os.getpgid(int(proc.name)) != group:
-                continue
             fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
-        except (ProcessLookupError, FileNotFoundError, PermissionError):
+        except FileNotFoundError:
             continue
         total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return total

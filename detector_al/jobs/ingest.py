@@ -80,6 +80,7 @@ class IngestReport:
     queried: int = 0
     elapsed_s: float = 0.0  # hashing, scoring and writing the tasks (the rate's clock)
     write_s: float = 0.0  # of which the writer thread spent creating tasks and storing rows (overlapped with scoring)
+    write_cpu_s: float = 0.0  # of write_s, the writer thread's own CPU (the rest: waiting for Label Studio)
     waited_s: float = 0.0  # of elapsed_s, the scoring waited for the writer (what the writes really cost)
     queue_s: float = 0.0  # choosing the batch over the project and writing the changed priorities, after elapsed_s
 
@@ -94,7 +95,8 @@ class IngestReport:
         ]
         lines.append(
             f"time: {self.elapsed_s:.1f} s scoring and writing (the writes took {self.write_s:.1f} s beside the "
-            f"scoring, which waited {self.waited_s:.1f} s for them), then {self.queue_s:.1f} s the queue"
+            f"scoring, {self.write_cpu_s:.1f} s of it this process's CPU; the scoring waited {self.waited_s:.1f} s for "
+            f"them), then {self.queue_s:.1f} s the queue"
         )
         lines += [f"  failed: {p}: {e}" for p, e in self.failed]
         return "\n".join(lines)
@@ -241,7 +243,7 @@ def ingest(
                 pending = []
         write(pending)
     report.elapsed_s = time.perf_counter() - start
-    report.write_s, report.waited_s = write.busy_s, write.waited_s
+    report.write_s, report.write_cpu_s, report.waited_s = write.busy_s, write.busy_cpu_s, write.waited_s
     for row in store.images(project, "error IS NOT NULL"):
         if (row.path, row.error) not in report.failed:
             report.failed.append((row.path, row.error))
@@ -293,14 +295,15 @@ class _Background:
         self.fn, self.depth = fn, depth
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="detector-al-ingest-writer")
         self.pending: list = []
-        self.busy_s = self.waited_s = 0.0  # the writer's own time; the caller's time waiting for it
+        self.busy_s = self.busy_cpu_s = self.waited_s = 0.0  # the writer's time and CPU; the caller's wait for it
 
     def _timed(self, batch) -> None:
-        t = time.perf_counter()
+        t, cpu = time.perf_counter(), time.thread_time()
         try:
             self.fn(batch)
         finally:
             self.busy_s += time.perf_counter() - t
+            self.busy_cpu_s += time.thread_time() - cpu
 
     def __enter__(self):
         return self
