@@ -22,6 +22,7 @@ Usage: ``python benchmarks/bench_ingest.py [--model W] [--sizes 1000,5000,20000]
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -46,8 +47,6 @@ def make_folder(folder: Path, n: int, seed: int = 7) -> None:
 
 def group_processes(pid: int) -> Iterator[Path]:
     """The ``/proc`` folders of the processes in ``pid``'s process group (Label Studio's server and its children)."""
-    import os
-
     group = os.getpgid(pid)
     for proc in Path("/proc").iterdir():
         try:
@@ -59,8 +58,6 @@ def group_processes(pid: int) -> Iterator[Path]:
 
 def pin_process_group(pid: int, cpus: set[int]) -> None:
     """Pin every thread of the processes in ``pid``'s process group to ``cpus`` (threads made later inherit it)."""
-    import os
-
     for proc in group_processes(pid):
         try:
             for tid in (proc / "task").iterdir():
@@ -71,8 +68,6 @@ def pin_process_group(pid: int, cpus: set[int]) -> None:
 
 def process_group_cpu_s(pid: int) -> float:
     """CPU seconds (user + system) used so far by the processes of ``pid``'s process group (Label Studio's)."""
-    import os
-
     total = 0.0
     for proc in group_processes(pid):
         try:
@@ -86,8 +81,6 @@ def process_group_cpu_s(pid: int) -> float:
 def measure(cmd: list[str], cpus: set[int] | None = None) -> tuple[float, float, float, str]:
     """Run ``cmd`` in a fresh Python helper so that its own peak RSS and CPU time are reported: (seconds, peak MB,
     CPU seconds, its output). With ``cpus``, the command runs on those CPUs only."""
-    import os
-
     helper = (
         "import resource, subprocess, sys, time; t = time.perf_counter(); "
         "r = subprocess.run(sys.argv[1:], check=True, capture_output=True, text=True); "
@@ -128,8 +121,6 @@ def main() -> None:
         with ls:
             cpus = None
             if args.split_cores:
-                import os
-
                 all_cpus = sorted(os.sched_getaffinity(0))
                 if len(all_cpus) < 2:
                     raise SystemExit("--split-cores needs at least 2 CPUs")
