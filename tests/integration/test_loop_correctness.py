@@ -22,7 +22,7 @@ from detector_al.state.registry import ModelRegistry
 from detector_al.state.store import STORE_FILE_NAME, Store
 from ml_backend.main import create_app
 from ml_backend.settings import Settings
-from tests.integration.conftest import BackendServer, uploads_with_backend, wait_for
+from tests.integration.conftest import BackendServer, queue_published, uploads_with_backend, wait_for
 from tests.integration.test_label_stream import queue_order, serve_stream
 from tests.integration.test_retraining_label_studio import oracle_regions
 
@@ -99,6 +99,8 @@ def test_after_retrieve_predictions_the_project_already_serves_our_version(conne
     assert client.ls.projects.get(id=project).model_version == server.health()["model_version"]
     tasks = list(client.ls.tasks.list(project=project, fields="all"))
     assert all(len(t.predictions) == 1 for t in tasks)  # the task predicted in /setup was not predicted twice
+    # the backend re-builds the queue 0.5 s after the last /predict, moving scores: compare once it has settled
+    assert wait_for(lambda: queue_published(client, project, server.health()["model_version"], 10, 3), timeout=60)
     first = client.http.get(f"{client.url}/api/projects/{project}/next", timeout=30).json()["id"]
     assert first == queue_order(client, project)[0].id
 
