@@ -9,9 +9,20 @@ LS_VENV  := .venv-ls
 LS_STAMP := $(LS_VENV)/.installed
 LABEL_STUDIO_VERSION := 1.23.2
 
+## Disk: .venv takes 6.2 GB (PyTorch's CUDA build), .venv-ls 1 GB, and pip unpacks beside them (7.9 GB free space
+## used at the peak of a fresh setup, measured). Too little space fails before pip starts, saying so, instead of
+## pip's "No space left on device" half-way. Override with e.g. `make test SETUP_MB=0`.
+SETUP_MB    ?= 8500
+LS_SETUP_MB ?= 1500
+define need_disk
+	@free=$$(df -Pm . | awk 'NR==2 {print $$4}'); [ "$$free" -ge "$(1)" ] || \
+		{ echo "error: $$free MB free on $$(df -Pm . | awk 'NR==2 {print $$6}'); setting up $(2) needs about $(1) MB. Free some space and rerun." >&2; exit 1; }
+endef
+
 .PHONY: setup ls-setup browser demo test test-fast lint bench model screenshot clean
 
 $(STAMP): pyproject.toml constraints.txt
+	$(call need_disk,$(SETUP_MB),$(VENV))
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -c constraints.txt -e ".[dev,ray]"
@@ -22,6 +33,7 @@ setup: $(STAMP)
 
 ## Label Studio in its own environment (it is a separate server with its own pins).
 $(LS_STAMP):
+	$(call need_disk,$(LS_SETUP_MB),$(LS_VENV))
 	$(PYTHON) -m venv $(LS_VENV)
 	$(LS_VENV)/bin/python -m pip install -q --upgrade pip
 	$(LS_VENV)/bin/python -m pip install -q "label-studio==$(LABEL_STUDIO_VERSION)"
