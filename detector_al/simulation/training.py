@@ -80,9 +80,12 @@ def initial_set(ds: SimDataset, cfg: SimConfig, seed: int) -> list[Path]:
 
 
 def train_initial(ds: SimDataset, work: Path, initial: list[Path], cfg: SimConfig, seed: int) -> Path:
-    """The round-0 model: from ``cfg.base`` (random initialisation) on the initial set, with a 3-epoch warm-up."""
-    scratch = Recipe("scratch", cfg.lr0, 3.0)
-    return train_round(ds, work, cfg.base, initial, {}, {}, cfg.epochs_initial, scratch, cfg, seed)
+    """The round-0 model: from ``cfg.base`` (the pretrained checkpoint, random init or weights) on the initial set,
+    at ``cfg.lr0`` with ``cfg.warmup_initial`` warm-up epochs."""
+    from detector_al.model.pretrained import resolve_base
+
+    first = Recipe("base", cfg.lr0, cfg.warmup_initial)
+    return train_round(ds, work, resolve_base(cfg.base), initial, {}, {}, cfg.epochs_initial, first, cfg, seed)
 
 
 def evaluate_cached(ds: SimDataset, weights: Path, imgsz: int) -> dict[str, float]:

@@ -26,7 +26,9 @@ def cold_weights(sample_data, tmp_path_factory):
     from detector_al.jobs.training import TrainConfig, train_detector
 
     out = tmp_path_factory.mktemp("cold-model")
-    return train_detector(sample_data / "data.yaml", out, TrainConfig(epochs=1, imgsz=128, val=False))
+    return train_detector(
+        sample_data / "data.yaml", out, TrainConfig(epochs=1, imgsz=128, val=False, base="yolov8n.yaml")
+    )
 
 
 @pytest.fixture(scope="module")
