@@ -30,12 +30,12 @@ import requests
 
 
 def main() -> None:
-    from detector_al.decision import views_needed
     from detector_al.demo.bootstrap_model import ensure_bootstrap_model
-    from detector_al.detector import Detector
     from detector_al.label_studio.local_server import free_port
-    from detector_al.pseudo_labels import CealConfig
-    from detector_al.uncertainty import DEFAULT_STRATEGY, get_strategy
+    from detector_al.model.detector import Detector
+    from detector_al.policy.ceal import CealConfig
+    from detector_al.policy.decision import views_needed
+    from detector_al.policy.strategies import DEFAULT_STRATEGY, get_strategy
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default=None)

@@ -1,6 +1,6 @@
 """What CEAL's flip test buys: acceptance and box precision of the auto-accepted images with and without it.
 
-CEAL (:func:`~detector_al.pseudo_labels.auto_accept`) accepts an image when every shown box is confident, no anchor
+CEAL (:func:`~detector_al.policy.ceal.auto_accept`) accepts an image when every shown box is confident, no anchor
 sits in the ambiguous band, and the image's flip consistency (the ``mi_aod`` score between the image and its
 horizontal flip) is below ``delta_t``. Only that last test needs the second view. This scores labeled images whose
 labels the model never saw, and prints for each dataset: images accepted, pseudo boxes, box precision (a box is
@@ -28,11 +28,11 @@ def wilson(right: int, n: int, z: float = 1.96) -> tuple[float, float]:
 
 
 def main() -> None:
-    from detector_al.detector import Detector
-    from detector_al.geometry import same_class_matches
-    from detector_al.images import list_images
-    from detector_al.pseudo_labels import CealConfig, auto_accept, consistency
-    from detector_al.yolo_format import read_yolo_labels
+    from detector_al.io.images import list_images
+    from detector_al.io.yolo_format import read_yolo_labels
+    from detector_al.model.detector import Detector
+    from detector_al.model.geometry import same_class_matches
+    from detector_al.policy.ceal import CealConfig, auto_accept, consistency
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("sets", nargs="+", help="MODEL:IMAGES:LABELS")

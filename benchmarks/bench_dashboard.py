@@ -19,7 +19,7 @@ import numpy as np
 from fastapi.testclient import TestClient
 
 from detector_al.demo.bootstrap_model import shipped_sample_weights
-from detector_al.label_errors import LabelErrors
+from detector_al.signals.label_errors import LabelErrors
 from detector_al.state.signals import Signals
 from detector_al.state.store import PredictionRow
 from ml_backend.main import create_app

@@ -4,7 +4,7 @@ Measured in one run, on the same images and the same weights, the arms interleav
 
 * images/s of ``YOLO.predict`` (one view, NMS, boxes only): the baseline;
 * the default path: ``Detector.predict`` with the views the default strategy and CEAL need
-  (:func:`~detector_al.decision.views_needed`: one), then scoring (decide: score + CEAL test; the queue's batch);
+  (:func:`~detector_al.policy.decision.views_needed`: one), then scoring (decide: score + CEAL test; the queue's batch);
 * ``mi_aod``: the adapter with both views (image + flip in one batch), then the same scoring;
 * each one's ratio to the bare pass (target for the default path <= 1.1x) and the scoring's share.
 
@@ -23,13 +23,13 @@ import numpy as np
 def main() -> None:
     from ultralytics import YOLO
 
-    from detector_al.decision import views_needed
     from detector_al.demo.bootstrap_model import ensure_bootstrap_model
-    from detector_al.detector import Detector
-    from detector_al.images import list_images
-    from detector_al.pseudo_labels import CealConfig
-    from detector_al.ranking import assign_queue, score_predictions
-    from detector_al.uncertainty import DEFAULT_STRATEGY, get_strategy
+    from detector_al.io.images import list_images
+    from detector_al.model.detector import Detector
+    from detector_al.policy.ceal import CealConfig
+    from detector_al.policy.decision import views_needed
+    from detector_al.policy.strategies import DEFAULT_STRATEGY, get_strategy
+    from detector_al.queue.ranking import assign_queue, score_predictions
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default=None, help="weights (default: the bootstrap model)")

@@ -2,7 +2,7 @@
 
 A known fraction of a held-out split's boxes (never trained on by ``--model``) is corrupted, each chosen box one of:
 dropped (an overlooked object), class swapped, or shifted by half to one box size (badly located). The model's
-review (:func:`detector_al.label_errors.find_label_errors`) flags images whose score is above 0; an image is a true
+review (:func:`detector_al.signals.label_errors.find_label_errors`) flags images whose score is above 0; an image is a true
 positive when one of its boxes was corrupted. Random flagging of as many images has precision = the share of
 corrupted images. The precision of the ``--top`` highest scores is what a reviewer reading the tab first meets.
 Corruption seeds are paired across rates; 95 % t-intervals over seeds.
@@ -20,12 +20,12 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from detector_al.detector import Detector
-from detector_al.label_errors import find_label_errors
-from detector_al.scoring_config import SCORER_CONF
+from detector_al.io.yolo_format import read_yolo_labels
+from detector_al.model.detector import Detector
+from detector_al.model.predictions import Detections
+from detector_al.policy.settings import SCORER_CONF
+from detector_al.signals.label_errors import find_label_errors
 from detector_al.simulation.report import t_interval
-from detector_al.types import Detections
-from detector_al.yolo_format import read_yolo_labels
 
 KINDS = ("drop", "swap", "shift")
 

@@ -6,9 +6,9 @@ ingest table), and then, in one run:
 
 * ``/predict`` of one task on the real app (the shipped model, a local image) for both sizes, in alternating
   blocks: the server's own time (``Server-Timing``) per request, median and 90th percentile;
-* the backend's queue refresh (:func:`~detector_al.label_studio.queue.refresh_queue`, Label Studio replaced by a
+* the backend's queue refresh (:func:`~detector_al.label_studio.publish.refresh_queue`, Label Studio replaced by a
   recorder: no network): seconds and peak Python memory (``tracemalloc``);
-* the end of ingest's plan (:func:`~detector_al.jobs.ingest.plan_ingested_queue`): seconds and peak memory;
+* the end of ingest's plan (:func:`~detector_al.pipelines.ingest.plan_ingested_queue`): seconds and peak memory;
 * for contrast, what holding the whole pool costs: all rows' embeddings in memory and ``build_queue`` over them.
 
 Printed: each figure per size and the ratio 100k / 1k (flat: per-request near 1; refresh and plan memory near 1,
@@ -49,7 +49,7 @@ class RecordingLabelStudio:
 
 
 def fill(store, n: int, version: str, seed: int = 0) -> None:
-    from detector_al.queue import AUTO_ACCEPT, REST, label_studio_score, priority
+    from detector_al.queue.build import AUTO_ACCEPT, REST, label_studio_score, priority
     from detector_al.state.store import ImageRow, PredictionRow
 
     rng = np.random.default_rng(seed)
@@ -104,9 +104,9 @@ def main() -> None:
     from fastapi.testclient import TestClient
 
     from detector_al.demo.bootstrap_model import shipped_sample_weights
-    from detector_al.jobs.ingest import plan_ingested_queue
-    from detector_al.label_studio.queue import refresh_queue
-    from detector_al.queue import AUTO_ACCEPT, build_queue, default_confidence
+    from detector_al.label_studio.publish import refresh_queue
+    from detector_al.pipelines.ingest import plan_ingested_queue
+    from detector_al.queue.build import AUTO_ACCEPT, build_queue, default_confidence
     from detector_al.state.store import STORE_FILE_NAME, Store
     from ml_backend.main import create_app
     from ml_backend.settings import Settings

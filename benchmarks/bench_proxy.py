@@ -10,14 +10,14 @@ image's corrections against the oracle are counted (:mod:`detector_al.simulation
   resamples); 0.5 = chance. On dense data (BCCD: every image needs corrections) "has errors" says nothing;
 * ``rho``: Spearman's rank correlation of score and corrections;
 * ``batch / left``: corrections per image in the production queue's batch of ``--budget`` and in the images
-  it leaves (:func:`detector_al.queue.build_queue`, auto-accepted images excluded from the batch).
+  it leaves (:func:`detector_al.queue.build.build_queue`, auto-accepted images excluded from the batch).
 
 Every strategy of the registry is screened; ``entropy_balanced`` and ``entropy_ppal`` as the simulation would
-build them for the round (:func:`detector_al.uncertainty.build_strategy`: the initial set's class counts, the
+build them for the round (:func:`detector_al.policy.strategies.build_strategy`: the initial set's class counts, the
 pool's predictions). Two batch selectors without a score follow (no AUC, only ``batch / left``): ``typiclust``
-(:func:`detector_al.selection.typiclust`, the labeled images as covered) and ``kcenter_cold``
-(:func:`detector_al.selection.cold_start`). The cold-start rule's verdict
-(:func:`detector_al.selection.use_cold_start`) is printed with the share of pool images showing a box.
+(:func:`detector_al.queue.selection.typiclust`, the labeled images as covered) and ``kcenter_cold``
+(:func:`detector_al.queue.selection.cold_start`). The cold-start rule's verdict
+(:func:`detector_al.queue.selection.use_cold_start`) is printed with the share of pool images showing a box.
 
 * box pseudo-labels: at each confidence threshold, the precision of the model's boxes against the oracle
   (same class, IoU >= 0.5) and the share of true boxes they cover, over the whole pool: what box-level
@@ -42,11 +42,11 @@ from detector_al.simulation.ranking_quality import auc, auc_interval, spearman
 
 
 def box_pseudo_table(preds: list, truth: list) -> dict[float, dict]:
-    """The shipped box pseudo-label rule (:func:`~detector_al.pseudo_labels.box_pseudo_labels`) at several
+    """The shipped box pseudo-label rule (:func:`~detector_al.policy.ceal.box_pseudo_labels`) at several
     ``min_confidence``: box precision (same class, IoU >= 0.5), recall of the true boxes, and the share of true
     boxes neither pseudo-labeled nor masked (they would be taught as background)."""
-    from detector_al.geometry import box_iou, match_boxes, same_class_matches
-    from detector_al.pseudo_labels import BoxPseudoConfig, box_pseudo_labels
+    from detector_al.model.geometry import box_iou, match_boxes, same_class_matches
+    from detector_al.policy.ceal import BoxPseudoConfig, box_pseudo_labels
 
     table = {}
     print(
@@ -75,17 +75,17 @@ def box_pseudo_table(preds: list, truth: list) -> dict[float, dict]:
 def main() -> None:
     from PIL import Image
 
-    from detector_al.decision import decide
-    from detector_al.detector import Detector
-    from detector_al.queue import QUERY, build_queue
-    from detector_al.selection import cold_start, typiclust, use_cold_start
+    from detector_al.io.yolo_format import read_yolo_labels
+    from detector_al.model.detector import Detector
+    from detector_al.policy.decision import decide
+    from detector_al.policy.strategies import STRATEGIES, build_strategy
+    from detector_al.queue.build import QUERY, build_queue
+    from detector_al.queue.selection import cold_start, typiclust, use_cold_start
     from detector_al.simulation.config import PRESETS
     from detector_al.simulation.dataset import prepare_dataset
     from detector_al.simulation.effort import corrections
     from detector_al.simulation.experiment import labeled_class_counts
     from detector_al.simulation.training import initial_set, train_initial
-    from detector_al.uncertainty import STRATEGIES, build_strategy
-    from detector_al.yolo_format import read_yolo_labels
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("dataset", type=Path, help="VOC folder or YOLO data.yaml")

@@ -1,8 +1,8 @@
 """Does the shipped queue hold the images the model gets wrong? The sample pool against its oracle.
 
 One model's predictions of the pool (``sample_data/images/pool``; truth in ``sample_data/oracle/pool``, tags in
-``pool_meta.jsonl``) go through the production path for every strategy: :func:`~detector_al.ranking.
-score_predictions` (score, CEAL) and :func:`~detector_al.ranking.assign_queue` (the batch, then the rest, the
+``pool_meta.jsonl``) go through the production path for every strategy: :func:`~detector_al.queue.ranking.
+score_predictions` (score, CEAL) and :func:`~detector_al.queue.ranking.assign_queue` (the batch, then the rest, the
 auto-accepted last). Per image, the corrections an annotator makes to the pre-annotation (boxes at
 ``conf >= 0.25``) are counted against the oracle (:mod:`detector_al.simulation.effort`). Printed per strategy:
 
@@ -13,11 +13,11 @@ auto-accepted last). Per image, the corrections an annotator makes to the pre-an
   not auto-accepted (what the batch was chosen from);
 * ``precision``: of the auto-accepted images, the share whose pseudo-labels need no correction.
 
-``entropy_balanced`` and ``entropy_ppal`` are built as for a round (:func:`detector_al.uncertainty.build_strategy`:
+``entropy_balanced`` and ``entropy_ppal`` are built as for a round (:func:`detector_al.policy.strategies.build_strategy`:
 the class counts of ``labels/train``, the bootstrap model's training set; the pool's predictions). ``typiclust``
-(:func:`detector_al.selection.typiclust`, the training images as covered) chooses a batch without a score: its row
+(:func:`detector_al.queue.selection.typiclust`, the training images as covered) chooses a batch without a score: its row
 has no AUC, and the rest of its queue is ordered by ``entropy_sum``. The cold-start rule's verdict
-(:func:`detector_al.selection.use_cold_start`) is printed first.
+(:func:`detector_al.queue.selection.use_cold_start`) is printed first.
 
 Usage: ``python benchmarks/bench_queue_quality.py [--model W] [--budget 48] [--out docs/queue_quality.json]``
 """
@@ -35,13 +35,13 @@ from detector_al.simulation.ranking_quality import auc, auc_interval
 
 def main() -> None:
     from detector_al.demo.bootstrap_model import ensure_bootstrap_model
-    from detector_al.detector import Detector
-    from detector_al.queue import build_queue
-    from detector_al.ranking import AUTO_ACCEPT, QUERY, assign_queue, score_predictions
-    from detector_al.selection import typiclust, use_cold_start
+    from detector_al.io.yolo_format import read_yolo_labels
+    from detector_al.model.detector import Detector
+    from detector_al.policy.strategies import STRATEGIES, build_strategy
+    from detector_al.queue.build import build_queue
+    from detector_al.queue.ranking import AUTO_ACCEPT, QUERY, assign_queue, score_predictions
+    from detector_al.queue.selection import typiclust, use_cold_start
     from detector_al.simulation.effort import corrections
-    from detector_al.uncertainty import STRATEGIES, build_strategy
-    from detector_al.yolo_format import read_yolo_labels
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default=None)

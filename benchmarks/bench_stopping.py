@@ -2,8 +2,8 @@
 
 For every run (variant, seed) of ``simulate``'s results, the round models predict a fixed stop set: 50 pool images
 that run never labeled, drawn with the run's seed. The agreement of consecutive models (box F1 at IoU 0.5,
-:func:`detector_al.stopping.agreement`) gives, for each threshold and patience, the labels at which the signal
-fires (:func:`detector_al.stopping.stopping_state`); the curve **flattens** at the first round whose val mAP50 reaches
+:func:`detector_al.signals.stopping.agreement`) gives, for each threshold and patience, the labels at which the signal
+fires (:func:`detector_al.signals.stopping.stopping_state`); the curve **flattens** at the first round whose val mAP50 reaches
 95 % of the run's final val mAP50 (val chooses; test is reported beside). Printed per setting: how often the signal
 fired, the labels at the signal minus the labels at the flattening (paired per run, mean [95 % interval]; a signal
 that never fires counts as one round past the last), and the test mAP50 lost by stopping there.
@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from detector_al.detector import Detector
-from detector_al.scoring_config import POLICY, SCORER_CONF
+from detector_al.model.detector import Detector
+from detector_al.policy.settings import POLICY, SCORER_CONF
+from detector_al.signals.stopping import agreement, stopping_state
 from detector_al.simulation.report import t_interval
-from detector_al.stopping import agreement, stopping_state
 
 THRESHOLDS = (0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
 PATIENCES = (1, 2)

@@ -2,11 +2,11 @@
 
 The data path, one image at a time, in the order the files read:
 
-- ``fetch/`` a task's image reference (upload, local file, cloud or plain URL) -> a local file;
+- ``io/fetch/`` a task's image reference (upload, local file, cloud or plain URL) -> a local file;
 - ``images.py`` the file -> upright RGB pixels (or a clear error);
-- ``detector.py`` the adapter: pixels -> :class:`~detector_al.types.ImagePredictions`, two views (the image and
+- ``detector.py`` the adapter: pixels -> :class:`~detector_al.model.predictions.ImagePredictions`, two views (the image and
   its mirror), the one predictions structure of ``types.py``;
-- ``uncertainty.py`` the strategy registry (formulas in ``strategies/``): predictions -> one score;
+- ``uncertainty.py`` the strategy registry (formulas in ``policy/formulas/``): predictions -> one score;
 - ``decision.py`` the one policy for an image: score once, CEAL auto-accept (``pseudo_labels.py``), shown boxes;
 - ``queue.py`` decisions (+ embeddings, ``selection.py``) -> the batch, its order and Label Studio's numbers;
 - ``label_studio/`` -> Label Studio tasks, predictions, the queue annotators get.

@@ -1,6 +1,6 @@
 """The dashboard's HTML: server-rendered, charts as inline SVG, no script and no build step.
 
-:func:`render` takes :func:`detector_al.dashboard.project_overview`'s dicts; every number on the page is one of theirs.
+:func:`render` takes :func:`detector_al.signals.dashboard.project_overview`'s dicts; every number on the page is one of theirs.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from detector_al.jobs.worker import JobRunner
+from detector_al.serving.worker import JobRunner
 from ml_backend.routers import dashboard, docs, health, jobs, predict, setup, webhook
 from ml_backend.schemas import ErrorResponse
 from ml_backend.settings import Settings

@@ -7,11 +7,11 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from detector_al.scoring_config import COLD_START, POLICY
+from detector_al.policy.settings import COLD_START, POLICY
+from detector_al.policy.strategies import DEFAULT_STRATEGY, serving_strategy
+from detector_al.signals.stopping import DEFAULT_PATIENCE, DEFAULT_THRESHOLD
 from detector_al.state.registry import DEFAULT_MODEL_DIR
 from detector_al.state.store import STORE_FILE_NAME
-from detector_al.stopping import DEFAULT_PATIENCE, DEFAULT_THRESHOLD
-from detector_al.uncertainty import DEFAULT_STRATEGY, serving_strategy
 
 
 class Settings(BaseSettings):

@@ -10,16 +10,16 @@ from dataclasses import dataclass, field
 
 from label_studio_sdk.core.api_error import ApiError
 
-from detector_al.detector import Detector
-from detector_al.fetch.task_image import FetchLimits
-from detector_al.jobs.retraining import RetrainConfig, Retrainer
-from detector_al.jobs.worker import JobRunner, TrainingWorker
+from detector_al.io.fetch.task_image import FetchLimits
 from detector_al.label_studio.annotations import is_labeled
 from detector_al.label_studio.auth import same_origin
 from detector_al.label_studio.client import LabelStudioClient, LabelStudioError
-from detector_al.label_studio.queue import configure_project, refresh_queue
-from detector_al.scoring_config import SCORER_CONF, ceal_config
-from detector_al.service import PredictionService, ServiceConfig
+from detector_al.label_studio.publish import configure_project, refresh_queue
+from detector_al.model.detector import Detector
+from detector_al.pipelines.retrain import RetrainConfig, Retrainer
+from detector_al.policy.settings import SCORER_CONF, ceal_config
+from detector_al.serving.service import PredictionService, ServiceConfig
+from detector_al.serving.worker import JobRunner, TrainingWorker
 from detector_al.state.registry import ModelRegistry
 from detector_al.state.store import Store
 from ml_backend.settings import Settings
@@ -189,7 +189,7 @@ class Backend:
             self._timers.clear()
 
     def schedule_queue_refresh(self, project: int, attempt: int = 0) -> None:
-        """Re-build the project's queue (:func:`~detector_al.label_studio.queue.refresh_queue`) once /predict calls pause.
+        """Re-build the project's queue (:func:`~detector_al.label_studio.publish.refresh_queue`) once /predict calls pause.
 
         Debounced: every call restarts the project's timer, so "Retrieve predictions" over a pool leads to one
         refresh after its last request. Needs the Label Studio URL and a token; a failure is logged.
@@ -234,7 +234,7 @@ class Backend:
 
     def align_project(self, project: int) -> str | None:
         """Make the project serve this backend's queue now: its ``model_version`` ours, its sampling set the first time
-        (:func:`~detector_al.label_studio.queue.configure_project`). Called in /setup (Label Studio calls it on
+        (:func:`~detector_al.label_studio.publish.configure_project`). Called in /setup (Label Studio calls it on
         connect and before every prediction run, and waits for it) and after each queue refresh.
 
         - One name for one model: a project whose version names our weights under another name (``ingest`` with

@@ -36,7 +36,7 @@ def trained_weights() -> Path:
 
     if not TEST_MODEL_SEED:
         return shipped_sample_weights()
-    from detector_al.jobs.training import train_detector
+    from detector_al.model.training import train_detector
 
     seed = int(TEST_MODEL_SEED)
     out = REPO / ".cache" / f"test-model-seed{seed}-{_sample_key(seed)}"
@@ -47,6 +47,6 @@ def trained_weights() -> Path:
 
 @pytest.fixture(scope="session")
 def detector(trained_weights):
-    from detector_al.detector import Detector
+    from detector_al.model.detector import Detector
 
     return Detector.load(trained_weights, conf=0.05)

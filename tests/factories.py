@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from detector_al.types import Detections, ImagePredictions
+from detector_al.model.predictions import Detections, ImagePredictions
 
 GRID = [(16, 16), (8, 8), (4, 4)]  # a 128 px input at strides 8, 16, 32
 

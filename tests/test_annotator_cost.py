@@ -9,9 +9,9 @@ import math
 import numpy as np
 import pytest
 
-from detector_al.annotator_cost import Actions, CostModel, annotator_actions, scratch_actions
+from detector_al.model.predictions import Detections
+from detector_al.policy.annotator_cost import Actions, CostModel, annotator_actions, scratch_actions
 from detector_al.simulation.time_report import SCRATCH, priced, seconds_per_image, time_report
-from detector_al.types import Detections
 
 
 def dets(boxes, classes) -> Detections:

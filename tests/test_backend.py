@@ -224,7 +224,7 @@ def test_post_train_without_a_project_is_a_clear_422(client):
 
 def test_per_task_scores_follow_the_queue_bands(client, label_config, sample_data):
     """Each task scored alone gets its band's score: Label Studio's lowest-first order is the queue order."""
-    from detector_al.queue import AUTO_ACCEPT, label_studio_score
+    from detector_al.queue.build import AUTO_ACCEPT, label_studio_score
 
     paths = sorted((sample_data / "images" / "pool").glob("*.jpg"))[:6]
     r = client.post("/predict", json={"tasks": tasks_for(paths), "project": "4.1", "label_config": label_config})

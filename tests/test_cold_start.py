@@ -9,13 +9,13 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from detector_al.decision import Decision
-from detector_al.jobs.ingest import plan_queue
-from detector_al.label_studio.queue import refresh_queue
-from detector_al.queue import AUTO_ACCEPT, QUERY, REST, build_queue, cold_start_batch, pool_max_confidence
-from detector_al.ranking import ScoredImage, assign_queue
+from detector_al.label_studio.publish import refresh_queue
+from detector_al.model.predictions import Detections
+from detector_al.pipelines.ingest import plan_queue
+from detector_al.policy.decision import Decision
+from detector_al.queue.build import AUTO_ACCEPT, QUERY, REST, build_queue, cold_start_batch, pool_max_confidence
+from detector_al.queue.ranking import ScoredImage, assign_queue
 from detector_al.state.store import ImageRow, PredictionRow, Store
-from detector_al.types import Detections
 
 BUDGET = 3
 
@@ -212,9 +212,9 @@ def test_one_switch_turns_it_off_in_the_backend_and_the_cli(monkeypatch):
     from typer.testing import CliRunner
 
     from detector_al.cli.app import app
-    from detector_al.jobs.ingest import IngestConfig
-    from detector_al.jobs.retraining import RetrainConfig
-    from detector_al.scoring_config import COLD_START
+    from detector_al.pipelines.ingest import IngestConfig
+    from detector_al.pipelines.retrain import RetrainConfig
+    from detector_al.policy.settings import COLD_START
     from ml_backend.settings import Settings
 
     assert Settings().queue_cold_start is IngestConfig().cold_start is RetrainConfig().cold_start is COLD_START

@@ -11,7 +11,7 @@ from detector_al.label_studio.client import local_files_path
 from detector_al.label_studio.config import LabelConfigError, default_label_config, parse_label_config
 from detector_al.label_studio.regions import from_label_studio_regions, to_label_studio_regions, xyxy_to_percent
 from detector_al.label_studio.task_sink import local_files_url
-from detector_al.types import Detections
+from detector_al.model.predictions import Detections
 
 CFG = """<View><Image name="img" value="$image"/><RectangleLabels name="box" toName="img">
 <Label value="Car" predicted_values="car,truck"/><Label value="Person"/></RectangleLabels></View>"""

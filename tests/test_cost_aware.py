@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from detector_al.annotator_cost import CostModel
-from detector_al.strategies.box_uncertainty import binary_entropy
-from detector_al.strategies.cost_aware import attended_entropy, expected_seconds, return_on_investment
-from detector_al.uncertainty import SERVING_STRATEGIES, STRATEGIES
+from detector_al.policy.annotator_cost import CostModel
+from detector_al.policy.formulas.box_uncertainty import binary_entropy
+from detector_al.policy.formulas.cost_aware import attended_entropy, expected_seconds, return_on_investment
+from detector_al.policy.strategies import SERVING_STRATEGIES, STRATEGIES
 
 
 def test_attention_lets_the_confident_boxes_decide():

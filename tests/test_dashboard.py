@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from detector_al.label_errors import LabelErrors, find_label_errors
+from detector_al.model.predictions import Detections
+from detector_al.signals.label_errors import LabelErrors, find_label_errors
+from detector_al.signals.stopping import agreement, stop_set, stopping_state
 from detector_al.state.signals import Signals, boxes_from_json, boxes_to_json
 from detector_al.state.store import PredictionRow
-from detector_al.stopping import agreement, stop_set, stopping_state
-from detector_al.types import Detections
 from ml_backend.main import create_app
 from ml_backend.settings import Settings
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from detector_al.detector import (
+from detector_al.model.detector import (
     Detector,
     UnsupportedModelError,
     anchor_centers,
@@ -16,7 +16,7 @@ from detector_al.detector import (
     flip_permutation,
     grid_shapes,
 )
-from detector_al.geometry import box_iou
+from detector_al.model.geometry import box_iou
 
 STRIDES = [8, 16, 32]
 
@@ -220,10 +220,10 @@ def test_one_view_gives_the_images_own_view_without_the_flip(detector, sample_da
 def test_the_views_run_are_what_the_strategy_and_ceal_read(detector, sample_data):
     from dataclasses import replace
 
-    from detector_al.decision import DecisionPolicy, views_needed
-    from detector_al.jobs.file_scoring import scored_files
-    from detector_al.pseudo_labels import CealConfig
-    from detector_al.uncertainty import STRATEGIES
+    from detector_al.policy.ceal import CealConfig
+    from detector_al.policy.decision import DecisionPolicy, views_needed
+    from detector_al.policy.strategies import STRATEGIES
+    from detector_al.scoring.file_stream import scored_files
 
     ceal = CealConfig()
     assert views_needed(STRATEGIES["entropy_sum"], ceal) == 1  # the default path: one view

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from detector_al.decision import DecisionPolicy
-from detector_al.files import file_sha256
-from detector_al.jobs.file_scoring import scored_files
-from detector_al.queue import ERROR
+from detector_al.io.files import file_sha256
+from detector_al.policy.decision import DecisionPolicy
+from detector_al.queue.build import ERROR
+from detector_al.scoring.file_stream import scored_files
 
 POLICY = DecisionPolicy("entropy_sum")
 REPO = Path(__file__).resolve().parents[1]
@@ -71,7 +71,7 @@ needs_ray = pytest.mark.skipif(
 @pytest.mark.slow
 @pytest.mark.parametrize("workers", [1, 2])
 def test_ray_gives_the_plain_paths_records(detector, folder, workers):
-    from detector_al.jobs.ray_scoring import ModelSpec, RayOptions, ray_scored_files
+    from detector_al.scoring.ray_stream import ModelSpec, RayOptions, ray_scored_files
 
     known = {file_sha256(folder[2])}
     plain = list(scored_files(detector, folder, POLICY, batch_size=4, skip=known))
@@ -122,9 +122,9 @@ def test_ray_flags_without_ray_say_how_to_install(monkeypatch, trained_weights, 
     from typer.testing import CliRunner
 
     from detector_al.cli.app import app
-    from detector_al.jobs import ray_scoring
+    from detector_al.scoring import ray_stream
 
-    monkeypatch.setattr(ray_scoring, "ray_available", lambda: False)
+    monkeypatch.setattr(ray_stream, "ray_available", lambda: False)
     args = ["score", str(folder[0]), "-m", str(trained_weights), "--out", str(tmp_path / "q.jsonl"), "--ray"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2 and "detector-al[ray]" in result.output
@@ -132,7 +132,7 @@ def test_ray_flags_without_ray_say_how_to_install(monkeypatch, trained_weights, 
 
 
 def test_pool_shape_follows_the_clusters_resources():
-    from detector_al.jobs.ray_scoring import RayOptions, pool_shape
+    from detector_al.scoring.ray_stream import RayOptions, pool_shape
 
     assert pool_shape(RayOptions(), {"CPU": 8.0}) == (8, 1, 0.0)
     assert pool_shape(RayOptions(), {"CPU": 32.0, "GPU": 4.0}) == (4, 8, 1.0)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from detector_al.fetch.task_image import FetchLimits, fetch_image
+from detector_al.io.fetch.task_image import FetchLimits, fetch_image
 from detector_al.label_studio.client import ImageFetchError
 from tests.loopback import FakeLabelStudio, Loopback, Request
 
@@ -318,7 +318,7 @@ def test_private_and_loopback_urls_are_refused_by_default_but_label_studio_itsel
 
 
 def test_the_image_cache_keeps_to_its_cap_least_recently_used_first(tmp_path):
-    from detector_al.fetch.cache import note_download
+    from detector_al.io.fetch.cache import note_download
 
     cache = tmp_path / "cache"
     cache.mkdir()

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from detector_al.images import ImageLoadError, load_image, needs_web_copy, to_web_image
+from detector_al.io.images import ImageLoadError, load_image, needs_web_copy, to_web_image
 
 EXPECTED_ERRORS = {
     "truncated.jpg": "truncated",
@@ -74,7 +74,7 @@ def test_huge_jpeg_is_decoded_at_reduced_scale_with_full_size_reported(sample_da
 
 
 def test_too_many_pixels_is_refused(tmp_path, monkeypatch):
-    import detector_al.images as images
+    import detector_al.io.images as images
 
     Image.new("RGB", (200, 100)).save(tmp_path / "a.png")
     monkeypatch.setattr(images, "MAX_PIXELS", 10_000)
@@ -245,7 +245,7 @@ def test_an_image_over_the_decode_budget_is_refused_before_decoding(tmp_path):
     """19999 x 19999 (just under the pixel limit; 389 KB on disk) took 16 s and 4.5 GB: now refused at once."""
     import time
 
-    from detector_al.images import ImageLoadError, load_image
+    from detector_al.io.images import ImageLoadError, load_image
 
     big = tmp_path / "huge.png"
     _huge_png(big, 19999)
@@ -261,7 +261,7 @@ def test_an_image_over_the_decode_budget_is_refused_before_decoding(tmp_path):
 def test_a_large_image_is_kept_small_after_decoding_but_reports_its_full_size(tmp_path):
     from PIL import Image
 
-    from detector_al.images import DOWNSCALE_FACTOR, load_image
+    from detector_al.io.images import DOWNSCALE_FACTOR, load_image
 
     path = tmp_path / "wide.png"
     Image.new("RGB", (3000, 1200), (200, 10, 10)).save(path)
@@ -287,7 +287,7 @@ def _odd_entries(root):
 
 
 def test_entries_that_are_no_regular_file_get_their_true_reason(tmp_path):
-    from detector_al.images import ImageLoadError, list_images, load_image
+    from detector_al.io.images import ImageLoadError, list_images, load_image
 
     expected = _odd_entries(tmp_path)
     listed = {p.name for p in list_images(tmp_path)}

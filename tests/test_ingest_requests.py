@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from detector_al.jobs.ingest import TAIL_TASKS_PER_REQUEST, request_size
+from detector_al.pipelines.ingest import TAIL_TASKS_PER_REQUEST, request_size
 
 
 @pytest.mark.parametrize("left", [512, 513, 10_000])

@@ -98,7 +98,7 @@ def test_round_weighted_and_unknown_strategies_are_refused_where_they_would_run_
     from typer.testing import CliRunner
 
     from detector_al.cli.app import app
-    from detector_al.scoring_config import PolicySettings
+    from detector_al.policy.settings import PolicySettings
 
     for name, says in (("entropy_ppal", "only `detector-al simulate`"), ("nope", "unknown strategy")):
         with pytest.raises(ValueError, match=says):
@@ -113,10 +113,10 @@ def test_round_weighted_and_unknown_strategies_are_refused_where_they_would_run_
 
 def test_every_caller_takes_its_defaults_from_the_one_policy():
     from detector_al.demo.run import DemoConfig
-    from detector_al.jobs.ingest import IngestConfig
-    from detector_al.jobs.retraining import RetrainConfig
-    from detector_al.scoring_config import POLICY
-    from detector_al.service import ServiceConfig
+    from detector_al.pipelines.ingest import IngestConfig
+    from detector_al.pipelines.retrain import RetrainConfig
+    from detector_al.policy.settings import POLICY
+    from detector_al.serving.service import ServiceConfig
 
     s = Settings()
     assert s.queue_budget == IngestConfig().budget == RetrainConfig().budget == DemoConfig().budget == POLICY.budget
@@ -133,7 +133,7 @@ def _sleeps(seconds, on_epoch=None):  # a training that hangs (module level: it 
 
 
 def test_a_hung_training_is_killed_at_its_time_limit_and_a_cancel_kills_it_at_once():
-    from detector_al.jobs.training import TrainingCancelled, run_in_subprocess
+    from detector_al.model.training import TrainingCancelled, run_in_subprocess
 
     started = time.monotonic()
     with pytest.raises(TrainingCancelled, match="time limit of 2 s"):
@@ -185,7 +185,7 @@ def test_events_are_bounded(tmp_path):
 
 
 def test_old_training_folders_are_removed(tmp_path):
-    from detector_al.jobs.retraining import RetrainConfig, Retrainer
+    from detector_al.pipelines.retrain import RetrainConfig, Retrainer
 
     for i in (1, 2, 3, 4, 10):
         (tmp_path / f"job-{i}").mkdir()
@@ -194,7 +194,7 @@ def test_old_training_folders_are_removed(tmp_path):
 
 
 def test_pils_bomb_check_stays_on_for_the_rest_of_the_process(sample_data):
-    from detector_al.images import MAX_PIXELS, load_image
+    from detector_al.io.images import MAX_PIXELS, load_image
 
     limit = Image.MAX_IMAGE_PIXELS
     assert limit is not None and limit < MAX_PIXELS
@@ -204,7 +204,7 @@ def test_pils_bomb_check_stays_on_for_the_rest_of_the_process(sample_data):
 
 
 def test_big_images_between_pils_limit_and_ours_still_open(tmp_path, monkeypatch):
-    from detector_al.images import load_image
+    from detector_al.io.images import load_image
 
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # stands in for PIL's limit: a 64x64 image is "a bomb"
     path = tmp_path / "a.png"

@@ -7,16 +7,16 @@ import shutil
 import numpy as np
 from fastapi.testclient import TestClient
 
-from detector_al.decision import decide
-from detector_al.detector import Detector
-from detector_al.jobs.ingest import IngestConfig, ingest, plan_queue
 from detector_al.label_studio.config import parse_label_config
-from detector_al.pseudo_labels import CealConfig
-from detector_al.queue import AUTO_ACCEPT, QUERY, build_queue
-from detector_al.scoring_config import DIVERSITY
+from detector_al.model.detector import Detector
+from detector_al.pipelines.ingest import IngestConfig, ingest, plan_queue
+from detector_al.policy.ceal import CealConfig
+from detector_al.policy.decision import decide
+from detector_al.policy.settings import DIVERSITY
+from detector_al.policy.strategies import get_strategy
+from detector_al.queue.build import AUTO_ACCEPT, QUERY, build_queue
 from detector_al.simulation.experiment import choose_from_decisions
 from detector_al.state.store import Store
-from detector_al.uncertainty import get_strategy
 from ml_backend.main import create_app
 from ml_backend.settings import Settings
 

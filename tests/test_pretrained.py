@@ -18,7 +18,7 @@ from detector_al.model.pretrained import (
 
 def test_set_up_left_the_verified_checkpoint():
     """`make setup` (`detector-al fetch-base`) put the pinned file in place; its bytes are the pinned ones."""
-    from detector_al.files import file_sha256
+    from detector_al.io.files import file_sha256
 
     path = pretrained_path(fetch=False)
     assert file_sha256(path) == PRETRAINED.sha256

@@ -7,9 +7,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from detector_al.geometry import box_iou
-from detector_al.pseudo_labels import CealConfig, auto_accept
-from detector_al.types import Detections
+from detector_al.model.geometry import box_iou
+from detector_al.model.predictions import Detections
+from detector_al.policy.ceal import CealConfig, auto_accept
 from tests.factories import background, pred
 
 CFG = CealConfig(delta_0=0.01, decay=0.002, min_confidence=0.5, detect_threshold=0.25, band_low=0.1)
@@ -83,9 +83,9 @@ def test_box_iou_known_values():
 def test_box_pseudo_labels_keep_flip_agreed_confident_boxes_and_mask_the_doubtful(tmp_path):
     from PIL import Image
 
-    from detector_al.pseudo_labels import box_pseudo_labels
+    from detector_al.model.predictions import ImagePredictions
+    from detector_al.policy.ceal import box_pseudo_labels
     from detector_al.simulation.training import write_masked
-    from detector_al.types import ImagePredictions
 
     det = Detections(
         np.array([[10, 10, 30, 30], [50, 50, 70, 70], [80, 10, 95, 25], [11, 11, 31, 31], [40, 80, 60, 95]]),
@@ -111,7 +111,7 @@ def test_box_pseudo_labels_keep_flip_agreed_confident_boxes_and_mask_the_doubtfu
 
 def _held_out_image(conf: float, right: bool):
     """One held-out image: a box both views agree on at ``conf``, of the true class when ``right``."""
-    from detector_al.types import ImagePredictions
+    from detector_al.model.predictions import ImagePredictions
 
     box = Detections(np.array([[10, 10, 30, 30]]), np.array([conf]), np.array([0 if right else 1]))
     probs = np.zeros((4, 3), np.float32)
@@ -120,7 +120,7 @@ def _held_out_image(conf: float, right: bool):
 
 
 def test_the_box_pseudo_label_threshold_is_the_lowest_whose_held_out_precision_is_surely_high_enough():
-    from detector_al.pseudo_labels import calibrate_box_pseudo_labels, wilson_lower
+    from detector_al.policy.ceal import calibrate_box_pseudo_labels, wilson_lower
 
     # 100 right boxes at 0.65, 20 wrong ones at 0.42: at 0.4 the precision is 83 %; from 0.45 on, 100 %
     images = [_held_out_image(0.65, True) for _ in range(100)] + [_held_out_image(0.42, False) for _ in range(20)]

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from detector_al.queue import AUTO_ACCEPT, QUERY, REST, build_queue, label_studio_score, priority
+from detector_al.queue.build import AUTO_ACCEPT, QUERY, REST, build_queue, label_studio_score, priority
 
 
 def test_batch_first_then_rest_by_uncertainty_then_accepted_by_uncertainty():

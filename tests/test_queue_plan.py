@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from detector_al.queue import QUERY, build_queue, default_confidence
-from detector_al.queue_plan import StoredPlace, plan_stored_queue
+from detector_al.queue.build import QUERY, build_queue, default_confidence
+from detector_al.queue.plan import StoredPlace, plan_stored_queue
 
 
 def pool(n: int, seed: int, dup_groups: int = 0, max_conf: float = 0.9):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from detector_al.ranking import AUTO_ACCEPT, ERROR, QUERY, REST, ScoredImage, assign_queue
-from detector_al.types import Detections
+from detector_al.model.predictions import Detections
+from detector_al.queue.ranking import AUTO_ACCEPT, ERROR, QUERY, REST, ScoredImage, assign_queue
 
 
 def img(name, score, classes=(), decision=REST, emb=None):

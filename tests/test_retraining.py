@@ -7,8 +7,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from detector_al.jobs.retraining import in_validation, should_promote
 from detector_al.label_studio.annotations import latest_label
+from detector_al.pipelines.retrain import in_validation, should_promote
 
 VALIDATION_TASKS_UNDER_40 = [0, 1, 14, 18, 24, 31, 39]  # sha256(str(t)) mod 5 == 0
 
@@ -22,7 +22,7 @@ def test_split_is_stable_and_about_a_fifth():
 
 def test_every_labeled_task_in_validation_still_gives_a_training_split(tmp_path):
     """It crashed: the copy went into a labels/train folder that nothing created."""
-    from detector_al.jobs.retraining import _write_labels, fill_empty_train_split
+    from detector_al.pipelines.retrain import _write_labels, fill_empty_train_split
 
     for t in VALIDATION_TASKS_UNDER_40[:3]:
         (tmp_path / "images" / "val").mkdir(parents=True, exist_ok=True)
@@ -65,7 +65,7 @@ def test_promotion_rule(new, old, n, promote):
 
 
 def test_a_failing_training_subprocess_raises_in_the_parent(tmp_path):
-    from detector_al.jobs.training import TrainConfig, train_in_subprocess
+    from detector_al.model.training import TrainConfig, train_in_subprocess
 
     bad = tmp_path / "data.yaml"
     bad.write_text("train: nowhere\nval: nowhere\nnames:\n  0: a\n")
@@ -92,12 +92,12 @@ class _LabelStudioWrites:
 def test_a_cold_rescoring_covers_the_labeled_images_as_the_new_model_embeds_them(sample_data, tmp_path):
     """After a retraining the cold batch stays away from the labeled images' clusters in the *new* model's space
     (their stored embeddings come from older models), and no labeled task gets a prediction or a queue place."""
-    from detector_al.detector import Detector
-    from detector_al.jobs.retraining import RetrainConfig, Retrainer
     from detector_al.label_studio.config import parse_label_config
-    from detector_al.label_studio.queue import publish_version
-    from detector_al.queue import QUERY, cold_start_batch
-    from detector_al.service import PredictionService, ServiceConfig
+    from detector_al.label_studio.publish import publish_version
+    from detector_al.model.detector import Detector
+    from detector_al.pipelines.retrain import RetrainConfig, Retrainer
+    from detector_al.queue.build import QUERY, cold_start_batch
+    from detector_al.serving.service import PredictionService, ServiceConfig
     from detector_al.state.registry import ModelRegistry
     from detector_al.state.store import Store
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from detector_al.selection import candidates, class_balance_weights, cold_start, k_center_greedy, select_batch
+from detector_al.queue.selection import candidates, class_balance_weights, cold_start, k_center_greedy, select_batch
 
 
 def unit(rng, n, d=16):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import threading
 
-from detector_al.detector import Detector
-from detector_al.service import PredictionService
+from detector_al.model.detector import Detector
+from detector_al.serving.service import PredictionService
 from detector_al.state.store import Store
 
 

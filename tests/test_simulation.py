@@ -16,6 +16,7 @@ def test_simulate_smoke_records_effort_shares_identical_trainings_and_resumes(sa
     out = tmp_path / "sim"
     args = ["simulate", str(sample_data / "data.yaml"), "--out", str(out), "--preset", "smoke"]
     args += ["--variants", "random,random+ceal,random+boxes,oracle", "--initial", "6", "--budget", "3", "--imgsz", "64"]
+    args += ["--base", "yolov8n.yaml"]  # random init: a 2-epoch model is sure of nothing, whatever the processor
     res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
     runs = json.loads((out / "results.json").read_text())["runs"]
@@ -53,18 +54,18 @@ def test_box_pseudo_label_calibration_returns_the_first_threshold_whose_lower_bo
     """What calibration guarantees for any model: the rule it returns is the lowest threshold of the grid whose
     one-sided 95 % lower bound of box precision on the held-out images meets the target, and None means that no
     threshold of the grid does. Which threshold that is depends on the model, so it is recomputed, not assumed."""
-    from detector_al.detector import Detector
-    from detector_al.geometry import same_class_matches
-    from detector_al.pseudo_labels import (
+    from detector_al.io.yolo_format import read_yolo_labels
+    from detector_al.model.detector import Detector
+    from detector_al.model.geometry import same_class_matches
+    from detector_al.policy.ceal import (
         CALIBRATION_GRID,
         BoxPseudoConfig,
         box_pseudo_labels,
         calibrate_box_pseudo_labels,
         wilson_lower,
     )
-    from detector_al.scoring_config import SCORER_CONF
+    from detector_al.policy.settings import SCORER_CONF
     from detector_al.simulation.dataset import prepare_dataset
-    from detector_al.yolo_format import read_yolo_labels
 
     ds = prepare_dataset(sample_data / "data.yaml", tmp_path)
     det = Detector.load(trained_weights, conf=SCORER_CONF)

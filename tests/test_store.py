@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from detector_al.jobs.worker import TrainingWorker
+from detector_al.serving.worker import TrainingWorker
 from detector_al.state.store import ImageRow, PredictionRow, Store
 
 

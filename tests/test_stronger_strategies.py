@@ -10,22 +10,22 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-import detector_al.selection
-import detector_al.strategies.box_consistency
-import detector_al.strategies.box_uncertainty
-import detector_al.strategies.class_weights
-import detector_al.uncertainty
-from detector_al.strategies.box_consistency import cald_score, enms_entropy, js_divergence
-from detector_al.strategies.box_uncertainty import binary_entropy, box_entropy
-from detector_al.strategies.class_weights import (
+import detector_al.policy.formulas.box_consistency
+import detector_al.policy.formulas.box_uncertainty
+import detector_al.policy.formulas.class_weights
+import detector_al.policy.strategies
+import detector_al.queue.selection
+from detector_al.model.predictions import Detections
+from detector_al.policy.formulas.box_consistency import cald_score, enms_entropy, js_divergence
+from detector_al.policy.formulas.box_uncertainty import binary_entropy, box_entropy
+from detector_al.policy.formulas.class_weights import (
     class_difficulty,
     class_weighted_entropy,
     difficulty_weights,
     pool_difficulty,
     rarity_weights,
 )
-from detector_al.types import Detections
-from detector_al.uncertainty import (
+from detector_al.policy.strategies import (
     STRATEGIES,
     build_strategy,
     class_balanced_entropy,
@@ -40,11 +40,11 @@ H = binary_entropy
 @pytest.mark.parametrize(
     "module",
     [
-        detector_al.uncertainty,
-        detector_al.strategies.box_uncertainty,
-        detector_al.strategies.box_consistency,
-        detector_al.strategies.class_weights,
-        detector_al.selection,
+        detector_al.policy.strategies,
+        detector_al.policy.formulas.box_uncertainty,
+        detector_al.policy.formulas.box_consistency,
+        detector_al.policy.formulas.class_weights,
+        detector_al.queue.selection,
     ],
 )
 def test_docstring_examples_run(module):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from detector_al.jobs.training import TrainConfig
+from detector_al.model.training import TrainConfig
 
 
 def test_one_optimizer_step_per_batch(trained_weights):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from detector_al.selection import kmeans, typicality, typiclust, use_cold_start
+from detector_al.queue.selection import kmeans, typicality, typiclust, use_cold_start
 
 
 def blobs(sizes, seed=0, spread=0.1, d=8):

@@ -8,9 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from detector_al.strategies.box_uncertainty import binary_entropy, box_entropy, box_margin
-from detector_al.types import Detections
-from detector_al.uncertainty import (
+from detector_al.model.predictions import Detections
+from detector_al.policy.formulas.box_uncertainty import binary_entropy, box_entropy, box_margin
+from detector_al.policy.strategies import (
     STRATEGIES,
     anchor_discrepancy,
     get_strategy,

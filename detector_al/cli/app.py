@@ -91,7 +91,7 @@ def simulate(
         **{"rounds": rounds, "budget": budget, "initial": initial, "recipe": recipe, "imgsz": imgsz, "base": base},
     }
     cfg = replace(PRESETS[preset], **{k: v for k, v in changes.items() if v is not None})
-    from detector_al.annotator_cost import CostModel
+    from detector_al.policy.annotator_cost import CostModel
 
     try:
         cost = CostModel.from_file(cost_model) if cost_model else CostModel()

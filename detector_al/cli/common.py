@@ -8,7 +8,7 @@ from typing import NoReturn
 
 import typer
 
-from detector_al.images import list_images
+from detector_al.io.images import list_images
 
 
 def expand_sources(paths: list[Path]) -> list[Path]:
@@ -35,9 +35,9 @@ def fail(message: str) -> NoReturn:
 
 
 def load_detector(model: str, **kwargs):
-    """:meth:`Detector.load <detector_al.detector.Detector.load>`, failing with a message for a missing or
+    """:meth:`Detector.load <detector_al.model.detector.Detector.load>`, failing with a message for a missing or
     unsupported model."""
-    from detector_al.detector import Detector, UnsupportedModelError
+    from detector_al.model.detector import Detector, UnsupportedModelError
 
     try:
         return Detector.load(model, **kwargs)
@@ -52,11 +52,11 @@ RAY_GPUS_HELP = "GPU fraction per Ray actor (default: 1 where the cluster has GP
 
 
 def ray_options(use_ray: bool, address: str | None, workers: int | None, gpus: float | None, batch_size: int):
-    """The :class:`~detector_al.jobs.ray_scoring.RayOptions` the Ray flags ask for, None without them; fails with the
+    """The :class:`~detector_al.scoring.ray_stream.RayOptions` the Ray flags ask for, None without them; fails with the
     install hint when Ray is missing."""
     if not (use_ray or address):
         return None
-    from detector_al.jobs.ray_scoring import INSTALL_HINT, RayOptions, ray_available
+    from detector_al.scoring.ray_stream import INSTALL_HINT, RayOptions, ray_available
 
     if not ray_available():
         fail(f"--ray needs Ray. {INSTALL_HINT}")

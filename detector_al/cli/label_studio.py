@@ -18,8 +18,8 @@ from detector_al.cli.common import (
 )
 from detector_al.cli.model import print_summary
 from detector_al.demo.bootstrap_model import SAMPLE_DATA, ensure_bootstrap_model
-from detector_al.scoring_config import COLD_START, POLICY, SCORER_CONF, TASKS_PER_REQUEST
-from detector_al.uncertainty import DEFAULT_STRATEGY, SERVING_STRATEGIES, serving_strategy
+from detector_al.policy.settings import COLD_START, POLICY, SCORER_CONF, TASKS_PER_REQUEST
+from detector_al.policy.strategies import DEFAULT_STRATEGY, SERVING_STRATEGIES, serving_strategy
 
 
 def demo(
@@ -76,8 +76,8 @@ def demo(
 
 
 def _offline_demo(model: str | None, budget: int, train_bootstrap: bool, top: int = 15) -> None:
-    from detector_al.jobs.pool_scoring import plot_queue_scores, score_files, write_queue_file
-    from detector_al.pseudo_labels import CealConfig
+    from detector_al.pipelines.score import plot_queue_scores, score_files, write_queue_file
+    from detector_al.policy.ceal import CealConfig
 
     pool, out = SAMPLE_DATA / "images" / "pool", Path("runs") / "demo"
     if not pool.exists():
@@ -127,7 +127,7 @@ def serve(
 
 
 # Over 60 lines: typer declares the 19 options in the signature (44 lines); the body
-# only checks them and calls the library (detector_al.jobs.ingest_setup, detector_al.jobs.ingest).
+# only checks them and calls the library (detector_al.pipelines.ingest_setup, detector_al.pipelines.ingest).
 def ingest(
     folder: Path = typer.Argument(..., help="Folder of images (searched recursively)."),
     model: str = typer.Option(..., "--model", "-m", help="Weights (.pt)."),
@@ -181,9 +181,9 @@ def ingest(
 
     Idempotent and resumable: the content hash of each image decides; a second run adds only new files and
     refreshes the priorities."""
-    from detector_al.jobs.ingest import IngestConfig
-    from detector_al.jobs.ingest import ingest as run_ingest
-    from detector_al.jobs.ingest_setup import ingest_store_path, registered_version
+    from detector_al.pipelines.ingest import IngestConfig
+    from detector_al.pipelines.ingest import ingest as run_ingest
+    from detector_al.pipelines.ingest_setup import ingest_store_path, registered_version
     from detector_al.state.store import Store
 
     online = ls_url is not None or project is not None or project_title is not None
@@ -227,10 +227,10 @@ def _ingest_target(names: tuple[str, ...], label_config: Path | None, project_re
     ``project_ref``: ``(ls_url, api_key, project id, project title)``, or None offline. A new project gets
     ``label_config`` (default: one label per model class); an existing one keeps its own.
     """
-    from detector_al.jobs.ingest import OFFLINE_PROJECT
-    from detector_al.jobs.ingest_setup import open_project
     from detector_al.label_studio.client import LabelStudioError
     from detector_al.label_studio.config import LabelConfigError, default_label_config, parse_label_config
+    from detector_al.pipelines.ingest import OFFLINE_PROJECT
+    from detector_al.pipelines.ingest_setup import open_project
 
     config_text = label_config.read_text() if label_config else default_label_config(names)
     sink, pid = None, OFFLINE_PROJECT
@@ -250,7 +250,7 @@ def _ingest_target(names: tuple[str, ...], label_config: Path | None, project_re
 
 def _write_ingest_files(store, det, project: int, out: Path | None, export_pseudo: Path | None, files_root) -> None:
     """The offline outputs asked for: a Label Studio import file, and the auto-accepted images as YOLO."""
-    from detector_al.jobs.ingest import export_pseudo_labels, write_tasks_json
+    from detector_al.pipelines.ingest import export_pseudo_labels, write_tasks_json
 
     if out is not None:
         n = write_tasks_json(store, out, det.version, project)

@@ -18,8 +18,8 @@ from detector_al.cli.common import (
     ray_options,
 )
 from detector_al.demo.bootstrap_model import BOOTSTRAP_DIR
-from detector_al.scoring_config import COLD_START, DIVERSITY, POLICY, SCORER_CONF, ceal_config
-from detector_al.uncertainty import DEFAULT_STRATEGY, SERVING_STRATEGIES, serving_strategy
+from detector_al.policy.settings import COLD_START, DIVERSITY, POLICY, SCORER_CONF, ceal_config
+from detector_al.policy.strategies import DEFAULT_STRATEGY, SERVING_STRATEGIES, serving_strategy
 
 
 def train(
@@ -37,8 +37,8 @@ def train(
     device: str = typer.Option(None, help="cpu, 0, 0,1 ... (default: GPU 0 if present, else cpu)."),
 ) -> None:
     """Train a detector with ultralytics (the bootstrap model, or a fine-tune from weights)."""
-    from detector_al.jobs.training import TrainConfig, train_detector
     from detector_al.model.pretrained import PretrainedUnavailable
+    from detector_al.model.training import TrainConfig, train_detector
 
     try:
         best = train_detector(
@@ -69,7 +69,7 @@ def predict(
     batch_size: int = typer.Option(16, help="Images per forward pass."),
 ) -> None:
     """Pre-annotate images: one JSON line per file with its boxes, or the error that stopped it."""
-    from detector_al.files import atomic_write
+    from detector_al.io.files import atomic_write
     from detector_al.progress import track
 
     sources = expand_sources(images)
@@ -116,7 +116,7 @@ def score(
     ray_gpus: float = typer.Option(None, "--ray-gpus-per-worker", help=RAY_GPUS_HELP),
 ) -> None:
     """Score images by uncertainty, auto-accept the confident ones, and rank the rest into a queue."""
-    from detector_al.jobs.pool_scoring import plot_queue_scores, score_files, write_queue_file
+    from detector_al.pipelines.score import plot_queue_scores, score_files, write_queue_file
 
     try:
         serving_strategy(strategy)
@@ -157,7 +157,7 @@ def print_summary(records: list, ceal, round_index: int, top: int = 0, names: tu
     from rich.console import Console
     from rich.table import Table
 
-    from detector_al.ranking import summary
+    from detector_al.queue.ranking import summary
 
     info = summary(records)
     console = Console()

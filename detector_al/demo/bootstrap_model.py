@@ -37,8 +37,8 @@ BOOTSTRAP_DIR = Path("models") / "bootstrap"
 
 def sample_recipe(seed: int = 0):
     """The shipped weights' training recipe: YOLOv8n from random init, 60 epochs at 256 px (see TrainConfig)."""
-    from detector_al.jobs.training import TrainConfig
     from detector_al.model.pretrained import SCRATCH_BASE
+    from detector_al.model.training import TrainConfig
 
     return TrainConfig(epochs=SAMPLE_EPOCHS, seed=seed, base=SCRATCH_BASE)
 
@@ -69,7 +69,7 @@ def make_sample_weights(
     import torch
     import ultralytics
 
-    from detector_al.jobs.training import evaluate, train_detector
+    from detector_al.model.training import evaluate, train_detector
 
     config = sample_recipe(seed)
     out.mkdir(parents=True, exist_ok=True)
@@ -114,7 +114,7 @@ def shipped_sample_weights(folder: Path = SAMPLE_WEIGHTS_DIR) -> Path:
 def ensure_bootstrap_model(train: bool = False) -> Path:
     """The demo's model: the shipped weights, or (``train``) a model trained here with the same recipe, reused when
     cached in ``models/bootstrap`` (about 6 min on 2 CPU cores the first time)."""
-    from detector_al.jobs.training import train_detector
+    from detector_al.model.training import train_detector
 
     if not train:
         return shipped_sample_weights()

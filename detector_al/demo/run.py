@@ -22,7 +22,7 @@ from pathlib import Path
 
 import requests
 
-from detector_al.scoring_config import POLICY
+from detector_al.policy.settings import POLICY
 
 log = logging.getLogger(__name__)
 
@@ -172,11 +172,11 @@ def _start_backend(
 def _fill_project(cfg: DemoConfig, client, backend_url: str, model_dir: Path, version: str, pool: Path, files_root):
     """The demo project with the backend connected and the pool ingested (into the backend's store); returns
     the project id and the queue tab's id."""
-    from detector_al.detector import Detector
-    from detector_al.jobs.ingest import IngestConfig, ingest
     from detector_al.label_studio.config import parse_label_config
     from detector_al.label_studio.task_sink import QUEUE_TAB, LabelStudioSink, find_or_create_project
-    from detector_al.scoring_config import SCORER_CONF
+    from detector_al.model.detector import Detector
+    from detector_al.pipelines.ingest import IngestConfig, ingest
+    from detector_al.policy.settings import SCORER_CONF
     from detector_al.state.registry import ModelRegistry
     from detector_al.state.store import STORE_FILE_NAME, Store
 

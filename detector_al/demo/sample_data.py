@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from detector_al.yolo_format import yolo_lines
+from detector_al.io.yolo_format import yolo_lines
 
 CLASS_NAMES: tuple[str, ...] = ("circle", "square", "star")
 RARE_CLASS = 2

@@ -2,7 +2,7 @@
 
 SDK calls go through label-studio-sdk's ``LabelStudio`` client (which handles personal access tokens itself);
 raw HTTP requests go through :attr:`LabelStudioClient.http`, whose auth (:mod:`detector_al.label_studio.auth`) handles
-both token kinds; task images are fetched by :func:`detector_al.fetch.task_image.fetch_image`.
+both token kinds; task images are fetched by :func:`detector_al.io.fetch.task_image.fetch_image`.
 """
 
 from __future__ import annotations

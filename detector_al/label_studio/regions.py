@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from detector_al.label_studio.config import RectangleTarget
-from detector_al.types import Detections
+from detector_al.model.predictions import Detections
 
 
 def xyxy_to_percent(xyxy, width: int, height: int) -> tuple[float, float, float, float]:

@@ -1,7 +1,7 @@
 """Label Studio as the destination of ingest: the project's local-files storage or uploads, tasks, the tabs.
 
 Uploads go through Label Studio's import endpoint (the UI's Import does the same): files a browser or
-Label Studio cannot take (TIFF, HEIC, 16-bit...) are sent as web copies (:func:`detector_al.images.to_web_image`),
+Label Studio cannot take (TIFF, HEIC, 16-bit...) are sent as web copies (:func:`detector_al.io.images.to_web_image`),
 a request holds at most :data:`UPLOAD_FILES_PER_REQUEST` files and :data:`UPLOAD_BYTES_PER_REQUEST` bytes,
 and a refused request is retried file by file so that one bad file fails alone.
 """
@@ -20,7 +20,7 @@ import requests
 
 from detector_al.label_studio.annotations import is_labeled_by_count
 from detector_al.label_studio.client import LabelStudioClient, LabelStudioError
-from detector_al.label_studio.queue import TaskQueueUpdate, configure_project, publish_queue
+from detector_al.label_studio.publish import TaskQueueUpdate, configure_project, publish_queue
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ QUEUE_TAB = "Active learning queue"
 REVIEW_TAB = "Auto-accepted (review)"
 LABEL_ERROR_TAB = "Possible label errors"
 LABEL_ERROR_FIELD = "al_label_error"
-"""Task data field: the likely-error score of the task's human label (:mod:`detector_al.label_errors`)."""
+"""Task data field: the likely-error score of the task's human label (:mod:`detector_al.signals.label_errors`)."""
 HIDDEN_COLUMNS = [  # the tabs show what the queue is about: image, priority, uncertainty, status, score
     f"tasks:{c}"
     for c in (
@@ -222,8 +222,8 @@ class LabelStudioSink:
     def upload(self, paths: list[Path]) -> list[Upload]:
         """Upload files without creating tasks: one :class:`Upload` per path, in order (a URL, or why not).
 
-        Files a browser or Label Studio cannot take (:func:`~detector_al.images.needs_web_copy`: TIFF, HEIC,
-        16-bit...) are sent as a web copy (:func:`~detector_al.images.to_web_image`, same pixels and size as
+        Files a browser or Label Studio cannot take (:func:`~detector_al.io.images.needs_web_copy`: TIFF, HEIC,
+        16-bit...) are sent as a web copy (:func:`~detector_al.io.images.to_web_image`, same pixels and size as
         the detector sees), made in a temporary folder that is removed afterwards. Files go in requests of at
         most :data:`UPLOAD_FILES_PER_REQUEST` files and :data:`UPLOAD_BYTES_PER_REQUEST` bytes; Label Studio
         refuses a whole request for one file it does not take, so a refused request is retried file by file
@@ -232,7 +232,7 @@ class LabelStudioSink:
         Raises:
             requests.RequestException: Label Studio cannot be reached, or refuses the API key (401/403).
         """
-        from detector_al.images import ImageLoadError, needs_web_copy, to_web_image
+        from detector_al.io.images import ImageLoadError, needs_web_copy, to_web_image
 
         results = [Upload() for _ in paths]
         with tempfile.TemporaryDirectory(prefix="detector-al-upload-") as tmp:
@@ -324,7 +324,7 @@ class LabelStudioSink:
 
     def publish(self, store, model_version: str, updates: list[TaskQueueUpdate]) -> list[tuple[int, str]]:
         """Make the project serve the queue: the tasks' queue numbers, then its model version and (the first time
-        ``store`` sees the project) its sampling (:func:`~detector_al.label_studio.queue.configure_project`)."""
+        ``store`` sees the project) its sampling (:func:`~detector_al.label_studio.publish.configure_project`)."""
         failed = publish_queue(self.ls, self.project, model_version, updates)  # a few tasks: looked up by id
         configure_project(self.ls, store, self.project, model_version)
         return failed

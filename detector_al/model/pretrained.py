@@ -24,7 +24,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from detector_al.files import file_sha256
+from detector_al.io.files import file_sha256
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from detector_al.yolo_format import yolo_lines
+from detector_al.io.yolo_format import yolo_lines
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from detector_al.geometry import match_boxes
-from detector_al.types import Detections
+from detector_al.model.geometry import match_boxes
+from detector_al.model.predictions import Detections
 
 
 @dataclass(frozen=True)

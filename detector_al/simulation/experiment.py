@@ -5,7 +5,7 @@ Protocol (the lessons of ``shared/docs/active-learning.md``):
 * **paired seeds**: every variant of a seed starts from the same initial labeled set and the same round-0
   weights;
 * each round scores the unlabeled pool with the previous round's model through the **production policy**
-  (:func:`~detector_al.decision.decide` per image, :func:`~detector_al.queue.build_queue` over the pool: the
+  (:func:`~detector_al.policy.decision.decide` per image, :func:`~detector_al.queue.build.build_queue` over the pool: the
   code the backend and ingest run), labels the queue's batch of ``budget`` images (the oracle reveals their
   boxes), and trains the next model by the config's :class:`Recipe`;
 * a variant is ``<strategy>[+div][+ceal][+boxes][+cold]``: any strategy of the registry (``entropy`` =
@@ -13,17 +13,17 @@ Protocol (the lessons of ``shared/docs/active-learning.md``):
   oracle: what a perfect error-seeking score would pick), ``+div`` a k-center batch over the top candidates
   (else the plain top-``budget``), ``+ceal`` the round's auto-accepted images with the model's boxes as labels
   in that round's training set only, ``+boxes`` box-level pseudo-labels
-  (:func:`~detector_al.pseudo_labels.box_pseudo_labels`) on the most certain images left (at most as many as
+  (:func:`~detector_al.policy.ceal.box_pseudo_labels`) on the most certain images left (at most as many as
   are labeled), their doubtful regions blanked out, at the round's box confidence calibrated on the val split
-  (:func:`~detector_al.pseudo_labels.calibrate_box_pseudo_labels`; none when no threshold is safe), ``+cold``
-  a TypiClust batch while the model is cold (:func:`~detector_al.queue.cold_start_batch`), then the strategy;
+  (:func:`~detector_al.policy.ceal.calibrate_box_pseudo_labels`; none when no threshold is safe), ``+cold``
+  a TypiClust batch while the model is cold (:func:`~detector_al.queue.build.cold_start_batch`), then the strategy;
 * class-weighted strategies are built each round from the labeled set and the pool
-  (:func:`~detector_al.uncertainty.build_strategy`), as the backend builds them from its store;
+  (:func:`~detector_al.policy.strategies.build_strategy`), as the backend builds them from its store;
 * mAP50 and mAP50-95 on the fixed **val** split (for choosing recipes and defaults) and **test** split (the
   reported figures) after every round;
 * the effort of every round's batch against the oracle: boxes to draw from scratch, corrections given the
   model's pre-annotations (:mod:`detector_al.simulation.effort`), and the annotator actions they take
-  (:func:`~detector_al.annotator_cost.annotator_actions`: priced in seconds by the report); CEAL
+  (:func:`~detector_al.policy.annotator_cost.annotator_actions`: priced in seconds by the report); CEAL
   pseudo-labels' box precision, and the auto-accepted images and boxes a review pass would look at.
 
 Trainings are content-addressed (parent weights, training set, recipe): a variant whose round trains on the
@@ -41,12 +41,12 @@ from pathlib import Path
 
 import numpy as np
 
-from detector_al.annotator_cost import Actions, annotator_actions, scratch_actions
-from detector_al.files import atomic_write
+from detector_al.io.files import atomic_write
+from detector_al.io.yolo_format import parse_yolo_lines, read_yolo_labels, yolo_lines
+from detector_al.policy.annotator_cost import Actions, annotator_actions, scratch_actions
 from detector_al.simulation.config import CONTROLS, RECIPES, SimConfig, epochs_for, parse_variant
 from detector_al.simulation.dataset import SimDataset, prepare_dataset
 from detector_al.simulation.training import evaluate_cached, initial_set, train_initial, train_round
-from detector_al.yolo_format import parse_yolo_lines, read_yolo_labels, yolo_lines
 
 log = logging.getLogger(__name__)
 
@@ -74,11 +74,11 @@ def play_round(
     ds: SimDataset, weights: Path, labeled: list[Path], unlabeled: list[Path], variant: str, cfg: SimConfig, seed, rnd
 ) -> RoundOutcome:
     """Score the pool with ``weights`` through the production policy and label the queue's batch."""
-    from detector_al.decision import decide
-    from detector_al.detector import Detector
-    from detector_al.pseudo_labels import CealConfig
-    from detector_al.scoring_config import SCORER_CONF
-    from detector_al.uncertainty import build_strategy, random_score
+    from detector_al.model.detector import Detector
+    from detector_al.policy.ceal import CealConfig
+    from detector_al.policy.decision import decide
+    from detector_al.policy.settings import SCORER_CONF
+    from detector_al.policy.strategies import build_strategy, random_score
 
     name, flags = parse_variant(variant)
     det = Detector.load(weights, conf=SCORER_CONF, imgsz=cfg.imgsz)
@@ -102,8 +102,8 @@ def play_round(
 def oracle_scores(ds: SimDataset, paths: list[Path], decisions: list, seed: int) -> dict[Path, float]:
     """The ``oracle`` control: ``errors + 0.5 * random`` per image, ``errors`` the corrections its pre-annotations
     need against the truth (:func:`~detector_al.simulation.effort.corrections`); the random half breaks ties."""
+    from detector_al.policy.strategies import random_score
     from detector_al.simulation.effort import corrections
-    from detector_al.uncertainty import random_score
 
     return {
         p: corrections(d.shown, read_yolo_labels(ds.label_of(p), d.width, d.height)).errors
@@ -123,7 +123,7 @@ def labeled_class_counts(ds: SimDataset, labeled: list[Path]) -> np.ndarray:
 
 def _calibrated(ds: SimDataset, det):
     """This round's box pseudo-label rule, calibrated on the val split (labeled images the model never saw)."""
-    from detector_al.pseudo_labels import calibrate_box_pseudo_labels
+    from detector_al.policy.ceal import calibrate_box_pseudo_labels
 
     images = ds.images("val")
     preds = list(det.predict([str(p) for p in images]))
@@ -134,7 +134,7 @@ def _calibrated(ds: SimDataset, det):
 def _add_box_pseudo_labels(outcome: RoundOutcome, paths: list[Path], preds: list, decisions: list, cap: int, rule):
     """Box pseudo-labels by ``rule`` (none if None) on at most ``cap`` images left out of the batch, lowest
     strategy score first."""
-    from detector_al.pseudo_labels import box_pseudo_labels
+    from detector_al.policy.ceal import box_pseudo_labels
 
     outcome.pseudo_threshold = None if rule is None else rule.min_confidence
     if rule is None:
@@ -155,7 +155,7 @@ def _add_box_pseudo_labels(outcome: RoundOutcome, paths: list[Path], preds: list
 
 
 def _with_effort(ds: SimDataset, out: RoundOutcome, decisions: dict) -> RoundOutcome:
-    from detector_al.geometry import box_iou, match_boxes, same_class_matches
+    from detector_al.model.geometry import box_iou, match_boxes, same_class_matches
     from detector_al.simulation.effort import corrections
 
     for path in out.chosen:
@@ -195,11 +195,11 @@ def choose_from_decisions(
 ) -> tuple[list[Path], dict[Path, list[str]]]:
     """The production queue over a round's decisions: the batch (in queue order) and the CEAL pseudo-labels.
 
-    The same :func:`~detector_al.queue.build_queue` the backend and ingest run; ``scores`` replaces the
+    The same :func:`~detector_al.queue.build.build_queue` the backend and ingest run; ``scores`` replaces the
     strategy's (the random baseline); with ``labeled_embeddings`` (the ``+cold`` variants), the images' highest
-    box confidences go along, so a cold model's batch is :func:`~detector_al.queue.cold_start_batch`'s.
+    box confidences go along, so a cold model's batch is :func:`~detector_al.queue.build.cold_start_batch`'s.
     """
-    from detector_al.queue import QUERY, build_queue
+    from detector_al.queue.build import QUERY, build_queue
 
     ok = [(path, d) for path, d in zip(paths, decisions, strict=True) if not d.error]
     pseudo = {

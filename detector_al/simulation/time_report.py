@@ -1,6 +1,6 @@
 """A simulation in annotator seconds: what a labeling team pays per arm, against labeling from scratch.
 
-The arms, priced by a :class:`~detector_al.annotator_cost.CostModel` from the actions each round recorded:
+The arms, priced by a :class:`~detector_al.policy.annotator_cost.CostModel` from the actions each round recorded:
 
 - ``scratch``: plain Label Studio: random order, no pre-annotations, every box drawn. It labels the same images as
   ``random`` (same seeds), so it shares ``random``'s models and mAP; only the seconds differ;
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from detector_al.annotator_cost import Actions, CostModel
+from detector_al.policy.annotator_cost import Actions, CostModel
 from detector_al.simulation.report import _fmt, _table, curves, savings, t_interval
 
 SCRATCH = "scratch"

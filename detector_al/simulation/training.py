@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from detector_al.files import file_sha256
-from detector_al.jobs.training import Recipe
+from detector_al.io.files import file_sha256
+from detector_al.model.training import Recipe
 from detector_al.simulation.config import SimConfig
 from detector_al.simulation.dataset import SimDataset, link_split
 
@@ -34,7 +34,7 @@ def train_round(
     the model config's name), every training image's name, label lines and mask, the epochs, the recipe, the
     image and batch size and the seed.
     """
-    from detector_al.jobs.training import TrainConfig, train_detector
+    from detector_al.model.training import TrainConfig, train_detector
 
     items = [(p.name, ds.label_of(p).read_text() if ds.label_of(p).exists() else "") for p in labeled]
     items += [(p.name, "\n".join(lines), np.round(masks.get(p, []), 1).tolist()) for p, lines in pseudo.items()]
@@ -90,7 +90,7 @@ def train_initial(ds: SimDataset, work: Path, initial: list[Path], cfg: SimConfi
 
 def evaluate_cached(ds: SimDataset, weights: Path, imgsz: int) -> dict[str, float]:
     """mAP50 and mAP50-95 on val and test (``val_map50``, ``map50``, ...), cached beside the weights."""
-    from detector_al.jobs.training import evaluate
+    from detector_al.model.training import evaluate
 
     cache = weights.parent / f"metrics-{imgsz}.json"
     if cache.exists():

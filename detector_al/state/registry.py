@@ -23,7 +23,7 @@ import threading
 import time
 from pathlib import Path
 
-from detector_al.files import atomic_write, file_sha256
+from detector_al.io.files import atomic_write, file_sha256
 
 DEFAULT_MODEL_DIR = Path("models") / "backend"
 """Where the backend (``MODEL_DIR``) and ``ingest`` (``--model-dir``) keep versions unless told otherwise."""

@@ -1,6 +1,6 @@
 """What the loop learns about itself, in the store's SQLite file: the stop set's boxes per model version, the
-agreement of consecutive models (the stopping signal, :mod:`detector_al.stopping`), and the likely errors of human
-labels (:mod:`detector_al.label_errors`)."""
+agreement of consecutive models (the stopping signal, :mod:`detector_al.signals.stopping`), and the likely errors of human
+labels (:mod:`detector_al.signals.label_errors`)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import time
 
 import numpy as np
 
-from detector_al.label_errors import LabelErrors
+from detector_al.model.predictions import Detections
+from detector_al.signals.label_errors import LabelErrors
+from detector_al.signals.stopping import stopping_state
 from detector_al.state.store import Store
-from detector_al.stopping import stopping_state
-from detector_al.types import Detections
 
 
 def boxes_to_json(d: Detections) -> str:
@@ -70,7 +70,7 @@ class Signals:
         return [dict(r) for r in rows]
 
     def stopping(self, project: int, threshold: float, patience: int) -> dict:
-        """:func:`~detector_al.stopping.stopping_state` over the project's agreements, with their history."""
+        """:func:`~detector_al.signals.stopping.stopping_state` over the project's agreements, with their history."""
         history = self.agreements(project)
         state = stopping_state([h["agreement"] for h in history], threshold, patience)
         return {**state, "history": history}

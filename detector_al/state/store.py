@@ -230,7 +230,7 @@ class Store:
         Each embedding is from the model that scored the task last: a labeled task is not scored again, so after
         a retraining it comes from an older model (fine-tuned from the same weights: near, not in, the pool's
         space). The retraining's own re-scoring embeds the labeled images with the new model instead
-        (:meth:`~detector_al.jobs.retraining.Retrainer._rescore`); these serve the queue refreshes between
+        (:meth:`~detector_al.pipelines.retrain.Retrainer._rescore`); these serve the queue refreshes between
         retrainings.
         """
         sql = f"SELECT embedding FROM predictions WHERE project = ? AND task_id IN ({LABELED_TASKS})"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import HTMLResponse
 
-from detector_al.dashboard import project_overview
+from detector_al.signals.dashboard import project_overview
 from ml_backend.dashboard_page import render
 from ml_backend.dependencies import get_backend, require_auth
 from ml_backend.schemas import MAX_ID
@@ -15,7 +15,7 @@ router = APIRouter(dependencies=[Depends(require_auth)])
 
 
 def overviews(backend: Backend, project: int | None = None) -> list[dict]:
-    """:func:`~detector_al.dashboard.project_overview` of every project the store knows (or of one)."""
+    """:func:`~detector_al.signals.dashboard.project_overview` of every project the store knows (or of one)."""
     s = backend.settings
     ids = [p["project"] for p in backend.store.projects()]
     if project is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
-from detector_al.dashboard import status_signals
+from detector_al.signals.dashboard import status_signals
 from ml_backend.dependencies import get_backend, require_auth
 from ml_backend.schemas import HealthResponse
 from ml_backend.state import Backend

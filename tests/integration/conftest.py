@@ -167,7 +167,7 @@ def queue_published(client, project: int, version: str, tasks: int, batch: int) 
     """Label Studio shows the backend's queue as the label stream reads it: the project's model version and sampling
     are the backend's, every one of its ``tasks`` tasks has a prediction of that version, and ``batch`` of them
     score in the query band (below 0.1). The condition that ``queue_order`` and the stream then read."""
-    from detector_al.queue import UNCERTAINTY_SAMPLING
+    from detector_al.queue.build import UNCERTAINTY_SAMPLING
 
     p = client.ls.projects.get(id=project)
     if p.model_version != version or p.sampling != UNCERTAINTY_SAMPLING:

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import requests
 
-from detector_al.detector import Detector
 from detector_al.label_studio.regions import xyxy_to_percent
+from detector_al.model.detector import Detector
 from tests.integration.conftest import wait_for
 
 pytestmark = pytest.mark.slow
@@ -60,7 +60,7 @@ def test_every_task_gets_the_adapters_boxes_and_the_projects_model_version(
 
 def test_data_manager_order_by_prediction_score_is_the_queue_order(ls_client, project, backend):
     """Sorting by "Prediction score" (and uncertainty sampling) gives the backend's queue: batch, rest, accepted."""
-    from detector_al.queue import AUTO_ACCEPT, QUERY, REST
+    from detector_al.queue.build import AUTO_ACCEPT, QUERY, REST
     from detector_al.state.store import Store
 
     version = backend.health()["model_version"]

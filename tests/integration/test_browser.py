@@ -107,12 +107,12 @@ def stream_backend(trained_weights, label_studio, tmp_path_factory):
 def project(label_studio, ls_client, sample_data, trained_weights, stream_backend, tmp_path_factory):
     """Pool images ingested as a user does (uploaded, pre-annotated, queued, some auto-accepted), then the
     backend connected. Returns (project id, model version)."""
-    from detector_al.detector import Detector
-    from detector_al.jobs.ingest import IngestConfig, ingest
     from detector_al.label_studio.client import LabelStudioClient
     from detector_al.label_studio.config import parse_label_config
     from detector_al.label_studio.task_sink import LabelStudioSink
-    from detector_al.pseudo_labels import CealConfig
+    from detector_al.model.detector import Detector
+    from detector_al.pipelines.ingest import IngestConfig, ingest
+    from detector_al.policy.ceal import CealConfig
     from detector_al.state.registry import ModelRegistry
     from detector_al.state.store import STORE_FILE_NAME, Store
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from detector_al.queue import AUTO_ACCEPT, cold_start_batch, pool_max_confidence
-from detector_al.selection import use_cold_start
+from detector_al.queue.build import AUTO_ACCEPT, cold_start_batch, pool_max_confidence
+from detector_al.queue.selection import use_cold_start
 from detector_al.state.store import STORE_FILE_NAME, Store
 from tests.integration.conftest import queue_published, uploads_with_backend, wait_for
 from tests.integration.test_label_stream import queue_order, serve_stream
@@ -23,7 +23,7 @@ BUDGET = 4
 @pytest.fixture(scope="module")
 def cold_weights(sample_data, tmp_path_factory):
     """One epoch from scratch at 128 px: boxes, embeddings and scores, but sure of none."""
-    from detector_al.jobs.training import TrainConfig, train_detector
+    from detector_al.model.training import TrainConfig, train_detector
 
     out = tmp_path_factory.mktemp("cold-model")
     return train_detector(

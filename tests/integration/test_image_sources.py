@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import requests
 
-from detector_al.detector import Detector
 from detector_al.label_studio.auth import label_studio_auth
 from detector_al.label_studio.regions import xyxy_to_percent
+from detector_al.model.detector import Detector
 from tests.integration.conftest import BackendServer
 from tests.loopback import Loopback, Request
 
@@ -171,7 +171,7 @@ def in_process_backend(label_studio, trained_weights, tmp_path):
 def test_an_access_token_refused_mid_run_is_refreshed_once_and_no_task_is_lost(
     label_studio, ls_client, sample_data, images, reference, in_process_backend, monkeypatch
 ):
-    import detector_al.service as service
+    import detector_al.serving.service as service
 
     url, _settings = in_process_backend
     p = ls_client.projects.create(title="refused mid-run", label_config=(sample_data / "label_config.xml").read_text())

@@ -328,7 +328,7 @@ def test_the_start_of_a_rerun_reads_the_hashes_and_the_labels_of_the_projects_ta
 def test_the_queue_finds_its_tasks_predictions_by_id_page_by_page(label_studio, sample_data, monkeypatch):
     """``publish_queue`` looks a few changed tasks' predictions up by their ids, a page of ids a request: the same
     predictions as one lookup per task, whatever the page size."""
-    from detector_al.label_studio import queue
+    from detector_al.label_studio import publish
     from detector_al.label_studio.client import LabelStudioClient
 
     ls = LabelStudioClient(label_studio.url, label_studio.token).ls
@@ -345,7 +345,7 @@ def test_the_queue_finds_its_tasks_predictions_by_id_page_by_page(label_studio, 
     one_by_one = sorted(p.id for t in wanted for p in ls.predictions.list(task=t))
     assert len(one_by_one) == 8  # tasks 1, 3 and 5 hold two versions, 2 and 4 one
     for page in (2, 100):
-        monkeypatch.setattr(queue, "LOOKUP_PAGE", page)
-        found = queue.predictions_of_tasks(ls, project.id, wanted)
+        monkeypatch.setattr(publish, "LOOKUP_PAGE", page)
+        found = publish.predictions_of_tasks(ls, project.id, wanted)
         assert sorted(p.id for p in found) == one_by_one
         assert {int(p.task) for p in found} == set(wanted)

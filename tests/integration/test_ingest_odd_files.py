@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from detector_al.files import file_sha256
+from detector_al.io.files import file_sha256
 from detector_al.label_studio.client import LabelStudioClient
 from detector_al.label_studio.local_server import LocalLabelStudio
 from tests.integration.conftest import REPO
@@ -34,7 +34,7 @@ UNREADABLE = "broken.tif"
 
 def make_odd_folder(folder: Path, sample_data: Path) -> dict[str, tuple[int, int]]:
     """The odd files, and each readable one's upright size (computed with PIL alone, not our decoder)."""
-    import detector_al.images  # noqa: F401  (registers the HEIF opener)
+    import detector_al.io.images  # noqa: F401  (registers the HEIF opener)
 
     folder.mkdir(parents=True, exist_ok=True)
     pool = sorted((sample_data / "images" / "pool").glob("*.jpg"))
@@ -180,9 +180,9 @@ def strict_label_studio(ls_template, tmp_path_factory):
 
 
 def test_a_file_label_studio_refuses_fails_alone(strict_label_studio, detector, sample_data, tmp_path):
-    from detector_al.jobs.ingest import IngestConfig, ingest
     from detector_al.label_studio.config import parse_label_config
     from detector_al.label_studio.task_sink import LabelStudioSink
+    from detector_al.pipelines.ingest import IngestConfig, ingest
     from detector_al.state.store import Store
 
     folder = tmp_path / "src"

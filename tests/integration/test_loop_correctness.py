@@ -11,13 +11,13 @@ import pytest
 import requests
 from fastapi.testclient import TestClient
 
-from detector_al.detector import Detector
-from detector_al.jobs.ingest import IngestConfig, ingest
-from detector_al.jobs.ingest_setup import registered_version
 from detector_al.label_studio.annotations import is_labeled
 from detector_al.label_studio.client import LabelStudioClient
 from detector_al.label_studio.config import parse_label_config
 from detector_al.label_studio.task_sink import LabelStudioSink
+from detector_al.model.detector import Detector
+from detector_al.pipelines.ingest import IngestConfig, ingest
+from detector_al.pipelines.ingest_setup import registered_version
 from detector_al.state.registry import ModelRegistry
 from detector_al.state.store import STORE_FILE_NAME, Store
 from ml_backend.main import create_app
@@ -163,7 +163,7 @@ def test_a_rescoring_that_fails_half_way_leaves_the_old_queue_serving(
                 raise requests.ConnectionError("Label Studio went away")
             return real(id=id, request=request)
 
-        monkeypatch.setattr("detector_al.label_studio.queue.IMPORT_CHUNK", 3)
+        monkeypatch.setattr("detector_al.label_studio.publish.IMPORT_CHUNK", 3)
         monkeypatch.setattr(client.ls.projects, "import_predictions", refuse_the_second_batch)
         state.worker.run_job.client = lambda: client
         job = backend.post("/webhook", json={"action": "START_TRAINING", "project": {"id": project}}).json()

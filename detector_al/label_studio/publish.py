@@ -1,0 +1,227 @@
+"""The queue in a Label Studio project: the project's sampling and model version, and each task's queue numbers.
+
+Label Studio serves "Label All Tasks" by the project's ``sampling``. Only ``"Uncertainty sampling"``
+follows our queue (lowest prediction score first, see :mod:`detector_al.queue.build`), and only for predictions
+whose ``model_version`` equals the project's. :func:`configure_project` sets both; the backend, ``ingest`` and
+retraining call it, so there is one writer of the project's ``model_version``.
+
+A user may set the sampling back (Settings -> General in the open-source UI offers only sequential and
+random sampling). :func:`configure_project` changes it only the first time the store sees a project (its
+``sampling_configured`` mark, shared by the backend and ``ingest``); afterwards it reports the change instead of
+overriding the user's choice.
+
+A new model version reaches annotators in one step (:func:`publish_version`): its predictions are written while
+the project still serves the old ones, then the project's version is switched.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from detector_al.queue.build import AUTO_ACCEPT, UNCERTAINTY_SAMPLING, embedding_matrix
+from detector_al.queue.plan import StoredPlace, plan_stored_queue
+
+log = logging.getLogger(__name__)
+
+WRITERS = 4
+"""Requests to Label Studio in flight at once while publishing a queue."""
+PER_TASK_LOOKUPS = 200
+"""Up to this many changed tasks, their predictions are looked up by their task ids (a project-wide list carries
+every prediction's regions: megabytes on a large project); above, one project-wide list is cheaper."""
+LOOKUP_PAGE = 100
+"""Task ids per lookup request (Data Manager's ``selectedItems`` travel in the URL)."""
+
+
+def sampling_warning(project: int, sampling: str | None) -> str | None:
+    """What to tell the user when the project's sampling does not serve the queue (None when it does)."""
+    if sampling == UNCERTAINTY_SAMPLING:
+        return None
+    return (
+        f"project {project} uses {sampling!r}: 'Label All Tasks' does not follow the active-learning queue. "
+        f'Set it back with the API: PATCH /api/projects/{project} {{"sampling": "{UNCERTAINTY_SAMPLING}"}}, '
+        "or reconnect the model (the backend sets it when it first sees a project)."
+    )
+
+
+def configure_project(ls, store, project: int, model_version: str | None) -> str | None:
+    """Set the project's ``model_version`` (when given) and, the first time ``store`` sees the project, its sampling
+    to uncertainty sampling; then mark the project configured in ``store`` with the :func:`sampling_warning`.
+
+    Args:
+        ls: a ``label_studio_sdk.LabelStudio`` client.
+        store: the :class:`~detector_al.state.store.Store` of the backend (or of ``ingest``): it remembers that the
+            sampling was set once, so a user who sets it back later is told, not overridden.
+
+    Returns:
+        the :func:`sampling_warning` for the project as it now is (None: the stream follows the queue).
+    """
+    current = ls.projects.get(id=project)
+    sampling = current.sampling
+    first_time = not store.project(project)["sampling_configured"]
+    if first_time and sampling != UNCERTAINTY_SAMPLING:  # on its own: Label Studio may refuse the version yet
+        ls.projects.update(id=project, sampling=UNCERTAINTY_SAMPLING)
+        log.info("project %s: sampling %r -> %r", project, sampling, UNCERTAINTY_SAMPLING)
+        sampling = UNCERTAINTY_SAMPLING
+    if model_version and current.model_version != model_version:
+        ls.projects.update(id=project, model_version=model_version)
+        log.info("project %s: model_version %r -> %r", project, current.model_version, model_version)
+    warning = sampling_warning(project, sampling)
+    if warning:
+        log.warning(warning)
+    store.set_project(project, sampling_configured=1, sampling_warning=warning)
+    return warning
+
+
+IMPORT_CHUNK = 500
+"""Predictions per ``import_predictions`` request."""
+
+
+def publish_version(ls, store, project: int, model_version: str, predictions: list[dict]) -> str | None:
+    """Serve a new model version's predictions in one step, as annotators see it.
+
+    1. ``predictions`` (``{"task", "result", "score"}``; ``model_version`` is added) are imported while the project
+       still serves its old version, so the stream keeps serving the old queue, whole;
+    2. the project is switched to ``model_version`` (:func:`configure_project`): from then on it serves the new
+       queue, whole.
+
+    If either step fails, the predictions of ``model_version`` written so far are deleted (best effort: the project
+    does not serve them anyway) and the error is raised: the project keeps serving the old version.
+
+    Returns:
+        :func:`configure_project`'s sampling warning.
+    """
+    rows = [{**p, "model_version": model_version} for p in predictions]
+    try:
+        for i in range(0, len(rows), IMPORT_CHUNK):
+            ls.projects.import_predictions(id=project, request=rows[i : i + IMPORT_CHUNK])
+        return configure_project(ls, store, project, model_version)
+    except BaseException:
+        try:
+            for p in ls.predictions.list(project=project):
+                if p.model_version == model_version:
+                    ls.predictions.delete(id=p.id)
+        except Exception as exc:  # the project still serves the old version: these are never served
+            log.warning("project %s: predictions of %s not removed: %s", project, model_version, exc)
+        raise
+
+
+def drop_other_versions(ls, project: int, model_version: str, tasks: set[int]) -> int:
+    """After a switch: delete the predictions of ``tasks`` that are not of ``model_version`` (a task shows one model's
+    boxes). Best effort: a failure is logged; the project no longer serves those predictions. Returns how many."""
+    n = 0
+    try:
+        for p in ls.predictions.list(project=project):
+            if int(p.task) in tasks and p.model_version != model_version:
+                ls.predictions.delete(id=p.id)
+                n += 1
+    except Exception as exc:
+        log.warning("project %s: older predictions not all removed: %s", project, exc)
+    return n
+
+
+@dataclass(frozen=True)
+class TaskQueueUpdate:
+    """New queue numbers for one task: the prediction score, and the ``al_*`` data fields if the task has them."""
+
+    task_id: int
+    score: float
+    data: dict | None = None
+
+
+def predictions_of_tasks(ls, project: int, task_ids: list[int], pool: ThreadPoolExecutor | None = None) -> list:
+    """The predictions of these tasks, read :data:`LOOKUP_PAGE` tasks a request (Data Manager's task list with
+    ``selectedItems``; one request for 20 tasks costs Label Studio about the CPU of two per-task lookups)."""
+
+    def page(ids: list[int]) -> list:
+        query = json.dumps({"selectedItems": {"all": False, "included": ids}})
+        tasks = ls.tasks.list(project=project, fields="all", query=query, page_size=len(ids)).items or []
+        return [p for t in tasks for p in (t.predictions or [])]
+
+    pages = [task_ids[i : i + LOOKUP_PAGE] for i in range(0, len(task_ids), LOOKUP_PAGE)]
+    return [p for found in (pool.map(page, pages) if pool else map(page, pages)) for p in found]
+
+
+def publish_queue(
+    ls, project: int, model_version: str, updates: list[TaskQueueUpdate], project_wide: bool | None = None
+) -> list[tuple[int, str]]:
+    """Write the prediction scores (predictions of ``model_version``) and task fields; returns the failures.
+
+    The predictions are found with one project-wide list (``project_wide``; default: more than
+    :data:`PER_TASK_LOOKUPS` updates) or by the tasks' ids (:func:`predictions_of_tasks`), and the writes go
+    :data:`WRITERS` at a time (Label Studio spends about 0.03 s of CPU on a prediction's update and 0.06 s on a
+    task's). One failed task is logged and returned, never fatal: the next refresh writes it again.
+    """
+    if not updates:
+        return []
+    if project_wide is None:
+        project_wide = len(updates) > PER_TASK_LOOKUPS
+
+    with ThreadPoolExecutor(WRITERS, thread_name_prefix="detector-al-publish") as pool:
+        listed = (
+            ls.predictions.list(project=project)
+            if project_wide
+            else predictions_of_tasks(ls, project, [u.task_id for u in updates], pool)
+        )
+        predictions: dict[int, list[int]] = {}
+        for p in listed:
+            if p.model_version == model_version:
+                predictions.setdefault(int(p.task), []).append(int(p.id))
+
+        def write(u: TaskQueueUpdate) -> tuple[int, str] | None:
+            if u.task_id not in predictions:  # Label Studio stores /predict answers after they arrive: not yet
+                return u.task_id, f"no prediction of {model_version} yet"
+            try:
+                for pid in predictions[u.task_id]:
+                    ls.predictions.update(id=pid, score=u.score)
+                if u.data is not None:
+                    ls.tasks.update(id=u.task_id, data=u.data)
+            except Exception as exc:  # one task fails alone (deleted meanwhile, a transient error)
+                log.warning("task %s: queue position not written: %s", u.task_id, exc)
+                return u.task_id, str(exc)
+            return None
+
+        return [f for f in pool.map(write, updates) if f is not None]
+
+
+def refresh_queue(
+    store, ls, project: int, model_version: str, budget: int, confidence, cold_start: bool = False
+) -> tuple[int, int]:
+    """Re-build a project's queue from the backend's stored predictions and write what changed to Label Studio.
+
+    The backend scores tasks one request at a time (each alone gets its band's score); once a pool has
+    been predicted this chooses the batch over it (:func:`~detector_al.queue.plan.plan_stored_queue`: the stored
+    predictions streamed, in bounded memory) and moves the changed predictions' scores. Tasks labeled since (webhook events) are left out. With
+    ``cold_start``, a cold model's batch is TypiClust's, away from the labeled tasks' clusters.
+
+    Returns:
+        ``(moved, pending)``: how many tasks changed place, and how many of those could not be written yet
+        (their prediction is not stored in Label Studio yet, or the write failed): refresh again later.
+    """
+
+    def places() -> Iterator[tuple[StoredPlace, sqlite3.Row]]:
+        for r in store.iter_queue_inputs(project, model_version):
+            mc = r["max_confidence"]  # NULL in rows /predict stored before the column existed: then no cold start
+            yield StoredPlace(r["task_id"], r["score"], r["decision"] == AUTO_ACCEPT, mc, r["embedding"]), r
+
+    plan = plan_stored_queue(
+        lambda: (p for p, _ in places()),
+        budget,
+        confidence,
+        cold_start=cold_start,
+        labeled_embeddings=lambda dim: embedding_matrix(store.labeled_embeddings(project), dim),
+    )
+    changed = []
+    for place, r in places():
+        e = plan.entry(place)
+        if r["decision"] != e.status or abs((r["confidence"] or 0.0) - e.score) > 1e-12:
+            changed.append((place.key, e))
+    failed = {
+        t for t, _ in publish_queue(ls, project, model_version, [TaskQueueUpdate(t, e.score) for t, e in changed])
+    }
+    store.set_queue(project, [(t, e.status, e.score) for t, e in changed if t not in failed])
+    return len(changed), len(failed)

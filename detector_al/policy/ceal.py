@@ -1,0 +1,193 @@
+"""CEAL auto-accept: confident images become pseudo-labels for one round, never human annotations.
+
+An image is auto-accepted in round ``t`` when all of these hold:
+
+1. with ``flip_test`` (off by default), its flip-consistency uncertainty (:func:`consistency`, the ``mi_aod``
+   score, whatever strategy orders the queue) is below the decaying threshold ``delta_t = max(delta_0 - dr * t,
+   0)``. Off, because it bought nothing measurable (``benchmarks/bench_ceal_flip.py``, docs/benchmarks.md: the
+   sample pool's auto-accepted boxes are 0.964 right with it and 0.966 without, 111 and 118 images; BCCD accepts
+   none either way) and it costs the adapter a second view of every image;
+2. every detection is confident: ``conf_b >= min_confidence`` for every box with ``conf_b >= detect_threshold``;
+3. it has at least one detection (unless ``accept_empty``: a weak model that sees nothing must not teach
+   "nothing here");
+4. no anchor sits in the ambiguous band ``band_low <= max_c p_ic < detect_threshold`` unless its box overlaps a
+   detection (``IoU >= duplicate_iou``, an NMS duplicate): such an anchor is a likely missed object.
+
+Its pseudo-labels are its detections with ``conf_b >= detect_threshold``. They are recomputed from the
+current model every round and live only in the round's training set (the trainer marks them); nothing
+here writes them anywhere a human annotation could be mistaken for them.
+
+Example:
+    >>> CealConfig(delta_0=0.01, decay=0.002).threshold(2)
+    0.006
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from detector_al.model.geometry import box_iou, same_class_matches
+from detector_al.model.predictions import Detections, ImagePredictions
+
+
+@dataclass(frozen=True)
+class CealConfig:
+    """Auto-accept settings. ``delta_0`` and ``decay`` are on the scale of the strategy's score."""
+
+    delta_0: float = 0.004
+    decay: float = 0.0005
+    min_confidence: float = 0.5
+    detect_threshold: float = 0.25
+    band_low: float = 0.1
+    duplicate_iou: float = 0.3
+    accept_empty: bool = False
+    enabled: bool = True
+    flip_test: bool = False  # test 1 of the module docstring (needs the flipped view)
+
+    def threshold(self, round_index: int) -> float:
+        """``delta_t = max(delta_0 - dr * t, 0)``."""
+        return round(max(self.delta_0 - self.decay * round_index, 0.0), 12)
+
+
+@dataclass(frozen=True)
+class AcceptDecision:
+    accepted: bool
+    reason: str
+    pseudo_labels: Detections
+
+
+def ambiguous_anchors(pred: ImagePredictions, cfg: CealConfig) -> np.ndarray:
+    """Indices of anchors in the ambiguous band that duplicate no detection (likely missed objects)."""
+    s = pred.probs.max(axis=1)
+    cand = np.flatnonzero((s >= cfg.band_low) & (s < cfg.detect_threshold))
+    confident = pred.detections[pred.detections.confidence >= cfg.detect_threshold]
+    if cand.size == 0 or len(confident) == 0:
+        return cand
+    overlap = box_iou(pred.anchor_boxes[cand], confident.xyxy).max(axis=1)
+    return cand[overlap < cfg.duplicate_iou]
+
+
+def consistency(pred: ImagePredictions) -> float:
+    """The uncertainty CEAL thresholds: the ``mi_aod`` score of the image (see :mod:`detector_al.policy.strategies`)."""
+    from detector_al.policy.strategies import mi_aod_score
+
+    return mi_aod_score(pred.probs, pred.probs_flip, pred.level)
+
+
+def auto_accept(pred: ImagePredictions, score: float, round_index: int, cfg: CealConfig) -> AcceptDecision:
+    """Decide whether ``pred`` is auto-accepted in round ``round_index`` (see the module docstring).
+
+    ``score`` is the image's :func:`consistency` (passed in so that callers that already have it pay once); it is
+    read only with ``cfg.flip_test``.
+    """
+    kept = pred.detections[pred.detections.confidence >= cfg.detect_threshold]
+    if not cfg.enabled:
+        return AcceptDecision(False, "auto-accept disabled", kept)
+    if not len(kept) and not cfg.accept_empty:
+        return AcceptDecision(False, "no detection (an empty pseudo-label would teach 'nothing here')", kept)
+    delta = cfg.threshold(round_index)
+    if cfg.flip_test and not score < delta:
+        return AcceptDecision(False, f"score {score:.4g} >= delta_t {delta:.4g}", kept)
+    if len(kept) and kept.confidence.min() < cfg.min_confidence:
+        return AcceptDecision(False, f"a box at confidence {kept.confidence.min():.2f} < {cfg.min_confidence}", kept)
+    missed = ambiguous_anchors(pred, cfg)
+    if missed.size:
+        return AcceptDecision(False, f"{missed.size} anchors in the ambiguous band (possible missed object)", kept)
+    return AcceptDecision(True, "confident", kept)
+
+
+@dataclass(frozen=True)
+class BoxPseudoConfig:
+    """Box-level pseudo-labels for images too dense for image-level acceptance (see :func:`box_pseudo_labels`).
+
+    ``min_confidence = 0.4`` is an uncalibrated default (it cleared 95 % on BCCD's round-0 model of seed 0, but a
+    model gets surer as it learns: 84 % over the learning curves). Callers that train on the boxes set it each
+    round with :func:`calibrate_box_pseudo_labels` on held-out labeled images.
+    """
+
+    min_confidence: float = 0.4
+    flip_iou: float = 0.5
+    mask_from: float = 0.05  # every other box at or above this confidence (either view) is masked out
+    duplicate_iou: float = 0.3
+
+
+@dataclass(frozen=True)
+class BoxPseudoLabels:
+    """The boxes taught as objects and the regions (``xyxy``) blanked out so that they teach nothing."""
+
+    boxes: Detections
+    masked: np.ndarray
+
+
+def box_pseudo_labels(pred: ImagePredictions, cfg: BoxPseudoConfig = BoxPseudoConfig()) -> BoxPseudoLabels:
+    """The confident boxes that both views agree on, and every doubtful region to mask out.
+
+    ``kept = {b : conf_b >= min_confidence and exists f in flip boxes with class_f = class_b,
+    conf_f >= min_confidence, IoU(b, f) >= flip_iou}``. ``masked`` = every other box of either view with
+    ``conf >= mask_from`` whose IoU with each kept box is below ``duplicate_iou`` (a duplicate of a kept box
+    is the kept object itself). A masked region is neither object nor background in training; an object the
+    model does not see at ``mask_from`` still teaches background (the recall the oracle measures).
+    """
+    det, flip = pred.detections, pred.detections_flip
+    strong, strong_flip = det.confidence >= cfg.min_confidence, flip.confidence >= cfg.min_confidence
+    agree = np.zeros(len(det), bool)
+    if strong.any() and strong_flip.any():
+        iou = box_iou(det.xyxy[strong], flip.xyxy[strong_flip])
+        same = det.class_id[strong][:, None] == flip.class_id[strong_flip][None, :]
+        agree[np.flatnonzero(strong)] = ((iou >= cfg.flip_iou) & same).any(axis=1)
+    kept = det[agree]
+    doubtful = np.concatenate(
+        [det.xyxy[~agree & (det.confidence >= cfg.mask_from)], flip.xyxy[flip.confidence >= cfg.mask_from]]
+    ).reshape(-1, 4)
+    if len(kept) and len(doubtful):
+        doubtful = doubtful[box_iou(doubtful, kept.xyxy).max(axis=1) < cfg.duplicate_iou]
+    return BoxPseudoLabels(kept, doubtful.astype(np.float32))
+
+
+CALIBRATION_GRID = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.7, 0.8, 0.9)
+
+
+def wilson_lower(right: int, n: int, z: float = 1.645) -> float:
+    """The one-sided 95 % Wilson lower bound of a proportion ``p = right / n`` (``z = 1.645``):
+    ``(p + z^2/2n - z sqrt(p (1 - p) / n + z^2 / 4n^2)) / (1 + z^2 / n)``; 0 when ``n = 0``.
+
+    Example:
+        >>> round(wilson_lower(95, 100), 3)
+        0.901
+    """
+    if n == 0:
+        return 0.0
+    p = right / n
+    centre = p + z * z / (2 * n)
+    spread = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return float((centre - spread) / (1 + z * z / n))
+
+
+def calibrate_box_pseudo_labels(
+    preds: list[ImagePredictions],
+    truths: list[Detections],
+    target: float = 0.95,
+    base: BoxPseudoConfig = BoxPseudoConfig(),
+    grid: tuple[float, ...] = CALIBRATION_GRID,
+) -> BoxPseudoConfig | None:
+    """This round's box pseudo-label rule, calibrated on held-out labeled images; None when no threshold is safe.
+
+    For each ``t`` of ``grid``, lowest first: the boxes :func:`box_pseudo_labels` keeps at ``min_confidence = t``
+    on ``preds`` (the current model on labeled images it was not trained on) are matched to ``truths``; ``right``
+    = those matched to a true box of their class (IoU >= 0.5). The first ``t`` with
+    ``wilson_lower(right, kept) >= target`` is returned, so the precision is at least ``target`` with 95 %
+    confidence (one-sided) on these images; a model too weak for that gets no box pseudo-labels this round.
+    """
+    for t in grid:
+        cfg = replace(base, min_confidence=t)
+        right = kept = 0
+        for pred, truth in zip(preds, truths, strict=True):
+            if pred.ok:
+                boxes = box_pseudo_labels(pred, cfg).boxes
+                kept += len(boxes)
+                right += same_class_matches(boxes, truth)
+        if wilson_lower(right, kept) >= target:
+            return cfg
+    return None

@@ -1,0 +1,77 @@
+"""The policy settings: what the backend, ``ingest``, retraining, ``score`` and the demo decide alike, in one
+object (:class:`PolicySettings`, defaults in :data:`POLICY`): the strategy, the box thresholds, the batch budget,
+the cold start, diversity and CEAL. Each caller's options default to these fields; none writes its own number."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from detector_al.policy.ceal import CealConfig
+from detector_al.policy.strategies import DEFAULT_STRATEGY, serving_strategy
+
+SCORER_CONF = 0.05
+"""The lowest box confidence the detector keeps: the uncertainty scorers see low-confidence boxes too (the
+boxes shown and exported are cut at the score threshold, 0.25 by default)."""
+
+COLD_START = True
+"""The one switch of the cold start: while the model is cold (:func:`~detector_al.queue.selection.use_cold_start`) the
+queue's batch is TypiClust's, and it turns to uncertainty by itself once the model is warm (see
+:mod:`detector_al.queue.build`). The default of the backend's ``QUEUE_COLD_START``, of ``--cold-start/--no-cold-start``
+(``ingest``, ``score``), and of the ingest and retraining configs; False: always the uncertainty batch."""
+
+
+DIVERSITY = False
+"""Whether the uncertainty batch is spread by k-center greedy over the top ``4 x budget`` candidates (True) or is
+the top-``budget`` by uncertainty, near-duplicates skipped (False): the default of
+:func:`~detector_al.queue.build.build_queue`, hence of the backend, ingest, retraining and ``score``. False is what was
+measured best on BCCD (``entropy+cold``; ``mi_aod+div`` tied below it): docs/benchmarks.md."""
+
+
+@dataclass(frozen=True)
+class PolicySettings:
+    """One set of policy settings, validated on construction (an unknown or round-weighted strategy, a threshold
+    outside [0, 1] or a negative budget is refused with a clear error).
+
+    Attributes:
+        strategy: the uncertainty strategy (:data:`~detector_al.policy.strategies.SERVING_STRATEGIES`).
+        score_threshold: the lowest box confidence shown to annotators and exported (pre-annotations).
+        scorer_conf: the lowest box confidence the detector keeps for the scorers (:data:`SCORER_CONF`).
+        budget: the images at the head of the queue (the batch served first).
+        cold_start: :data:`COLD_START`. diversity: :data:`DIVERSITY`.
+        ceal: CEAL's auto-accept thresholds.
+    """
+
+    strategy: str = DEFAULT_STRATEGY
+    score_threshold: float = 0.25
+    scorer_conf: float = SCORER_CONF
+    budget: int = 20
+    cold_start: bool = COLD_START
+    diversity: bool = DIVERSITY
+    ceal: CealConfig = field(default_factory=CealConfig)
+
+    def __post_init__(self) -> None:
+        serving_strategy(self.strategy)
+        for name in ("score_threshold", "scorer_conf"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.budget < 0:
+            raise ValueError(f"budget must be >= 0, got {self.budget}")
+
+
+POLICY = PolicySettings()
+"""The defaults every caller starts from."""
+
+
+def ceal_config(delta_0: float | None = None, decay: float | None = None, enabled: bool = True) -> CealConfig:
+    """The default :class:`~detector_al.policy.ceal.CealConfig` with the thresholds given (None: the default)."""
+    ceal = CealConfig(enabled=enabled)
+    if delta_0 is not None:
+        ceal = replace(ceal, delta_0=delta_0)
+    if decay is not None:
+        ceal = replace(ceal, decay=decay)
+    return ceal
+
+
+TASKS_PER_REQUEST = 512
+"""Tasks ``ingest`` creates in Label Studio per import request: Label Studio 1.23 spends about 1.4 ms a task at 512
+and 2.0 ms at 128 (2,048 tasks of 5 regions each, 2 cores; docs/benchmarks.md)."""

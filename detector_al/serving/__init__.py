@@ -1,0 +1,1 @@
+"""What the ML backend runs: the prediction service (model loaded once), the training worker, the queue refresh."""

@@ -1,0 +1,157 @@
+"""What the backend's dashboard shows of a project, as data (``GET /status`` serves the same): the model versions
+and the learning curve, the training jobs, the queue, labels per class, the stopping signal and the label review.
+
+Every figure comes from the store (:mod:`detector_al.state`): no call to Label Studio, so the page is as fast on a
+project of 10,000 tasks as on one of ten (one indexed query per table).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+
+from detector_al.policy.ceal import CealConfig
+from detector_al.queue.build import AUTO_ACCEPT, ERROR, QUERY
+from detector_al.signals.stopping import DEFAULT_PATIENCE, DEFAULT_THRESHOLD
+from detector_al.state.signals import Signals
+from detector_al.state.store import LABELED_TASKS, Store
+
+
+def learning_curve(store: Store, project: int) -> list[dict]:
+    """One point per finished training of the project: labels it used (human, pseudo), its metrics on the human
+    validation split, the serving model's, and whether it was promoted (and why not)."""
+    rows = store._query(
+        "SELECT id, status, model_version, detail, finished_at, error FROM training_jobs WHERE project = ? AND"
+        " status = 'done' ORDER BY id",
+        (project,),
+    )
+    points = []
+    for r in rows:
+        d = json.loads(r["detail"] or "{}")
+        cand, serving = d.get("candidate") or {}, d.get("serving") or {}
+        points.append(
+            {
+                "job": r["id"],
+                "version": r["model_version"],
+                "labeled": d.get("labeled"),
+                "pseudo_labeled": d.get("pseudo_labeled", 0),
+                "map50": cand.get("map50"),
+                "map50_95": cand.get("map50_95"),
+                "serving_version": serving.get("version"),
+                "serving_map50": serving.get("map50"),
+                "serving_map50_95": serving.get("map50_95"),
+                "promoted": bool(d.get("promoted")),
+                "validated_on": d.get("validated_on"),
+                "class_counts": d.get("class_counts"),
+                "agreement": d.get("agreement"),
+                "finished_at": r["finished_at"],
+            }
+        )
+    return points
+
+
+def queue_counts(store: Store, project: int, version: str | None) -> dict:
+    """Tasks of the project by where they stand: labeled, queued (the batch and the rest), auto-accepted, failed;
+    and the unlabeled tasks' uncertainty scores (for the histogram), of the serving version. A task counts once:
+    the backend's prediction when it made one (``predictions``), else what ``ingest`` recorded (``images``, where
+    unreadable files count as failed)."""
+    rows = store._query(
+        "SELECT decision, score, error IS NOT NULL AS failed FROM predictions WHERE project = ? AND model_version IS ?"
+        f" AND task_id NOT IN ({LABELED_TASKS})"
+        " UNION ALL SELECT decision, score, error IS NOT NULL FROM images WHERE project = ? AND (error IS NOT NULL OR"
+        " (model_version IS ? AND task_id IS NOT NULL AND task_id NOT IN (SELECT task_id FROM predictions WHERE"
+        f" project = ? AND model_version IS ?) AND task_id NOT IN ({LABELED_TASKS})))",
+        (project, version, project, project, version, project, version, project),
+    )
+    labeled = store._query(f"SELECT COUNT(DISTINCT task_id) n FROM ({LABELED_TASKS})", (project,))[0]["n"]
+    decisions = [r["decision"] for r in rows if not r["failed"]]
+    scores = [r["score"] for r in rows if r["score"] is not None and not r["failed"]]
+    return {
+        "labeled": labeled,
+        "batch": decisions.count(QUERY),
+        "queued": sum(d not in (AUTO_ACCEPT, ERROR) for d in decisions),
+        "auto_accepted": decisions.count(AUTO_ACCEPT),
+        "failed": sum(r["failed"] for r in rows),
+        "scores": scores,
+    }
+
+
+def live_job(worker_state: dict, project: int) -> dict | None:
+    """The running training of this project: phase, epoch of epochs, elapsed and an ETA (elapsed per finished epoch
+    times the epochs left; None before the first epoch)."""
+    if worker_state.get("project") != project or worker_state.get("phase") in (None, "idle", "error"):
+        return None
+    epoch, epochs, elapsed = worker_state.get("epoch"), worker_state.get("epochs"), worker_state.get("elapsed_s", 0.0)
+    eta = elapsed / epoch * (epochs - epoch) if epoch and epochs and epoch < epochs else None
+    return {**worker_state, "eta_s": None if eta is None else round(eta, 1)}
+
+
+def project_overview(
+    store: Store,
+    project: int,
+    version: str | None,
+    worker_state: dict,
+    ceal: CealConfig,
+    names: tuple[str, ...],
+    stop_threshold: float = DEFAULT_THRESHOLD,
+    stop_patience: int = DEFAULT_PATIENCE,
+) -> dict:
+    """Everything the dashboard shows of one project (see the module docstring)."""
+    info = store.project(project)
+    signals = Signals(store)
+    curve = learning_curve(store, project)
+    counts = next((p["class_counts"] for p in reversed(curve) if p["class_counts"]), None)
+    queue = queue_counts(store, project, version)
+    scores = np.asarray(queue.pop("scores"), np.float64)
+    return {
+        "project": project,
+        "round": info["round"],
+        "model_version": version,
+        "sampling_warning": info["sampling_warning"],
+        "curve": curve,
+        "live_job": live_job(worker_state, project),
+        "jobs": [
+            {k: j[k] for k in ("id", "status", "reason", "requested_at", "finished_at", "error", "model_version")}
+            | {"promoted": bool(json.loads(j["detail"] or "{}").get("promoted"))}
+            for j in store._query("SELECT * FROM training_jobs WHERE project = ? ORDER BY id DESC LIMIT 10", (project,))
+        ],
+        "queue": queue,
+        "scores": histogram(scores),
+        "ceal_threshold": ceal.threshold(info["round"]) if ceal.enabled else None,
+        "labels_per_class": None if counts is None else dict(zip(names, counts, strict=False)),
+        "stopping": signals.stopping(project, stop_threshold, stop_patience),
+        "label_errors": signals.label_errors(project),
+        "generated_at": time.time(),
+    }
+
+
+def histogram(scores: np.ndarray, bins: int = 30) -> dict:
+    """``{"edges", "counts", "n"}`` of the scores (log-spaced bins when they span decades, as entropy sums do)."""
+    if len(scores) == 0:
+        return {"edges": [], "counts": [], "n": 0}
+    lo, hi = float(scores.min()), float(scores.max())
+    if hi <= lo:
+        hi = lo + 1e-9
+    counts, edges = np.histogram(scores, bins=bins, range=(lo, hi))
+    return {"edges": edges.round(6).tolist(), "counts": counts.tolist(), "n": len(scores)}
+
+
+def status_signals(store: Store, stop_threshold: float, stop_patience: int) -> tuple[dict, dict]:
+    """``/status``'s ``stopping`` and ``label_errors`` objects: the rule and, per project, its state."""
+    signals = Signals(store)
+    projects = [p["project"] for p in store.projects()]
+    stopping = {
+        "rule": f"stop when the box-level F1 of consecutive models on the stop set stays >= {stop_threshold} for "
+        f"{stop_patience} promotions",
+        "threshold": stop_threshold,
+        "patience": stop_patience,
+        "projects": {str(p): signals.stopping(p, stop_threshold, stop_patience) for p in projects},
+    }
+    label_errors = {
+        "rule": "a confident model box with no human box (overlooked), of another class (swapped), or off the human"
+        " box (located); score = sum of the flagged boxes' confidences",
+        "projects": {str(p): signals.label_errors(p, limit=5) for p in projects},
+    }
+    return stopping, label_errors
