@@ -16,19 +16,14 @@ from detector_al.policy.ceal import CealConfig
 from detector_al.queue.build import AUTO_ACCEPT, ERROR, QUERY
 from detector_al.signals.stopping import DEFAULT_PATIENCE, DEFAULT_THRESHOLD
 from detector_al.state.signals import Signals
-from detector_al.state.store import LABELED_TASKS, Store
+from detector_al.state.store import DONE, Store
 
 
 def learning_curve(store: Store, project: int) -> list[dict]:
     """One point per finished training of the project: labels it used (human, pseudo), its metrics on the human
     validation split, the serving model's, and whether it was promoted (and why not)."""
-    rows = store._query(
-        "SELECT id, status, model_version, detail, finished_at, error FROM training_jobs WHERE project = ? AND"
-        " status = 'done' ORDER BY id",
-        (project,),
-    )
     points = []
-    for r in rows:
+    for r in reversed(store.project_jobs(project, DONE, limit=None)):
         d = json.loads(r["detail"] or "{}")
         cand, serving = d.get("candidate") or {}, d.get("serving") or {}
         points.append(
@@ -57,15 +52,8 @@ def queue_counts(store: Store, project: int, version: str | None) -> dict:
     and the unlabeled tasks' uncertainty scores (for the histogram), of the serving version. A task counts once:
     the backend's prediction when it made one (``predictions``), else what ``ingest`` recorded (``images``, where
     unreadable files count as failed)."""
-    rows = store._query(
-        "SELECT decision, score, error IS NOT NULL AS failed FROM predictions WHERE project = ? AND model_version IS ?"
-        f" AND task_id NOT IN ({LABELED_TASKS})"
-        " UNION ALL SELECT decision, score, error IS NOT NULL FROM images WHERE project = ? AND (error IS NOT NULL OR"
-        " (model_version IS ? AND task_id IS NOT NULL AND task_id NOT IN (SELECT task_id FROM predictions WHERE"
-        f" project = ? AND model_version IS ?) AND task_id NOT IN ({LABELED_TASKS})))",
-        (project, version, project, project, version, project, version, project),
-    )
-    labeled = store._query(f"SELECT COUNT(DISTINCT task_id) n FROM ({LABELED_TASKS})", (project,))[0]["n"]
+    rows = store.unlabeled_scores(project, version)
+    labeled = store.labeled_count(project)
     decisions = [r["decision"] for r in rows if not r["failed"]]
     scores = [r["score"] for r in rows if r["score"] is not None and not r["failed"]]
     return {
@@ -115,7 +103,7 @@ def project_overview(
         "jobs": [
             {k: j[k] for k in ("id", "status", "reason", "requested_at", "finished_at", "error", "model_version")}
             | {"promoted": bool(json.loads(j["detail"] or "{}").get("promoted"))}
-            for j in store._query("SELECT * FROM training_jobs WHERE project = ? ORDER BY id DESC LIMIT 10", (project,))
+            for j in store.project_jobs(project, limit=10)
         ],
         "queue": queue,
         "scores": histogram(scores),

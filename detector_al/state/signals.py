@@ -34,21 +34,21 @@ class Signals:
 
     # ---- stopping ------------------------------------------------------------------------------------------
     def record_stop_boxes(self, project: int, version: str, boxes: dict[int, Detections]) -> None:
-        with self.store._tx() as c:
+        with self.store.transaction() as c:
             c.executemany(
                 "INSERT OR REPLACE INTO stop_boxes (project, task_id, model_version, boxes) VALUES (?,?,?,?)",
                 [(project, t, version, boxes_to_json(d)) for t, d in boxes.items()],
             )
 
     def stop_boxes(self, project: int, version: str) -> dict[int, Detections]:
-        rows = self.store._query(
+        rows = self.store.query(
             "SELECT task_id, boxes FROM stop_boxes WHERE project = ? AND model_version = ?", (project, version)
         )
         return {r["task_id"]: boxes_from_json(r["boxes"]) for r in rows}
 
     def stop_set(self, project: int) -> list[int]:
         """The stop set's task ids as first recorded (those of the oldest version with boxes)."""
-        rows = self.store._query(
+        rows = self.store.query(
             "SELECT task_id FROM stop_boxes WHERE project = ? AND model_version = (SELECT model_version FROM"
             " stop_boxes WHERE project = ? ORDER BY rowid LIMIT 1) ORDER BY task_id",
             (project, project),
@@ -58,7 +58,7 @@ class Signals:
     def record_agreement(
         self, project: int, version: str, previous: str, value: float, images: int, labeled: int | None
     ) -> None:
-        with self.store._tx() as c:
+        with self.store.transaction() as c:
             c.execute(
                 "INSERT OR REPLACE INTO agreements (project, model_version, previous_version, agreement, images,"
                 " labeled, measured_at) VALUES (?,?,?,?,?,?,?)",
@@ -66,7 +66,7 @@ class Signals:
             )
 
     def agreements(self, project: int) -> list[dict]:
-        rows = self.store._query("SELECT * FROM agreements WHERE project = ? ORDER BY measured_at", (project,))
+        rows = self.store.query("SELECT * FROM agreements WHERE project = ? ORDER BY measured_at", (project,))
         return [dict(r) for r in rows]
 
     def stopping(self, project: int, threshold: float, patience: int) -> dict:
@@ -79,7 +79,7 @@ class Signals:
     def record_label_errors(self, project: int, version: str, found: dict[int, tuple[LabelErrors, bool]]) -> None:
         """Replace the project's label-error rows by this training's (task -> (errors, in_sample))."""
         now = time.time()
-        with self.store._tx() as c:
+        with self.store.transaction() as c:
             c.execute("DELETE FROM label_errors WHERE project = ?", (project,))
             c.executemany(
                 "INSERT INTO label_errors (project, task_id, model_version, score, kinds, in_sample, updated_at)"
@@ -89,7 +89,7 @@ class Signals:
 
     def label_errors(self, project: int, limit: int = 20) -> dict:
         """``{"checked", "flagged", "flagged_out_of_sample", "model_version", "top": [rows, highest score first]}``."""
-        q = self.store._query
+        q = self.store.query
         checked = q("SELECT COUNT(*) n, MAX(model_version) v FROM label_errors WHERE project = ?", (project,))[0]
         flagged = q(
             "SELECT COUNT(*) n, SUM(NOT in_sample) o FROM label_errors WHERE project = ? AND score > 0", (project,)
