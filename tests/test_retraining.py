@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from detector_al.label_studio.annotations import latest_label
-from detector_al.pipelines.retrain import in_validation, should_promote
+from detector_al.pipelines.retrain_dataset import in_validation, should_promote
 
 VALIDATION_TASKS_UNDER_40 = [0, 1, 14, 18, 24, 31, 39]  # sha256(str(t)) mod 5 == 0
 
@@ -22,12 +22,12 @@ def test_split_is_stable_and_about_a_fifth():
 
 def test_every_labeled_task_in_validation_still_gives_a_training_split(tmp_path):
     """It crashed: the copy went into a labels/train folder that nothing created."""
-    from detector_al.pipelines.retrain import _write_labels, fill_empty_train_split
+    from detector_al.pipelines.retrain_dataset import fill_empty_train_split, write_labels
 
     for t in VALIDATION_TASKS_UNDER_40[:3]:
         (tmp_path / "images" / "val").mkdir(parents=True, exist_ok=True)
         (tmp_path / "images" / "val" / f"task{t}.jpg").write_bytes(b"jpg")
-        _write_labels(tmp_path / "labels" / "val" / f"task{t}.txt", np.array([[0.1, 0.1, 0.5, 0.5]]), np.array([1]))
+        write_labels(tmp_path / "labels" / "val" / f"task{t}.txt", np.array([[0.1, 0.1, 0.5, 0.5]]), np.array([1]))
     assert fill_empty_train_split(tmp_path) == 3
     for t in VALIDATION_TASKS_UNDER_40[:3]:
         assert (tmp_path / "images" / "train" / f"task{t}.jpg").read_bytes() == b"jpg"

@@ -250,7 +250,7 @@ def _ingest_target(names: tuple[str, ...], label_config: Path | None, project_re
 
 def _write_ingest_files(store, det, project: int, out: Path | None, export_pseudo: Path | None, files_root) -> None:
     """The offline outputs asked for: a Label Studio import file, and the auto-accepted images as YOLO."""
-    from detector_al.pipelines.ingest import export_pseudo_labels, write_tasks_json
+    from detector_al.pipelines.ingest_export import export_pseudo_labels, write_tasks_json
 
     if out is not None:
         n = write_tasks_json(store, out, det.version, project)

@@ -3,12 +3,29 @@ created) with its labeling config, and the store file it shares with the backend
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from detector_al.label_studio.client import LabelStudioClient
 from detector_al.label_studio.task_sink import LabelStudioSink, find_or_create_project
+from detector_al.policy.ceal import CealConfig
+from detector_al.policy.settings import COLD_START, POLICY, TASKS_PER_REQUEST
+from detector_al.policy.strategies import DEFAULT_STRATEGY
 from detector_al.state.registry import DEFAULT_MODEL_DIR, ModelRegistry
 from detector_al.state.store import STORE_FILE_NAME
+
+
+@dataclass
+class IngestConfig:
+    strategy: str = DEFAULT_STRATEGY
+    round_index: int = 0
+    budget: int = POLICY.budget
+    ceal: CealConfig = field(default_factory=CealConfig)
+    score_threshold: float = POLICY.score_threshold
+    batch_size: int = 16
+    tasks_per_request: int = TASKS_PER_REQUEST  # images scored, then created in Label Studio by one import request
+    files_root: Path | None = None  # Label Studio's LOCAL_FILES_DOCUMENT_ROOT, when the folder is under it
+    cold_start: bool = COLD_START  # a TypiClust batch while the model is cold (detector_al.queue.build)
 
 
 def ingest_store_path(store: Path | None, model_dir: Path | None) -> Path:

@@ -21,10 +21,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import math
-import os
 import shutil
 import threading
 from collections.abc import Callable
@@ -34,8 +31,6 @@ from pathlib import Path
 import numpy as np
 
 from detector_al.io.fetch.task_image import fetch_image
-from detector_al.io.files import atomic_write
-from detector_al.io.yolo_format import yolo_lines
 from detector_al.label_studio.annotations import is_labeled, latest_label
 from detector_al.label_studio.client import ImageFetchError, LabelStudioClient
 from detector_al.label_studio.config import RectangleTarget, parse_label_config
@@ -43,6 +38,14 @@ from detector_al.label_studio.publish import drop_other_versions, publish_versio
 from detector_al.label_studio.regions import from_label_studio_regions
 from detector_al.label_studio.task_sink import ensure_label_error_tab
 from detector_al.model.training import FINE_TUNE, TrainConfig, run_in_subprocess, train_and_evaluate
+from detector_al.pipelines.retrain_dataset import (
+    class_counts,
+    fill_empty_train_split,
+    in_validation,
+    link_file,
+    should_promote,
+    write_labels,
+)
 from detector_al.pipelines.review import measure_agreement, publish_label_errors, review_labels
 from detector_al.policy.settings import COLD_START, POLICY
 from detector_al.queue.build import build_queue
@@ -71,57 +74,6 @@ class RetrainConfig:
     cold_start: bool = COLD_START  # the re-scored queue's batch is TypiClust's while the new model is cold
     timeout_s: float | None = 3600.0  # a training (and its evaluation) still running then is killed: the job fails
     keep_job_folders: int = 3  # the newest job folders kept (datasets and runs); older ones are removed
-
-
-def in_validation(task_id: int) -> bool:
-    """``sha256(str(task_id)) mod 5 == 0``: about 20 % of tasks, fixed for ever."""
-    return int(hashlib.sha256(str(task_id).encode()).hexdigest(), 16) % 5 == 0
-
-
-def should_promote(new: dict, serving: dict, n_images: int, tolerance: float = 0.005) -> bool:
-    """``new["map50_95"] >= serving["map50_95"] - (tolerance + 0.05 / sqrt(max(n_images, 1)))``."""
-    margin = tolerance + 0.05 / math.sqrt(max(n_images, 1))
-    return new["map50_95"] >= serving["map50_95"] - margin
-
-
-def class_counts(labeled, target, n_classes: int) -> list[int]:
-    """Human boxes per model class over the labeled tasks (a rare class that is missing shows as 0)."""
-    counts = np.zeros(n_classes, np.int64)
-    for _, result in labeled:
-        _, classes = from_label_studio_regions(result, target)
-        np.add.at(counts, np.asarray(classes, np.int64), 1)
-    return counts.tolist()
-
-
-def _link(src: Path, dst: Path) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    if dst.exists() or dst.is_symlink():
-        dst.unlink()
-    try:
-        os.symlink(src.resolve(), dst)
-    except OSError:
-        shutil.copyfile(src, dst)
-
-
-def fill_empty_train_split(root: Path) -> int:
-    """ultralytics needs a training image: when every labeled task fell in validation, train on those too.
-
-    Returns how many images were added to ``images/train`` (with their ``labels/train`` files)."""
-    (root / "labels" / "train").mkdir(parents=True, exist_ok=True)
-    n = 0
-    for p in sorted((root / "images" / "val").glob("*")):
-        _link(p, root / "images" / "train" / p.name)
-        shutil.copyfile(root / "labels" / "val" / f"{p.stem}.txt", root / "labels" / "train" / f"{p.stem}.txt")
-        n += 1
-    return n
-
-
-def _write_labels(path: Path, boxes: np.ndarray, classes: np.ndarray) -> None:
-    """YOLO label file from normalised ``xyxy`` boxes."""
-    lines = yolo_lines(boxes, classes)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path) as f:
-        f.write("\n".join(lines) + ("\n" if lines else ""))
 
 
 class Retrainer:
@@ -397,8 +349,8 @@ class Retrainer:
             split = "val" if in_validation(task.id) else "train"
             name = f"task{task.id}{img.suffix.lower()}"
             for sub in (split, "human"):
-                _link(img, root / "images" / sub / name)
-                _write_labels(root / "labels" / sub / f"task{task.id}.txt", boxes, classes)
+                link_file(img, root / "images" / sub / name)
+                write_labels(root / "labels" / sub / f"task{task.id}.txt", boxes, classes)
             counts[split] += 1
         if counts["train"] == 0:
             fill_empty_train_split(root)
@@ -433,8 +385,8 @@ class Retrainer:
             pl = d.pseudo_labels
             boxes = pl.xyxy / np.array([d.width, d.height, d.width, d.height], np.float32)
             name = f"pseudo_task{task.id}"
-            _link(Path(x.source), root / "images" / "train" / f"{name}{Path(x.source).suffix.lower()}")
-            _write_labels(root / "labels" / "train" / f"{name}.txt", boxes, pl.class_id)
+            link_file(Path(x.source), root / "images" / "train" / f"{name}{Path(x.source).suffix.lower()}")
+            write_labels(root / "labels" / "train" / f"{name}.txt", boxes, pl.class_id)
             names.append(name)
         (root / "pseudo.txt").write_text("".join(f"{n}\n" for n in names))
         return len(names)
