@@ -90,7 +90,7 @@ def assert_alive(client):
 
 def test_per_project_state_in_memory_is_bounded(client):
     """100 webhooks with new project ids and large label configs kept +99 MB for ever: now the oldest go."""
-    from ml_backend.state import MAX_PROJECTS
+    from detector_al.serving.project_sync import MAX_PROJECTS
 
     config = "<View>" + " " * 200_000 + "</View>"
     for pid in range(10_000, 10_000 + MAX_PROJECTS + 50):

@@ -33,5 +33,5 @@ def predict(body: PredictRequest, response: Response, backend: Backend = Depends
         raise HTTPException(422, str(exc)) from None
     response.headers["Server-Timing"] = f"predict;dur={1000 * (time.perf_counter() - started):.1f}"
     if pid is not None:
-        backend.schedule_queue_refresh(pid)  # then aligns the project's version, should /setup not have
+        backend.sync.schedule_queue_refresh(pid)  # then aligns the project's version, should /setup not have
     return PredictResponse(results=[TaskResult(**a.to_label_studio()) for a in answers])

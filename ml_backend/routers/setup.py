@@ -23,7 +23,9 @@ def setup(body: SetupRequest, backend: Backend = Depends(get_backend)) -> SetupR
     pid = body.project
     backend.remember(body.hostname, body.access_token, pid, body.schema_)
     if pid is not None:
-        backend.align_project_within(pid, SETUP_ALIGN_S)  # before answering: the project serves our version at once
+        backend.sync.align_project_within(
+            pid, SETUP_ALIGN_S
+        )  # before answering: the project serves our version at once
     return SetupResponse(model_version=backend.service.model_version, unmatched_labels=list(target.unmatched_labels))
 
 

@@ -38,7 +38,7 @@ def webhook(body: WebhookRequest, backend: Backend = Depends(get_backend)) -> We
     if body.action == "START_TRAINING":
         job, _ = backend.store.enqueue_training(pid, "START_TRAINING")
     elif body.action == "ANNOTATIONS_DELETED" and pid is not None:
-        backend.schedule_queue_refresh(pid)  # a deleted label returns its task to the queue
+        backend.sync.schedule_queue_refresh(pid)  # a deleted label returns its task to the queue
     elif (
         body.action in ANNOTATION_EVENTS[:2]
         and not (annotation and annotation.was_cancelled)
