@@ -57,8 +57,10 @@ def docker(*args: str, timeout: float = 120, check: bool = True) -> subprocess.C
 
 
 def report(request, line: str) -> None:
-    """A line in pytest's output (sizes and times the README quotes)."""
-    request.config.pluginmanager.get_plugin("terminalreporter").write_line(f"[docker] {line}")
+    """A line in pytest's output, not captured (sizes and times the README quotes)."""
+    plugins = request.config.pluginmanager
+    with plugins.get_plugin("capturemanager").global_and_fixture_disabled():
+        plugins.get_plugin("terminalreporter").write_line(f"[docker] {line}")
 
 
 @pytest.fixture(scope="module")
@@ -299,7 +301,7 @@ def project(compose, sample_data):
         project=p.id, path="/label-studio/files/pool", regex_filter=r"pool_000[0-2]\.jpg", use_blob_urls=True
     )
     ls.import_storage.local.sync(id=st.id)
-    ml = ls.ml.create(project=p.id, url="http://backend:9090", title="detector-al", is_interactive=False)
+    ml = ls.ml.create(project=p.id, url="http://detector-al.internal:9090", title="detector-al", is_interactive=False)
     return ls, p.id, ml.id
 
 
@@ -366,7 +368,7 @@ def test_compose_network_a_refused_key_or_a_url_that_is_not_label_studio_stops_t
         ({"LABEL_STUDIO_URL": "http://backend:9090", "LABEL_STUDIO_API_KEY": compose.token}, "Label Studio"),
         (
             {"LABEL_STUDIO_URL": "http://label-studio:8080/no-such-path", "LABEL_STUDIO_API_KEY": compose.token},
-            "is not Label Studio",
+            "is not Label Studio's base URL",
         ),
     ]
     for env, says in cases:
