@@ -7,11 +7,15 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from detector_al.policy.settings import COLD_START, POLICY
+from detector_al.pipelines.retrain import RetrainConfig
+from detector_al.policy.settings import COLD_START, POLICY, PolicySettings
 from detector_al.policy.strategies import DEFAULT_STRATEGY, serving_strategy
 from detector_al.signals.stopping import DEFAULT_PATIENCE, DEFAULT_THRESHOLD
 from detector_al.state.registry import DEFAULT_MODEL_DIR
 from detector_al.state.store import STORE_FILE_NAME
+
+RETRAIN = RetrainConfig()
+"""Retraining's defaults, the backend's TRAIN_* defaults."""
 
 
 class Settings(BaseSettings):
@@ -36,11 +40,11 @@ class Settings(BaseSettings):
     ceal_delta0: float | None = None
     ceal_decay: float | None = None
     train_every: int = Field(0, ge=0, description="queue a training run every N new or updated annotations (0: off)")
-    train_epochs: int = Field(20, ge=1, description="fine-tuning epochs per retraining round")
+    train_epochs: int = Field(RETRAIN.epochs, ge=1, description="fine-tuning epochs per retraining round")
     train_timeout_s: float = Field(
-        3600.0, gt=0, description="a training still running this long is killed (job failed)"
+        RETRAIN.timeout_s, gt=0, description="a training still running this long is killed (job failed)"
     )
-    train_tolerance: float = Field(0.005, ge=0.0, description="promote when new mAP50-95 >= serving - this")
+    train_tolerance: float = Field(RETRAIN.tolerance, ge=0.0, description="promote when new mAP50-95 >= serving - this")
     queue_budget: int = Field(
         POLICY.budget, ge=0, description="size of the diverse batch served first (0: by uncertainty only)"
     )
@@ -81,6 +85,18 @@ class Settings(BaseSettings):
     def _serving_strategy(cls, name: str) -> str:
         serving_strategy(name)  # unknown or round-weighted: refused at start, saying what to choose
         return name
+
+    def policy(self) -> PolicySettings:
+        """The one policy object of this backend, from the same environment variables ``ingest`` reads
+        (:data:`~detector_al.policy.settings.ENV`)."""
+        return PolicySettings.from_options(
+            self.strategy,
+            self.score_threshold,
+            self.queue_budget,
+            self.queue_cold_start,
+            self.ceal_delta0,
+            self.ceal_decay,
+        )
 
     @property
     def store_file(self) -> Path:

@@ -10,7 +10,7 @@ from detector_al.io.fetch.task_image import FetchLimits
 from detector_al.label_studio.client import LabelStudioClient, LabelStudioError
 from detector_al.model.detector import Detector
 from detector_al.pipelines.retrain import RetrainConfig, Retrainer
-from detector_al.policy.settings import SCORER_CONF, ceal_config
+from detector_al.policy.settings import SCORER_CONF
 from detector_al.serving.project_sync import Credentials, ProjectSync, QueueSettings
 from detector_al.serving.service import PredictionService, ServiceConfig
 from detector_al.serving.worker import JobRunner, TrainingWorker
@@ -24,9 +24,7 @@ log = logging.getLogger(__name__)
 def _service_config(settings: Settings) -> ServiceConfig:
     """The prediction service's configuration from the backend's settings."""
     return ServiceConfig(
-        score_threshold=settings.score_threshold,
-        strategy=settings.strategy,
-        ceal=ceal_config(settings.ceal_delta0, settings.ceal_decay),
+        policy=settings.policy(),
         label_mapping=settings.label_mapping,
         local_files_root=settings.local_files_document_root,
         cache_dir=settings.model_dir / "image-cache",

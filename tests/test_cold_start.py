@@ -217,7 +217,7 @@ def test_one_switch_turns_it_off_in_the_backend_and_the_cli(monkeypatch):
     from detector_al.policy.settings import COLD_START
     from ml_backend.settings import Settings
 
-    assert Settings().queue_cold_start is IngestConfig().cold_start is RetrainConfig().cold_start is COLD_START
+    assert Settings().queue_cold_start is IngestConfig().policy.cold_start is RetrainConfig().cold_start is COLD_START
     monkeypatch.setenv("QUEUE_COLD_START", "false")
     assert Settings().queue_cold_start is False
     monkeypatch.setenv("COLUMNS", "200")

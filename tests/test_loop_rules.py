@@ -119,9 +119,42 @@ def test_every_caller_takes_its_defaults_from_the_one_policy():
     from detector_al.serving.service import ServiceConfig
 
     s = Settings()
-    assert s.queue_budget == IngestConfig().budget == RetrainConfig().budget == DemoConfig().budget == POLICY.budget
-    assert s.score_threshold == IngestConfig().score_threshold == ServiceConfig().score_threshold
+    assert s.policy() == IngestConfig().policy == ServiceConfig().policy == POLICY
+    assert s.queue_budget == RetrainConfig().budget == DemoConfig().budget == POLICY.budget
     assert s.score_threshold == POLICY.score_threshold and s.strategy == POLICY.strategy
+
+
+def test_one_environment_configures_the_backend_and_ingest_alike(tmp_path, monkeypatch, trained_weights):
+    """The same variables set the backend's policy and ingest's: ingest of an empty folder offline reads them."""
+    from typer.testing import CliRunner
+
+    from detector_al.cli.app import app
+    from detector_al.pipelines import ingest as ingest_module
+
+    env = {"STRATEGY": "margin", "SCORE_THRESHOLD": "0.4", "QUEUE_BUDGET": "7", "QUEUE_COLD_START": "false"}
+    env |= {"CEAL_DELTA0": "0.01", "CEAL_DECAY": "0.002", "LABEL_MAPPING": '{"circle": "square"}'}
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    backend = Settings().policy()
+    seen = {}
+
+    def fake_ingest(folder, det, store, target, cfg, **kw):
+        seen["policy"], seen["mapping"] = cfg.policy, cfg.label_mapping
+        return ingest_module.IngestReport()
+
+    monkeypatch.setattr(ingest_module, "ingest", fake_ingest)
+    (tmp_path / "empty").mkdir()
+    weights = str(trained_weights)
+    res = CliRunner().invoke(
+        app,
+        ["ingest", str(tmp_path / "empty"), "-m", weights, "--out", str(tmp_path / "t.json"),
+         "--store", str(tmp_path / "s.sqlite3"), "--model-dir", str(tmp_path / "models")],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert seen["policy"] == backend
+    assert (backend.strategy, backend.score_threshold, backend.budget, backend.cold_start) == ("margin", 0.4, 7, False)
+    assert (backend.ceal.delta_0, backend.ceal.decay) == (0.01, 0.002)
+    assert seen["mapping"] == {"circle": "square"}
 
 
 # ---- training: a time limit and a cancel --------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 
 import numpy as np
 from fastapi.testclient import TestClient
@@ -12,7 +13,7 @@ from detector_al.model.detector import Detector
 from detector_al.pipelines.ingest import IngestConfig, ingest, plan_queue
 from detector_al.policy.ceal import CealConfig
 from detector_al.policy.decision import decide
-from detector_al.policy.settings import DIVERSITY
+from detector_al.policy.settings import DIVERSITY, POLICY
 from detector_al.policy.strategies import get_strategy
 from detector_al.queue.build import AUTO_ACCEPT, QUERY, build_queue
 from detector_al.simulation.experiment import choose_from_decisions
@@ -51,9 +52,9 @@ def test_predict_ingest_and_simulation_make_the_same_decisions_and_queue(tmp_pat
     # ingest, offline
     det = Detector.load(trained_weights, conf=0.05)
     ingest_store = Store(tmp_path / "ingest.sqlite3")
-    cfg = IngestConfig(budget=BUDGET, ceal=CEAL)
+    cfg = IngestConfig(policy=replace(POLICY, budget=BUDGET, ceal=CEAL))
     ingest(folder, det, ingest_store, parse_label_config(label_config, det.names), cfg)
-    strategy = get_strategy(cfg.strategy)
+    strategy = get_strategy(cfg.policy.strategy)
     ingested = {row.path: (row, e) for row, e in plan_queue(ingest_store, 0, BUDGET, strategy.confidence)}
 
     # one simulation round

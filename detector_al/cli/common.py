@@ -65,3 +65,33 @@ def ray_options(use_ray: bool, address: str | None, workers: int | None, gpus: f
     if gpus is not None and gpus < 0:
         raise typer.BadParameter("must be >= 0", param_hint="--ray-gpus-per-worker")
     return RayOptions(address=address, workers=workers, gpus_per_worker=gpus, batch_size=batch_size)
+
+
+def policy_from_options(
+    strategy, score_threshold, budget, cold_start, ceal_delta0=None, ceal_decay=None, auto_accept=True
+):
+    """The one :class:`~detector_al.policy.settings.PolicySettings` of a command's options; a value the policy refuses
+    fails as a bad parameter, saying why."""
+    from detector_al.policy.settings import PolicySettings
+
+    try:
+        return PolicySettings.from_options(
+            strategy, score_threshold, budget, cold_start, ceal_delta0, ceal_decay, auto_accept
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+def parse_label_mapping(text: str | None) -> dict[str, str]:
+    """``--label-mapping`` / ``LABEL_MAPPING``: a JSON object of model class -> Label Studio label ({} when absent)."""
+    if not text:
+        return {}
+    import json
+
+    try:
+        mapping = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise typer.BadParameter(f"not JSON: {exc}", param_hint="--label-mapping") from None
+    if not isinstance(mapping, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in mapping.items()):
+        raise typer.BadParameter('a JSON object of strings, e.g. {"car": "Vehicle"}', param_hint="--label-mapping")
+    return mapping

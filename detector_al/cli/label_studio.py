@@ -14,12 +14,15 @@ from detector_al.cli.common import (
     expand_sources,
     fail,
     load_detector,
+    parse_label_mapping,
+    policy_from_options,
     ray_options,
 )
 from detector_al.cli.model import print_summary
 from detector_al.demo.bootstrap_model import SAMPLE_DATA, ensure_bootstrap_model
-from detector_al.policy.settings import COLD_START, POLICY, SCORER_CONF, TASKS_PER_REQUEST
-from detector_al.policy.strategies import DEFAULT_STRATEGY, SERVING_STRATEGIES, serving_strategy
+from detector_al.model.detector import BATCH_SIZE
+from detector_al.policy.settings import COLD_START, ENV, POLICY, SCORER_CONF, TASKS_PER_REQUEST
+from detector_al.policy.strategies import DEFAULT_STRATEGY, SERVING_STRATEGIES
 
 
 def demo(
@@ -158,17 +161,27 @@ def ingest(
         help="The ML backend's model folder (default models/backend, as the backend's): one store, one version name "
         "and one round with the backend.",
     ),
-    strategy: str = typer.Option(DEFAULT_STRATEGY, help="Uncertainty strategy: " + ", ".join(SERVING_STRATEGIES)),
+    strategy: str = typer.Option(
+        DEFAULT_STRATEGY, envvar=ENV["strategy"], help="Uncertainty strategy: " + ", ".join(SERVING_STRATEGIES)
+    ),
     round_index: int = typer.Option(
         None, "--round", help="Active-learning round (CEAL threshold; default: the backend's round for the project)."
     ),
-    budget: int = typer.Option(POLICY.budget, help="Images to put at the head of the queue."),
-    batch_size: int = typer.Option(16, help="Images per forward pass."),
+    budget: int = typer.Option(POLICY.budget, envvar=ENV["budget"], help="Images to put at the head of the queue."),
+    batch_size: int = typer.Option(BATCH_SIZE, help="Images per forward pass."),
     tasks_per_request: int = typer.Option(TASKS_PER_REQUEST, help="Tasks created in Label Studio per import request."),
-    score_threshold: float = typer.Option(POLICY.score_threshold, help="Lowest box confidence in the pre-annotations."),
+    score_threshold: float = typer.Option(
+        POLICY.score_threshold, envvar=ENV["score_threshold"], help="Lowest box confidence in the pre-annotations."
+    ),
+    ceal_delta0: float = typer.Option(None, envvar=ENV["ceal_delta0"], help="CEAL threshold at round 0."),
+    ceal_decay: float = typer.Option(None, envvar=ENV["ceal_decay"], help="CEAL threshold decay per round."),
+    label_mapping: str = typer.Option(
+        None, envvar=ENV["label_mapping"], help='Model class -> Label Studio label, JSON: {"car": "Vehicle"}.'
+    ),
     cold_start: bool = typer.Option(
         COLD_START,
         "--cold-start/--no-cold-start",
+        envvar=ENV["cold_start"],
         help="While the model is cold (fewer than half the images hold a box at confidence >= 0.5), queue a "
         "TypiClust batch (typical images of clusters not labeled yet) first; once warm, by uncertainty.",
     ),
@@ -180,28 +193,30 @@ def ingest(
     """Pre-annotate a folder and push it into a prioritised Label Studio queue (or write tasks.json offline).
 
     Idempotent and resumable: the content hash of each image decides; a second run adds only new files and
-    refreshes the priorities."""
+    refreshes the priorities. The policy options read the backend's environment variables (STRATEGY,
+    SCORE_THRESHOLD, QUEUE_BUDGET, QUEUE_COLD_START, CEAL_DELTA0, CEAL_DECAY, LABEL_MAPPING), so one environment
+    configures both alike."""
     from detector_al.pipelines.ingest import IngestConfig
     from detector_al.pipelines.ingest import ingest as run_ingest
     from detector_al.pipelines.ingest_setup import ingest_store_path, registered_version
     from detector_al.state.store import Store
 
     online = ls_url is not None or project is not None or project_title is not None
-    _check_ingest_options(folder, strategy, online, out, export_pseudo)
+    _check_ingest_options(folder, online, out, export_pseudo)
+    policy = policy_from_options(strategy, score_threshold, budget, cold_start, ceal_delta0, ceal_decay)
+    mapping = parse_label_mapping(label_mapping)
     ray_opts = ray_options(use_ray, ray_address, ray_workers, ray_gpus, batch_size)
     det = load_detector(model, conf=SCORER_CONF, version=registered_version(model, model_dir))
     project_ref = (ls_url, api_key, project, project_title) if online else None
-    sink, pid, target = _ingest_target(det.names, label_config, project_ref, files_root, folder)
+    sink, pid, target = _ingest_target(det.names, label_config, project_ref, files_root, folder, mapping)
     store = Store(ingest_store_path(store_path, model_dir))
     cfg = IngestConfig(
-        strategy=strategy,
+        policy=policy,
         round_index=store.project(pid)["round"] if round_index is None else round_index,
-        budget=budget,
         batch_size=batch_size,
         tasks_per_request=tasks_per_request,
-        score_threshold=score_threshold,
         files_root=files_root,
-        cold_start=cold_start,
+        label_mapping=mapping,
     )
     report = run_ingest(folder, det, store, target, cfg, sink=sink, project=pid, ray=ray_opts)
     typer.echo(report.summary())
@@ -210,18 +225,16 @@ def ingest(
         typer.echo(f"project {pid}: {ls_url}/projects/{pid}/data (tab 'Active learning queue')")
 
 
-def _check_ingest_options(folder: Path, strategy: str, online: bool, out: Path | None, export_pseudo: Path | None):
+def _check_ingest_options(folder: Path, online: bool, out: Path | None, export_pseudo: Path | None):
     if not folder.is_dir():
         fail(f"not a folder: {folder}")
-    try:
-        serving_strategy(strategy)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--strategy") from None
     if not online and out is None and export_pseudo is None:
         fail("say where the tasks go: --ls-url with --project/--project-title, or --out tasks.json (offline)")
 
 
-def _ingest_target(names: tuple[str, ...], label_config: Path | None, project_ref: tuple | None, files_root, folder):
+def _ingest_target(
+    names: tuple[str, ...], label_config: Path | None, project_ref: tuple | None, files_root, folder, mapping=None
+):
     """The sink (None offline), the project id (0 offline) and the RectangleLabels target of an ingest run.
 
     ``project_ref``: ``(ls_url, api_key, project id, project title)``, or None offline. A new project gets
@@ -242,7 +255,7 @@ def _ingest_target(names: tuple[str, ...], label_config: Path | None, project_re
             sink, pid, config_text = open_project(
                 ls_url or "", api_key or "", project, title, config_text, files_root, folder
             )
-        target = parse_label_config(config_text, names)
+        target = parse_label_config(config_text, names, mapping)
     except (LabelStudioError, LabelConfigError) as exc:
         fail(str(exc))
     return sink, pid, target

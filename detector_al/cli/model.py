@@ -18,7 +18,8 @@ from detector_al.cli.common import (
     ray_options,
 )
 from detector_al.demo.bootstrap_model import BOOTSTRAP_DIR
-from detector_al.policy.settings import COLD_START, DIVERSITY, POLICY, SCORER_CONF, ceal_config
+from detector_al.model.detector import BATCH_SIZE
+from detector_al.policy.settings import COLD_START, DIVERSITY, ENV, POLICY, SCORER_CONF, ceal_config
 from detector_al.policy.strategies import DEFAULT_STRATEGY, SERVING_STRATEGIES, serving_strategy
 
 
@@ -66,7 +67,7 @@ def predict(
     out: Path = typer.Option(..., "--out", "-o", help="JSON Lines file: one line per input file."),
     conf: float = typer.Option(POLICY.score_threshold, help="Confidence threshold of the boxes written."),
     imgsz: int = typer.Option(None, help="Input size (default: the model's training size)."),
-    batch_size: int = typer.Option(16, help="Images per forward pass."),
+    batch_size: int = typer.Option(BATCH_SIZE, help="Images per forward pass."),
 ) -> None:
     """Pre-annotate images: one JSON line per file with its boxes, or the error that stopped it."""
     from detector_al.io.files import atomic_write
@@ -86,26 +87,35 @@ def score(
     images: list[Path] = typer.Argument(..., help="Image files and/or folders (the unlabeled pool)."),
     model: str = typer.Option(..., "--model", "-m", help="Weights (.pt) or a model name."),
     out: Path = typer.Option(..., "--out", "-o", help="Output: JSON Lines, or CSV when the name ends in .csv."),
-    strategy: str = typer.Option(DEFAULT_STRATEGY, help="Uncertainty strategy: " + ", ".join(SERVING_STRATEGIES)),
+    strategy: str = typer.Option(
+        DEFAULT_STRATEGY, envvar=ENV["strategy"], help="Uncertainty strategy: " + ", ".join(SERVING_STRATEGIES)
+    ),
     round_index: int = typer.Option(0, "--round", help="Active-learning round t (CEAL threshold decays with t)."),
-    budget: int = typer.Option(POLICY.budget, help="How many images to query (send to annotators)."),
+    budget: int = typer.Option(
+        POLICY.budget, envvar=ENV["budget"], help="How many images to query (send to annotators)."
+    ),
     diversity: bool = typer.Option(DIVERSITY, help="Pick a diverse batch (k-center greedy) from the top candidates."),
     cold_start: bool = typer.Option(
         COLD_START,
         "--cold-start/--no-cold-start",
+        envvar=ENV["cold_start"],
         help="While the model is cold (fewer than half the images hold a box at confidence >= 0.5), pick a "
         "TypiClust batch (typical images of distinct clusters); once warm, by uncertainty.",
     ),
     diversity_only: bool = typer.Option(False, help="Order by diversity alone (k-center), whatever the model."),
     auto_accept: bool = typer.Option(True, help="CEAL: auto-accept confident images as pseudo-labels."),
-    delta0: float = typer.Option(None, help="CEAL threshold at round 0 (default from CealConfig)."),
-    decay: float = typer.Option(None, help="CEAL threshold decay per round."),
+    delta0: float = typer.Option(
+        None, envvar=ENV["ceal_delta0"], help="CEAL threshold at round 0 (default from CealConfig)."
+    ),
+    decay: float = typer.Option(None, envvar=ENV["ceal_decay"], help="CEAL threshold decay per round."),
     plot: Path = typer.Option(None, help="Write a score histogram (PNG) with the thresholds marked."),
     seed: int = typer.Option(0, help="Seed of the selection."),
-    batch_size: int = typer.Option(16, help="Images per forward pass."),
+    batch_size: int = typer.Option(BATCH_SIZE, help="Images per forward pass."),
     conf: float = typer.Option(SCORER_CONF, help="Lowest box confidence the scorers see."),
     score_threshold: float = typer.Option(
-        POLICY.score_threshold, help="Lowest box confidence written out (the pre-annotation)."
+        POLICY.score_threshold,
+        envvar=ENV["score_threshold"],
+        help="Lowest box confidence written out (the pre-annotation).",
     ),
     balance_classes: Path = typer.Option(
         None, help="YOLO label folder of the labeled set: favour images of the classes rare there."

@@ -17,7 +17,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import requests
@@ -176,7 +176,7 @@ def _fill_project(cfg: DemoConfig, client, backend_url: str, model_dir: Path, ve
     from detector_al.label_studio.task_sink import QUEUE_TAB, LabelStudioSink, find_or_create_project
     from detector_al.model.detector import Detector
     from detector_al.pipelines.ingest import IngestConfig, ingest
-    from detector_al.policy.settings import SCORER_CONF
+    from detector_al.policy.settings import POLICY, SCORER_CONF
     from detector_al.state.registry import ModelRegistry
     from detector_al.state.store import STORE_FILE_NAME, Store
 
@@ -193,7 +193,11 @@ def _fill_project(cfg: DemoConfig, client, backend_url: str, model_dir: Path, ve
         det,
         store,
         target,
-        IngestConfig(budget=cfg.budget, files_root=files_root, round_index=store.project(project)["round"]),
+        IngestConfig(
+            policy=replace(POLICY, budget=cfg.budget),
+            files_root=files_root,
+            round_index=store.project(project)["round"],
+        ),
         sink=LabelStudioSink(client, project, files_root, pool),
         project=project,
     )

@@ -38,6 +38,7 @@ import torch
 from detector_al.io.files import file_sha256
 from detector_al.io.images import ImageLoadError, LoadedImage, load_image
 from detector_al.model.predictions import Detections, ImagePredictions
+from detector_al.policy.thresholds import SCORE_THRESHOLD
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,10 @@ def _batched(items: Iterable, n: int) -> Iterator[list]:
         yield chunk
 
 
+BATCH_SIZE = 16
+"""Images per forward pass: the default of every caller (the CLI, ingest, the backend, the streams)."""
+
+
 class Detector:
     """A YOLO detection model wrapped for active learning.
 
@@ -101,7 +106,7 @@ class Detector:
         self,
         yolo,
         imgsz: int | None = None,
-        conf: float = 0.25,
+        conf: float = SCORE_THRESHOLD,
         iou: float = 0.7,
         max_det: int = 300,
         device: str | None = None,
@@ -180,7 +185,9 @@ class Detector:
             return LoadedImage(np.ascontiguousarray(source), source.shape[1], source.shape[0])
         return load_image(source, max_side=self.imgsz, max_bytes=self.max_decode_bytes)
 
-    def predict(self, sources: Iterable[Source], batch_size: int = 16, views: int = 2) -> Iterator[ImagePredictions]:
+    def predict(
+        self, sources: Iterable[Source], batch_size: int = BATCH_SIZE, views: int = 2
+    ) -> Iterator[ImagePredictions]:
         """Predict every source, in order; an unreadable one yields a record with ``error`` set.
 
         Decoding of the next batch overlaps with inference on the current one.

@@ -31,7 +31,7 @@ from detector_al.label_studio.publish import TaskQueueUpdate
 from detector_al.label_studio.task_sink import LabelStudioSink
 from detector_al.model.detector import Detector
 from detector_al.pipelines.ingest_export import OFFLINE_PROJECT
-from detector_al.pipelines.ingest_rows import replace_row, task_data
+from detector_al.pipelines.ingest_rows import queue_fields, replace_row
 from detector_al.pipelines.ingest_setup import IngestConfig
 from detector_al.pipelines.ingest_writer import BackgroundWriter, BatchWriter, IngestReport
 from detector_al.policy.decision import DecisionPolicy
@@ -111,7 +111,7 @@ def ingest(
         sink.ensure_tabs()
     known_ls = sink.known_hashes() if sink else {}
     stored = store.image_hashes(project)
-    policy = DecisionPolicy(cfg.strategy, cfg.round_index, cfg.ceal, cfg.score_threshold)
+    policy = DecisionPolicy(cfg.policy.strategy, cfg.round_index, cfg.policy.ceal, cfg.policy.score_threshold)
     files = scored_files_on(ray, det, walk_images(folder), policy, batch_size=cfg.batch_size, skip=stored.keys())
     writer = BatchWriter(det, store, target, cfg, sink, project, report)
     with BackgroundWriter(writer.write) as write:  # Label Studio and the store are written while the next batch scores
@@ -177,8 +177,8 @@ def _refresh_queue(
     """Choose the query batch over the whole project and write the statuses that changed: Label Studio first,
     the store after, so a failed update is retried by the next run."""
     labeled = getattr(sink, "labeled", set()) if sink else set()  # labeled tasks leave the queue
-    confidence = serving_strategy(cfg.strategy).confidence
-    plan = plan_ingested_queue(store, project, cfg.budget, confidence, labeled, cfg.cold_start)
+    confidence = serving_strategy(cfg.policy.strategy).confidence
+    plan = plan_ingested_queue(store, project, cfg.policy.budget, confidence, labeled, cfg.policy.cold_start)
     changed = []
     for row in store.iter_images(project, "error IS NULL"):
         if row.task_id in labeled:
@@ -189,7 +189,9 @@ def _refresh_queue(
     failed: set[int] = set()
     if sink is not None:
         updates = [
-            TaskQueueUpdate(row.task_id, e.score, task_data(replace_row(row, decision=e.status, priority=e.priority)))
+            TaskQueueUpdate(
+                row.task_id, e.score, queue_fields(replace_row(row, decision=e.status, priority=e.priority))
+            )
             for row, e in changed
             if row.task_id
         ]
@@ -198,4 +200,4 @@ def _refresh_queue(
         project, [(row.content_hash, e.status, e.priority) for row, e in changed if row.task_id not in failed]
     )
     report.queried = len(plan.batch)
-    report.auto_accepted = store.count_images(project, "decision = 'auto_accept'")
+    report.auto_accepted = store.count_images(project, f"decision = '{AUTO_ACCEPT}'")

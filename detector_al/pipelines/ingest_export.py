@@ -9,6 +9,7 @@ from pathlib import Path
 from detector_al.io.files import atomic_write
 from detector_al.io.yolo_format import yolo_lines
 from detector_al.pipelines.ingest_rows import task_payload
+from detector_al.queue.build import AUTO_ACCEPT
 from detector_al.state.store import Store
 
 OFFLINE_PROJECT = 0
@@ -36,7 +37,7 @@ def export_pseudo_labels(store: Store, out: Path, names: tuple[str, ...], projec
     img_dir.mkdir(parents=True, exist_ok=True)
     lbl_dir.mkdir(parents=True, exist_ok=True)
     n = 0
-    for row in store.images(project, "decision = 'auto_accept' AND pseudo_labels IS NOT NULL"):
+    for row in store.images(project, f"decision = '{AUTO_ACCEPT}' AND pseudo_labels IS NOT NULL"):
         pl = json.loads(row.pseudo_labels)
         stem = f"{Path(row.path).stem}-{row.content_hash[:8]}"
         src = Path(row.path)

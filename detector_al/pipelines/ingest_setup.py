@@ -8,24 +8,23 @@ from pathlib import Path
 
 from detector_al.label_studio.client import LabelStudioClient
 from detector_al.label_studio.task_sink import LabelStudioSink, find_or_create_project
-from detector_al.policy.ceal import CealConfig
-from detector_al.policy.settings import COLD_START, POLICY, TASKS_PER_REQUEST
-from detector_al.policy.strategies import DEFAULT_STRATEGY
+from detector_al.model.detector import BATCH_SIZE
+from detector_al.policy.settings import POLICY, TASKS_PER_REQUEST, PolicySettings
 from detector_al.state.registry import DEFAULT_MODEL_DIR, ModelRegistry
 from detector_al.state.store import STORE_FILE_NAME
 
 
 @dataclass
 class IngestConfig:
-    strategy: str = DEFAULT_STRATEGY
+    """One ingest run's settings: the policy (the one :class:`~detector_al.policy.settings.PolicySettings`, built by
+    the command from its options and the environment the backend reads too), the round, and how it writes."""
+
+    policy: PolicySettings = POLICY
     round_index: int = 0
-    budget: int = POLICY.budget
-    ceal: CealConfig = field(default_factory=CealConfig)
-    score_threshold: float = POLICY.score_threshold
-    batch_size: int = 16
+    batch_size: int = BATCH_SIZE
     tasks_per_request: int = TASKS_PER_REQUEST  # images scored, then created in Label Studio by one import request
     files_root: Path | None = None  # Label Studio's LOCAL_FILES_DOCUMENT_ROOT, when the folder is under it
-    cold_start: bool = COLD_START  # a TypiClust batch while the model is cold (detector_al.queue.build)
+    label_mapping: dict[str, str] = field(default_factory=dict)  # model class -> Label Studio label (LABEL_MAPPING)
 
 
 def ingest_store_path(store: Path | None, model_dir: Path | None) -> Path:

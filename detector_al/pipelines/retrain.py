@@ -188,7 +188,7 @@ class Retrainer:
             lambda t: self._image(t, client, target),
             old,
             candidate,
-            self.service.config.score_threshold,
+            self.service.config.policy.score_threshold,
             len(labeled),
         )
         return {"rescored": len(scored), "sampling_warning": warning, "agreement": agreement}

@@ -12,11 +12,12 @@ import numpy as np
 
 from detector_al.io.files import atomic_write
 from detector_al.io.yolo_format import class_counts
-from detector_al.model.detector import Detector
+from detector_al.model.detector import BATCH_SIZE, Detector
 from detector_al.policy.ceal import CealConfig
 from detector_al.policy.decision import DecisionPolicy
 from detector_al.policy.settings import POLICY
 from detector_al.progress import track
+from detector_al.queue.build import QUERY
 from detector_al.queue.ranking import ScoredImage, assign_queue, scored_image
 from detector_al.scoring.executor import scored_files_on
 
@@ -33,7 +34,7 @@ def score_files(
     round_index: int = 0,
     ceal: CealConfig | None = None,
     score_threshold: float = POLICY.score_threshold,
-    batch_size: int = 16,
+    batch_size: int = BATCH_SIZE,
     balance_classes: Path | None = None,
     progress: str | None = None,
     ray: RayOptions | None = None,
@@ -100,7 +101,7 @@ def plot_queue_scores(records: list[ScoredImage], ceal: CealConfig, round_index:
     """A histogram of the scores with the round's auto-accept threshold and the lowest queried score marked."""
     from detector_al.plots import score_histogram
 
-    query = [r.score for r in records if r.decision == "query"]
+    query = [r.score for r in records if r.decision == QUERY]
     return score_histogram(
         np.array([r.score for r in records if r.score is not None]),
         path,

@@ -30,6 +30,7 @@ import numpy as np
 
 from detector_al.model.geometry import box_iou, same_class_matches
 from detector_al.model.predictions import Detections, ImagePredictions
+from detector_al.policy.thresholds import SCORE_THRESHOLD
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ class CealConfig:
     delta_0: float = 0.004
     decay: float = 0.0005
     min_confidence: float = 0.5
-    detect_threshold: float = 0.25
+    detect_threshold: float = SCORE_THRESHOLD
     band_low: float = 0.1
     duplicate_iou: float = 0.3
     accept_empty: bool = False

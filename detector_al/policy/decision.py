@@ -23,6 +23,7 @@ import numpy as np
 from detector_al.model.predictions import Detections, ImagePredictions
 from detector_al.policy.ceal import CealConfig, auto_accept, consistency
 from detector_al.policy.strategies import Strategy
+from detector_al.policy.thresholds import SCORE_THRESHOLD
 from detector_al.queue.build import AUTO_ACCEPT, ERROR, REST
 
 
@@ -69,7 +70,7 @@ def decide(
     strategy: Strategy,
     round_index: int = 0,
     ceal: CealConfig | None = None,
-    score_threshold: float = 0.25,
+    score_threshold: float = SCORE_THRESHOLD,
 ) -> Decision:
     """The :class:`Decision` for one image's predictions (one strategy score, one CEAL test)."""
     if not pred.ok:
@@ -104,7 +105,7 @@ class DecisionPolicy:
     strategy: str
     round_index: int = 0
     ceal: CealConfig | None = None
-    score_threshold: float = 0.25
+    score_threshold: float = SCORE_THRESHOLD
 
     def __call__(self, pred: ImagePredictions) -> Decision:
         from detector_al.policy.strategies import serving_strategy

@@ -8,10 +8,19 @@ from dataclasses import dataclass, field, replace
 
 from detector_al.policy.ceal import CealConfig
 from detector_al.policy.strategies import DEFAULT_STRATEGY, serving_strategy
+from detector_al.policy.thresholds import SCORE_THRESHOLD, SCORER_CONF
 
-SCORER_CONF = 0.05
-"""The lowest box confidence the detector keeps: the uncertainty scorers see low-confidence boxes too (the
-boxes shown and exported are cut at the score threshold, 0.25 by default)."""
+ENV = {
+    "strategy": "STRATEGY",
+    "score_threshold": "SCORE_THRESHOLD",
+    "budget": "QUEUE_BUDGET",
+    "cold_start": "QUEUE_COLD_START",
+    "ceal_delta0": "CEAL_DELTA0",
+    "ceal_decay": "CEAL_DECAY",
+    "label_mapping": "LABEL_MAPPING",
+}
+"""The environment variables of the policy, read alike by the backend (its settings' field names) and by the
+commands (``ingest``, ``score``: their options' ``envvar``): one environment configures both the same way."""
 
 COLD_START = True
 """The one switch of the cold start: while the model is cold (:func:`~detector_al.queue.selection.use_cold_start`) the
@@ -42,7 +51,7 @@ class PolicySettings:
     """
 
     strategy: str = DEFAULT_STRATEGY
-    score_threshold: float = 0.25
+    score_threshold: float = SCORE_THRESHOLD
     scorer_conf: float = SCORER_CONF
     budget: int = 20
     cold_start: bool = COLD_START
@@ -56,6 +65,23 @@ class PolicySettings:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.budget < 0:
             raise ValueError(f"budget must be >= 0, got {self.budget}")
+
+    @classmethod
+    def from_options(
+        cls,
+        strategy: str | None = None,
+        score_threshold: float | None = None,
+        budget: int | None = None,
+        cold_start: bool | None = None,
+        ceal_delta0: float | None = None,
+        ceal_decay: float | None = None,
+        auto_accept: bool = True,
+    ) -> PolicySettings:
+        """The settings of an entry point (the backend's environment, a command's options): each value given
+        replaces the default; None keeps it. Raises ``ValueError`` for a value the policy refuses."""
+        given = {"strategy": strategy, "score_threshold": score_threshold, "budget": budget, "cold_start": cold_start}
+        ceal = ceal_config(ceal_delta0, ceal_decay, enabled=auto_accept)
+        return cls(**{k: v for k, v in given.items() if v is not None}, ceal=ceal)
 
 
 POLICY = PolicySettings()

@@ -20,6 +20,7 @@ from detector_al.policy.ceal import CealConfig
 from detector_al.policy.decision import Decision, decide
 from detector_al.policy.settings import DIVERSITY
 from detector_al.policy.strategies import Strategy
+from detector_al.policy.thresholds import SCORE_THRESHOLD
 from detector_al.queue.build import AUTO_ACCEPT, ERROR, QUERY, REST, build_queue
 from detector_al.queue.selection import class_balance_weights, select_batch, use_cold_start
 from detector_al.queue.selection import cold_start as diversity_order
@@ -57,7 +58,7 @@ def score_predictions(
     strategy: Strategy,
     round_index: int = 0,
     ceal: CealConfig | None = None,
-    min_confidence: float = 0.25,
+    min_confidence: float = SCORE_THRESHOLD,
 ) -> Iterator[ScoredImage]:
     """Score each record and apply the CEAL auto-accept test; keep boxes at ``conf >= min_confidence``."""
     for p in preds:

@@ -7,7 +7,7 @@ from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from detector_al.model.detector import Detector
+from detector_al.model.detector import BATCH_SIZE, Detector
 from detector_al.policy.decision import DecisionPolicy
 from detector_al.scoring.file_stream import ScoredFile, scored_files
 
@@ -21,7 +21,7 @@ def scored_files_on(
     paths: Iterable[str | Path],
     policy: DecisionPolicy,
     *,
-    batch_size: int = 16,
+    batch_size: int = BATCH_SIZE,
     skip: Collection[str] = frozenset(),
     hash_files: bool = True,
 ) -> Iterator[ScoredFile]:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from detector_al.io.files import file_sha256
-from detector_al.model.detector import Detector
+from detector_al.model.detector import BATCH_SIZE, Detector
 from detector_al.policy.decision import Decision, DecisionPolicy
 from detector_al.queue.build import ERROR
 
@@ -35,7 +35,7 @@ def scored_files(
     paths: Iterable[str | Path],
     policy: DecisionPolicy,
     *,
-    batch_size: int = 16,
+    batch_size: int = BATCH_SIZE,
     skip: Collection[str] = frozenset(),
     hash_files: bool = True,
 ) -> Iterator[ScoredFile]:

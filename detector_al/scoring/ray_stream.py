@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from detector_al.model.detector import Detector
+from detector_al.model.detector import BATCH_SIZE, Detector
 from detector_al.policy.decision import DecisionPolicy
 from detector_al.scoring.file_stream import ScoredFile, scored_files
 
@@ -61,7 +61,7 @@ class RayOptions:
     address: str | None = None
     workers: int | None = None
     gpus_per_worker: float | None = None
-    batch_size: int = 16
+    batch_size: int = BATCH_SIZE
 
 
 @dataclass(frozen=True)

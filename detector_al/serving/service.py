@@ -22,12 +22,11 @@ from detector_al.io.fetch.task_image import FetchLimits, fetch_image
 from detector_al.label_studio.client import ImageFetchError, project_id
 from detector_al.label_studio.config import RectangleTarget, parse_label_config
 from detector_al.label_studio.regions import to_label_studio_regions
-from detector_al.model.detector import Detector
+from detector_al.model.detector import BATCH_SIZE, Detector
 from detector_al.model.predictions import ImagePredictions
-from detector_al.policy.ceal import CealConfig
 from detector_al.policy.decision import Decision, decide, views_needed
-from detector_al.policy.settings import POLICY
-from detector_al.policy.strategies import DEFAULT_STRATEGY, serving_strategy
+from detector_al.policy.settings import POLICY, PolicySettings
+from detector_al.policy.strategies import serving_strategy
 from detector_al.queue.build import QueueEntry, label_studio_score
 from detector_al.state.store import PredictionRow, Store
 
@@ -37,13 +36,11 @@ T = TypeVar("T")
 
 @dataclass
 class ServiceConfig:
-    score_threshold: float = POLICY.score_threshold
-    strategy: str = DEFAULT_STRATEGY
-    ceal: CealConfig = field(default_factory=CealConfig)
+    policy: PolicySettings = POLICY  # the one policy object (the backend builds it from its settings)
     label_mapping: dict[str, str] = field(default_factory=dict)
     local_files_root: Path | None = None
     cache_dir: Path | None = None
-    batch_size: int = 16
+    batch_size: int = BATCH_SIZE
     fetch_limits: FetchLimits = field(default_factory=FetchLimits)  # per image download: timeouts, size cap
 
 
@@ -120,7 +117,7 @@ class PredictionService:
         self._detector = detector
         self.store = store
         self.config = config or ServiceConfig()
-        self.strategy = serving_strategy(self.config.strategy)
+        self.strategy = serving_strategy(self.config.policy.strategy)
         self._infer = infer or _inference_thread()
         self._targets: dict[str, RectangleTarget] = {}
         self._fetch_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="detector-al-fetch")
@@ -177,7 +174,7 @@ class PredictionService:
         step = self.config.batch_size
         detector = detector or self._detector
 
-        views = views_needed(self.strategy, self.config.ceal)
+        views = views_needed(self.strategy, self.config.policy.ceal)
 
         def run(chunk: list[str]) -> list[T]:
             return [reduce(detector, p) for p in detector.predict(chunk, step, views=views)]
@@ -188,7 +185,7 @@ class PredictionService:
 
     def summarise(self, detector: Detector, pred: ImagePredictions, target: RectangleTarget, round_index: int):
         """What the queue needs of one prediction (:func:`~detector_al.policy.decision.decide`, then the regions)."""
-        d = decide(pred, self.strategy, round_index, self.config.ceal, self.config.score_threshold)
+        d = decide(pred, self.strategy, round_index, self.config.policy.ceal, self.config.policy.score_threshold)
         regions = [] if d.error else to_label_studio_regions(d.shown, d.width, d.height, target)
         return ImageSummary(d, detector.version, regions)
 

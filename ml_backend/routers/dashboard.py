@@ -27,7 +27,7 @@ def overviews(backend: Backend, project: int | None = None) -> list[dict]:
             p,
             backend.service.model_version,
             state,
-            backend.service.config.ceal,
+            backend.service.config.policy.ceal,
             backend.service.detector.names,
             s.stop_threshold,
             s.stop_patience,

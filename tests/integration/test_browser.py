@@ -19,12 +19,14 @@ import os
 import shutil
 import signal
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import requests
 
 from detector_al.label_studio.local_server import DEFAULT_PASSWORD, DEFAULT_USER
+from detector_al.policy.settings import POLICY
 from tests.integration.conftest import REPO, BackendServer, wait_for
 
 AUTO_ACCEPT = "auto_accept"
@@ -129,7 +131,9 @@ def project(label_studio, ls_client, sample_data, trained_weights, stream_backen
         det,
         Store(stream_backend.model_dir / STORE_FILE_NAME),  # one store with the backend, as `ingest --model-dir`
         parse_label_config(p.label_config, det.names),
-        IngestConfig(budget=4, ceal=CealConfig(delta_0=0.05)),  # generous: some images are auto-accepted
+        IngestConfig(
+            policy=replace(POLICY, budget=4, ceal=CealConfig(delta_0=0.05))
+        ),  # generous: some images are auto-accepted
         LabelStudioSink(client, p.id, None, folder),
         p.id,
     )

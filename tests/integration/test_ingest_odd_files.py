@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ from PIL import Image, ImageOps
 from detector_al.io.files import file_sha256
 from detector_al.label_studio.client import LabelStudioClient
 from detector_al.label_studio.local_server import LocalLabelStudio
+from detector_al.policy.settings import POLICY
 from tests.integration.conftest import REPO
 
 pytestmark = pytest.mark.slow
@@ -203,7 +205,9 @@ def test_a_file_label_studio_refuses_fails_alone(strict_label_studio, detector, 
 
     def run_once():
         sink = LabelStudioSink(client, project, None, folder)
-        return ingest(folder, detector, store, target, IngestConfig(budget=2), sink=sink, project=project)
+        return ingest(
+            folder, detector, store, target, IngestConfig(policy=replace(POLICY, budget=2)), sink=sink, project=project
+        )
 
     report = run_once()
     failed = dict(report.failed)

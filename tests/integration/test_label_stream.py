@@ -7,6 +7,7 @@ submitting an annotation for each so that the next one is served.
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from unittest.mock import patch
 
 import pytest
@@ -17,6 +18,7 @@ from detector_al.label_studio.task_sink import LabelStudioSink
 from detector_al.model.detector import Detector
 from detector_al.pipelines.ingest import IngestConfig, ingest
 from detector_al.policy.ceal import CealConfig
+from detector_al.policy.settings import POLICY
 from detector_al.queue.build import AUTO_ACCEPT, QUERY, UNCERTAINTY_SAMPLING
 from detector_al.state.store import Store
 from tests.integration.conftest import queue_published, uploads_with_backend, wait_for
@@ -57,7 +59,9 @@ def ingested(label_studio, ls_client, sample_data, trained_weights, tmp_path_fac
     )
     det = Detector.load(trained_weights, conf=0.05)
     target = parse_label_config(project.label_config, det.names)
-    cfg = IngestConfig(budget=5, ceal=CealConfig(delta_0=0.05))  # generous: some images are auto-accepted
+    cfg = IngestConfig(
+        policy=replace(POLICY, budget=5, ceal=CealConfig(delta_0=0.05))
+    )  # generous: some images are auto-accepted
     with patch("detector_al.label_studio.publish.PER_TASK_LOOKUPS", 0):  # this one takes the project-wide lookup
         report = ingest(
             folder,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from dataclasses import replace
 
 import pytest
 import requests
@@ -18,6 +19,7 @@ from detector_al.label_studio.task_sink import LabelStudioSink
 from detector_al.model.detector import Detector
 from detector_al.pipelines.ingest import IngestConfig, ingest
 from detector_al.pipelines.ingest_setup import registered_version
+from detector_al.policy.settings import POLICY
 from detector_al.state.registry import ModelRegistry
 from detector_al.state.store import STORE_FILE_NAME, Store
 from ml_backend.main import create_app
@@ -41,7 +43,15 @@ def ingest_folder(label_studio, sample_data, weights, images, title: str, model_
     target = parse_label_config(project.label_config, det.names)
     store = Store(model_dir / STORE_FILE_NAME)
     sink = LabelStudioSink(client, project.id, label_studio.files_root, folder)
-    ingest(folder, det, store, target, IngestConfig(budget=3, files_root=label_studio.files_root), sink, project.id)
+    ingest(
+        folder,
+        det,
+        store,
+        target,
+        IngestConfig(policy=replace(POLICY, budget=3), files_root=label_studio.files_root),
+        sink,
+        project.id,
+    )
     return client, project.id, det.version
 
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from detector_al.policy.annotator_cost import CostModel
 from detector_al.policy.formulas.box_uncertainty import binary_entropy
+from detector_al.policy.thresholds import SCORE_THRESHOLD
 
 ATTENTION_T = 0.1
 
@@ -34,7 +35,7 @@ def attended_entropy(confidence: np.ndarray, temperature: float = ATTENTION_T) -
     return float((w * binary_entropy(c)).sum())
 
 
-def expected_seconds(confidence: np.ndarray, shown: float = 0.25, cost: CostModel = CostModel()) -> float:
+def expected_seconds(confidence: np.ndarray, shown: float = SCORE_THRESHOLD, cost: CostModel = CostModel()) -> float:
     """``E[s]`` of the module docstring."""
     c = np.asarray(confidence, np.float64)
     up, low = c[c >= shown], c[c < shown]
@@ -42,6 +43,6 @@ def expected_seconds(confidence: np.ndarray, shown: float = 0.25, cost: CostMode
     return float(cost.look_image + right.sum() + (low * cost.draw_box).sum())
 
 
-def return_on_investment(value: float, confidence: np.ndarray, shown: float = 0.25) -> float:
+def return_on_investment(value: float, confidence: np.ndarray, shown: float = SCORE_THRESHOLD) -> float:
     """``value / E[s]``: uncertainty bought per expected annotator second."""
     return value / expected_seconds(confidence, shown)
