@@ -113,9 +113,13 @@ def simulate(
     typer.echo(report(results))
     typer.echo(f"results: {out / 'results.json'}  plot: {out / 'learning_curves.png'}")
     if all("actions" in r for r in results["runs"]):
-        from detector_al.simulation.time_report import plot_annotator_time, time_report
+        from detector_al.simulation.time_report import plot_annotator_time, sensitivity_table, time_report
 
         typer.echo("\n" + time_report(results, cost))
+        for arm in (v for v in cfg.variants if v not in ("random", "oracle")):
+            typer.echo(
+                f"\n**Sensitivity to the cost model** (`{arm}`, modelled)\n\n" + sensitivity_table(results, arm, cost)
+            )
         typer.echo(f"annotator time plot: {plot_annotator_time(results, cost, out / 'annotator_time.png')}")
 
 

@@ -146,17 +146,46 @@ def _share(p: dict, arm: str, after_initial: bool = False) -> tuple[float, float
 
 
 def _paired_ratio(p: dict, base: str, after_initial: bool = False) -> dict[str, tuple[float, float, float]]:
-    """arm -> seconds to reach / ``base``'s seconds to reach, per seed where both reach (mean [interval]);
-    ``after_initial``: both counted after the initial set."""
-    ref, start = _reach(p, base), _initial(p)
+    """arm -> seconds to reach / ``base``'s seconds to reach, per seed (mean [interval]); a seed on which an arm never
+    reaches counts with that arm's full-budget seconds (a lower bound of what it would have needed), so no seed is
+    dropped (the table's ``never`` column says how many). ``after_initial``: both counted after the initial set."""
+    start = _initial(p)
+
+    def spent(arm: str) -> dict[int, float]:
+        own = _cumulative(p, arm)
+        return {s: need if math.isfinite(need) else max(own[s].values()) for s, need in _reach(p, arm).items()}
+
+    ref = spent(base)
     out = {}
     for arm in {r["variant"] for r in p["runs"]}:
-        mine = _reach(p, arm)
-        both = [s for s in mine if s in ref and math.isfinite(mine[s]) and math.isfinite(ref[s])]
+        mine = spent(arm)
+        both = [s for s in mine if s in ref]
         shift = {s: start[s] if after_initial else 0.0 for s in both}
         ratios = [(mine[s] - shift[s]) / (ref[s] - shift[s]) for s in both if ref[s] > shift[s]]
         out[arm] = t_interval(ratios)
     return out
+
+
+SENSITIVITY = {"draw_box": (7.0, 15.0, 25.5, 35.0), "verify_box": (1.6, 3.0)}
+"""The cost model's two decisive prices, over the range the literature gives (docs/annotator_time.md): extreme
+clicking's 7 s to a full 35 s box; a 1.6 s to 3 s verification."""
+
+
+def sensitivity_table(results: dict, arm: str, cost: CostModel = CostModel()) -> str:
+    """Markdown: ``arm``'s share of ``scratch``'s hours and its paired ratio to ``random``'s, for every draw / verify
+    price of :data:`SENSITIVITY` (the other prices as ``cost``): the draw/verify ratio decides the saving."""
+    from dataclasses import replace
+
+    rows = []
+    for draw in SENSITIVITY["draw_box"]:
+        for verify in SENSITIVITY["verify_box"]:
+            p = priced(results, replace(cost, draw_box=draw, verify_box=verify))
+            ratio = _paired_ratio(p, "random").get(arm, (math.nan,) * 3)
+            rows.append(
+                [f"{draw:g}", f"{verify:g}", _fmt(_share(p, "random"), 2), _fmt(_share(p, arm), 2), _fmt(ratio, 2)]
+            )
+    header = ["draw_box s", "verify_box s", "`random` share of scratch's", f"`{arm}` share of scratch's"]
+    return "\n".join(_table([*header, f"`{arm}` / `random` (paired)"], rows))
 
 
 def _per_image_table(points: list[tuple[float, float, str]]) -> list[str]:
