@@ -140,6 +140,40 @@ def _errors_card(e: dict, ls_url: str | None, project: int) -> str:
     )
 
 
+def _time_card(t: dict, project: int) -> str:
+    """Seconds per image by model version (median, a bar each), the projection and the fitted cost model."""
+    versions = t["by_model_version"]
+    chart = bar_chart(list(versions), [v["median_s"] for v in versions.values()]) if versions else ""
+    proj, fit = t["projection"], t["cost_model"]
+    left = (
+        f"{_fmt(proj['hours'], 1)} h for the {proj['tasks']} tasks left at the current rate"
+        if proj["hours"] is not None
+        else f"{proj['tasks']} tasks left; the rate is known after 5 timed annotations"
+    )
+    if fit["fitted"]:
+        rows = "".join(
+            f"<tr><td>{escape(a)}</td><td>{_fmt(f['seconds'], 1)} [{_fmt(f['low'], 1)}, {_fmt(f['high'], 1)}]</td>"
+            f"<td>{_fmt(fit['literature'][a], 1)}</td></tr>"
+            for a, f in fit["fitted"].items()
+        )
+        model = (
+            f"<table><tr><th>action</th><th>fitted s [95 %]</th><th>literature s</th></tr>{rows}</table>"
+            f'<p class="muted">fitted on {fit["annotations"]} annotations: '
+            f'<a href="cost-model?project={project}">the file for simulate and entropy_roi</a></p>'
+        )
+    else:
+        model = (
+            f'<p class="muted">per-action seconds are fitted once {fit["min_annotations"]} annotations have a known '
+            f"edit ({fit['annotations']} so far)</p>"
+        )
+    return (
+        f'<div class="card" id="annotator-time"><h3>Annotator time</h3><div class="num">{_fmt(t["median_s"], 1)} s'
+        f'</div><p class="muted">median seconds per annotation over {t["annotations"]} (mean without outliers '
+        f"{_fmt(t['mean_s'], 1)} s; {t['skipped']} skips); {escape(left)}. Seconds per image by model version:</p>"
+        f"{chart or '<p class=muted>no timed annotation yet</p>'}{model}</div>"
+    )
+
+
 def _project(o: dict, ls_url: str | None) -> str:
     p, q = o["project"], o["queue"]
     curve = o["curve"]
@@ -182,6 +216,7 @@ def _project(o: dict, ls_url: str | None) -> str:
  {_stopping_card(o["stopping"])}
  <div class="card" id="curve"><h3>Learning curve of this project</h3>{line_chart(series, "human labels", "mAP50")}</div>
  {_errors_card(o["label_errors"], ls_url, p)}
+ {_time_card(o["annotator_time"], p)}
  <div class="card" id="training"><h3>Training</h3>{live_html}<table><tr><th>job</th><th>status</th><th></th><th>reason / error</th><th>finished</th></tr>{jobs}</table></div>
  <div class="card" id="scores"><h3>Uncertainty of the unlabeled images ({hist["n"]})</h3>{bar_chart(labels, hist["counts"], o["ceal_threshold"], hist["edges"])}</div>
  <div class="card" id="classes"><h3>Human labels per class</h3>{bar_chart(list(classes), list(classes.values())) if classes else '<p class="muted">known after the first training</p>'}</div>

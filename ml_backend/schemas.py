@@ -97,8 +97,17 @@ def _ref(value: Any) -> Any:
     return {"id": value} if isinstance(value, int | float | str) and not isinstance(value, bool) else value
 
 
+def _lead_time(value: Any) -> Any:
+    """A ``lead_time`` that is not a non-negative number is no measurement (None), never a 422 that loses the event."""
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value < float("inf")
+    return value if ok else None
+
+
 class WebhookAnnotation(Ref):
     was_cancelled: bool = False  # a skip: Label Studio saves it as an annotation, and it is no label
+    lead_time: Annotated[float | None, BeforeValidator(_lead_time)] = Field(
+        None, description="the seconds the annotator spent (Label Studio measures it on the labeling page)"
+    )
 
 
 class WebhookRequest(BaseModel):

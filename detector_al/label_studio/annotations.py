@@ -21,7 +21,8 @@ def counts_as_label(annotation: dict) -> bool:
     return not annotation.get("was_cancelled")
 
 
-def _as_dict(obj: Any) -> dict:
+def as_dict(obj: Any) -> dict:
+    """A Label Studio object as a dict (SDK objects are pydantic models; listings and webhooks give dicts)."""
     if isinstance(obj, dict):
         return obj
     return obj.model_dump() if hasattr(obj, "model_dump") else obj.dict()
@@ -32,7 +33,7 @@ def latest_label(task: Any) -> list[dict] | None:
 
     ``task``: a Label Studio task (an SDK object or a dict) listed with its annotations (``fields="all"``)."""
     raw = task.get("annotations") if isinstance(task, dict) else getattr(task, "annotations", None)
-    labels = [a for a in map(_as_dict, raw or []) if counts_as_label(a)]
+    labels = [a for a in map(as_dict, raw or []) if counts_as_label(a)]
     if not labels:
         return None
     best = max(labels, key=lambda a: (str(a.get("updated_at") or a.get("created_at") or ""), a.get("id") or 0))

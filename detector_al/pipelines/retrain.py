@@ -34,6 +34,7 @@ from detector_al.io.fetch.task_image import fetch_image
 from detector_al.label_studio.annotations import is_labeled, latest_label
 from detector_al.label_studio.client import ImageFetchError, LabelStudioClient
 from detector_al.label_studio.config import RectangleTarget, parse_label_config
+from detector_al.label_studio.lead_times import record_listed
 from detector_al.label_studio.publish import drop_other_versions, publish_version
 from detector_al.label_studio.regions import from_label_studio_regions
 from detector_al.label_studio.task_sink import ensure_label_error_tab
@@ -221,6 +222,7 @@ class Retrainer:
         config_text = self.label_config(project) or client.ls.projects.get(id=project).label_config
         target = parse_label_config(config_text, names, self.service.config.label_mapping)
         tasks = list(client.ls.tasks.list(project=project, fields="all"))
+        record_listed(self.store, project, tasks, target)  # annotator time: what the webhooks missed
         labeled = [(t, res) for t in tasks if (res := latest_label(t)) is not None]
         if len(labeled) < self.config.min_labeled:
             raise ValueError(

@@ -64,6 +64,17 @@ class Actions:
         return Actions(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
 
 
+ACTION_SECONDS = (
+    ("images", "look_image"),
+    ("draw", "draw_box"),
+    ("adjust", "adjust_box"),
+    ("delete", "delete_box"),
+    ("relabel", "change_class"),
+    ("verify", "verify_box"),
+)
+"""Each :class:`Actions` count and the :class:`CostModel` seconds it is priced at (the pairs of :meth:`CostModel.seconds`)."""
+
+
 @dataclass(frozen=True)
 class CostModel:
     """Seconds per annotator action (the module docstring gives each default's source)."""
@@ -96,10 +107,15 @@ class CostModel:
     def from_file(cls, path: Path) -> CostModel:
         """A cost model from a JSON object of seconds (``{"draw_box": 35}``); unnamed actions keep their default.
 
+        The file the backend exports (``detector-al cost-model``: :func:`~detector_al.signals.annotator_time.export`)
+        holds them under ``"seconds"``, beside what they were fitted on: then only ``"seconds"`` is read.
+
         Raises:
             ValueError: an unknown action, or a value that is not a non-negative number.
         """
         raw = json.loads(Path(path).read_text())
+        if isinstance(raw, dict) and isinstance(raw.get("seconds"), dict):
+            raw = raw["seconds"]
         if not isinstance(raw, dict):
             raise ValueError(f"{path}: a JSON object of seconds per action is expected")
         known = {f.name for f in fields(cls)}

@@ -52,6 +52,8 @@ from detector_al.queue.selection import select_batch, typiclust, use_cold_start
 
 QUERY, REST, AUTO_ACCEPT, ERROR = "query", "rest", "auto_accept", "error"
 UNCERTAINTY_SAMPLING = "Uncertainty sampling"
+BATCH_TOP, REST_TOP = 0.1, 0.5
+"""The bands' upper ends: the batch in ``(0, BATCH_TOP)``, the rest in ``[BATCH_TOP, REST_TOP]``, auto-accepted above."""
 
 
 def default_confidence(u: float) -> float:
@@ -76,13 +78,26 @@ def label_studio_score(
     if status == QUERY:
         if batch_position is None or not batch_size:
             raise ValueError("a queried image needs its batch position and the batch size")
-        return 0.1 * (batch_position + 1) / (batch_size + 1)
+        return BATCH_TOP * (batch_position + 1) / (batch_size + 1)
     c = min(max(float(confidence), 0.0), 1.0)
     if status == REST:
-        return 0.1 + 0.4 * c
+        return BATCH_TOP + (REST_TOP - BATCH_TOP) * c
     if status == AUTO_ACCEPT:
-        return 0.5 + 0.5 * c
+        return REST_TOP + (1.0 - REST_TOP) * c
     raise ValueError(f"no queue score for status {status!r}")
+
+
+def queue_band(ls_score: float | None) -> str | None:
+    """The band a prediction score was served in, the inverse of :func:`label_studio_score`'s bands: :data:`QUERY`
+    below ``BATCH_TOP``, :data:`REST` up to ``REST_TOP``, :data:`AUTO_ACCEPT` above; None without a score.
+
+    Example:
+        >>> [queue_band(label_studio_score(s, 0.3, 0, 4)) for s in (QUERY, REST, AUTO_ACCEPT)]
+        ['query', 'rest', 'auto_accept']
+    """
+    if ls_score is None:
+        return None
+    return QUERY if ls_score < BATCH_TOP else REST if ls_score <= REST_TOP else AUTO_ACCEPT
 
 
 def priority(ls_score: float) -> float:

@@ -13,8 +13,10 @@ import time
 import numpy as np
 
 from detector_al.policy.ceal import CealConfig
-from detector_al.queue.build import AUTO_ACCEPT, ERROR, QUERY
+from detector_al.queue.build import AUTO_ACCEPT, ERROR, QUERY, REST
+from detector_al.signals.annotator_time import STATISTIC, project_time
 from detector_al.signals.stopping import DEFAULT_PATIENCE, DEFAULT_THRESHOLD
+from detector_al.state.annotation_times import AnnotationTimes
 from detector_al.state.signals import Signals
 from detector_al.state.store import DONE, Store
 
@@ -66,6 +68,11 @@ def queue_counts(store: Store, project: int, version: str | None) -> dict:
     }
 
 
+def remaining_by_band(queue: dict) -> dict[str, int]:
+    """:func:`queue_counts`' unlabeled tasks per queue band: the batch, the rest, the auto-accepted."""
+    return {QUERY: queue["batch"], REST: queue["queued"] - queue["batch"], AUTO_ACCEPT: queue["auto_accepted"]}
+
+
 def live_job(worker_state: dict, project: int) -> dict | None:
     """The running training of this project: phase, epoch of epochs, elapsed and an ETA (elapsed per finished epoch
     times the epochs left; None before the first epoch)."""
@@ -111,6 +118,7 @@ def project_overview(
         "labels_per_class": None if counts is None else dict(zip(names, counts, strict=False)),
         "stopping": signals.stopping(project, stop_threshold, stop_patience),
         "label_errors": signals.label_errors(project),
+        "annotator_time": project_time(AnnotationTimes(store).records(project), remaining_by_band(queue)),
         "generated_at": time.time(),
     }
 
@@ -143,3 +151,16 @@ def status_signals(store: Store, stop_threshold: float, stop_patience: int) -> t
         "projects": {str(p): signals.label_errors(p, limit=5) for p in projects},
     }
     return stopping, label_errors
+
+
+def status_annotator_time(store: Store, version: str | None) -> dict:
+    """``/status``'s ``annotator_time``: how its figures are computed and, per project,
+    :func:`~detector_al.signals.annotator_time.project_time` (the queue left is the serving version's)."""
+    times = AnnotationTimes(store)
+    projects = sorted({p["project"] for p in store.projects()} | set(times.projects()))
+    return {
+        "statistic": STATISTIC,
+        "projects": {
+            str(p): project_time(times.records(p), remaining_by_band(queue_counts(store, p, version))) for p in projects
+        },
+    }

@@ -115,6 +115,23 @@ CREATE TABLE IF NOT EXISTS images (
     max_confidence REAL,
     PRIMARY KEY (content_hash, project)
 );
+CREATE TABLE IF NOT EXISTS annotation_times (  -- one row per annotation: detector_al.state.annotation_times
+    project INTEGER NOT NULL,
+    annotation_id INTEGER NOT NULL,
+    task_id INTEGER NOT NULL,
+    lead_time REAL,  -- Label Studio's seconds; NULL (an imported annotation): never counted
+    skipped INTEGER NOT NULL DEFAULT 0,
+    annotator INTEGER,  -- completed_by: kept, never shown per person by default
+    model_version TEXT,  -- what the annotator started from: the prediction's version (NULL: none shown)
+    band TEXT,  -- its queue band (detector_al.queue.build: query, rest, auto_accept)
+    shown INTEGER,  -- its boxes
+    boxes INTEGER,  -- the result's boxes
+    draw INTEGER, adjust INTEGER, "delete" INTEGER, relabel INTEGER, verify INTEGER,  -- the edit; NULL: unknown
+    source TEXT NOT NULL,  -- webhook or listing
+    ls_updated_at TEXT,  -- Label Studio's updated_at: a later version of the annotation replaces this row
+    recorded_at REAL NOT NULL,
+    PRIMARY KEY (project, annotation_id)
+);
 CREATE INDEX IF NOT EXISTS images_by_score ON images (project, score);
 CREATE INDEX IF NOT EXISTS images_by_hash ON images (project, content_hash);  -- paged reads (Store.iter_images)
 """

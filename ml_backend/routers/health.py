@@ -1,12 +1,15 @@
-"""GET /health (no auth: Label Studio polls it) and GET /status (training queue and recent jobs)."""
+"""GET /health (no auth: Label Studio polls it), GET /status (training queue, recent jobs, signals, annotator time) and
+GET /cost-model (a project's fitted annotator cost model, as a file)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, HTTPException, Query
 
-from detector_al.signals.dashboard import status_signals
+from detector_al.signals.annotator_time import MIN_FIT, export
+from detector_al.signals.dashboard import status_annotator_time, status_signals
+from detector_al.state.annotation_times import AnnotationTimes
 from ml_backend.dependencies import get_backend, require_auth
-from ml_backend.schemas import HealthResponse
+from ml_backend.schemas import MAX_ID, ErrorResponse, HealthResponse
 from ml_backend.state import Backend
 
 router = APIRouter()
@@ -34,4 +37,18 @@ def status(backend: Backend = Depends(get_backend)) -> dict:
         "warnings": [p["sampling_warning"] for p in backend.store.projects() if p["sampling_warning"]],
         "stopping": stopping,
         "label_errors": label_errors,
+        "annotator_time": status_annotator_time(backend.store, backend.service.model_version),
     }
+
+
+@router.get("/cost-model", dependencies=[Depends(require_auth)], responses={404: {"model": ErrorResponse}})
+def cost_model(project: int = Query(..., ge=0, le=MAX_ID), backend: Backend = Depends(get_backend)) -> dict:
+    """The project's per-action seconds fitted to its annotators' lead_time
+    (:func:`~detector_al.signals.annotator_time.export`): save it and pass it to ``simulate --cost-model`` or
+    ``STRATEGY=entropy_roi:<file>``."""
+    fit, usable = AnnotationTimes(backend.store).cost_fit(project)
+    if fit is None:
+        raise HTTPException(
+            404, f"project {project}: {usable} annotations with a known edit; the fit needs at least {MIN_FIT}"
+        )
+    return export(fit, project)

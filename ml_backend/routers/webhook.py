@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import logging
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, BackgroundTasks, Depends, HTTPException
 
+from detector_al.label_studio.client import LabelStudioError
+from detector_al.label_studio.config import LabelConfigError
+from detector_al.label_studio.lead_times import record_webhook_annotation
 from detector_al.state.store import ANNOTATION_EVENTS
 from ml_backend.dependencies import get_backend, require_auth
 from ml_backend.schemas import TrainRequest, WebhookProject, WebhookRequest, WebhookResponse
@@ -17,8 +20,28 @@ router = APIRouter(dependencies=[Depends(require_auth)])
 log = logging.getLogger(__name__)
 
 
+def record_annotation_time(backend: Backend, project: int, task_id: int, annotation: dict) -> None:
+    """After the answer: the annotation's seconds and what it started from
+    (:func:`~detector_al.label_studio.lead_times.record_webhook_annotation`); a failure is logged, never raised."""
+    try:
+        config = backend.credentials.label_configs.get(project)
+        target = backend.service.target(config) if config else None
+    except LabelConfigError:
+        target = None
+    try:
+        ls = backend.client().ls
+    except LabelStudioError:  # no Label Studio known: the store's knowledge only
+        ls = None
+    try:
+        record_webhook_annotation(backend.store, project, task_id, annotation, target, ls)
+    except Exception as exc:
+        log.warning("project %s: annotation time of task %s not recorded: %s", project, task_id, exc)
+
+
 @router.post("/webhook", response_model=WebhookResponse)
-def webhook(body: WebhookRequest, backend: Backend = Depends(get_backend)) -> WebhookResponse:
+def webhook(
+    body: WebhookRequest, background: BackgroundTasks, backend: Backend = Depends(get_backend)
+) -> WebhookResponse:
     pid = body.project.id if body.project else None
     if body.project is not None:
         backend.remember(None, None, pid, body.project.label_config)
@@ -34,6 +57,8 @@ def webhook(body: WebhookRequest, backend: Backend = Depends(get_backend)) -> We
         if body.action == "ANNOTATIONS_DELETED"
         else (),
     )
+    if body.action in ANNOTATION_EVENTS[:2] and pid is not None and task is not None and annotation is not None:
+        background.add_task(record_annotation_time, backend, pid, task, annotation.model_dump())
     job = None
     if body.action == "START_TRAINING":
         job, _ = backend.store.enqueue_training(pid, "START_TRAINING")
