@@ -124,26 +124,53 @@ def drop_other_versions(ls, project: int, model_version: str, tasks: set[int]) -
     return n
 
 
+QUEUE_FIELDS = ("al_priority", "al_uncertainty", "al_status")
+"""The task data fields the queue owns: a queue update writes these and keeps every other field (the image first)."""
+
+
 @dataclass(frozen=True)
 class TaskQueueUpdate:
-    """New queue numbers for one task: the prediction score, and the ``al_*`` data fields if the task has them."""
+    """New queue numbers for one task: the prediction score, and its :data:`QUEUE_FIELDS` if the task has them.
+
+    ``fields`` are merged into the task's data as Label Studio holds it (Label Studio's task update replaces the whole
+    ``data``): a queue update never touches the image or another tool's fields."""
 
     task_id: int
     score: float
-    data: dict | None = None
+    fields: dict | None = None
+
+    def __post_init__(self) -> None:
+        extra = set(self.fields or ()) - set(QUEUE_FIELDS)
+        if extra:
+            raise ValueError(f"a queue update writes only {', '.join(QUEUE_FIELDS)}, not {', '.join(sorted(extra))}")
 
 
-def predictions_of_tasks(ls, project: int, task_ids: list[int], pool: ThreadPoolExecutor | None = None) -> list:
-    """The predictions of these tasks, read :data:`LOOKUP_PAGE` tasks a request (Data Manager's task list with
-    ``selectedItems``; one request for 20 tasks costs Label Studio about the CPU of two per-task lookups)."""
+def tasks_by_id(ls, project: int, task_ids: list[int], pool: ThreadPoolExecutor | None = None) -> list:
+    """These tasks (data and predictions), read :data:`LOOKUP_PAGE` tasks a request (Data Manager's task list with
+    ``selectedItems``; one request for 20 tasks costs Label Studio about the CPU of two per-task lookups). A task
+    deleted meanwhile is not in the answer."""
 
     def page(ids: list[int]) -> list:
         query = json.dumps({"selectedItems": {"all": False, "included": ids}})
-        tasks = ls.tasks.list(project=project, fields="all", query=query, page_size=len(ids)).items or []
-        return [p for t in tasks for p in (t.predictions or [])]
+        return ls.tasks.list(project=project, fields="all", query=query, page_size=len(ids)).items or []
 
     pages = [task_ids[i : i + LOOKUP_PAGE] for i in range(0, len(task_ids), LOOKUP_PAGE)]
-    return [p for found in (pool.map(page, pages) if pool else map(page, pages)) for p in found]
+    return [t for found in (pool.map(page, pages) if pool else map(page, pages)) for t in found]
+
+
+def predictions_of_tasks(ls, project: int, task_ids: list[int], pool: ThreadPoolExecutor | None = None) -> list:
+    """The predictions of these tasks (:func:`tasks_by_id`)."""
+    return [p for t in tasks_by_id(ls, project, task_ids, pool) for p in (t.predictions or [])]
+
+
+DATA_PAGE = 1000
+"""Tasks per request when a project-wide queue update reads the tasks' data."""
+
+
+def task_data_of_project(ls, project: int) -> dict[int, dict]:
+    """task id -> data of every task of the project (ids and data only, :data:`DATA_PAGE` tasks a request)."""
+    listed = ls.tasks.list(project=project, fields="task_only", include="id,data", page_size=DATA_PAGE)
+    return {int(t.id): dict(t.data or {}) for t in listed}
 
 
 def publish_queue(
@@ -162,11 +189,15 @@ def publish_queue(
         project_wide = len(updates) > PER_TASK_LOOKUPS
 
     with ThreadPoolExecutor(WRITERS, thread_name_prefix="detector-al-publish") as pool:
-        listed = (
-            ls.predictions.list(project=project)
-            if project_wide
-            else predictions_of_tasks(ls, project, [u.task_id for u in updates], pool)
-        )
+        data: dict[int, dict] = {}  # the current data of the tasks whose fields change
+        if project_wide:
+            listed = ls.predictions.list(project=project)
+            if any(u.fields for u in updates):
+                data = task_data_of_project(ls, project)
+        else:
+            tasks = tasks_by_id(ls, project, [u.task_id for u in updates], pool)
+            listed = [p for t in tasks for p in (t.predictions or [])]
+            data = {int(t.id): dict(getattr(t, "data", None) or {}) for t in tasks}
         predictions: dict[int, list[int]] = {}
         for p in listed:
             if p.model_version == model_version:
@@ -175,11 +206,13 @@ def publish_queue(
         def write(u: TaskQueueUpdate) -> tuple[int, str] | None:
             if u.task_id not in predictions:  # Label Studio stores /predict answers after they arrive: not yet
                 return u.task_id, f"no prediction of {model_version} yet"
+            if u.fields and u.task_id not in data:
+                return u.task_id, "task not found (deleted?)"
             try:
                 for pid in predictions[u.task_id]:
                     ls.predictions.update(id=pid, score=u.score)
-                if u.data is not None:
-                    ls.tasks.update(id=u.task_id, data=u.data)
+                if u.fields:  # Label Studio replaces the whole data: send it whole, with the queue's fields changed
+                    ls.tasks.update(id=u.task_id, data={**data[u.task_id], **u.fields})
             except Exception as exc:  # one task fails alone (deleted meanwhile, a transient error)
                 log.warning("task %s: queue position not written: %s", u.task_id, exc)
                 return u.task_id, str(exc)

@@ -21,6 +21,7 @@ import requests
 from detector_al.label_studio.annotations import is_labeled_by_count
 from detector_al.label_studio.client import LabelStudioClient, LabelStudioError
 from detector_al.label_studio.publish import TaskQueueUpdate, configure_project, publish_queue
+from detector_al.queue.build import AUTO_ACCEPT
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ def tab_specs() -> dict[str, dict]:
             "filter": "filter:tasks:data.al_status",
             "operator": operator,
             "type": "String",
-            "value": "auto_accept",
+            "value": AUTO_ACCEPT,
         }
         return {
             "ordering": [ordering],
@@ -199,25 +200,34 @@ class LabelStudioSink:
         )
 
     def known_hashes(self) -> dict[str, int]:
-        """content hash -> task id of the project's tasks made by ingest; also notes the labeled ones (:attr:`labeled`).
+        """content hash -> task id of the project's tasks made by ingest; also notes the labeled ones (:attr:`labeled`)
+        and each of those tasks' image URL (:attr:`images`, what :meth:`image_of` answers).
 
         Lists only each task's id, data and label count (:func:`~detector_al.label_studio.annotations.is_labeled_by_count`),
         :data:`KNOWN_PAGE` tasks a request: 1,000 tasks in 0.5 s, where the whole tasks took 3.6 s."""
         known = {}
         self.labeled: set[int] = set()
+        self.images: dict[int, str] = {}
         listed = self.ls.tasks.list(
             project=self.project, fields="task_only", include="id,data,total_annotations", page_size=KNOWN_PAGE
         )
         for t in listed:
-            h = (t.data or {}).get("al_hash")
+            data = t.data or {}
+            h = data.get("al_hash")
             if h:
                 known[h] = t.id
+                if data.get("image"):
+                    self.images[int(t.id)] = str(data["image"])
             if is_labeled_by_count(t):
                 self.labeled.add(int(t.id))
         return known
 
     def url_for(self, path: Path) -> str | None:
         return local_files_url(path, self.files_root) if self.shared else None
+
+    def image_of(self, task_id: int) -> str | None:
+        """The image URL of a task read back by :meth:`known_hashes` (an uploaded file's, in upload mode)."""
+        return getattr(self, "images", {}).get(int(task_id))
 
     def upload(self, paths: list[Path]) -> list[Upload]:
         """Upload files without creating tasks: one :class:`Upload` per path, in order (a URL, or why not).

@@ -9,9 +9,10 @@ from dataclasses import replace
 import numpy as np
 
 from detector_al.label_studio.config import RectangleTarget
+from detector_al.label_studio.publish import QUEUE_FIELDS
 from detector_al.label_studio.regions import to_label_studio_regions
 from detector_al.policy.decision import Decision
-from detector_al.queue.build import label_studio_score, priority
+from detector_al.queue.build import ERROR, label_studio_score, priority
 from detector_al.state.store import ImageRow
 
 
@@ -23,6 +24,13 @@ def task_data(row: ImageRow) -> dict:
         "al_uncertainty": None if row.score is None else round(row.score, 8),
         "al_status": row.decision,
     }
+
+
+def queue_fields(row: ImageRow) -> dict:
+    """The task data fields a queue update writes (:data:`~detector_al.label_studio.publish.QUEUE_FIELDS`): the
+    rest of :func:`task_data` (the image, the hash) is written once, when the task is made."""
+    data = task_data(row)
+    return {k: data[k] for k in QUEUE_FIELDS}
 
 
 def label_studio_score_of(row: ImageRow) -> float:
@@ -51,7 +59,7 @@ def replace_row(row: ImageRow, **kw) -> ImageRow:
 def image_row(d: Decision, content_hash: str, target: RectangleTarget, round_index: int, version: str) -> ImageRow:
     """The stored row of one file's decision (its Label Studio URL and task id are the writer's to add)."""
     if d.error:
-        return ImageRow(content_hash, d.source, error=d.error, decision="error", model_version=version)
+        return ImageRow(content_hash, d.source, error=d.error, decision=ERROR, model_version=version)
     pseudo = None
     if d.accepted:
         pl = d.pseudo_labels

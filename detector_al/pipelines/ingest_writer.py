@@ -107,9 +107,11 @@ class BatchWriter:
     project: int
     report: IngestReport
 
-    def url_of(self, path: Path) -> str | None:
+    def url_of(self, path: Path, task: int | None = None) -> str | None:
+        """The image URL of a row: the one Label Studio holds for its task when a run before created it (an upload's
+        URL cannot be made again), else the shared folder's (None: it will be uploaded), else a file URL offline."""
         if self.sink is not None:
-            return self.sink.url_for(path)
+            return (self.sink.image_of(task) if task is not None else None) or self.sink.url_for(path)
         return local_files_url(path, self.cfg.files_root) or path.resolve().as_uri()
 
     def write(self, pending: list[tuple[ScoredFile, int | None]]) -> None:
@@ -120,7 +122,7 @@ class BatchWriter:
             for f, _ in pending
         ]
         good = [
-            replace_row(r, url=self.url_of(Path(r.path)), task_id=task)
+            replace_row(r, url=self.url_of(Path(r.path), task), task_id=task)
             for r, (_, task) in zip(rows, pending, strict=True)
             if r.error is None
         ]
