@@ -1,0 +1,61 @@
+"""The annotator-time program's report over the seeds that finished: every arm's tables, the cost-model sensitivity
+and the plot, from one or more ``detector-al simulate`` result folders (a running experiment's too).
+
+A seed counts once every variant has every round; unfinished seeds are left out and counted.
+
+Usage: ``python benchmarks/report_annotator_time.py runs/bccd runs/aquarium runs/sample [--arm entropy+cold+ceal]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def finished(results: dict) -> dict:
+    """``results`` restricted to the seeds whose every variant reached the config's last round."""
+    cfg = results["config"]
+    want = {(v, r) for v in cfg["variants"] for r in range(cfg["rounds"] + 1)}
+    seeds = {r["seed"] for r in results["runs"]}
+    done = {s for s in seeds if want <= {(r["variant"], r["round"]) for r in results["runs"] if r["seed"] == s}}
+    return {**results, "runs": [r for r in results["runs"] if r["seed"] in done]}
+
+
+def main() -> None:
+    from detector_al.policy.annotator_cost import CostModel
+    from detector_al.simulation.report import report
+    from detector_al.simulation.time_report import plot_annotator_time, sensitivity_table, time_report
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("runs", type=Path, nargs="+", help="simulate --out folders (each with results.json)")
+    ap.add_argument("--arm", default="entropy+cold+ceal", help="the arm of the sensitivity table (the shipped one)")
+    ap.add_argument("--plots", type=Path, default=None, help="write <name>.png plots into this folder")
+    args = ap.parse_args()
+    cost = CostModel()
+    for folder in args.runs:
+        raw = json.loads((folder / "results.json").read_text())
+        res = finished(raw)
+        seeds = sorted({r["seed"] for r in res["runs"]})
+        left = sorted({r["seed"] for r in raw["runs"]} - set(seeds))
+        cfg = raw["config"]
+        print(f"\n## {folder.name}: seeds {seeds} finished (unfinished, left out: {left or 'none'})\n")
+        print(
+            f"base {cfg['base']}, {cfg['initial']} initial images, +{cfg['budget']} a round, {cfg['rounds']} rounds, "
+            f"{cfg['imgsz']} px, round 0 {cfg['epochs_initial']} epochs at lr0 {cfg['lr0']}, then at most "
+            f"{cfg['max_epochs']} epochs a round ({cfg['recipe']})\n"
+        )
+        if not seeds:
+            continue
+        print(report(res))
+        print("\n" + time_report(res, cost))
+        print(f"\n**Sensitivity to the cost model** (`{args.arm}`; modelled)\n")
+        print(sensitivity_table(res, args.arm, cost))
+        if args.plots:
+            args.plots.mkdir(parents=True, exist_ok=True)
+            path = plot_annotator_time(res, cost, args.plots / f"annotator_time_pretrained_{folder.name}.png")
+            print(f"\nplot: {path}")
+
+
+if __name__ == "__main__":
+    main()
