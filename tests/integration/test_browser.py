@@ -18,6 +18,7 @@ import contextlib
 import os
 import shutil
 import signal
+import statistics
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -264,6 +265,33 @@ def test_label_all_tasks_in_the_browser_serves_the_queue_in_order_then_the_auto_
         f"served {served} ({[statuses.get(t) for t in served]}) != the queue's first {n} {expected}; "
         f"sampling {ls_client.projects.get(id=pid).sampling!r}"
     )
+
+
+def test_the_tasks_submitted_in_the_browser_count_in_annotator_time(ls_client, project, stream_backend):
+    """After the test above: every submission reaches /status -> annotator_time with the seconds the labeling page
+    measured, started from the pre-annotation of the project's version, every box kept (submitted as shown)."""
+    from detector_al.state.annotation_times import AnnotationTimes
+    from detector_al.state.store import STORE_FILE_NAME, Store
+
+    pid, version = project
+    done = {t.id: t for t in ls_client.tasks.list(project=pid, fields="all") if t.total_annotations}
+    assert done, "the test above submitted nothing"
+    lead = [a["lead_time"] for t in done.values() for a in t.annotations]
+    assert all(x and x > 0 for x in lead), f"the labeling page measured no lead_time: {lead}"
+
+    def recorded():
+        status = requests.get(f"{stream_backend.url}/status", timeout=10).json()
+        t = status["annotator_time"]["projects"].get(str(pid))
+        return t if t and t["by_model_version"].get(version, {}).get("annotations") == len(done) else None
+
+    t = wait_for(recorded, 30)
+    assert t, requests.get(f"{stream_backend.url}/status", timeout=10).json()["annotator_time"]
+    assert t["annotations"] == len(done) and t["median_s"] == pytest.approx(statistics.median(lead), abs=0.01)
+    records = AnnotationTimes(Store(stream_backend.model_dir / STORE_FILE_NAME)).records(pid)
+    assert {r.task_id for r in records} == set(done)
+    for r in records:
+        assert r.model_version == version and r.edit is not None, r
+        assert (r.edit.verify, r.edit.draw, r.edit.delete) == (r.shown, 0, 0), r
 
 
 def test_start_training_in_the_browser_queues_a_training_job(browser, label_studio, project, stream_backend, tmp_path):
