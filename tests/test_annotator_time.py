@@ -369,3 +369,78 @@ def test_webhook_annotations_reach_status_with_their_median(client):
     assert client.get("/cost-model", params={"project": 7}).status_code == 404
     page = client.get("/dashboard").text
     assert 'id="annotator-time"' in page and "30.0 s" in page
+
+
+# ---- the exported file: simulate --cost-model and entropy_roi:FILE -------------------------------------------
+
+
+@pytest.fixture
+def exported(tmp_path):
+    """A backend store whose project 3 has enough timed annotations, and the file `detector-al cost-model` wrote."""
+    from typer.testing import CliRunner
+
+    from detector_al.cli.app import app
+
+    truth = {
+        "look_image": 2.0,
+        "draw_box": 40.0,
+        "adjust_box": 5.0,
+        "delete_box": 1.0,
+        "change_class": 4.0,
+        "verify_box": 0.5,
+    }
+    AnnotationTimes(Store(tmp_path / "models" / "detector_al.sqlite3")).record(
+        3, constructed(truth, 80, seed=5, noise=0.5), WEBHOOK
+    )
+    runner = CliRunner()
+    out = tmp_path / "cost.json"
+    args = ["cost-model", "--model-dir", str(tmp_path / "models"), "--out", str(out)]
+    res = runner.invoke(app, [*args, "--project", "3"])
+    assert res.exit_code == 0, res.output
+    assert "draw_box" in res.output and "literature" in res.output
+    refused = runner.invoke(app, [*args, "--project", "4"])  # nothing recorded: no fit, a clear message
+    assert refused.exit_code == 2 and "the fit needs 30" in refused.output
+    return out, truth
+
+
+def test_the_exported_file_prices_like_the_fitted_seconds(exported):
+    path, truth = exported
+    model = CostModel.from_file(path)
+    for action, true in truth.items():
+        assert getattr(model, action) == pytest.approx(true, abs=0.5), action
+    assert json.loads(path.read_text())["annotations"] == 80
+
+
+def test_entropy_roi_takes_the_fitted_file_wherever_a_strategy_is_named(exported, tmp_path):
+    from types import SimpleNamespace
+
+    from detector_al.policy.formulas.box_uncertainty import box_entropy
+    from detector_al.policy.formulas.cost_aware import expected_seconds
+    from detector_al.policy.strategies import get_strategy, serving_strategy
+    from detector_al.simulation.config import parse_variant
+
+    path, _ = exported
+    name = f"entropy_roi:{path}"
+    conf = np.array([0.9, 0.4, 0.1], np.float32)
+    pred = SimpleNamespace(detections=SimpleNamespace(confidence=conf))
+    fitted, literature = serving_strategy(name), serving_strategy("entropy_roi")
+    value = box_entropy(conf, "sum")
+    assert fitted.score(pred) == pytest.approx(value / expected_seconds(conf, cost=CostModel.from_file(path)))
+    assert literature.score(pred) == pytest.approx(value / expected_seconds(conf))
+    assert fitted.score(pred) != pytest.approx(literature.score(pred))
+    assert get_strategy(name).name == name and parse_variant(f"{name}+cold") == (name, {"cold"})
+    with pytest.raises(ValueError, match="cannot read the cost-model file"):
+        serving_strategy(f"entropy_roi:{tmp_path / 'absent.json'}")
+
+
+def test_simulate_accepts_the_exported_file_as_cost_model_and_in_a_variant(exported, tmp_path):
+    from typer.testing import CliRunner
+
+    from detector_al.cli.app import app
+
+    path, _ = exported
+    args = ["simulate", str(tmp_path / "no-dataset"), "--out", str(tmp_path / "sim"), "--cost-model", str(path)]
+    res = CliRunner().invoke(app, [*args, "--variants", f"random,entropy_roi:{path}"])
+    assert res.exit_code == 2 and "DATASET" in res.output, res.output  # both accepted: only the dataset is missing
+    bad = CliRunner().invoke(app, [*args[:-2], "--cost-model", str(tmp_path / "absent.json")])
+    assert bad.exit_code == 2 and "--cost-model" in bad.output

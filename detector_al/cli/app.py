@@ -70,7 +70,9 @@ def simulate(
     recipe: str = typer.Option(None, help="How each round trains: finetune, finetune_nowarm, finetune_warm or round0."),
     imgsz: int = typer.Option(None, help="Training and inference image size."),
     cost_model: Path = typer.Option(
-        None, help="JSON of seconds per annotator action (draw_box, adjust_box, ...; default: docs/annotator_time.md)."
+        None,
+        help="JSON of seconds per annotator action (draw_box, adjust_box, ...; default: docs/annotator_time.md), e.g. "
+        "the file `detector-al cost-model` fits to your annotators.",
     ),
 ) -> None:
     """The active-learning experiment with an oracle: paired learning curves, labels saved, effort, annotator time."""
@@ -121,6 +123,38 @@ def simulate(
                 f"\n**Sensitivity to the cost model** (`{arm}`, modelled)\n\n" + sensitivity_table(results, arm, cost)
             )
         typer.echo(f"annotator time plot: {plot_annotator_time(results, cost, out / 'annotator_time.png')}")
+
+
+@app.command("cost-model")
+def cost_model_export(
+    project: int = typer.Option(..., help="The Label Studio project whose annotators' seconds to fit."),
+    out: Path = typer.Option(Path("cost_model.json"), "--out", help="The JSON file to write."),
+    model_dir: Path = typer.Option(
+        Path("models") / "backend", envvar="MODEL_DIR", help="The ML backend's model folder (its SQLite store)."
+    ),
+) -> None:
+    """Export the per-action seconds fitted to a project's annotation times (Label Studio's lead_time), for
+    `simulate --cost-model FILE` and the strategy `entropy_roi:FILE`."""
+    import json
+
+    from detector_al.io.files import atomic_write
+    from detector_al.signals.annotator_time import MIN_FIT, export, fit_table
+    from detector_al.state.annotation_times import AnnotationTimes
+    from detector_al.state.store import STORE_FILE_NAME, Store
+
+    path = model_dir / STORE_FILE_NAME
+    if not path.is_file():
+        raise typer.BadParameter(f"no backend store at {path}", param_hint="--model-dir")
+    fit, usable = AnnotationTimes(Store(path)).cost_fit(project)
+    if fit is None:
+        raise typer.BadParameter(
+            f"project {project} has {usable} timed annotations with a known edit; the fit needs {MIN_FIT}",
+            param_hint="--project",
+        )
+    with atomic_write(out) as f:
+        json.dump(export(fit, project), f, indent=1)
+    typer.echo(fit_table(fit))
+    typer.echo(f"wrote {out}: use it as `simulate --cost-model {out}` or `--strategy entropy_roi:{out}`")
 
 
 @app.command("make-sample-data")

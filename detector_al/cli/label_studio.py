@@ -162,7 +162,9 @@ def ingest(
         "and one round with the backend.",
     ),
     strategy: str = typer.Option(
-        DEFAULT_STRATEGY, envvar=ENV["strategy"], help="Uncertainty strategy: " + ", ".join(SERVING_STRATEGIES)
+        DEFAULT_STRATEGY,
+        envvar=ENV["strategy"],
+        help="Uncertainty strategy: " + ", ".join(SERVING_STRATEGIES) + ", entropy_roi:<cost-model file>",
     ),
     round_index: int = typer.Option(
         None, "--round", help="Active-learning round (CEAL threshold; default: the backend's round for the project)."

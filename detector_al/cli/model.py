@@ -88,7 +88,9 @@ def score(
     model: str = typer.Option(..., "--model", "-m", help="Weights (.pt) or a model name."),
     out: Path = typer.Option(..., "--out", "-o", help="Output: JSON Lines, or CSV when the name ends in .csv."),
     strategy: str = typer.Option(
-        DEFAULT_STRATEGY, envvar=ENV["strategy"], help="Uncertainty strategy: " + ", ".join(SERVING_STRATEGIES)
+        DEFAULT_STRATEGY,
+        envvar=ENV["strategy"],
+        help="Uncertainty strategy: " + ", ".join(SERVING_STRATEGIES) + ", entropy_roi:<cost-model file>",
     ),
     round_index: int = typer.Option(0, "--round", help="Active-learning round t (CEAL threshold decays with t)."),
     budget: int = typer.Option(

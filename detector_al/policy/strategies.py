@@ -27,10 +27,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from detector_al.model.predictions import ImagePredictions
+from detector_al.policy.annotator_cost import CostModel
 from detector_al.policy.formulas.box_consistency import cald_score, enms_entropy
 from detector_al.policy.formulas.box_uncertainty import box_entropy, box_margin, least_confidence
 from detector_al.policy.formulas.class_weights import (
@@ -206,6 +208,39 @@ def difficulty_calibrated_entropy(difficulty: np.ndarray | None = None) -> Strat
     return weighted_entropy(weights, "entropy_ppal", "box entropy x PPAL class difficulty (pool confidence), summed")
 
 
+ROI_FILE_PREFIX = "entropy_roi:"
+"""``entropy_roi:<file>``: ``entropy_roi`` priced by a cost-model file (e.g. the one the backend fits to a project's
+annotators: ``detector-al cost-model``), wherever a strategy is named (``STRATEGY``, ``--strategy``, ``--variants``)."""
+
+
+def cost_aware_entropy(cost: CostModel | None = None, name: str = "entropy_roi") -> Strategy:
+    """``entropy_roi``: box entropy summed per expected annotator second,
+    :func:`~detector_al.policy.formulas.cost_aware.return_on_investment` with ``cost``'s seconds (None: the
+    literature's defaults, :class:`~detector_al.policy.annotator_cost.CostModel`)."""
+    cost = cost or CostModel()
+    return Strategy(
+        name,
+        lambda p: return_on_investment(box_entropy(p.detections.confidence, "sum"), p.detections.confidence, cost=cost),
+        "box entropy summed, per expected annotator second (value / E[seconds] from the model's boxes)",
+        0.05,
+    )
+
+
+def roi_from_file(name: str) -> Strategy:
+    """The strategy ``entropy_roi:<file>`` names (:data:`ROI_FILE_PREFIX`).
+
+    Raises:
+        ValueError: the file cannot be read or is not a cost model (the message names it).
+    """
+    path = name[len(ROI_FILE_PREFIX) :]
+    try:
+        return cost_aware_entropy(CostModel.from_file(Path(path)), name)
+    except OSError as exc:
+        raise ValueError(f"strategy {name!r}: cannot read the cost-model file {path!r}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise ValueError(f"strategy {name!r}: {exc}") from None
+
+
 _STRATEGIES = [
     Strategy(
         "mi_aod",
@@ -232,12 +267,7 @@ _STRATEGIES = [
         "box entropy under MI-AOD's instance attention: sum_b softmax_b(conf_b / 0.1) H(conf_b)",
         0.3,
     ),
-    Strategy(
-        "entropy_roi",
-        lambda p: return_on_investment(box_entropy(p.detections.confidence, "sum"), p.detections.confidence),
-        "box entropy summed, per expected annotator second (value / E[seconds] from the model's boxes)",
-        0.05,
-    ),
+    cost_aware_entropy(),
     Strategy("entropy_enms", _enms, "box entropy summed over non-redundant boxes (ENMS)", views=2),
     Strategy("cald", _cald, "CALD flip consistency: 1 - min(1, min_box |IoU + agreement - 1.3|)", 0.5, views=2),
     class_balanced_entropy(),
@@ -261,6 +291,8 @@ def serving_strategy(name: str) -> Strategy:
     Raises:
         ValueError: an unknown name, or one of :data:`ROUND_WEIGHTED` (it would silently run ``entropy_sum``).
     """
+    if name.startswith(ROI_FILE_PREFIX):
+        return roi_from_file(name)
     if name in ROUND_WEIGHTED:
         raise ValueError(
             f"strategy {name!r} is rebuilt each round from the labeled set and the whole pool, which only "
@@ -272,7 +304,9 @@ def serving_strategy(name: str) -> Strategy:
 
 
 def get_strategy(name: str) -> Strategy:
-    """Look a strategy up by name; the error lists the valid names."""
+    """Look a strategy up by name (or build ``entropy_roi:<file>``); the error lists the valid names."""
+    if name.startswith(ROI_FILE_PREFIX):
+        return roi_from_file(name)
     try:
         return STRATEGIES[name]
     except KeyError:

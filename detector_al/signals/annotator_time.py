@@ -331,6 +331,18 @@ def export(fit: CostFit, project: int) -> dict:
     }
 
 
+def fit_table(fit: CostFit) -> str:
+    """The fitted seconds beside the literature's, as a markdown table."""
+    literature = CostModel()
+    rows = [
+        f"| {s} | {v:.1f} [{fit.low[s]:.1f}, {fit.high[s]:.1f}] | {getattr(literature, s):.1f} |"
+        for s, v in fit.seconds.items()
+    ]
+    rows += [f"| {s} | not fitted (too rare) | {getattr(literature, s):.1f} |" for s in fit.not_fitted]
+    head = f"| action | fitted s [95 %], {fit.annotations} annotations | literature s |\n|---|---|---|\n"
+    return head + "\n".join(rows)
+
+
 def project_time(records: Sequence[AnnotationTime], remaining: dict[str, int]) -> dict:
     """``/status`` -> ``annotator_time.projects[<id>]``: the module docstring's figures for one project.
 

@@ -43,6 +43,8 @@ def expected_seconds(confidence: np.ndarray, shown: float = SCORE_THRESHOLD, cos
     return float(cost.look_image + right.sum() + (low * cost.draw_box).sum())
 
 
-def return_on_investment(value: float, confidence: np.ndarray, shown: float = SCORE_THRESHOLD) -> float:
-    """``value / E[s]``: uncertainty bought per expected annotator second."""
-    return value / expected_seconds(confidence, shown)
+def return_on_investment(
+    value: float, confidence: np.ndarray, shown: float = SCORE_THRESHOLD, cost: CostModel = CostModel()
+) -> float:
+    """``value / E[s]``: uncertainty bought per expected annotator second (``E[s]`` priced by ``cost``)."""
+    return value / expected_seconds(confidence, shown, cost)
