@@ -3,7 +3,8 @@ from (:class:`~detector_al.signals.annotator_time.AnnotationTime`), written by t
 
 A row is replaced only by the same annotation seen later (Label Studio's ``updated_at`` is newer), or seen as
 recently and knowing more (the edit, where the row lacks it): a webhook's first record from the store's knowledge
-never undoes what Label Studio's predictions told. An annotation deleted in Label Studio (``ANNOTATIONS_DELETED``, in
+never undoes what Label Studio's predictions told. An updated annotation's ``lead_time`` is Label Studio's running
+total (its labeling page sends the earlier seconds plus this session's), so the later row holds all the time spent. An annotation deleted in Label Studio (``ANNOTATIONS_DELETED``, in
 the ``annotations`` table) counts nowhere.
 
 Example:
