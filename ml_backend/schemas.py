@@ -119,6 +119,9 @@ class WebhookRequest(BaseModel):
     annotations: list[Annotated[Ref, BeforeValidator(_ref)]] | None = Field(
         None, max_length=100_000, description="ANNOTATIONS_DELETED: the deleted annotations, by id"
     )
+    tasks: list[Annotated[Ref, BeforeValidator(_ref)]] | None = Field(
+        None, max_length=100_000, description="TASKS_DELETED: the deleted tasks, by id"
+    )
 
 
 class TrainRequest(BaseModel):

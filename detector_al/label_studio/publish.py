@@ -173,6 +173,10 @@ def task_data_of_project(ls, project: int) -> dict[int, dict]:
     return {int(t.id): dict(t.data or {}) for t in listed}
 
 
+TASK_GONE = "task deleted in Label Studio"
+"""The failure :func:`publish_queue` reports for a task that no longer exists: forget it, never retry it."""
+
+
 def publish_queue(
     ls, project: int, model_version: str, updates: list[TaskQueueUpdate], project_wide: bool | None = None
 ) -> list[tuple[int, str]]:
@@ -181,7 +185,8 @@ def publish_queue(
     The predictions are found with one project-wide list (``project_wide``; default: more than
     :data:`PER_TASK_LOOKUPS` updates) or by the tasks' ids (:func:`predictions_of_tasks`), and the writes go
     :data:`WRITERS` at a time (Label Studio spends about 0.03 s of CPU on a prediction's update and 0.06 s on a
-    task's). One failed task is logged and returned, never fatal: the next refresh writes it again.
+    task's). One failed task is logged and returned, never fatal: the next refresh writes it again. A task deleted
+    in Label Studio is returned with the reason :data:`TASK_GONE`: the caller forgets it rather than retrying.
     """
     if not updates:
         return []
@@ -189,9 +194,9 @@ def publish_queue(
         project_wide = len(updates) > PER_TASK_LOOKUPS
 
     with ThreadPoolExecutor(WRITERS, thread_name_prefix="detector-al-publish") as pool:
-        data: dict[int, dict] = {}  # the current data of the tasks whose fields change
+        data: dict[int, dict] | None = None  # the current data of the project's tasks (None: not read)
         if project_wide:
-            listed = ls.predictions.list(project=project)
+            listed = list(ls.predictions.list(project=project))
             if any(u.fields for u in updates):
                 data = task_data_of_project(ls, project)
         else:
@@ -202,12 +207,14 @@ def publish_queue(
         for p in listed:
             if p.model_version == model_version:
                 predictions.setdefault(int(p.task), []).append(int(p.id))
+        if data is None and any(u.task_id not in predictions for u in updates):
+            data = task_data_of_project(ls, project)  # which of those tasks still exist
 
         def write(u: TaskQueueUpdate) -> tuple[int, str] | None:
+            if data is not None and u.task_id not in data:
+                return u.task_id, TASK_GONE
             if u.task_id not in predictions:  # Label Studio stores /predict answers after they arrive: not yet
                 return u.task_id, f"no prediction of {model_version} yet"
-            if u.fields and u.task_id not in data:
-                return u.task_id, "task not found (deleted?)"
             try:
                 for pid in predictions[u.task_id]:
                     ls.predictions.update(id=pid, score=u.score)
@@ -231,6 +238,9 @@ def refresh_queue(
     predictions streamed, in bounded memory) and moves the changed predictions' scores. Tasks labeled since (webhook events) are left out. With
     ``cold_start``, a cold model's batch is TypiClust's, away from the labeled tasks' clusters.
 
+    Tasks found deleted in Label Studio (a ``TASKS_DELETED`` webhook missed) are forgotten
+    (:meth:`~detector_al.state.store.Store.forget_tasks`) and the batch is chosen again without them.
+
     Returns:
         ``(moved, pending)``: how many tasks changed place, and how many of those could not be written yet
         (their prediction is not stored in Label Studio yet, or the write failed): refresh again later.
@@ -241,20 +251,25 @@ def refresh_queue(
             mc = r["max_confidence"]  # NULL in rows /predict stored before the column existed: then no cold start
             yield StoredPlace(r["task_id"], r["score"], r["decision"] == AUTO_ACCEPT, mc, r["embedding"]), r
 
-    plan = plan_stored_queue(
-        lambda: (p for p, _ in places()),
-        budget,
-        confidence,
-        cold_start=cold_start,
-        labeled_embeddings=lambda dim: embedding_matrix(store.labeled_embeddings(project), dim),
-    )
-    changed = []
-    for place, r in places():
-        e = plan.entry(place)
-        if r["decision"] != e.status or abs((r["confidence"] or 0.0) - e.score) > 1e-12:
-            changed.append((place.key, e))
-    failed = {
-        t for t, _ in publish_queue(ls, project, model_version, [TaskQueueUpdate(t, e.score) for t, e in changed])
-    }
-    store.set_queue(project, [(t, e.status, e.score) for t, e in changed if t not in failed])
+    for _ in range(3):  # a pass that finds deleted tasks plans again without them
+        plan = plan_stored_queue(
+            lambda: (p for p, _ in places()),
+            budget,
+            confidence,
+            cold_start=cold_start,
+            labeled_embeddings=lambda dim: embedding_matrix(store.labeled_embeddings(project), dim),
+        )
+        changed = []
+        for place, r in places():
+            e = plan.entry(place)
+            if r["decision"] != e.status or abs((r["confidence"] or 0.0) - e.score) > 1e-12:
+                changed.append((place.key, e))
+        results = publish_queue(ls, project, model_version, [TaskQueueUpdate(t, e.score) for t, e in changed])
+        gone = {t for t, why in results if why == TASK_GONE}
+        failed = {t for t, _ in results} - gone
+        store.set_queue(project, [(t, e.status, e.score) for t, e in changed if t not in failed and t not in gone])
+        if not gone:
+            break
+        store.forget_tasks(project, gone)
+        log.info("project %s: %d deleted tasks forgotten", project, len(gone))
     return len(changed), len(failed)

@@ -27,7 +27,7 @@ import numpy as np
 
 from detector_al.io.images import iter_images
 from detector_al.label_studio.config import RectangleTarget
-from detector_al.label_studio.publish import TaskQueueUpdate
+from detector_al.label_studio.publish import TASK_GONE, TaskQueueUpdate
 from detector_al.label_studio.task_sink import LabelStudioSink
 from detector_al.model.detector import Detector
 from detector_al.pipelines.ingest_export import OFFLINE_PROJECT
@@ -111,6 +111,12 @@ def ingest(
         sink.ensure_tabs()
     known_ls = sink.known_hashes() if sink else {}
     stored = store.image_hashes(project)
+    if sink is not None:  # tasks deleted in Label Studio since: forgotten, so their files make new tasks
+        gone = {t for t in stored.values() if t is not None} - sink.task_ids
+        if gone:
+            store.forget_tasks(project, gone)
+            report.deleted_tasks = len(gone)
+            stored = store.image_hashes(project)
     policy = DecisionPolicy(cfg.policy.strategy, cfg.round_index, cfg.policy.ceal, cfg.policy.score_threshold)
     files = scored_files_on(ray, det, walk_images(folder), policy, batch_size=cfg.batch_size, skip=stored.keys())
     writer = BatchWriter(det, store, target, cfg, sink, project, report)
@@ -195,7 +201,10 @@ def _refresh_queue(
             for row, e in changed
             if row.task_id
         ]
-        failed = {t for t, _ in sink.publish(store, model_version, updates)}
+        results = sink.publish(store, model_version, updates)
+        gone = {t for t, why in results if why == TASK_GONE}  # deleted during the run: the next run re-creates them
+        store.forget_tasks(project, gone)
+        failed = {t for t, _ in results}
     store.set_image_queue(
         project, [(row.content_hash, e.status, e.priority) for row, e in changed if row.task_id not in failed]
     )

@@ -27,6 +27,7 @@ class IngestReport:
     converted: int = 0  # files uploaded as a web copy (TIFF, HEIC, 16-bit...)
     auto_accepted: int = 0
     queried: int = 0
+    deleted_tasks: int = 0  # tasks of earlier runs deleted in Label Studio since: their files made new tasks
     elapsed_s: float = 0.0  # hashing, scoring and writing the tasks (the rate's clock)
     write_s: float = 0.0  # of which the writer thread spent creating tasks and storing rows (overlapped with scoring)
     write_cpu_s: float = 0.0  # of write_s, the writer thread's own CPU (the rest: waiting for Label Studio)
@@ -42,6 +43,11 @@ class IngestReport:
             f"{self.created_tasks} tasks created ({self.converted} uploaded as web copies); "
             f"queue: {self.queried} to label, {self.auto_accepted} auto-accepted"
         ]
+        if self.deleted_tasks:
+            lines.append(
+                f"{self.deleted_tasks} tasks deleted in Label Studio since the last run: their images (if still "
+                "here) got new tasks"
+            )
         lines.append(
             f"time: {self.elapsed_s:.1f} s scoring and writing (the writes took {self.write_s:.1f} s beside the "
             f"scoring, {self.write_cpu_s:.1f} s of it this process's CPU; the scoring waited {self.waited_s:.1f} s for "

@@ -15,6 +15,8 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from detector_al.state.events_table import ANNOTATION_EVENTS, LABELED_TASKS, MAX_EVENTS, EventsTable
 from detector_al.state.images_table import ImagesTable
 from detector_al.state.jobs_table import JobsTable
@@ -43,3 +45,24 @@ STORE_FILE_NAME = "detector_al.sqlite3"
 
 class Store(ProjectsTable, PredictionsTable, ImagesTable, EventsTable, JobsTable):
     """Thread-safe access to the SQLite state file (created on first use); its methods come from the tables."""
+
+    def forget_tasks(self, project: int | None, task_ids: Iterable[int]) -> int:
+        """Tasks deleted in Label Studio (``TASKS_DELETED``, or found gone): their predictions and ingested rows are
+        removed, so they leave the queue (their batch slots go to other tasks), no refresh writes them again, and a
+        re-ingest of the same bytes makes a new task; their labels stop counting and their label-error flags go.
+        ``project`` None: in every project (Label Studio's task ids are unique across its projects). Returns how many
+        stored rows (predictions and images) were removed."""
+        ids = [int(t) for t in task_ids]
+        if not ids:
+            return 0
+        if project is None:
+            where, rows = "task_id = ?", [(t,) for t in ids]
+        else:
+            where, rows = "project = ? AND task_id = ?", [(project, t) for t in ids]
+        removed = 0
+        with self.transaction() as c:
+            for table in ("predictions", "images"):
+                removed += sum(c.execute(f"DELETE FROM {table} WHERE {where}", r).rowcount for r in rows)
+            c.executemany(f"DELETE FROM label_errors WHERE {where}", rows)
+            c.executemany(f"UPDATE annotations SET deleted = 1 WHERE {where}", rows)
+        return removed

@@ -64,6 +64,10 @@ def webhook(
         job, _ = backend.store.enqueue_training(pid, "START_TRAINING")
     elif body.action == "ANNOTATIONS_DELETED" and pid is not None:
         backend.sync.schedule_queue_refresh(pid)  # a deleted label returns its task to the queue
+    elif body.action == "TASKS_DELETED":  # their batch slots go to other tasks; a re-ingest makes them again
+        removed = backend.store.forget_tasks(pid, [t.id for t in body.tasks or () if t.id is not None])
+        if removed and pid is not None:
+            backend.sync.schedule_queue_refresh(pid)
     elif (
         body.action in ANNOTATION_EVENTS[:2]
         and not (annotation and annotation.was_cancelled)
