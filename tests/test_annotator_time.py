@@ -444,3 +444,22 @@ def test_simulate_accepts_the_exported_file_as_cost_model_and_in_a_variant(expor
     assert res.exit_code == 2 and "DATASET" in res.output, res.output  # both accepted: only the dataset is missing
     bad = CliRunner().invoke(app, [*args[:-2], "--cost-model", str(tmp_path / "absent.json")])
     assert bad.exit_code == 2 and "--cost-model" in bad.output
+
+
+def test_the_dashboard_plots_seconds_per_version_and_shows_the_fit_beside_the_literature():
+    from detector_al.policy.ceal import CealConfig
+    from detector_al.signals.dashboard import project_overview
+    from ml_backend.dashboard_page import render
+
+    store = Store(":memory:")
+    records = constructed(TRUE_SECONDS[1], 40, seed=4, noise=0.5)
+    versions = [AnnotationTime(**{**r.__dict__, "model_version": f"v{r.annotation_id % 2}"}) for r in records]
+    AnnotationTimes(store).record(3, versions, WEBHOOK)
+    store.set_project(3, round=1)
+    overview = project_overview(store, 3, "v1", {}, CealConfig(), ("circle", "square"))
+    assert set(overview["annotator_time"]["by_model_version"]) == {"v0", "v1"}
+    page = render([overview], "v1", None)
+    start = page.index('id="annotator-time"')
+    card = page[start : page.index('<div class="card"', start)]
+    assert card.count("<rect") == 2  # one bar per model version
+    assert "draw_box" in card and "literature s" in card and 'href="cost-model?project=3"' in card
