@@ -6,7 +6,8 @@ measured (``lead_time``) and what the annotator started from, recorded in the st
   scratch). Its model version, its queue band (:func:`~detector_al.queue.build.queue_band` of its score) and its
   boxes are what the annotator started from.
 - **The edit** from its boxes to the result's is :func:`~detector_al.policy.annotator_cost.annotator_actions`: the
-  cost model's matching (greedy by IoU), on boxes in fractions of the image (IoU is the same as in pixels).
+  cost model's matching (greedy by IoU), on boxes in fractions of the image (IoU is the same as in pixels). Boxes
+  of a label no model class maps to are not counted, as in training.
 - **Sources**: the ``ANNOTATION_CREATED``/``ANNOTATION_UPDATED`` webhook (:func:`record_webhook_annotation`: at once
   from the payload and the store's knowledge, then from the task's predictions in Label Studio) and retraining's
   listing of the project's tasks (:func:`record_listed`), which catches what the webhooks missed.
