@@ -361,4 +361,7 @@ def test_the_dashboard_after_a_retraining_shows_versions_curve_queue_and_stoppin
         errors = section.find_element(By.ID, "label-errors").text
         checked = status["label_errors"]["projects"][str(pid)]["checked"]
         assert f"of {checked}" in errors and checked > 0, errors  # the labels submitted in the stream were reviewed
+        times = section.find_element(By.ID, "annotator-time")  # the submissions' seconds, per model version
+        assert times.find_elements(By.CSS_SELECTOR, "svg rect"), times.text
+        assert f"over {status['annotator_time']['projects'][str(pid)]['annotations']}" in times.text, times.text
         save_screenshot(browser, tmp_path, "dashboard.png")
