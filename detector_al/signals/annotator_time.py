@@ -210,7 +210,7 @@ def projection(records: Sequence[AnnotationTime], outlier: np.ndarray, remaining
         remaining: tasks still to label per band (:data:`BAND_NAMES`' keys).
     """
     overall = seconds_per_task(records, outlier)
-    rates = {b: seconds_per_task(records, outlier, b) or overall for b in remaining}
+    rates = {b: overall if (s := seconds_per_task(records, outlier, b)) is None else s for b in remaining}
     tasks = int(sum(remaining.values()))
     hours = None if overall is None else sum(n * rates[b] for b, n in remaining.items()) / 3600.0
     return {
