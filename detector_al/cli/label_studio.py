@@ -200,7 +200,7 @@ def ingest(
     configures both alike."""
     from detector_al.pipelines.ingest import IngestConfig
     from detector_al.pipelines.ingest import ingest as run_ingest
-    from detector_al.pipelines.ingest_setup import ingest_store_path, registered_version
+    from detector_al.pipelines.ingest_setup import ingest_store_path, registered_version, stale_weights
     from detector_al.state.store import Store
 
     online = ls_url is not None or project is not None or project_title is not None
@@ -208,9 +208,14 @@ def ingest(
     policy = policy_from_options(strategy, score_threshold, budget, cold_start, ceal_delta0, ceal_decay)
     mapping = parse_label_mapping(label_mapping)
     ray_opts = ray_options(use_ray, ray_address, ray_workers, ray_gpus, batch_size)
-    det = load_detector(model, conf=SCORER_CONF, version=registered_version(model, model_dir))
+    det = load_detector(model, conf=SCORER_CONF)
     project_ref = (ls_url, api_key, project, project_title) if online else None
     sink, pid, target = _ingest_target(det.names, label_config, project_ref, files_root, folder, mapping)
+    if sink is not None:  # only the current model sets the project's version: checked before registering the weights
+        why = stale_weights(model, model_dir, pid, sink.ls.projects.get(id=pid).model_version)
+        if why:
+            fail(why)
+    det.version = registered_version(model, model_dir) or det.version
     store = Store(ingest_store_path(store_path, model_dir))
     cfg = IngestConfig(
         policy=policy,

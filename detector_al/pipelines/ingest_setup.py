@@ -10,7 +10,7 @@ from detector_al.label_studio.client import LabelStudioClient
 from detector_al.label_studio.task_sink import LabelStudioSink, find_or_create_project
 from detector_al.model.detector import BATCH_SIZE
 from detector_al.policy.settings import POLICY, TASKS_PER_REQUEST, PolicySettings
-from detector_al.state.registry import DEFAULT_MODEL_DIR, ModelRegistry
+from detector_al.state.registry import DEFAULT_MODEL_DIR, ModelRegistry, names_same_weights
 from detector_al.state.store import STORE_FILE_NAME
 
 
@@ -42,6 +42,36 @@ def registered_version(model: str, model_dir: Path | None) -> str | None:
     if not Path(model).is_file():
         return None
     return ModelRegistry(model_dir or DEFAULT_MODEL_DIR).add(model, note="registered by ingest")
+
+
+def stale_weights(model: str, model_dir: Path | None, project: int, project_version: str | None) -> str | None:
+    """Why ``model`` may not write ``project``'s model version; None when it may.
+
+    Only the current model sets a project's version (one writer: the model the backend serves, which retraining
+    replaces). With a current version in ``model_dir``'s registry (a backend served it), ingest runs with those
+    weights only; without one, not with weights older than the project's version when this registry holds that
+    version. Reads the registry and registers nothing, so weights refused here stay new to the backend (serving them
+    makes them current).
+    """
+    registry = ModelRegistry(model_dir or DEFAULT_MODEL_DIR)
+    ours = registry.version_of(model) if Path(model).is_file() else None  # None: weights this registry never held
+    versions = registry.versions()
+    current = registry.current()
+    if current is not None:  # what the backend serves
+        if ours is not None and names_same_weights(current, ours):
+            return None
+        use = current
+    else:  # no backend yet: new weights are fine, older ones than the project's are not
+        use = registry.registered(project_version)
+        if use is None or ours is None or versions.index(ours) >= versions.index(use):
+            return None
+    older = ours is not None and versions.index(ours) < versions.index(use)
+    why = f"{model} is model version {ours}, older than {use}" if older else f"{model} is not the current model {use}"
+    where = f"project {project} serves {project_version}" if project_version else f"project {project}"
+    fix = f"ingest with --model {registry.path(use)}"
+    if ours is None:
+        fix += f", or make these weights current first: detector-al serve --model {model} --model-dir {registry.root}"
+    return f"{why} in {registry.root} ({where}): only the current model sets a project's model version; {fix}"
 
 
 def open_project(

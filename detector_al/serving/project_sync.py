@@ -21,7 +21,7 @@ from detector_al.label_studio.auth import same_origin
 from detector_al.label_studio.client import LabelStudioClient, LabelStudioError
 from detector_al.label_studio.publish import configure_project, refresh_queue
 from detector_al.serving.service import PredictionService
-from detector_al.state.registry import ModelRegistry
+from detector_al.state.registry import ModelRegistry, names_same_weights
 from detector_al.state.store import Store
 
 log = logging.getLogger(__name__)
@@ -160,7 +160,7 @@ class ProjectSync:
                     self.store,
                     self.client().ls,
                     project,
-                    self.service.model_version,
+                    self.service.version_for(project),
                     self.queue.budget,
                     self.service.strategy.confidence,
                     cold_start=self.queue.cold_start,
@@ -190,8 +190,10 @@ class ProjectSync:
         (:func:`~detector_al.label_studio.publish.configure_project`). Called in /setup (Label Studio calls it on
         connect and before every prediction run, and waits for it) and after each queue refresh.
 
-        - One name for one model: a project whose version names our weights under another name (``ingest`` with
-          another model folder) keeps that name, which this backend adopts (:meth:`ModelRegistry.adopt`).
+        - One name for one model in a project: a project whose version names our weights under another name
+          (``ingest`` with another model folder) keeps that name, and this backend answers that project under it
+          (:meth:`~detector_al.serving.service.PredictionService.set_project_name`); other projects keep theirs, and
+          the service its own: two projects that name the same weights differently never rename it.
         - Label Studio accepts a project version only once a prediction of it exists: the first time, one task is
           predicted and imported here, so the project serves our version before "Retrieve predictions" stores the
           rest (the stream never falls back to random sampling meanwhile).
@@ -206,7 +208,7 @@ class ProjectSync:
         with self.lock:  # /setup comes twice on connect: one alignment at a time
             try:
                 ls = self.client().ls
-                version = self._adopt(ls.projects.get(id=project).model_version)
+                version = self._adopt(project, ls.projects.get(id=project).model_version)
                 try:
                     warning = configure_project(ls, self.store, project, version)
                 except ApiError as exc:
@@ -234,15 +236,16 @@ class ProjectSync:
         worker.start()
         worker.join(seconds)
 
-    def _adopt(self, project_version: str | None) -> str:
-        """Our version's name for the project: the project's own name when it names the same weights (adopted by the
-        registry and the service), else ours."""
+    def _adopt(self, project: int, project_version: str | None) -> str:
+        """Our version's name in the project: the project's own name when it names the same weights (kept for this
+        project only), else ours."""
         ours = self.service.model_version
-        if project_version and project_version != ours and self.registry.adopt(project_version, ours):
-            log.info(
-                "model version %s is %s under another name: serving it as %s", ours, project_version, project_version
-            )
-            self.service.rename(project_version)
+        if project_version and project_version != ours and names_same_weights(project_version, ours):
+            if self.service.version_for(project) != project_version:
+                log.info(
+                    "project %s: model version %s is %s there: answered under that name", project, ours, project_version
+                )
+            self.service.set_project_name(project, ours, project_version)
             return project_version
         return ours
 

@@ -7,12 +7,11 @@ The HTTP layer (``ml_backend``) only parses requests and calls this.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -98,6 +97,10 @@ class TaskPrediction:
         return {"result": self.result, "score": self.score, "model_version": self.model_version}
 
 
+MAX_PROJECT_NAMES = 256
+"""Projects whose own name for the serving weights is kept in memory (set again at each /setup)."""
+
+
 class PredictionService:
     """Thread-safe: inference runs on one dedicated thread, and :meth:`swap` replaces the model between batches.
 
@@ -121,6 +124,7 @@ class PredictionService:
         self._infer = infer or _inference_thread()
         self._targets: dict[str, RectangleTarget] = {}
         self._fetch_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="detector-al-fetch")
+        self._names: dict[int, tuple[str, str]] = {}  # project -> (our version, the project's name for it)
 
     @property
     def detector(self) -> Detector:
@@ -135,11 +139,21 @@ class PredictionService:
         self._detector = detector  # one reference assignment: a batch uses either model, never a mix
         log.info("now serving model version %s", detector.version)
 
-    def rename(self, version: str) -> None:
-        """Serve the same model under another version name (one that another registry gave the same weights)."""
-        renamed = copy.copy(self._detector)
-        renamed.version = version
-        self.swap(renamed)
+    def set_project_name(self, project: int, version: str, name: str) -> None:
+        """Call ``version`` (the serving weights) ``name`` in ``project``'s answers and records: the name another
+        registry gave the same weights there. Per project: another project keeps its own name, the service keeps
+        its own (:attr:`model_version`); a later version (a retrained model) is no longer renamed."""
+        self._names.pop(project, None)
+        self._names[project] = (version, name)
+        while len(self._names) > MAX_PROJECT_NAMES:
+            self._names.pop(next(iter(self._names)))
+
+    def version_for(self, project: int | None, version: str | None = None) -> str:
+        """What ``project`` calls ``version`` (default: the serving one): its own name for these weights, set by
+        :meth:`set_project_name`, else ``version``."""
+        version = version or self.model_version
+        named = self._names.get(project) if project is not None else None
+        return named[1] if named and named[0] == version else version
 
     @classmethod
     def load(
@@ -222,7 +236,7 @@ class PredictionService:
         summaries = {
             x.source: x for x in self.predict_paths(paths, lambda d, p: self.summarise(d, p, target, round_index))
         }
-        version = next(iter(summaries.values())).model_version if summaries else self.model_version
+        version = self.version_for(pid, next(iter(summaries.values())).model_version if summaries else None)
         out: list[TaskPrediction] = []
         rows: list[PredictionRow] = []
         for task, (path, fetch_error) in zip(tasks, fetched, strict=True):
@@ -239,9 +253,9 @@ class PredictionService:
                         )
                     )
                 continue
-            out.append(TaskPrediction(task_id, x.regions, x.queue_score, x.model_version))
+            out.append(TaskPrediction(task_id, x.regions, x.queue_score, version))
             if task_id is not None:
-                rows.append(x.to_row(task_id, round_index))
+                rows.append(replace(x.to_row(task_id, round_index), model_version=version))
         if pid is not None and rows:
             self.store.record_predictions(pid, rows)
         return out

@@ -10,8 +10,8 @@ Layout::
 A version name is ``v<n>-<sha256 of the weights, 8 hex>``: increasing, and tied to the bytes it serves. The
 registry is the one namer of versions: the backend and ``ingest`` both register the weights they use (in the same
 ``MODEL_DIR`` by default, :data:`DEFAULT_MODEL_DIR`), and a backend that meets a project whose version names its
-own weights under another folder's name adopts that name (:meth:`ModelRegistry.adopt`) instead of renaming the
-project.
+own weights under another folder's name answers that project under that name (:func:`names_same_weights`) instead
+of renaming the project.
 """
 
 from __future__ import annotations
@@ -36,6 +36,13 @@ def digest_of(version: str) -> str | None:
     if len(tail) >= 8 and all(c in "0123456789abcdef" for c in tail):
         return tail[:8] if "-" not in version else (tail if len(tail) == 8 else None)
     return None
+
+
+def names_same_weights(name: str, version: str) -> bool:
+    """Whether ``name`` (a project's version, perhaps from another registry) names ``version``'s weights: the same
+    digest (:func:`digest_of`). Never for a name without one (Label Studio's default version, the backend's title)."""
+    digest = digest_of(name)
+    return bool(name) and digest is not None and digest == digest_of(version)
 
 
 class ModelRegistry:
@@ -93,26 +100,15 @@ class ModelRegistry:
         digest = file_sha256(weights)[:8]
         return next((v for v in self.versions() if v.endswith(digest)), None)
 
-    def adopt(self, name: str, version: str) -> bool:
-        """Register ``version``'s weights under ``name`` too (a name another registry gave the same weights, found on a
-        project), and make ``name`` current if ``version`` was. Returns False, doing nothing, when ``name`` does not
-        name these weights (:func:`digest_of`) or is not a name this registry could hold."""
-        if not name or digest_of(name) != digest_of(version) or "/" in name or name.startswith("."):
-            return False  # other weights (an older version of ours too), or not a name a folder can hold
-        if name in self.versions():
-            return True
-        with self._lock:
-            tmp = self.root / "versions" / f".{name}.tmp"
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-            shutil.copyfile(self.path(version), tmp / "best.pt")
-            with atomic_write(tmp / "meta.json") as f:
-                meta = {**self.meta(version), "version": name, "adopted_from": version, "created_at": time.time()}
-                json.dump(meta, f, indent=2)
-            os.replace(tmp, self.root / "versions" / name)
-        if self.current() == version:
-            self.promote(name)
-        return True
+    def registered(self, name: str | None) -> str | None:
+        """This registry's version holding the weights ``name`` names: ``name`` itself, or the same weights under our
+        name (another registry's name, :func:`names_same_weights`); None for weights this registry never held."""
+        if not name:
+            return None
+        versions = self.versions()
+        if name in versions:
+            return name
+        return next((v for v in versions if names_same_weights(name, v)), None)
 
     def promote(self, version: str) -> None:
         if version not in self.versions():

@@ -26,7 +26,7 @@ def setup(body: SetupRequest, backend: Backend = Depends(get_backend)) -> SetupR
         backend.sync.align_project_within(
             pid, SETUP_ALIGN_S
         )  # before answering: the project serves our version at once
-    return SetupResponse(model_version=backend.service.model_version, unmatched_labels=list(target.unmatched_labels))
+    return SetupResponse(model_version=backend.service.version_for(pid), unmatched_labels=list(target.unmatched_labels))
 
 
 @router.get("/versions", response_model=VersionsResponse)
