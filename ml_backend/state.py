@@ -35,6 +35,9 @@ def _service_config(settings: Settings) -> ServiceConfig:
             settings.fetch_max_bytes,
             settings.fetch_allow_private,
             settings.image_cache_max_mb * 2**20,
+            # Label Studio's host may be private when LABEL_STUDIO_URL names it, or when /setup (which names it
+            # otherwise) needs basic auth: never when anyone who reaches /setup could choose it
+            trust_label_studio=bool(settings.label_studio_url or settings.basic_auth_user or settings.basic_auth_pass),
         ),
     )
 

@@ -66,7 +66,9 @@ def test_without_a_key_the_setup_token_is_used_for_its_own_hostname(
 ):
     ls, other = two_label_studios
     ls.legacy_on = True
-    with backend(tmp_path, trained_weights) as c:
+    # behind basic auth: only then may /setup name a Label Studio on a private address (tests/test_ssrf.py)
+    with backend(tmp_path, trained_weights, basic_auth_user="u", basic_auth_pass="p") as c:
+        c.auth = ("u", "p")
         setup(c, label_config, ls.url, "legacy-key")
         assert predict(c, label_config)["score"] is not None
         assert set(auth_headers(ls)) == {"Token legacy-key"}

@@ -79,7 +79,9 @@ class Credentials:
 
         ``LABEL_STUDIO_API_KEY`` (a personal access token or a legacy token) is used with ``LABEL_STUDIO_URL``
         only. The token /setup sends (the project creator's legacy token, refused by a stock Label Studio) is
-        used only when no key is configured, and only with the hostname /setup sent along with it.
+        used only when no key is configured, and only with the hostname /setup sent along with it. That hostname is
+        not trusted to be private unless /setup needs basic auth (the backend's ``FetchLimits.trust_label_studio``):
+        anyone who reaches an open /setup could name an internal host.
         """
         if hostname and hostname.startswith(("http://", "https://")):
             hostname = hostname.rstrip("/")

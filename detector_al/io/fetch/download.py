@@ -4,6 +4,12 @@ Every download has a connect timeout, a read timeout, a total deadline and a siz
 The body streams into a temporary file in the cache folder, renamed into place only when complete, so a cut,
 refused, too slow or too large download leaves nothing behind. Redirects are followed by hand (the auth object
 sends Label Studio's key on a hop only if it goes to Label Studio's origin).
+
+Private addresses (Label Studio's ``SSRF_PROTECTION_ENABLED`` rule) are refused where the connection is made: each
+new connection resolves its host once, checks every address, and connects to a checked one, with the URL's host
+kept for the ``Host`` header, TLS SNI and the certificate check (:class:`_CheckedAdapter`). A name that answers a
+public address to a check and a private one to the connection (DNS rebinding) therefore never reaches the private
+one. Through a proxy (``HTTP(S)_PROXY``), the proxy connects: the name is checked here before the request.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import ipaddress
 import os
 import socket
 import tempfile
+import threading
 import time
 from contextlib import suppress
 from dataclasses import dataclass
@@ -20,10 +27,14 @@ from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
 import requests
+import requests.adapters
+import urllib3
+import urllib3.connection
 import urllib3.exceptions
+import urllib3.util.connection
 
 from detector_al.io.fetch.cache import IMAGE_SUFFIXES, PART_PREFIX
-from detector_al.label_studio.auth import LabelStudioAuth, same_origin
+from detector_al.label_studio.auth import LabelStudioAuth, origin, same_origin
 from detector_al.label_studio.errors import LabelStudioError
 
 MAX_REDIRECTS = 5
@@ -40,27 +51,102 @@ class FetchLimits:
     max_bytes: int = 64 * 1024 * 1024
     allow_private: bool = False  # FETCH_ALLOW_PRIVATE: fetch URLs on private, loopback or link-local addresses too
     cache_max_bytes: int = 2 * 2**30  # IMAGE_CACHE_MAX_MB: the downloaded images kept, least recently used go first
+    trust_label_studio: bool = True  # Label Studio's URL may be private: false when an unauthenticated /setup set it
+
+
+def refused_ip(address: str) -> bool:
+    """A private, loopback, link-local, reserved, multicast or unspecified address: what Label Studio's
+    ``SSRF_PROTECTION_ENABLED`` refuses."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    return ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved or ip.is_multicast or ip.is_unspecified
 
 
 def private_address(host: str) -> str | None:
-    """The first private, loopback, link-local, reserved or multicast address ``host`` resolves to (None: none, or
-    it does not resolve, which the download then reports). What Label Studio's ``SSRF_PROTECTION_ENABLED`` refuses."""
+    """The first refused address (:func:`refused_ip`) ``host`` resolves to (None: none, or it does not resolve,
+    which the download then reports). A check by name only: a download checks the addresses it connects to
+    (:class:`_CheckedAdapter`)."""
     try:
         infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
     except (socket.gaierror, UnicodeError, ValueError):
         return None
-    for info in infos:
-        ip = ipaddress.ip_address(info[4][0].split("%", 1)[0])
-        if (
-            ip.is_private
-            or ip.is_loopback
-            or ip.is_link_local
-            or ip.is_reserved
-            or ip.is_multicast
-            or ip.is_unspecified
-        ):
-            return str(ip)
-    return None
+    return next((str(info[4][0]) for info in infos if refused_ip(str(info[4][0]))), None)
+
+
+class AddressRefused(Exception):
+    """A connection's host resolved to a refused address (raised where the connection is made)."""
+
+    def __init__(self, host: str, address: str) -> None:
+        super().__init__(f"{host} resolves to {address}")
+        self.host, self.address = host, address
+
+
+@dataclass(frozen=True)
+class _Policy:
+    """Where a session's connections may go: anywhere (``allow_private``), else public addresses and the trusted
+    origin (Label Studio's, ``(scheme, host, port)``)."""
+
+    allow_private: bool
+    trusted: tuple[str, str, int] | None
+
+
+def _checked_socket(conn, policy: _Policy, scheme: str) -> socket.socket:
+    """The socket of a new connection: ``conn``'s host resolved once, every address checked against ``policy``, a
+    checked address connected (the next one if it refuses). Errors are urllib3's, as its own ``_new_conn`` raises."""
+    host, port = conn.host, conn.port or conn.default_port
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        raise urllib3.exceptions.NameResolutionError(host, conn, e) from e
+    addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
+    if not (policy.allow_private or (scheme, host.lower(), port) == policy.trusted):
+        refused = next((a for a in addresses if refused_ip(a)), None)
+        if refused is not None:  # one private answer refuses the name, as Label Studio does
+            raise AddressRefused(host, refused)
+    error: OSError | None = None
+    for address in addresses:
+        try:
+            return urllib3.util.connection.create_connection(
+                (address, port), conn.timeout, source_address=conn.source_address, socket_options=conn.socket_options
+            )
+        except TimeoutError as e:
+            raise urllib3.exceptions.ConnectTimeoutError(
+                conn, f"Connection to {host} timed out. (connect timeout={conn.timeout})"
+            ) from e
+        except OSError as e:
+            error = e
+    raise urllib3.exceptions.NewConnectionError(conn, f"Failed to establish a new connection: {error}")
+
+
+def _checked_pools(policy: _Policy) -> dict[str, type]:
+    """urllib3 pool classes whose connections are made by :func:`_checked_socket` under ``policy``."""
+
+    class HTTP(urllib3.connection.HTTPConnection):
+        def _new_conn(self) -> socket.socket:
+            return _checked_socket(self, policy, "http")
+
+    class HTTPS(urllib3.connection.HTTPSConnection):  # TLS wraps this socket with the URL's host (SNI, certificate)
+        def _new_conn(self) -> socket.socket:
+            return _checked_socket(self, policy, "https")
+
+    class HTTPPool(urllib3.HTTPConnectionPool):
+        ConnectionCls = HTTP
+
+    class HTTPSPool(urllib3.HTTPSConnectionPool):
+        ConnectionCls = HTTPS
+
+    return {"http": HTTPPool, "https": HTTPSPool}
+
+
+class _CheckedAdapter(requests.adapters.HTTPAdapter):
+    """A requests adapter that connects only where ``policy`` allows, to the very addresses it checked."""
+
+    def __init__(self, policy: _Policy) -> None:
+        self.policy = policy
+        super().__init__()
+
+    def init_poolmanager(self, *args, **kwargs) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = _checked_pools(self.policy)
 
 
 DEFAULT_LIMITS = FetchLimits()
@@ -75,14 +161,30 @@ class DownloadFailed(Exception):
         self.reason, self.status, self.final = reason, status, final
 
 
-def _new_session() -> requests.Session:
+def _new_session(policy: _Policy) -> requests.Session:
     s = requests.Session()
     s.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))  # stateless: keep no cookies
     s.headers["Accept"] = "image/*,*/*;q=0.8"
+    adapter = _CheckedAdapter(policy)
+    s.mount("http://", adapter)
+    s.mount("https://", adapter)
     return s
 
 
-_SESSION = _new_session()
+_SESSIONS: dict[_Policy, requests.Session] = {}  # one per policy: a connection is reused only under its own policy
+_SESSIONS_LOCK = threading.Lock()
+MAX_SESSIONS = 16
+
+
+def _session(policy: _Policy) -> requests.Session:
+    """The shared session of ``policy`` (kept: its connections are reused across downloads)."""
+    with _SESSIONS_LOCK:
+        s = _SESSIONS.get(policy)
+        if s is None:
+            while len(_SESSIONS) >= MAX_SESSIONS:
+                _SESSIONS.pop(next(iter(_SESSIONS))).close()
+            s = _SESSIONS[policy] = _new_session(policy)
+        return s
 
 
 def sniff_suffix(head: bytes) -> str:
@@ -128,23 +230,32 @@ def _short(exc: BaseException) -> str:
 class Downloader:
     """Downloads under one deadline (``time.monotonic()`` seconds), shared by redirects and every URL tried."""
 
-    def __init__(self, limits: FetchLimits, deadline: float, trusted: str | None = None) -> None:
+    def __init__(self, limits: FetchLimits, deadline: float, label_studio: str | None = None) -> None:
         self.limits = limits
         self.deadline = deadline
-        self.trusted = trusted  # Label Studio's URL: its origin may be private (a local or in-cluster install)
+        self.label_studio = label_studio
+        # Label Studio's URL: its origin may be private (a local or in-cluster install), if the settings trust it
+        self.trusted = label_studio if limits.trust_label_studio else None
+        self.session = _session(_Policy(limits.allow_private, origin(self.trusted or "")))
 
-    def _check_address(self, url: str) -> None:
-        """Refuse a URL whose host is a private address, unless it is Label Studio's or allowed by the settings."""
-        if self.limits.allow_private or same_origin(url, self.trusted):
+    def _refusal(self, host: str, address: str) -> DownloadFailed:
+        if self.trusted is None and (origin(self.label_studio or "") or ("", "", 0))[1] == host.lower():
+            why = (
+                "Label Studio's host is trusted only when LABEL_STUDIO_URL names it, or when /setup needs basic auth "
+                "(BASIC_AUTH_USER, BASIC_AUTH_PASS): without either, anyone could point the backend at an internal host"
+            )
+        else:
+            why = "only Label Studio's own host is fetched there (set FETCH_ALLOW_PRIVATE=true to allow such URLs)"
+        return DownloadFailed(f"refused: {host} is a private or loopback address ({address}); {why}", final=True)
+
+    def _check_proxied(self, url: str) -> None:
+        """Through a proxy the proxy connects, so the name is checked here (the best a client can do)."""
+        if self.limits.allow_private or same_origin(url, self.trusted) or not requests.utils.get_environ_proxies(url):
             return
         host = urlsplit(url).hostname or ""
         found = private_address(host)
         if found is not None:
-            raise DownloadFailed(
-                f"refused: {host} is a private or loopback address ({found}); only Label Studio's own host is "
-                "fetched there (set FETCH_ALLOW_PRIVATE=true to allow such URLs)",
-                final=True,
-            )
+            raise self._refusal(host, found)
 
     def get(self, url: str, auth: LabelStudioAuth | None, cache: Path, final_name: str) -> Path:
         """Download ``url`` into ``cache / final_name`` (plus a sniffed suffix when the name has none).
@@ -184,10 +295,13 @@ class Downloader:
         lim = self.limits
         current = url
         for _hop in range(MAX_REDIRECTS + 1):
-            self._check_address(current)  # every hop: a public URL may redirect to a private one
+            self._check_proxied(current)  # every hop: a public URL may redirect to a private one
             left = self._remaining()
             timeout = (min(lim.connect_timeout_s, left), min(lim.read_timeout_s, left))
-            resp = _SESSION.get(current, auth=auth, stream=True, timeout=timeout, allow_redirects=False)
+            try:  # the connection checks the addresses it connects to
+                resp = self.session.get(current, auth=auth, stream=True, timeout=timeout, allow_redirects=False)
+            except AddressRefused as exc:
+                raise self._refusal(exc.host, exc.address) from None
             if not resp.is_redirect:
                 return resp, current
             nxt = urljoin(current, resp.headers.get("Location", ""))

@@ -61,7 +61,7 @@ class _Fetch:
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         self.limits = limits or DEFAULT_LIMITS
         self.deadline = time.monotonic() + self.limits.total_timeout_s
-        self.downloader = Downloader(self.limits, self.deadline, trusted=self.ls_url)
+        self.downloader = Downloader(self.limits, self.deadline, label_studio=self.ls_url)
 
     def fail(self, reason: str) -> ImageFetchError:
         return ImageFetchError(f"cannot fetch {self.url}: {reason}")
