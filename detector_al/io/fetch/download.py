@@ -120,21 +120,23 @@ def _checked_socket(conn, policy: _Policy, scheme: str) -> socket.socket:
 def _checked_pools(policy: _Policy) -> dict[str, type]:
     """urllib3 pool classes whose connections are made by :func:`_checked_socket` under ``policy``."""
 
-    class HTTP(urllib3.connection.HTTPConnection):
+    class CheckedHTTPConnection(urllib3.connection.HTTPConnection):
         def _new_conn(self) -> socket.socket:
             return _checked_socket(self, policy, "http")
 
-    class HTTPS(urllib3.connection.HTTPSConnection):  # TLS wraps this socket with the URL's host (SNI, certificate)
+    class CheckedHTTPSConnection(
+        urllib3.connection.HTTPSConnection
+    ):  # TLS wraps this socket with the URL's host (SNI, certificate)
         def _new_conn(self) -> socket.socket:
             return _checked_socket(self, policy, "https")
 
-    class HTTPPool(urllib3.HTTPConnectionPool):
-        ConnectionCls = HTTP
+    class CheckedHTTPConnectionPool(urllib3.HTTPConnectionPool):
+        ConnectionCls = CheckedHTTPConnection
 
-    class HTTPSPool(urllib3.HTTPSConnectionPool):
-        ConnectionCls = HTTPS
+    class CheckedHTTPSConnectionPool(urllib3.HTTPSConnectionPool):
+        ConnectionCls = CheckedHTTPSConnection
 
-    return {"http": HTTPPool, "https": HTTPSPool}
+    return {"http": CheckedHTTPConnectionPool, "https": CheckedHTTPSConnectionPool}
 
 
 class _CheckedAdapter(requests.adapters.HTTPAdapter):
