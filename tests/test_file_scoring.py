@@ -139,3 +139,7 @@ def test_pool_shape_follows_the_clusters_resources():
     assert pool_shape(RayOptions(gpus_per_worker=0.5), {"CPU": 32.0, "GPU": 2.0}) == (4, 8, 0.5)
     assert pool_shape(RayOptions(workers=3), {"CPU": 8.0}) == (3, 2, 0.0)
     assert pool_shape(RayOptions(workers=4), {"CPU": 2.0}) == (4, 1, 0.0)
+    # --ray-workers on a GPU cluster: the GPUs shared out among them (never workers x 1 GPU), the user's fraction kept
+    assert pool_shape(RayOptions(workers=4), {"CPU": 8.0, "GPU": 1.0}) == (4, 2, 0.25)
+    assert pool_shape(RayOptions(workers=2), {"CPU": 8.0, "GPU": 4.0}) == (2, 4, 1.0)
+    assert pool_shape(RayOptions(workers=3, gpus_per_worker=0.5), {"CPU": 6.0, "GPU": 2.0}) == (3, 2, 0.5)

@@ -48,7 +48,10 @@ def load_detector(model: str, **kwargs):
 RAY_HELP = "Score on Ray: a local Ray on this machine (see --ray-address for a cluster)."
 RAY_ADDRESS_HELP = "Score on the Ray cluster at this address (auto, ray://head:10001); implies --ray."
 RAY_WORKERS_HELP = "Ray actors, one model each (default: one per GPU, else one per CPU of the cluster)."
-RAY_GPUS_HELP = "GPU fraction per Ray actor (default: 1 where the cluster has GPUs; 0.5 puts two on a GPU)."
+RAY_GPUS_HELP = (
+    "GPU fraction per Ray actor (default where the cluster has GPUs: its GPUs shared out among --ray-workers, at "
+    "most 1 each, else 1; 0.5 puts two on a GPU)."
+)
 
 
 def ray_options(use_ray: bool, address: str | None, workers: int | None, gpus: float | None, batch_size: int):

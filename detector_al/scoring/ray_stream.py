@@ -53,8 +53,8 @@ class RayOptions:
             machine, started for the run and stopped with the process.
         workers: actors, each holding one model (default: one per GPU of the cluster where it has GPUs, else
             one per CPU); the cluster's CPUs are shared out among them (torch's threads).
-        gpus_per_worker: the GPU fraction of each actor (default: 1 where the cluster has GPUs, else 0); 0.5 puts
-            two actors on a GPU.
+        gpus_per_worker: the GPU fraction of each actor (default where the cluster has GPUs: its GPUs shared out
+            among ``workers`` when given, at most 1 each, else 1; without GPUs 0); 0.5 puts two actors on a GPU.
         batch_size: images per forward pass inside an actor.
     """
 
@@ -147,13 +147,26 @@ def pool_shape(opts: RayOptions, resources: dict[str, float]) -> tuple[int, int,
     :class:`RayOptions`): the cluster's CPUs are shared out among the workers (at least one each), which use them as
     torch's threads."""
     gpus, cpus = float(resources.get("GPU", 0.0)), int(resources.get("CPU", 1.0))
-    per_gpu = opts.gpus_per_worker if opts.gpus_per_worker is not None else (1.0 if gpus else 0.0)
+    if opts.gpus_per_worker is not None:  # the fraction the user gave
+        per_gpu = opts.gpus_per_worker
+    elif gpus and opts.workers:  # the workers the user asked for share the cluster's GPUs (never 1 GPU each)
+        per_gpu = min(1.0, gpus / opts.workers)
+    else:
+        per_gpu = 1.0 if gpus else 0.0
     if opts.workers:
         workers = opts.workers
     elif per_gpu:
         workers = max(1, int(gpus / per_gpu))
     else:
         workers = max(1, cpus)
+    if per_gpu * workers > gpus + 1e-9:
+        log.warning(
+            "%d Ray workers x %g GPU each is more than the cluster's %g GPUs: the rest wait for a GPU "
+            "(lower --ray-workers or --ray-gpus-per-worker)",
+            workers,
+            per_gpu,
+            gpus,
+        )
     return workers, max(1, cpus // workers), per_gpu
 
 
