@@ -246,6 +246,30 @@ def test_big_images_between_pils_limit_and_ours_still_open(tmp_path, monkeypatch
     assert Image.MAX_IMAGE_PIXELS == 1000
 
 
+def test_pils_limit_is_never_changed_while_a_big_image_opens(tmp_path, monkeypatch):
+    """Other threads open images meanwhile (the backend's fetch pool, the inference thread): every ``Image.open`` in
+    the process sees PIL's own limit, also while an image between PIL's limit and ours opens."""
+    from detector_al.io import images
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    seen = []
+    real_open = Image.open
+
+    def spy(fp, *args, **kwargs):
+        seen.append(Image.MAX_IMAGE_PIXELS)  # what another thread's open would see right now
+        return real_open(fp, *args, **kwargs)
+
+    monkeypatch.setattr(images.Image, "open", spy)
+    path = tmp_path / "a.png"
+    Image.new("RGB", (64, 64), (10, 20, 30)).save(path)
+    assert images.load_image(path).width == 64 and images.needs_web_copy(path) is False
+    assert seen and set(seen) == {1000}
+    monkeypatch.setattr(images, "MAX_PIXELS", 64 * 63)  # above our limit too: refused, with the size
+    with pytest.raises(images.ImageLoadError, match=r"image too large: 64x64 = 0 MP > 0 MP"):
+        images.load_image(path)
+    assert set(seen) == {1000}
+
+
 # ---- one name per model ---------------------------------------------------------------------------------------
 
 

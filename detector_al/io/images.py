@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import io
 import os
-import threading
+import struct
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -58,29 +58,45 @@ DOWNSCALE_FACTOR = 4
 _BYTES_PER_PIXEL = {"1": 1, "L": 1, "P": 1, "LA": 2, "PA": 2, "RGB": 3, "YCbCr": 3, "RGBA": 4, "CMYK": 4}
 _HIGH_DEPTH = ("I;16", "I;16B", "I;16L", "I", "F")
 
-_BOMB_LOCK = threading.Lock()
-
 
 def _open_image(fp) -> Image.Image:
     """``Image.open`` with PIL's decompression-bomb check as PIL sets it for the process, except for an image between
-    PIL's limit and :data:`MAX_PIXELS`: that one open runs with PIL's limit raised to ours (then restored), and
-    :func:`_decode_upright` checks the size, with a message that says what to do. Nothing else in the process sees
-    the check loosened but for that open, which holds a lock."""
+    PIL's limit and :data:`MAX_PIXELS`: that one is identified without PIL's check (:func:`_open_unchecked`) and
+    held to ours. PIL's limit is never changed, so other threads (and other code using PIL) keep its check."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # a warning only: our own check follows
         try:
             return Image.open(fp)
         except Image.DecompressionBombError:
-            fp.seek(0)
-            with _BOMB_LOCK:
-                limit = Image.MAX_IMAGE_PIXELS
-                Image.MAX_IMAGE_PIXELS = MAX_PIXELS // 2  # PIL refuses above twice its limit
+            im = _open_unchecked(fp)
+            w, h = im.size
+            if w * h > MAX_PIXELS:
+                im.close()
+                raise ImageLoadError(
+                    f"image too large: {w}x{h} = {w * h / 1e6:.0f} MP > {MAX_PIXELS / 1e6:.0f} MP; downscale it first"
+                ) from None
+            return im
+
+
+def _open_unchecked(fp) -> Image.Image:
+    """What ``Image.open`` does to identify a file (each registered format's ``accept`` on the first bytes, then its
+    opener), without PIL's size check: the caller checks the size. Raises PIL's own errors for an unknown format."""
+    fp.seek(0)
+    prefix = fp.read(16)
+    Image.preinit()
+    for full in (False, True):  # the common formats first, then every plugin (as Image.open does)
+        if full:
+            Image.init()
+        for fmt in list(Image.ID):
+            factory, accept = Image.OPEN[fmt]
+            result = not accept or accept(prefix)
+            if result and not isinstance(result, str):
+                fp.seek(0)
                 try:
-                    return Image.open(fp)
-                except Image.DecompressionBombError as exc:
-                    raise ImageLoadError(f"image too large: {exc}; downscale it first") from None
-                finally:
-                    Image.MAX_IMAGE_PIXELS = limit
+                    return factory(fp, "")
+                except (SyntaxError, IndexError, TypeError, struct.error):
+                    continue
+    raise UnidentifiedImageError("cannot identify image file")
 
 
 class ImageLoadError(ValueError):
