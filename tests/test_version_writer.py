@@ -83,3 +83,31 @@ def test_two_projects_naming_the_same_weights_differently_never_rename_the_servi
     assert ls.updates == [(3, {"model_version": ours})]  # only the project on other weights is switched
     service.swap(SimpleNamespace(version="v1-0badc0de"))  # a retrained model: its own name everywhere
     assert service.version_for(1) == "v1-0badc0de"
+
+
+def _add_after(barrier, root: str, weights: str, out) -> None:
+    barrier.wait()  # every process lists the versions at about the same moment
+    out.put(ModelRegistry(root).add(weights))
+
+
+def test_processes_sharing_a_model_dir_never_take_the_same_version_number(tmp_path):
+    """The backend, retraining and ingest runs share MODEL_DIR from separate processes: each new version gets a
+    number of its own (an in-process lock let two processes both take the next one)."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    n = 6
+    files = []
+    for i in range(n):
+        files.append(tmp_path / f"w{i}.pt")
+        files[-1].write_bytes(bytes([i]) * 8_000_000)  # a copy long enough for the others to list meanwhile
+    barrier, out = ctx.Barrier(n), ctx.Queue()
+    procs = [ctx.Process(target=_add_after, args=(barrier, str(tmp_path / "m"), str(f), out)) for f in files]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    names = sorted(out.get(timeout=5) for _ in procs)
+    numbers = sorted(int(v.split("-")[0][1:]) for v in names)
+    assert numbers == list(range(n)), names
+    assert sorted(ModelRegistry(tmp_path / "m").versions()) == names

@@ -16,11 +16,13 @@ of renaming the project.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
-import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from detector_al.io.files import atomic_write, file_sha256
@@ -49,7 +51,17 @@ class ModelRegistry:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
         (self.root / "versions").mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
+
+    @contextmanager
+    def _numbering(self) -> Iterator[None]:
+        """Hold the registry's file lock (``versions/.lock``, ``flock``): the backend, retraining and ``ingest`` runs
+        in other processes share ``MODEL_DIR``, so a version's number is taken by one of them at a time."""
+        with open(self.root / "versions" / ".lock", "a") as f:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
     def versions(self) -> list[str]:
         """All complete versions, oldest first."""
@@ -78,7 +90,7 @@ class ModelRegistry:
         """
         weights = Path(weights)
         digest = file_sha256(weights)[:8]
-        with self._lock:
+        with self._numbering():
             for v in self.versions():
                 if v.endswith(digest):
                     return v
