@@ -131,8 +131,10 @@ def ingest(
         write(pending)
     report.elapsed_s = time.perf_counter() - start
     report.write_s, report.write_cpu_s, report.waited_s = write.busy_s, write.busy_cpu_s, write.waited_s
-    for row in store.images(project, "error IS NOT NULL"):
-        if (row.path, row.error) not in report.failed:
+    listed = set(report.failed)  # the run's own failures, then the stored ones not listed yet (once each)
+    for row in store.iter_images(project, "error IS NOT NULL"):
+        if (row.path, row.error) not in listed:
+            listed.add((row.path, row.error))
             report.failed.append((row.path, row.error))
     queue_start = time.perf_counter()
     _refresh_queue(store, project, det.version, cfg, sink, report)
