@@ -43,10 +43,13 @@ class ErrorResponse(BaseModel):
 
 
 class HealthResponse(BaseModel):
+    """``status`` and ``model_class`` for anyone (Label Studio polls /health); the model version and the training
+    state (the last job's result or error) only to a request that passes basic auth, when it is on."""
+
     status: str = "UP"
     model_class: str = "detector-al"
-    model_version: str
-    training: dict[str, Any] = Field(default_factory=dict)
+    model_version: str | None = None
+    training: dict[str, Any] | None = None
 
 
 class SetupRequest(BaseModel):

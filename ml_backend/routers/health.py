@@ -1,5 +1,6 @@
-"""GET /health (no auth: Label Studio polls it), GET /status (training queue, recent jobs, signals, annotator time) and
-GET /cost-model (a project's fitted annotator cost model, as a file)."""
+"""GET /health (no auth: Label Studio polls it; its details need basic auth when it is on), GET /status (training
+queue, recent jobs, signals, annotator time) and GET /cost-model (a project's fitted annotator cost model, as a
+file)."""
 
 from __future__ import annotations
 
@@ -8,16 +9,20 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 from detector_al.signals.annotator_time import MIN_FIT, export
 from detector_al.signals.dashboard import status_annotator_time, status_signals
 from detector_al.state.annotation_times import AnnotationTimes
-from ml_backend.dependencies import get_backend, require_auth
+from ml_backend.dependencies import authenticated, get_backend, require_auth
 from ml_backend.schemas import MAX_ID, ErrorResponse, HealthResponse
 from ml_backend.state import Backend
 
 router = APIRouter()
 
 
-@router.get("/health", response_model=HealthResponse)
-@router.get("/", response_model=HealthResponse, include_in_schema=False)
-def health(backend: Backend = Depends(get_backend)) -> HealthResponse:
+@router.get("/health", response_model=HealthResponse, response_model_exclude_none=True)
+@router.get("/", response_model=HealthResponse, response_model_exclude_none=True, include_in_schema=False)
+def health(backend: Backend = Depends(get_backend), full: bool = Depends(authenticated)) -> HealthResponse:
+    """Up or not, for anyone (no auth: Label Studio polls it); the model version and the training state (the last
+    job's result or error text) only with basic auth when it is on."""
+    if not full:
+        return HealthResponse()
     return HealthResponse(model_version=backend.service.model_version, training=backend.worker.state())
 
 
