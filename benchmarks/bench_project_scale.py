@@ -6,7 +6,7 @@ ingest table), and then, in one run:
 
 * ``/predict`` of one task on the real app (the shipped model, a local image) for both sizes, in alternating
   blocks: the server's own time (``Server-Timing``) per request, median and 90th percentile;
-* the backend's queue refresh (:func:`~detector_al.label_studio.publish.refresh_queue`, Label Studio replaced by a
+* the backend's queue refresh (:func:`~detector_al.label_studio.project_queue.refresh_queue`, Label Studio replaced by a
   recorder: no network): seconds and peak Python memory (``tracemalloc``);
 * the end of ingest's plan (:func:`~detector_al.pipelines.ingest.plan_ingested_queue`): seconds and peak memory;
 * for contrast, what holding the whole pool costs: all rows' embeddings in memory and ``build_queue`` over them.
@@ -104,7 +104,7 @@ def main() -> None:
     from fastapi.testclient import TestClient
 
     from detector_al.demo.bootstrap_model import shipped_sample_weights
-    from detector_al.label_studio.publish import refresh_queue
+    from detector_al.label_studio.project_queue import refresh_queue
     from detector_al.pipelines.ingest import plan_ingested_queue
     from detector_al.queue.build import AUTO_ACCEPT, build_queue, default_confidence
     from detector_al.state.store import STORE_FILE_NAME, Store

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from detector_al.label_studio.publish import refresh_queue
+from detector_al.label_studio.project_queue import refresh_queue
 from detector_al.model.predictions import Detections
 from detector_al.pipelines.ingest import plan_queue
 from detector_al.policy.decision import Decision

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 from fastapi.testclient import TestClient
 
-from detector_al.label_studio.publish import refresh_queue
+from detector_al.label_studio.project_queue import refresh_queue
 from detector_al.queue.build import QUERY, REST
 from detector_al.state.store import ImageRow, PredictionRow, Store
 from ml_backend.main import create_app
@@ -75,9 +75,9 @@ class _LabelStudioWithoutTask:
 def test_a_refresh_forgets_a_task_found_deleted_and_gives_its_slot_away(tmp_path):
     store = _stored(tmp_path)
     ls = _LabelStudioWithoutTask(gone=1)  # task 1 is the most uncertain: the batch's first
-    _, pending = refresh_queue(store, ls, 1, "v", 2, lambda u: 1 / (1 + u))
+    pending = refresh_queue(store, ls, 1, "v", 2, lambda u: 1 / (1 + u)).pending
     assert pending == 0  # nothing left to retry
     assert 1 not in {r["task_id"] for r in store.predictions(1)}
     queued = {r["task_id"] for r in store.predictions(1) if r["decision"] == QUERY}
     assert len(queued) == 2 and set(ls.scores) >= queued  # a whole batch, written
-    assert refresh_queue(store, ls, 1, "v", 2, lambda u: 1 / (1 + u)) == (0, 0)
+    assert refresh_queue(store, ls, 1, "v", 2, lambda u: 1 / (1 + u))[:2] == (0, 0)

@@ -18,13 +18,10 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from detector_al.queue.build import AUTO_ACCEPT, UNCERTAINTY_SAMPLING, embedding_matrix
-from detector_al.queue.plan import StoredPlace, plan_stored_queue
+from detector_al.queue.build import UNCERTAINTY_SAMPLING
 
 log = logging.getLogger(__name__)
 
@@ -226,50 +223,3 @@ def publish_queue(
             return None
 
         return [f for f in pool.map(write, updates) if f is not None]
-
-
-def refresh_queue(
-    store, ls, project: int, model_version: str, budget: int, confidence, cold_start: bool = False
-) -> tuple[int, int]:
-    """Re-build a project's queue from the backend's stored predictions and write what changed to Label Studio.
-
-    The backend scores tasks one request at a time (each alone gets its band's score); once a pool has
-    been predicted this chooses the batch over it (:func:`~detector_al.queue.plan.plan_stored_queue`: the stored
-    predictions streamed, in bounded memory) and moves the changed predictions' scores. Tasks labeled since (webhook events) are left out. With
-    ``cold_start``, a cold model's batch is TypiClust's, away from the labeled tasks' clusters.
-
-    Tasks found deleted in Label Studio (a ``TASKS_DELETED`` webhook missed) are forgotten
-    (:meth:`~detector_al.state.store.Store.forget_tasks`) and the batch is chosen again without them.
-
-    Returns:
-        ``(moved, pending)``: how many tasks changed place, and how many of those could not be written yet
-        (their prediction is not stored in Label Studio yet, or the write failed): refresh again later.
-    """
-
-    def places() -> Iterator[tuple[StoredPlace, sqlite3.Row]]:
-        for r in store.iter_queue_inputs(project, model_version):
-            mc = r["max_confidence"]  # NULL in rows /predict stored before the column existed: then no cold start
-            yield StoredPlace(r["task_id"], r["score"], r["decision"] == AUTO_ACCEPT, mc, r["embedding"]), r
-
-    for _ in range(3):  # a pass that finds deleted tasks plans again without them
-        plan = plan_stored_queue(
-            lambda: (p for p, _ in places()),
-            budget,
-            confidence,
-            cold_start=cold_start,
-            labeled_embeddings=lambda dim: embedding_matrix(store.labeled_embeddings(project), dim),
-        )
-        changed = []
-        for place, r in places():
-            e = plan.entry(place)
-            if r["decision"] != e.status or abs((r["confidence"] or 0.0) - e.score) > 1e-12:
-                changed.append((place.key, e))
-        results = publish_queue(ls, project, model_version, [TaskQueueUpdate(t, e.score) for t, e in changed])
-        gone = {t for t, why in results if why == TASK_GONE}
-        failed = {t for t, _ in results} - gone
-        store.set_queue(project, [(t, e.status, e.score) for t, e in changed if t not in failed and t not in gone])
-        if not gone:
-            break
-        store.forget_tasks(project, gone)
-        log.info("project %s: %d deleted tasks forgotten", project, len(gone))
-    return len(changed), len(failed)

@@ -20,7 +20,6 @@ import requests
 
 from detector_al.label_studio.annotations import is_labeled_by_count
 from detector_al.label_studio.client import LabelStudioClient, LabelStudioError
-from detector_al.label_studio.publish import TaskQueueUpdate, configure_project, publish_queue
 from detector_al.queue.build import AUTO_ACCEPT
 
 log = logging.getLogger(__name__)
@@ -334,13 +333,6 @@ class LabelStudioSink:
     def create(self, payloads: list[dict]) -> list[int]:
         r = self.ls.projects.import_tasks(id=self.project, request=payloads, return_task_ids=True)
         return list(r.task_ids or [])
-
-    def publish(self, store, model_version: str, updates: list[TaskQueueUpdate]) -> list[tuple[int, str]]:
-        """Make the project serve the queue: the tasks' queue numbers, then its model version and (the first time
-        ``store`` sees the project) its sampling (:func:`~detector_al.label_studio.publish.configure_project`)."""
-        failed = publish_queue(self.ls, self.project, model_version, updates)  # a few tasks: looked up by id
-        configure_project(self.ls, store, self.project, model_version)
-        return failed
 
     def ensure_tabs(self) -> None:
         """Create or update the queue tab and the review tab (:func:`tab_specs`)."""

@@ -27,11 +27,11 @@ import numpy as np
 
 from detector_al.io.images import iter_images
 from detector_al.label_studio.config import RectangleTarget
-from detector_al.label_studio.publish import TASK_GONE, TaskQueueUpdate
+from detector_al.label_studio.project_queue import refresh_queue
+from detector_al.label_studio.publish import configure_project
 from detector_al.label_studio.task_sink import LabelStudioSink
 from detector_al.model.detector import Detector
 from detector_al.pipelines.ingest_export import OFFLINE_PROJECT
-from detector_al.pipelines.ingest_rows import queue_fields, replace_row
 from detector_al.pipelines.ingest_setup import IngestConfig
 from detector_al.pipelines.ingest_writer import BackgroundWriter, BatchWriter, IngestReport
 from detector_al.policy.decision import DecisionPolicy
@@ -182,33 +182,23 @@ def _refresh_queue(
     sink: LabelStudioSink | None,
     report: IngestReport,
 ) -> None:
-    """Choose the query batch over the whole project and write the statuses that changed: Label Studio first,
-    the store after, so a failed update is retried by the next run."""
-    labeled = getattr(sink, "labeled", set()) if sink else set()  # labeled tasks leave the queue
+    """Choose the query batch over the whole project and write the places that changed: Label Studio first, the store
+    after, so a failed update is retried by the next run. In Label Studio the project's one queue
+    (:func:`~detector_al.label_studio.project_queue.refresh_queue`: the tasks ingest made and those the backend
+    predicted, one batch); offline, the ingested images by content hash."""
     confidence = serving_strategy(cfg.policy.strategy).confidence
-    plan = plan_ingested_queue(store, project, cfg.policy.budget, confidence, labeled, cfg.policy.cold_start)
-    changed = []
-    for row in store.iter_images(project, "error IS NULL"):
-        if row.task_id in labeled:
-            continue
-        e = plan.entry(_place(row))
-        if row.decision != e.status or abs((row.priority or 0.0) - e.priority) > 1e-12:
-            changed.append((row, e))
-    failed: set[int] = set()
+    budget, cold_start = cfg.policy.budget, cfg.policy.cold_start
     if sink is not None:
-        updates = [
-            TaskQueueUpdate(
-                row.task_id, e.score, queue_fields(replace_row(row, decision=e.status, priority=e.priority))
-            )
-            for row, e in changed
-            if row.task_id
-        ]
-        results = sink.publish(store, model_version, updates)
-        gone = {t for t, why in results if why == TASK_GONE}  # deleted during the run: the next run re-creates them
-        store.forget_tasks(project, gone)
-        failed = {t for t, _ in results}
-    store.set_image_queue(
-        project, [(row.content_hash, e.status, e.priority) for row, e in changed if row.task_id not in failed]
-    )
-    report.queried = len(plan.batch)
+        done = refresh_queue(store, sink.ls, project, model_version, budget, confidence, cold_start, sink.labeled)
+        configure_project(sink.ls, store, project, model_version)
+        report.queried = done.batch
+    else:
+        plan = plan_ingested_queue(store, project, budget, confidence, cold_start=cold_start)
+        changed = []
+        for row in store.iter_images(project, "error IS NULL"):
+            e = plan.entry(_place(row))
+            if row.decision != e.status or abs((row.priority or 0.0) - e.priority) > 1e-12:
+                changed.append((row.content_hash, e.status, e.priority))
+        store.set_image_queue(project, changed)
+        report.queried = len(plan.batch)
     report.auto_accepted = store.count_images(project, f"decision = '{AUTO_ACCEPT}'")

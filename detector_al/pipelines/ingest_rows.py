@@ -9,7 +9,6 @@ from dataclasses import replace
 import numpy as np
 
 from detector_al.label_studio.config import RectangleTarget
-from detector_al.label_studio.publish import QUEUE_FIELDS
 from detector_al.label_studio.regions import to_label_studio_regions
 from detector_al.policy.decision import Decision
 from detector_al.queue.build import ERROR, label_studio_score, priority
@@ -24,13 +23,6 @@ def task_data(row: ImageRow) -> dict:
         "al_uncertainty": None if row.score is None else round(row.score, 8),
         "al_status": row.decision,
     }
-
-
-def queue_fields(row: ImageRow) -> dict:
-    """The task data fields a queue update writes (:data:`~detector_al.label_studio.publish.QUEUE_FIELDS`): the
-    rest of :func:`task_data` (the image, the hash) is written once, when the task is made."""
-    data = task_data(row)
-    return {k: data[k] for k in QUEUE_FIELDS}
 
 
 def label_studio_score_of(row: ImageRow) -> float:

@@ -19,7 +19,8 @@ from label_studio_sdk.core.api_error import ApiError
 from detector_al.label_studio.annotations import is_labeled
 from detector_al.label_studio.auth import same_origin
 from detector_al.label_studio.client import LabelStudioClient, LabelStudioError
-from detector_al.label_studio.publish import configure_project, refresh_queue
+from detector_al.label_studio.project_queue import refresh_queue
+from detector_al.label_studio.publish import configure_project
 from detector_al.serving.service import PredictionService
 from detector_al.state.registry import ModelRegistry, names_same_weights
 from detector_al.state.store import Store
@@ -144,7 +145,7 @@ class ProjectSync:
             self._timers.clear()
 
     def schedule_queue_refresh(self, project: int, attempt: int = 0) -> None:
-        """Re-build the project's queue (:func:`~detector_al.label_studio.publish.refresh_queue`) once /predict calls pause.
+        """Re-build the project's queue (:func:`~detector_al.label_studio.project_queue.refresh_queue`) once /predict calls pause.
 
         Debounced: every call restarts the project's timer, so "Retrieve predictions" over a pool leads to one
         refresh after its last request. Needs the Label Studio URL and a token; a failure is logged.
@@ -158,7 +159,7 @@ class ProjectSync:
                     del self._timers[project]
             pending = 0
             try:
-                moved, pending = refresh_queue(
+                moved, pending, _ = refresh_queue(
                     self.store,
                     self.client().ls,
                     project,

@@ -15,7 +15,8 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import sqlite3
+from collections.abc import Iterable, Iterator
 
 from detector_al.state.events_table import ANNOTATION_EVENTS, LABELED_TASKS, MAX_EVENTS, EventsTable
 from detector_al.state.images_table import ImagesTable
@@ -45,6 +46,32 @@ STORE_FILE_NAME = "detector_al.sqlite3"
 
 class Store(ProjectsTable, PredictionsTable, ImagesTable, EventsTable, JobsTable):
     """Thread-safe access to the SQLite state file (created on first use); its methods come from the tables."""
+
+    def iter_project_queue(self, project: int, model_version: str, page: int = 2000) -> Iterator[sqlite3.Row]:
+        """The project's one queue, whichever table holds a task: every scored, unlabeled task of ``model_version`` by
+        task id, read a page at a time. A task the backend predicted comes from ``predictions`` (``source``
+        ``"prediction"``); a task ``ingest`` made and the backend has not predicted, from ``images`` (``"image"``,
+        with its ``content_hash``). ``confidence`` is the score Label Studio serves the task by (``1 - priority`` for
+        an ingested one). Columns: task_id, score, confidence, decision, embedding, max_confidence, source,
+        content_hash."""
+        predicted = "SELECT task_id FROM predictions WHERE project = ? AND model_version = ?"
+        union = (
+            "SELECT task_id, score, confidence, decision, embedding, max_confidence, 'prediction' AS source,"
+            " NULL AS content_hash FROM predictions WHERE project = ? AND model_version = ? AND error IS NULL"
+            " AND score IS NOT NULL AND embedding IS NOT NULL"
+            " UNION ALL SELECT task_id, score, 1.0 - COALESCE(priority, 0.0), decision, embedding, max_confidence,"
+            " 'image', content_hash FROM images WHERE project = ? AND model_version = ? AND error IS NULL"
+            f" AND task_id IS NOT NULL AND score IS NOT NULL AND embedding IS NOT NULL AND task_id NOT IN ({predicted})"
+        )
+        sql = f"SELECT * FROM ({union}) WHERE task_id > ? AND task_id NOT IN ({LABELED_TASKS}) ORDER BY task_id LIMIT ?"
+        after = -1
+        while True:
+            args = (project, model_version, project, model_version, project, model_version, after, project, page)
+            rows = self.query(sql, args)
+            yield from rows
+            if len(rows) < page:
+                return
+            after = rows[-1]["task_id"]
 
     def forget_tasks(self, project: int | None, task_ids: Iterable[int]) -> int:
         """Tasks deleted in Label Studio (``TASKS_DELETED``, or found gone): their predictions and ingested rows are
