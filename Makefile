@@ -62,14 +62,17 @@ browser:
 ## The test suite: trains its own small model, starts a real Label Studio (no network) and a real browser.
 test: $(STAMP) base $(LS_STAMP) browser
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	DETECTOR_AL_REQUIRE_LS=1 $(BIN)/python -m pytest -q
 
 test-fast: $(STAMP) base
 	$(BIN)/python -m pytest -q -m "not slow"
 
+## Lint and format check; both fail the target (LINT_PATHS: what they read, the whole tree by default).
+LINT_PATHS ?= .
 lint: $(STAMP)
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check . || true
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
 
 model: $(STAMP)
 	$(BIN)/detector-al train sample_data/data.yaml --out models/bootstrap

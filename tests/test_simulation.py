@@ -31,7 +31,10 @@ def test_simulate_smoke_records_effort_shares_identical_trainings_and_resumes(sa
         ("oracle", 1, 9),
     ]
     last = runs[1]
-    assert len(last["chosen"]) == 3 and last["drawn"] > 0 and last["corrections"] >= 0
+    assert len(last["chosen"]) == 3 and last["drawn"] > 0
+    # a 2-epoch model from random init gets boxes of 3 images wrong (missed, spurious or relabeled): the corrections
+    # are counted against the truth, so there are some (0 is what an effort count that lost its images would say)
+    assert last["corrections"] > 0, last
     assert {"map50", "map50_95", "val_map50", "val_map50_95"} <= set(last)
     # a 2-epoch model accepts nothing, so random+ceal trains on random's images: one training, not two
     assert runs[3]["pseudo"] == 0 and runs[3]["weights"] == runs[1]["weights"]
