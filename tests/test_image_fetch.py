@@ -336,3 +336,20 @@ def test_the_image_cache_keeps_to_its_cap_least_recently_used_first(tmp_path):
     left = sorted(p.name for p in cache.iterdir())
     assert removed == 6 and len(left) == 6  # 11 kB -> at most 90 % of 6 kB: 5 images, and the part file
     assert {"d0__img0.jpg", "d10__img10.jpg", ".part-unfinished"} <= set(left)  # renewed, and the new one
+
+
+def test_pinned_images_are_not_evicted_until_released(tmp_path):
+    """A request or a job pins the images it still needs: past the cap the cache evicts the others, never those."""
+    from detector_al.io.fetch.cache import Pins, pinned
+
+    cache = tmp_path / "cache"
+    limits = FetchLimits(allow_private=True, cache_max_bytes=15_000)  # room for one 10 kB image
+    with Loopback(lambda req: req.send(200, JPEG)) as server:
+        with Pins() as pins:
+            held = [fetch_image(f"{server.url}/{i}.jpg", cache_dir=cache, limits=limits, pins=pins) for i in range(3)]
+            assert all(p.read_bytes() == JPEG for p in held) and len(pins) == 3 and pinned() == 3
+            again = fetch_image(f"{server.url}/0.jpg", cache_dir=cache, limits=limits, pins=pins)  # a hit, pinned too
+            assert again == held[0]
+        assert pinned() == 0
+        fresh = fetch_image(f"{server.url}/new.jpg", cache_dir=cache, limits=limits)  # unpinned: the cap holds again
+    assert fresh.exists() and [p for p in held if p.exists()] == []

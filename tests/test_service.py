@@ -57,3 +57,29 @@ def test_a_request_of_more_than_one_batch_straddling_a_swap_is_served_by_one_ver
     assert service.predict_paths(images, reduce) == ["v1"] * 20
     assert service.model_version == "v2"
     assert service.predict_paths(images[:1], reduce) == ["v2"]
+
+
+def test_a_request_larger_than_the_image_cache_predicts_every_task(detector, sample_data, tmp_path):
+    """One /predict of many downloaded images with a cache that holds one of them: each image stays until it is
+    predicted (pinned), so every task gets its prediction; afterwards the cache keeps to its cap again."""
+    from detector_al.io.fetch.cache import pinned
+    from detector_al.io.fetch.task_image import FetchLimits
+    from detector_al.serving.service import ServiceConfig
+    from tests.loopback import Loopback
+
+    images = sorted((sample_data / "images" / "pool").glob("*.jpg"))[:13]
+    blobs = {f"/img{i}.jpg": p.read_bytes() for i, p in enumerate(images)}
+    cap = max(len(b) for b in blobs.values()) + 1
+    limits = FetchLimits(allow_private=True, cache_max_bytes=cap)
+    service = PredictionService(
+        detector, Store(tmp_path / "store.sqlite3"), ServiceConfig(cache_dir=tmp_path / "cache", fetch_limits=limits)
+    )
+    label_config = (sample_data / "label_config.xml").read_text()
+    with Loopback(lambda req: req.send(200, blobs[req.path])) as server:
+        tasks = [{"id": i + 1, "data": {"image": f"{server.url}{path}"}} for i, path in enumerate(blobs)]
+        out = service.predict_tasks(tasks[:12], label_config, project="3.1")
+        assert [p.error for p in out] == [None] * 12
+        assert [p.task_id for p in out] == list(range(1, 13))
+        assert pinned() == 0
+        service.predict_tasks(tasks[12:], label_config, project="3.1")  # the next download: the cap holds again
+    assert [f.name.endswith("img12.jpg") for f in (tmp_path / "cache").iterdir()] == [True]

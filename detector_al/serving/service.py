@@ -17,7 +17,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from detector_al.io.fetch.task_image import FetchLimits, fetch_image
+from detector_al.io.fetch.task_image import FetchLimits, Pins, fetch_image
 from detector_al.label_studio.client import ImageFetchError, project_id
 from detector_al.label_studio.config import RectangleTarget, parse_label_config
 from detector_al.label_studio.regions import to_label_studio_regions
@@ -222,20 +222,25 @@ class PredictionService:
         hostname: str | None = None,
         access_token: str | None = None,
     ) -> list[TaskPrediction]:
-        """One :class:`TaskPrediction` per task, in order; a task whose image fails gets an empty result."""
+        """One :class:`TaskPrediction` per task, in order; a task whose image fails gets an empty result.
+
+        The request's downloaded images are pinned in the image cache until they are predicted
+        (:class:`~detector_al.io.fetch.cache.Pins`): a request larger than ``IMAGE_CACHE_MAX_MB`` does not evict its
+        own first images before they are read."""
         target = self.target(label_config)
         pid = project_id(project)
+        with Pins() as pins:
 
-        def fetch(task: dict) -> tuple[Path | None, str | None]:
-            return self._fetch(task, target, hostname, access_token)
+            def fetch(task: dict) -> tuple[Path | None, str | None]:
+                return self._fetch(task, target, hostname, access_token, pins)
 
-        # one task (Label Studio's per-task /predict): fetched here, as a thread hop costs more than it overlaps
-        fetched = [fetch(t) for t in tasks] if len(tasks) == 1 else list(self._fetch_pool.map(fetch, tasks))
-        paths = [str(p) for p, _ in fetched if p is not None]
-        round_index = self.store.project(pid)["round"] if pid is not None else 0
-        summaries = {
-            x.source: x for x in self.predict_paths(paths, lambda d, p: self.summarise(d, p, target, round_index))
-        }
+            # one task (Label Studio's per-task /predict): fetched here, as a thread hop costs more than it overlaps
+            fetched = [fetch(t) for t in tasks] if len(tasks) == 1 else list(self._fetch_pool.map(fetch, tasks))
+            paths = [str(p) for p, _ in fetched if p is not None]
+            round_index = self.store.project(pid)["round"] if pid is not None else 0
+            summaries = {
+                x.source: x for x in self.predict_paths(paths, lambda d, p: self.summarise(d, p, target, round_index))
+            }
         version = self.version_for(pid, next(iter(summaries.values())).model_version if summaries else None)
         out: list[TaskPrediction] = []
         rows: list[PredictionRow] = []
@@ -260,7 +265,9 @@ class PredictionService:
             self.store.record_predictions(pid, rows)
         return out
 
-    def _fetch(self, task: dict, target: RectangleTarget, hostname, access_token) -> tuple[Path | None, str | None]:
+    def _fetch(
+        self, task: dict, target: RectangleTarget, hostname, access_token, pins: Pins | None = None
+    ) -> tuple[Path | None, str | None]:
         url = (task.get("data") or {}).get(target.value_key)
         if not url:
             return (
@@ -276,6 +283,7 @@ class PredictionService:
                 local_root=self.config.local_files_root,
                 cache_dir=self.config.cache_dir,
                 limits=self.config.fetch_limits,
+                pins=pins,
             ), None
         except ImageFetchError as exc:
             return None, str(exc)

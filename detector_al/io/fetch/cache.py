@@ -5,7 +5,9 @@ A complete download is ``<digest>__<safe name>`` (the digest names the source, t
 suffix); an unfinished one is a ``.part-*`` file, renamed into place only when complete.
 
 The folder is bounded (:func:`note_download`): past its size cap, the least recently used images go first (a
-cache hit renews an image's modification time), down to 90 % of the cap.
+cache hit renews an image's modification time), down to 90 % of the cap. An image that a request or a job still
+needs is **pinned** (:class:`Pins`): it is not evicted while held, so the folder may run over its cap by what is
+pinned (a batch of a job, one /predict request).
 """
 
 from __future__ import annotations
@@ -59,6 +61,62 @@ KEY_LOCKS = KeyLocks()
 _CLEANED: set[Path] = set()
 _USAGE: dict[Path, int] = {}  # bytes of complete images per cache folder, as this process counts them
 _USAGE_LOCK = threading.Lock()
+_PINNED: dict[str, int] = {}  # cache file path -> how many holders need it (under _USAGE_LOCK)
+
+
+class Pins:
+    """Cache files that a request or a job still needs: :func:`note_download` never evicts a pinned file.
+
+    Pin a file with :meth:`hold` (``fetch_image(..., pins=...)`` does it before returning the path); leaving the
+    ``with`` block (or :meth:`release`) unpins. Thread-safe; one file may be held by several holders at once.
+
+    Example:
+        >>> with Pins() as pins:  # doctest: +SKIP
+        ...     paths = [fetch_image(u, pins=pins) for u in urls]
+        ...     predict(paths)  # none of them is evicted meanwhile, whatever else is downloaded
+    """
+
+    def __init__(self) -> None:
+        self._held: list[str] = []
+        self._lock = threading.Lock()
+
+    def hold(self, path: Path) -> bool:
+        """Pin ``path``; True when the file is there (pinned from now on), False when it was evicted before."""
+        key = str(path)
+        with _USAGE_LOCK:
+            _PINNED[key] = _PINNED.get(key, 0) + 1
+            there = os.path.isfile(key)
+        with self._lock:
+            self._held.append(key)
+        return there
+
+    def release(self) -> None:
+        """Unpin every file this holder pinned."""
+        with self._lock:
+            held, self._held = self._held, []
+        with _USAGE_LOCK:
+            for key in held:
+                n = _PINNED.get(key, 0) - 1
+                if n > 0:
+                    _PINNED[key] = n
+                else:
+                    _PINNED.pop(key, None)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._held)
+
+    def __enter__(self) -> Pins:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def pinned() -> int:
+    """How many distinct files are pinned now (all holders of this process)."""
+    with _USAGE_LOCK:
+        return len(_PINNED)
 
 
 def _complete_files(cache_dir: Path) -> list[os.DirEntry]:
@@ -68,8 +126,9 @@ def _complete_files(cache_dir: Path) -> list[os.DirEntry]:
 
 def note_download(cache_dir: Path, path: Path, max_bytes: int) -> int:
     """Count a new download into its folder's size and, past ``max_bytes``, evict the least recently used images
-    (oldest modification time first; never ``path``) until the folder holds at most 90 % of ``max_bytes``.
-    Returns how many files were removed. The folder is scanned once per process, then only when over the cap."""
+    (oldest modification time first; never ``path``, never a pinned file: :class:`Pins`) until the folder holds at
+    most 90 % of ``max_bytes`` or only pinned files are left. Returns how many files were removed. The folder is
+    scanned once per process, then only when over the cap."""
     cache_dir = Path(cache_dir)
     with _USAGE_LOCK:
         if cache_dir not in _USAGE:
@@ -84,7 +143,7 @@ def note_download(cache_dir: Path, path: Path, max_bytes: int) -> int:
         for e in entries:
             if total <= 0.9 * max_bytes:
                 break
-            if e.path == str(path):
+            if e.path == str(path) or e.path in _PINNED:
                 continue
             try:
                 size = e.stat().st_size

@@ -30,14 +30,22 @@ import time
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from detector_al.io.fetch.cache import KEY_LOCKS, cached, default_cache_dir, note_download, prepare_cache, safe_name
+from detector_al.io.fetch.cache import (
+    KEY_LOCKS,
+    Pins,
+    cached,
+    default_cache_dir,
+    note_download,
+    prepare_cache,
+    safe_name,
+)
 from detector_al.io.fetch.download import DEFAULT_LIMITS, Downloader, DownloadFailed, FetchLimits
 from detector_al.label_studio.auth import LabelStudioAuth, label_studio_auth, origin, same_origin
 from detector_al.label_studio.errors import ImageFetchError, LabelStudioError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_LIMITS", "FetchLimits", "ImageFetchError", "default_cache_dir", "fetch_image"]
+__all__ = ["DEFAULT_LIMITS", "FetchLimits", "ImageFetchError", "Pins", "default_cache_dir", "fetch_image"]
 
 CLOUD_SCHEMES = ("s3:", "gs:", "azure-blob:")
 _LEGACY_UPLOADS: set[tuple] = set()  # Label Studio origins whose /storage-data/uploaded/ refused an upload
@@ -51,8 +59,9 @@ def _under(path: Path, root: Path) -> bool:
 class _Fetch:
     """One call of :func:`fetch_image` (its URL, its Label Studio, its deadline)."""
 
-    def __init__(self, url, ls_url, token, auth, task_id, local_root, cache_dir, limits) -> None:
+    def __init__(self, url, ls_url, token, auth, task_id, local_root, cache_dir, limits, pins=None) -> None:
         self.url = url
+        self.pins: Pins | None = pins
         self.ls_url = ls_url.rstrip("/") if ls_url else None
         self.token = token
         self._auth = auth
@@ -168,6 +177,10 @@ class _Fetch:
         return f"{self.ls_url}/{rel.lstrip('/')}"
 
     # -- downloading --------------------------------------------------------------------------------------
+    def pin(self, path: Path) -> bool:
+        """Pin a cache file for the caller's :class:`Pins` (True without one); False: it was evicted meanwhile."""
+        return self.pins is None or self.pins.hold(path)
+
     def download(self, candidates: list[str], key: str, name: str, ls: bool) -> Path:
         """The first of ``candidates`` (URLs of one image) that downloads, cached under ``key``."""
         auth = self.auth if ls else None
@@ -175,18 +188,20 @@ class _Fetch:
         digest = hashlib.sha256(key.encode()).hexdigest()[:20]
         fname = safe_name(name)
         hit = cached(cache, digest, fname)
-        if hit is not None:
+        if hit is not None and self.pin(hit):
             return hit
         with KEY_LOCKS.hold(digest, self.deadline - time.monotonic()) as got:
             if not got:
                 raise self.fail(f"timed out after {self.limits.total_timeout_s:g} s waiting for another download of it")
             hit = cached(cache, digest, fname)  # another thread may have just fetched it
-            if hit is not None:
+            if hit is not None and self.pin(hit):
                 return hit
             errors: list[DownloadFailed] = []
             for url in candidates:
                 try:
                     got = self.downloader.get(url, auth, cache, f"{digest}__{fname}")
+                    if not self.pin(got):  # evicted between its rename and the pin: only a full cache of pins does it
+                        raise self.fail("the image cache evicted it at once: IMAGE_CACHE_MAX_MB is too small")
                     note_download(cache, got, self.limits.cache_max_bytes)
                     return got
                 except DownloadFailed as exc:
@@ -209,6 +224,7 @@ def fetch_image(
     local_root: Path | None = None,
     cache_dir: Path | None = None,
     limits: FetchLimits | None = None,
+    pins: Pins | None = None,
 ) -> Path:
     """A local file holding the image behind a task value ``url`` (see the module docstring for the sources).
 
@@ -222,8 +238,10 @@ def fetch_image(
             it, and ``file://`` URLs and paths are read only under it.
         cache_dir: where downloads are kept (created; default: a folder in the system's temp dir).
         limits: timeouts and size cap (default :data:`DEFAULT_LIMITS`).
+        pins: the caller's :class:`Pins`: a downloaded image is pinned in the cache before it is returned, so the
+            cache does not evict it while the caller still needs it (files read from disk need no pin).
 
     Raises:
         ImageFetchError: ``cannot fetch <url>: <reason>`` (timeout, too large, 401 with the token kind, 404 ...).
     """
-    return _Fetch(url, ls_url, token, auth, task_id, local_root, cache_dir, limits).run()
+    return _Fetch(url, ls_url, token, auth, task_id, local_root, cache_dir, limits, pins).run()
