@@ -174,6 +174,15 @@ def _time_card(t: dict, project: int) -> str:
     )
 
 
+def _judged_on(c: dict) -> str:
+    """Where a candidate was judged: held-out validation images (the rule), or, for a job from before the rule, the
+    images it trained on."""
+    if c.get("validated_on") == "images/val":
+        n = c.get("val_images")
+        return f"{n} held-out images" if n is not None else "held-out images"
+    return "its training images (before the rule)" if c.get("validated_on") else "-"
+
+
 def _project(o: dict, ls_url: str | None) -> str:
     p, q = o["project"], o["queue"]
     curve = o["curve"]
@@ -183,7 +192,8 @@ def _project(o: dict, ls_url: str | None) -> str:
     }
     versions = "".join(
         f"<tr><td>{escape(str(c['version']))}</td><td>{c['labeled']}</td><td>{c['pseudo_labeled']}</td>"
-        f"<td>{_fmt(c['map50'])}</td><td>{_fmt(c['map50_95'])}</td><td>{'promoted' if c['promoted'] else 'kept the serving model'}</td>"
+        f"<td>{_fmt(c['map50'])}</td><td>{_fmt(c['map50_95'])}</td><td>{escape(_judged_on(c))}</td>"
+        f"<td>{'promoted' if c['promoted'] else 'kept the serving model'}</td>"
         f"<td>{_when(c['finished_at'])}</td></tr>"
         for c in curve
     )
@@ -221,7 +231,8 @@ def _project(o: dict, ls_url: str | None) -> str:
  <div class="card" id="scores"><h3>Uncertainty of the unlabeled images ({hist["n"]})</h3>{bar_chart(labels, hist["counts"], o["ceal_threshold"], hist["edges"])}</div>
  <div class="card" id="classes"><h3>Human labels per class</h3>{bar_chart(list(classes), list(classes.values())) if classes else '<p class="muted">known after the first training</p>'}</div>
 </div>
-<div class="card" id="versions"><h3>Model versions</h3><table><tr><th>version</th><th>human labels</th><th>pseudo</th><th>mAP50</th><th>mAP50-95</th><th>outcome</th><th>finished</th></tr>{versions or '<tr><td colspan="7" class="muted">no training yet: press Start Training in Label Studio</td></tr>'}</table></div>
+<div class="card" id="versions"><h3>Model versions</h3><table><tr><th>version</th><th>human labels</th><th>pseudo</th><th>mAP50</th><th>mAP50-95</th><th>judged on</th><th>outcome</th><th>finished</th></tr>{versions or '<tr><td colspan="8" class="muted">no training yet: press Start Training in Label Studio</td></tr>'}</table>
+<p class="muted" id="promotion-rule">{escape(o["promotion_rule"])}</p></div>
 </section>"""
 
 

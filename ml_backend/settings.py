@@ -42,7 +42,20 @@ class Settings(BaseSettings):
     train_every: int = Field(0, ge=0, description="queue a training run every N new or updated annotations (0: off)")
     train_epochs: int = Field(RETRAIN.epochs, ge=1, description="fine-tuning epochs per retraining round")
     train_timeout_s: float = Field(
-        RETRAIN.timeout_s, gt=0, description="a training still running this long is killed (job failed)"
+        RETRAIN.timeout_s,
+        gt=0,
+        description="a training job (every phase, from collection to re-scoring) still running this long stops (failed)",
+    )
+    train_pseudo_ratio: float = Field(
+        RETRAIN.pseudo_ratio,
+        description="CEAL pseudo-labelled images per human-labeled training image in a retraining, the most confident"
+        " first (0: none; negative: no cap)",
+    )
+    train_min_val_images: int = Field(
+        RETRAIN.min_val_images,
+        ge=1,
+        description="human-labeled validation images a candidate is judged on at least; with fewer, Start Training says"
+        " how many more labels it needs and the serving model stays",
     )
     train_tolerance: float = Field(RETRAIN.tolerance, ge=0.0, description="promote when new mAP50-95 >= serving - this")
     queue_budget: int = Field(

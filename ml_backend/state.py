@@ -86,6 +86,8 @@ class Backend:
                 epochs=settings.train_epochs,
                 tolerance=settings.train_tolerance,
                 timeout_s=settings.train_timeout_s,
+                pseudo_ratio=settings.train_pseudo_ratio,
+                min_val_images=settings.train_min_val_images,
                 budget=settings.queue_budget,
                 cold_start=settings.queue_cold_start,
             ),

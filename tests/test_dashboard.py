@@ -180,3 +180,27 @@ def test_a_project_filled_by_ingest_shows_its_queue_before_any_prediction_reques
         1,
         1,
     ]  # queued, auto, labeled, failed
+
+
+def test_the_versions_show_what_each_candidate_was_judged_on_and_the_rule(backend, tmp_path):
+    """Each version says where it was judged (held-out images: the rule; a job from before it: its training images),
+    and the page states the promotion rule with this backend's numbers."""
+    state = backend.app.state.backend
+    store = state.store
+    store.set_project(7, round=1)
+    for detail in (
+        {"labeled": 6, "validated_on": "images/human", "val_images": 1},  # judged on what it trained on (old job)
+        {"labeled": 15, "validated_on": "images/val", "val_images": 4},
+    ):
+        job, _ = store.enqueue_training(7, "START_TRAINING")
+        store.claim_training()
+        store.finish_training(job, "done", model_version=f"v{job}-0000000{job}", detail={**detail, "promoted": True})
+    html = backend.get("/dashboard").text
+    assert "<th>judged on</th>" in html
+    assert "4 held-out images" in html and "its training images (before the rule)" in html
+    rule = html[html.index('id="promotion-rule"') :]
+    assert "never trained on" in rule and "holds 3 images" in rule and "0.005 + 0.05 / sqrt(n)" in rule
+    s = Settings(model_dir=tmp_path / "m2", model_path=str(state.settings.model_path), train_min_val_images=5)
+    with TestClient(create_app(s, run_job=lambda job, report: {})) as other:
+        other.app.state.backend.store.set_project(7, round=0)
+        assert "holds 5 images" in other.get("/dashboard").text  # the backend's own setting

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import numpy as np
 import pytest
 
@@ -20,18 +18,48 @@ def test_split_is_stable_and_about_a_fifth():
     assert [t for t in range(40) if in_validation(t)] == VALIDATION_TASKS_UNDER_40
 
 
-def test_every_labeled_task_in_validation_still_gives_a_training_split(tmp_path):
-    """It crashed: the copy went into a labels/train folder that nothing created."""
-    from detector_al.pipelines.retrain_dataset import fill_empty_train_split, write_labels
+@pytest.mark.parametrize(
+    ("labeled", "train", "val", "error"),
+    [
+        (1, 1, 0, "label at least 2"),
+        (6, 4, 2, "Label about 5 more tasks"),  # 2 of the 3 validation images needed: judged on nothing it trained on
+        (6, 6, 0, "Label about 15 more tasks"),
+        (3, 0, 3, "every labeled task is in the validation split"),  # it would train on its judges
+        (6, 3, 3, None),
+    ],
+)
+def test_a_training_starts_only_when_it_can_be_judged_on_held_out_labels(labeled, train, val, error):
+    from detector_al.pipelines.retrain_dataset import check_splits
 
-    for t in VALIDATION_TASKS_UNDER_40[:3]:
-        (tmp_path / "images" / "val").mkdir(parents=True, exist_ok=True)
-        (tmp_path / "images" / "val" / f"task{t}.jpg").write_bytes(b"jpg")
-        write_labels(tmp_path / "labels" / "val" / f"task{t}.txt", np.array([[0.1, 0.1, 0.5, 0.5]]), np.array([1]))
-    assert fill_empty_train_split(tmp_path) == 3
-    for t in VALIDATION_TASKS_UNDER_40[:3]:
-        assert (tmp_path / "images" / "train" / f"task{t}.jpg").read_bytes() == b"jpg"
-        assert (tmp_path / "labels" / "train" / f"task{t}.txt").read_text().startswith("1 0.300000 0.300000")
+    if error is None:
+        check_splits(labeled, train, val, min_labeled=2, min_val_images=3, project=5)
+        return
+    with pytest.raises(ValueError, match=error):
+        check_splits(labeled, train, val, min_labeled=2, min_val_images=3, project=5)
+
+
+@pytest.mark.parametrize(
+    ("ratio", "n_train", "cap"), [(2.0, 3, 6), (0.5, 3, 1), (0.0, 9, 0), (None, 3, None), (-1, 3, None)]
+)
+def test_pseudo_labels_per_round_are_capped_relative_to_the_human_labels(ratio, n_train, cap):
+    from detector_al.pipelines.retrain_dataset import pseudo_label_cap
+
+    assert pseudo_label_cap(ratio, n_train) == cap
+
+
+def test_an_own_dataset_file_survives_the_cache_evicting_its_source(tmp_path):
+    """A training set's image from the bounded cache is the dataset's own file (a hard link, else a copy): the cache
+    may evict its copy while ultralytics reads the dataset (a symbolic link would break, and be skipped silently)."""
+    from detector_al.pipelines.retrain_dataset import place_file
+
+    src = tmp_path / "cache" / "d__a.jpg"
+    src.parent.mkdir()
+    src.write_bytes(b"jpg")
+    place_file(src, tmp_path / "own" / "a.jpg", own=True)
+    place_file(src, tmp_path / "link" / "a.jpg")
+    src.unlink()  # evicted
+    assert (tmp_path / "own" / "a.jpg").read_bytes() == b"jpg"
+    assert not (tmp_path / "link" / "a.jpg").exists()  # what a symbolic link into the cache becomes
 
 
 class Task:
@@ -73,33 +101,20 @@ def test_a_failing_training_subprocess_raises_in_the_parent(tmp_path):
         train_in_subprocess(bad, tmp_path / "run", TrainConfig(epochs=1, imgsz=64))
 
 
-class _LabelStudioWrites:
-    """The Label Studio calls re-scoring makes, recorded (the real ones run in tests/integration)."""
-
-    def __init__(self, tasks) -> None:
-        self.url, self.api_key, self.created, self.project = "http://ls.invalid", "", {}, {}
-        self.ls = SimpleNamespace(
-            tasks=SimpleNamespace(list=lambda project, fields: tasks, update=lambda id, data: None),
-            projects=SimpleNamespace(
-                import_predictions=lambda id, request: self.created.update({r["task"]: r for r in request}),
-                get=lambda id: SimpleNamespace(sampling="Uncertainty sampling", model_version="old"),
-                update=lambda id, **kw: self.project.update(kw),
-            ),
-            predictions=SimpleNamespace(list=lambda project: []),
-        )
-
-
 def test_a_cold_rescoring_covers_the_labeled_images_as_the_new_model_embeds_them(sample_data, tmp_path):
     """After a retraining the cold batch stays away from the labeled images' clusters in the *new* model's space
-    (their stored embeddings come from older models), and no labeled task gets a prediction or a queue place."""
+    (their stored embeddings come from older models), and no labeled task gets a prediction or a queue place. The
+    re-scored tasks keep only the new version's prediction; the labeled ones keep what they were shown."""
     from detector_al.label_studio.config import parse_label_config
-    from detector_al.label_studio.publish import publish_version
     from detector_al.model.detector import Detector
+    from detector_al.pipelines.job_control import JobControl
     from detector_al.pipelines.retrain import RetrainConfig, Retrainer
+    from detector_al.pipelines.retrain_pool import LabeledTask, TaskImages
     from detector_al.queue.build import QUERY, cold_start_batch
     from detector_al.serving.service import PredictionService, ServiceConfig
     from detector_al.state.registry import ModelRegistry
     from detector_al.state.store import Store
+    from tests.fake_label_studio import FakeLabelStudio
 
     detector = Detector.load("yolov8n.yaml", imgsz=128)  # a new project's model before any training: cold
     store = Store(tmp_path / "store.sqlite3")
@@ -108,36 +123,101 @@ def test_a_cold_rescoring_covers_the_labeled_images_as_the_new_model_embeds_them
     retrainer = Retrainer(
         service, ModelRegistry(tmp_path / "models"), store, None, None, tmp_path, RetrainConfig(budget=budget)
     )
+    promoted = []
+    retrainer._promote = lambda candidate, project, round_index: promoted.append(candidate.version)
     names = sorted(p.name for p in (sample_data / "images" / "pool").glob("*.jpg"))[:15]
 
-    def task(i, name):
-        return SimpleNamespace(id=i, data={"image": f"/data/local-files/?d=images/pool/{name}"})
+    def task(i, name, **kw):
+        old = [{"id": 10_000 + i, "model_version": "v-old", "score": 0.3, "result": []}]
+        return {"id": i, "data": {"image": f"/data/local-files/?d=images/pool/{name}"}, "predictions": old, **kw}
 
     unlabeled = [task(i, n) for i, n in enumerate(names)]
-    labeled = [task(100 + i, n) for i, n in enumerate(names[:6:2])]  # copies of three pool images: covered
-    for t in labeled:
-        t.annotations = [{"id": t.id, "result": []}]
-    skipped = task(200, names[1])  # a skip is no label: the task is re-scored
-    skipped.annotations = [{"id": 200, "result": [], "was_cancelled": True}]
+    labeled = [task(100 + i, n, annotations=[{"id": i, "result": []}]) for i, n in enumerate(names[:6:2])]  # covered
+    skipped = task(200, names[1], annotations=[{"id": 200, "result": [], "was_cancelled": True}])  # not a label
     unlabeled.append(skipped)
     mapping = {"0": "circle", "1": "square", "2": "star"}  # an 80-class head: map three of its classes
     target = parse_label_config((sample_data / "label_config.xml").read_text(), detector.names, mapping)
-    client = _LabelStudioWrites(unlabeled + labeled)
+    fake = FakeLabelStudio(unlabeled + labeled, model_version="v-old")
+    kept = [LabeledTask(t["id"], t["data"], [], ("v-old",)) for t in labeled]
 
-    scored, queue, rows = retrainer._rescore(client, 1, target, detector, 1)
-    publish_version(client.ls, store, 1, detector.version, rows)
-    retrainer._record(client, 1, scored, queue, 1)
+    out = retrainer._serve(
+        fake, 1, TaskImages(fake, target, service.config), detector, detector, kept, 1, JobControl(), tmp_path
+    )
 
-    assert set(client.created) == {t.id for t in unlabeled}
-    assert client.project == {"model_version": detector.version}  # switched once every prediction was written
+    assert out["rescored"] == len(unlabeled) and promoted == [detector.version]
+    assert fake.project.model_version == detector.version  # switched once every prediction was written
+    assert all(fake.versions(t["id"]) == [detector.version] for t in unlabeled)  # one model's boxes
+    assert all(fake.versions(t["id"]) == ["v-old"] for t in labeled)  # what their annotators were shown
+    assert fake.calls["actions.delete_tasks_predictions"] == 1  # the older predictions went in bulk
     rows = {r["task_id"]: r for r in store.predictions(1)}
-    assert set(rows) == {t.id for t in unlabeled}
+    assert set(rows) == {t["id"] for t in unlabeled}
     queued = [r["task_id"] for r in store.predictions(1) if r["decision"] == QUERY]  # in queue order
     preds = list(detector.predict([str(sample_data / "images" / "pool" / n) for n in [*names, names[1]]]))
     emb = np.stack([p.embedding for p in preds])
-    top = np.array([rows[t.id]["max_confidence"] for t in unlabeled])
+    top = np.array([rows[t["id"]]["max_confidence"] for t in unlabeled])
     accepted = np.zeros(len(unlabeled), bool)
-    expected = [unlabeled[i].id for i in cold_start_batch(top, accepted, emb, budget, emb[:6:2])]
-    uncovered = [unlabeled[i].id for i in cold_start_batch(top, accepted, emb, budget, None)]
+    expected = [unlabeled[i]["id"] for i in cold_start_batch(top, accepted, emb, budget, emb[:6:2])]
+    uncovered = [unlabeled[i]["id"] for i in cold_start_batch(top, accepted, emb, budget, None)]
     assert expected != uncovered, "the test needs labeled images that change the cold batch"
     assert queued == expected
+
+
+def test_a_cancel_while_collecting_the_labels_stops_the_job_and_promotes_nothing(detector, sample_data, tmp_path):
+    """Cancel reaches a job in any phase: here while Label Studio is slow to list the labeled tasks (before, only a
+    running training process could be cancelled, and the job went on to train and promote)."""
+    import threading
+    import time
+
+    from detector_al.pipelines.retrain import Retrainer
+    from detector_al.serving.service import PredictionService
+    from detector_al.serving.worker import TrainingWorker
+    from detector_al.state.registry import ModelRegistry
+    from detector_al.state.store import Store
+    from tests.fake_label_studio import FakeLabelStudio
+
+    tasks = [{"id": i, "data": {"image": "x.jpg"}, "annotations": [{"id": i, "result": []}]} for i in range(1, 20)]
+    fake = FakeLabelStudio(tasks)
+    listing = threading.Event()
+    real_list = fake.ls.tasks.list
+
+    def slow_list(**kw):
+        listing.set()
+        time.sleep(1.0)
+        return real_list(**kw)
+
+    fake.ls.tasks.list = slow_list
+    store = Store(tmp_path / "store.sqlite3")
+    registry = ModelRegistry(tmp_path / "models")
+    service = PredictionService(detector, store)
+    config = (sample_data / "label_config.xml").read_text()
+    retrainer = Retrainer(service, registry, store, lambda: fake, lambda p: config, tmp_path / "training")
+    worker = TrainingWorker(store, retrainer, poll_s=0.05)
+    job, _ = store.enqueue_training(3, "START_TRAINING")
+    worker.start()
+    try:
+        assert listing.wait(30)
+        assert worker.state()["phase"] == "collecting annotations"
+        assert worker.cancel(job) == ("cancelling", True)
+        deadline = time.time() + 30
+        while store.training_job(job)["status"] == "running" and time.time() < deadline:
+            time.sleep(0.05)
+    finally:
+        worker.stop()
+    assert store.training_job(job)["status"] == "cancelled", store.training_job(job)
+    assert fake.calls["tasks.list"] == 2  # the skips, the first page of labels: nothing fetched, trained or written
+    assert fake.calls["projects.import_predictions"] == 0 and not (tmp_path / "training" / f"job-{job}").exists()
+    assert service.model_version == detector.version and registry.versions() == []
+
+
+def test_the_time_limit_counts_from_the_job_start():
+    import time
+
+    from detector_al.pipelines.job_control import JobCancelled, JobControl
+
+    control = JobControl(None, 0.2)
+    control.check()
+    assert 0 < control.remaining() <= 0.2
+    time.sleep(0.25)
+    assert control.remaining() == 0.0
+    with pytest.raises(JobCancelled, match=r"time limit of 0.2 s \(TRAIN_TIMEOUT_S\)"):
+        control.check()

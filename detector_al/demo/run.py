@@ -114,8 +114,9 @@ detector-al demo is ready ({time.perf_counter() - started:.0f} s)
 Next: press "Label All Tasks" (the project uses "Uncertainty sampling", so Label Studio serves the
 active-learning queue: the diverse batch first, then the rest by uncertainty, auto-accepted images last),
 correct the pre-annotations and submit. Then Settings -> Model -> "Start Training". The backend fine-tunes,
-promotes the new model if it is not worse, re-scores the pool and refreshes the queue: watch the model
-version and the al_priority column change. The tabs "Active learning queue" and "Auto-accepted (review)"
+promotes the new model if it is not worse on held-out labels (it needs 3 labeled tasks of the validation split,
+about 1 in 5: about 15 labels; before that it says how many more), re-scores the pool and refreshes the queue:
+watch the model version and the al_priority column change. The tabs "Active learning queue" and "Auto-accepted (review)"
 are for browsing; the button serves the same order from any tab.
 Ctrl-C stops both servers; running `make demo` again resumes in seconds.
 READY project={project} ls={url} backend={backend.url} token={token}""",

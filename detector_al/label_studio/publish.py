@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -78,47 +79,108 @@ IMPORT_CHUNK = 500
 """Predictions per ``import_predictions`` request."""
 
 
-def publish_version(ls, store, project: int, model_version: str, predictions: list[dict]) -> str | None:
+def delete_version(ls, project: int, model_version: str) -> int:
+    """Delete every prediction of ``model_version`` in the project in one request (Label Studio's
+    ``DELETE /api/projects/<id>/model-versions/``; label-studio-sdk 2.1.2 has no method for it). Returns how many."""
+    response = ls._client_wrapper.httpx_client.request(
+        f"api/projects/{project}/model-versions/", method="DELETE", json={"model_version": model_version}
+    )
+    response.raise_for_status()
+    return int((response.json() or {}).get("deleted_predictions", 0))
+
+
+def publish_version(
+    ls, store, project: int, model_version: str, predictions: Iterable[dict], check: Callable[[], None] | None = None
+) -> str | None:
     """Serve a new model version's predictions in one step, as annotators see it.
 
-    1. ``predictions`` (``{"task", "result", "score"}``; ``model_version`` is added) are imported while the project
-       still serves its old version, so the stream keeps serving the old queue, whole;
+    1. ``predictions`` (``{"task", "result", "score"}``; ``model_version`` is added; any iterable: they are read and
+       imported :data:`IMPORT_CHUNK` at a time) are imported while the project still serves its old version, so the
+       stream keeps serving the old queue, whole;
     2. the project is switched to ``model_version`` (:func:`configure_project`): from then on it serves the new
        queue, whole.
 
-    If either step fails, the predictions of ``model_version`` written so far are deleted (best effort: the project
-    does not serve them anyway) and the error is raised: the project keeps serving the old version.
+    ``check`` is called before each chunk and before the switch (a job's cancel and time limit): what it raises
+    stops the publishing like a failure. If anything fails before the switch, the predictions of ``model_version``
+    written so far are deleted in one request (best effort: the project does not serve them anyway) and the error
+    is raised: the project keeps serving the old version.
 
     Returns:
         :func:`configure_project`'s sampling warning.
     """
-    rows = [{**p, "model_version": model_version} for p in predictions]
+    written = False
     try:
-        for i in range(0, len(rows), IMPORT_CHUNK):
-            ls.projects.import_predictions(id=project, request=rows[i : i + IMPORT_CHUNK])
+        chunk: list[dict] = []
+        for p in predictions:
+            chunk.append({**p, "model_version": model_version})
+            if len(chunk) >= IMPORT_CHUNK:
+                if check is not None:
+                    check()
+                written = True
+                ls.projects.import_predictions(id=project, request=chunk)
+                chunk = []
+        if chunk:
+            if check is not None:
+                check()
+            written = True
+            ls.projects.import_predictions(id=project, request=chunk)
+        if check is not None:
+            check()
         return configure_project(ls, store, project, model_version)
     except BaseException:
         try:
-            for p in ls.predictions.list(project=project):
-                if p.model_version == model_version:
-                    ls.predictions.delete(id=p.id)
+            if written:
+                delete_version(ls, project, model_version)
         except Exception as exc:  # the project still serves the old version: these are never served
             log.warning("project %s: predictions of %s not removed: %s", project, model_version, exc)
         raise
 
 
-def drop_other_versions(ls, project: int, model_version: str, tasks: set[int]) -> int:
-    """After a switch: delete the predictions of ``tasks`` that are not of ``model_version`` (a task shows one model's
-    boxes). Best effort: a failure is logged; the project no longer serves those predictions. Returns how many."""
-    n = 0
-    try:
-        for p in ls.predictions.list(project=project):
-            if int(p.task) in tasks and p.model_version != model_version:
-                ls.predictions.delete(id=p.id)
-                n += 1
-    except Exception as exc:
-        log.warning("project %s: older predictions not all removed: %s", project, exc)
-    return n
+UNLABELED = {
+    "conjunction": "and",
+    "items": [{"filter": "filter:tasks:total_annotations", "operator": "equal", "type": "Number", "value": 0}],
+}
+"""Data Manager filter: tasks without a label (Label Studio's counter leaves skips out, as our rule does)."""
+
+
+def drop_other_versions(ls, project: int, model_version: str, chunks: Iterable[list[dict]]) -> int:
+    """After a switch: the re-scored tasks keep only their ``model_version`` prediction (a task shows one model's
+    boxes); the labeled tasks keep theirs (what each annotation started from).
+
+    Label Studio 1.23 deletes in bulk only by version, project-wide (labeled tasks included), or by task, every
+    version. So for each chunk of re-scored tasks (``{"task", "result", "score"}``: their rows of ``model_version``)
+    every prediction is deleted in one request (the Data Manager action ``delete_tasks_predictions``) and the new one
+    imported again in one more: two requests a chunk instead of one per prediction. Meanwhile the chunk's tasks are
+    briefly out of the stream (the rest is served in order). Best effort: a failure is logged (a task left without a
+    prediction gets one from "Retrieve predictions"). Returns how many tasks were rewritten."""
+    done = 0
+    for chunk in chunks:
+        ids = [int(r["task"]) for r in chunk]
+        try:
+            ls.actions.create(
+                id="delete_tasks_predictions",
+                project=project,
+                filters=UNLABELED,  # a task labeled since it was listed keeps what its annotator was shown
+                selected_items={"all": False, "included": ids},
+            )
+        except Exception as exc:
+            log.warning("project %s: older predictions of %d tasks not removed: %s", project, len(ids), exc)
+            continue
+        rows = [{**r, "model_version": model_version} for r in chunk]
+        for attempt in range(3):
+            try:
+                ls.projects.import_predictions(id=project, request=rows)
+                done += len(ids)
+                break
+            except Exception as exc:
+                log.warning(
+                    "project %s: predictions of %d tasks not re-imported (try %d): %s",
+                    project,
+                    len(ids),
+                    attempt + 1,
+                    exc,
+                )
+    return done
 
 
 QUEUE_FIELDS = ("al_priority", "al_uncertainty", "al_status")

@@ -21,6 +21,7 @@ Memory: ``K + COLD_SAMPLE`` embeddings, whatever the pool's size.
 from __future__ import annotations
 
 import heapq
+from array import array
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 
@@ -82,6 +83,7 @@ def plan_stored_queue(
     diversity: bool = DIVERSITY,
     top_k: int | None = None,
     seed: int = 0,
+    cold: bool | None = None,
 ) -> QueuePlan:
     """Choose the batch of a stored pool in bounded memory (see the module docstring).
 
@@ -90,13 +92,18 @@ def plan_stored_queue(
         cold_start: use the cold-start rule (off, or any image without ``max_confidence``: the uncertainty batch).
         labeled_embeddings: a function of the embedding size D giving the labeled images' (M, D) embeddings
             (called only when the model is cold): the clusters a cold batch leaves alone.
+        cold: the cold-start rule's answer when the caller already knows it (with ``cold_start``): a warm pool's
+            scan then keeps no sample (``COLD_SAMPLE`` embeddings fewer).
     """
     k = top_k or max(MIN_CANDIDATES, CANDIDATES_PER_SLOT * budget)
     while True:
-        scan = _scan(places(), k, COLD_SAMPLE if cold_start else 0, seed)
+        scan = _scan(places(), k, COLD_SAMPLE if cold_start and cold is not False else 0, seed)
         if budget <= 0 or scan.pending == 0:
             return QueuePlan({}, confidence, False)
-        cold = cold_start and scan.max_confidence is not None and use_cold_start(scan.max_confidence)
+        if cold is not None:
+            cold = cold_start and cold
+        else:
+            cold = cold_start and scan.max_confidence is not None and use_cold_start(scan.max_confidence)
         if cold:
             keys, emb = scan.sample
             covered = labeled_embeddings(emb.shape[1]) if labeled_embeddings is not None else None
@@ -122,7 +129,7 @@ def _scan(places: Iterable[StoredPlace], k: int, sample_size: int, seed: int) ->
     rng = np.random.default_rng(seed)
     heap: list[tuple[float, int, Hashable, bytes]] = []  # min-heap on (u, -order): the K largest by (u, then order)
     sample: list[tuple[int, Hashable, bytes]] = []
-    max_conf: list[float] = []
+    max_conf = array("d")  # 8 bytes an image (a list of floats takes 32)
     missing = False
     pending = 0
     for order, p in enumerate(places):

@@ -37,7 +37,7 @@ class TrainingWorker:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._state: dict = {"phase": "idle"}
-        self._cancel = threading.Event()  # set to stop the running job (its training process is killed)
+        self._cancel = threading.Event()  # set to stop the running job, in any phase (its training process is killed)
         self._running: int | None = None
 
     def start(self) -> None:
@@ -54,9 +54,10 @@ class TrainingWorker:
             self._thread.join(timeout)
 
     def cancel(self, job_id: int) -> tuple[str, bool] | None:
-        """Cancel a training job: a queued one at once, the running one by killing its training (the job then reads
-        ``cancelled``). Returns ``(status, acted)``: ``("cancelled", True)``, ``("cancelling", True)``, or a finished
-        job's status and False (nothing to cancel); None for an unknown job."""
+        """Cancel a training job: a queued one at once, the running one at its next step, whatever its phase (a
+        training process is killed at once; the job then reads ``cancelled`` and promotes nothing; one that already
+        switched the project to its candidate finishes). Returns ``(status, acted)``: ``("cancelled", True)``,
+        ``("cancelling", True)``, or a finished job's status and False (nothing to cancel); None for an unknown job."""
         if self.store.cancel_queued(job_id):
             return CANCELLED, True
         with self._lock:

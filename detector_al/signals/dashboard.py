@@ -12,6 +12,7 @@ import time
 
 import numpy as np
 
+from detector_al.pipelines.retrain_dataset import promotion_rule
 from detector_al.policy.ceal import CealConfig
 from detector_al.queue.build import AUTO_ACCEPT, ERROR, QUERY, REST
 from detector_al.signals.annotator_time import STATISTIC, project_time
@@ -41,6 +42,7 @@ def learning_curve(store: Store, project: int) -> list[dict]:
                 "serving_map50_95": serving.get("map50_95"),
                 "promoted": bool(d.get("promoted")),
                 "validated_on": d.get("validated_on"),
+                "val_images": d.get("val_images"),
                 "class_counts": d.get("class_counts"),
                 "agreement": d.get("agreement"),
                 "finished_at": r["finished_at"],
@@ -92,8 +94,10 @@ def project_overview(
     names: tuple[str, ...],
     stop_threshold: float = DEFAULT_THRESHOLD,
     stop_patience: int = DEFAULT_PATIENCE,
+    promotion: str | None = None,
 ) -> dict:
-    """Everything the dashboard shows of one project (see the module docstring)."""
+    """Everything the dashboard shows of one project (see the module docstring); ``promotion``: the promotion rule
+    as a sentence (:func:`~detector_al.pipelines.retrain_dataset.promotion_rule`; default: with its defaults)."""
     info = store.project(project)
     signals = Signals(store)
     curve = learning_curve(store, project)
@@ -106,6 +110,7 @@ def project_overview(
         "model_version": version,
         "sampling_warning": info["sampling_warning"],
         "curve": curve,
+        "promotion_rule": promotion or promotion_rule(),
         "live_job": live_job(worker_state, project),
         "jobs": [
             {k: j[k] for k in ("id", "status", "reason", "requested_at", "finished_at", "error", "model_version")}

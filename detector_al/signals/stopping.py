@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import heapq
 from collections.abc import Iterable, Sequence
 
 from detector_al.model.geometry import same_class_matches
@@ -32,7 +33,31 @@ def stop_set(project: int, task_ids: Iterable[int], size: int = STOP_SET_SIZE) -
     """The project's stop set: the ``size`` task ids with the smallest ``sha256("<project>:<task id>")``; fixed for a
     given pool, and stable as tasks are added (a new task enters only if its hash is smaller)."""
     key = lambda t: hashlib.sha256(f"{project}:{t}".encode()).hexdigest()  # noqa: E731
-    return sorted(set(task_ids), key=key)[:size]
+    kept: list[tuple[str, int]] = []  # the ``size`` smallest hashes so far, as a max-heap (negated): bounded memory
+    members: set[int] = set()
+    for t in task_ids:
+        if t in members:
+            continue
+        k = key(t)
+        if len(kept) < size:
+            heapq.heappush(kept, (_Desc(k), t))
+            members.add(t)
+        elif k < kept[0][0].key:
+            members.discard(heapq.heapreplace(kept, (_Desc(k), t))[1])
+            members.add(t)
+    return [t for _, t in sorted(kept, key=lambda kt: kt[0].key)]
+
+
+class _Desc:
+    """A hash ordered backwards, so that :mod:`heapq`'s min-heap keeps the largest of the smallest on top."""
+
+    __slots__ = ("key",)
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+    def __lt__(self, other: _Desc) -> bool:
+        return self.key > other.key
 
 
 def agreement(a: Sequence[Detections], b: Sequence[Detections]) -> float:

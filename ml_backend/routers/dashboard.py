@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import HTMLResponse
 
+from detector_al.pipelines.retrain_dataset import promotion_rule
 from detector_al.signals.dashboard import project_overview
 from ml_backend.dashboard_page import render
 from ml_backend.dependencies import get_backend, require_auth
@@ -31,6 +32,7 @@ def overviews(backend: Backend, project: int | None = None) -> list[dict]:
             backend.service.detector.names,
             s.stop_threshold,
             s.stop_patience,
+            promotion_rule(s.train_min_val_images, s.train_tolerance),
         )
         for p in ids
     ]

@@ -1,4 +1,4 @@
-"""POST /jobs/{job_id}/cancel: stop a training job (a queued one at once, a running one by killing its training)."""
+"""POST /jobs/{job_id}/cancel: stop a training job (a queued one at once, a running one at its next step, in any phase)."""
 
 from __future__ import annotations
 

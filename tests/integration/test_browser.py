@@ -294,12 +294,21 @@ def test_the_tasks_submitted_in_the_browser_count_in_annotator_time(ls_client, p
         assert (r.edit.verify, r.edit.draw, r.edit.delete) == (r.shown, 0, 0), r
 
 
-def test_start_training_in_the_browser_queues_a_training_job(browser, label_studio, project, stream_backend, tmp_path):
+def test_start_training_in_the_browser_queues_a_training_job(
+    browser, label_studio, ls_client, project, stream_backend, tmp_path
+):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
+    from detector_al.pipelines.retrain_dataset import in_validation
+
     pid, _ = project
+    # a candidate is judged only on held-out labels: 3 tasks of the validation split labeled (pre-annotations kept)
+    tasks = list(ls_client.tasks.list(project=pid, fields="all"))
+    have = sum(in_validation(t.id) for t in tasks if t.total_annotations)
+    for t in [t for t in tasks if in_validation(t.id) and not t.total_annotations][: max(3 - have, 0)]:
+        ls_client.annotations.create(id=t.id, result=t.predictions[0].result if t.predictions else [])
     jobs_before = {j["id"] for j in requests.get(f"{stream_backend.url}/status", timeout=10).json()["jobs"]}
     with evidence_on_failure(browser, tmp_path):
         browser.get(f"{label_studio.url}/projects/{pid}/data")

@@ -15,7 +15,7 @@ from label_studio_sdk import LabelStudio
 
 from detector_al.label_studio.local_server import free_port
 from tests.integration.conftest import REPO
-from tests.integration.test_retraining_label_studio import oracle_regions
+from tests.integration.test_retraining_label_studio import oracle_regions, pick_labels
 
 pytestmark = pytest.mark.slow
 
@@ -42,7 +42,7 @@ def test_demo_end_to_end(trained_weights, sample_data, tmp_path):
         str(tmp_path / "demo"),
         "--train-epochs",
         "3",
-        # a 3-epoch fine-tune on 4 labels is often (rightly) not promoted; the promotion rule has its own tests
+        # a 3-epoch fine-tune on 5 labels is often (rightly) not promoted; the promotion rule has its own tests
         # (test_retraining.py), this one checks that a promoted model reaches the queue
         "--train-tolerance",
         "1.0",
@@ -76,8 +76,9 @@ def test_demo_end_to_end(trained_weights, sample_data, tmp_path):
         assert queue[0].data["al_status"] == "query"
         before = {t.id: t.data["al_priority"] for t in queue}
 
-        # label the head of the queue, press Start Training
-        for t in queue[:4]:
+        # label the head of the queue (3 of the labels from the validation split, which judges a candidate), train
+        chosen = pick_labels(queue, 5)
+        for t in chosen:
             ls.annotations.create(id=t.id, result=oracle_regions(sample_data, t.data["image"].split("/")[-1]))
         ls.ml.train(id=ml[0].id)
         deadline = time.time() + 600
@@ -91,7 +92,7 @@ def test_demo_end_to_end(trained_weights, sample_data, tmp_path):
         assert v1 != v0 and ls.projects.get(id=project_id).model_version == v1
 
         # the queue is refreshed: new predictions and priorities on the unlabeled tasks
-        labeled = {t.id for t in queue[:4]}
+        labeled = {t.id for t in chosen}
         after = list(ls.tasks.list(project=project_id, view=views["Active learning queue"], fields="all"))
         unlabeled = [t for t in after if t.id not in labeled]
         assert all([p.model_version for p in t.predictions] == [v1] for t in unlabeled)

@@ -5,7 +5,6 @@ re-scoring that fails half-way while the label stream is served."""
 from __future__ import annotations
 
 import shutil
-import time
 from dataclasses import replace
 
 import pytest
@@ -26,7 +25,7 @@ from ml_backend.main import create_app
 from ml_backend.settings import Settings
 from tests.integration.conftest import BackendServer, queue_published, uploads_with_backend, wait_for
 from tests.integration.test_label_stream import queue_order, serve_stream
-from tests.integration.test_retraining_label_studio import oracle_regions
+from tests.integration.test_retraining_label_studio import oracle_regions, pick_labels, with_validation_tasks
 
 pytestmark = pytest.mark.slow
 
@@ -84,9 +83,20 @@ def test_ingest_then_serve_one_version_for_ingest_backend_and_project(
         assert client.ls.projects.get(id=project).model_version == ingest_version
         versions = [p.model_version for p in client.ls.predictions.list(project=project)]
         assert len(versions) == len(images) and set(versions) == {ingest_version}  # one prediction per task
-        time.sleep(3)  # the queue refresh after /predict (2 s) has run: nothing was refused meanwhile
+        # a task added later gets its prediction from /predict, and the queue refresh that follows it (2 s after the
+        # last /predict) re-builds the queue under ingest's name: wait for that refresh, then nothing was refused
+        folder = label_studio.files_root / "ingest-then-serve"
+        shutil.copy(sorted((sample_data / "images" / "pool").glob("*.jpg"))[128], folder / "late.jpg")
+        url = next(iter(client.ls.tasks.list(project=project))).data["image"]  # a local-files URL of that folder
+        late = client.ls.tasks.create(project=project, data={"image": url.rsplit("/", 1)[0] + "/late.jpg"})
+        client.ls.actions.create(
+            id="retrieve_tasks_predictions", project=project, selected_items={"all": True, "excluded": []}
+        )
+        refreshed = wait_for(lambda: "queue re-built" in (log := server.log.read_text()) and log, timeout=60)
+        assert refreshed, f"no queue refresh after /predict: {server.log.read_text()[-3000:]}"
         log = server.log.read_text()
-        assert "could not make it serve" not in log and " 400 " not in log, log[-3000:]
+        assert "queue not re-built" not in log and "could not make it serve" not in log and " 400 " not in log, log
+        assert [p.model_version for p in client.ls.predictions.list(project=project, task=late.id)] == [ingest_version]
     finally:
         server.stop()
 
@@ -158,7 +168,8 @@ def test_a_rescoring_that_fails_half_way_leaves_the_old_queue_serving(
         client, project, _ = ingest_folder(label_studio, sample_data, trained_weights, images, "failing", model_dir)
         order = queue_order(client, project)
         before = [t.id for t in order]
-        for t in order[:4]:
+        chosen = pick_labels(with_validation_tasks(client.ls, project), 5)  # 3 held-out labels judge the candidate
+        for t in chosen:
             client.ls.annotations.create(
                 id=t.id, result=oracle_regions(sample_data, t.data["image"].rsplit("/", 1)[-1])
             )
@@ -186,5 +197,5 @@ def test_a_rescoring_that_fails_half_way_leaves_the_old_queue_serving(
         assert client.ls.projects.get(id=project).model_version == v0
         assert {p.model_version for p in client.ls.predictions.list(project=project)} == {v0}
         assert state.service.model_version == v0 and ModelRegistry(model_dir).current() == v0
-        unlabeled = [t for t in before[4:] if t not in head]
+        unlabeled = [t for t in before if t not in {c.id for c in chosen} and t not in head]
         assert serve_stream(client, project, 1) == unlabeled[:1]  # the old queue, in its order

@@ -40,6 +40,27 @@ def oracle_regions(sample_data, image_name: str, names=("circle", "square", "sta
     ]
 
 
+def with_validation_tasks(ls, project: int, n_val: int = 3) -> list:
+    """The project's tasks, made to hold at least ``n_val`` tasks of the validation split (``sha256(id) mod 5 == 0``):
+    a candidate is judged only on those, so a training needs them. Tasks are added (copies of the first task's image)
+    until enough task ids fall there; returns every task, listed with its predictions and annotations."""
+    from detector_al.pipelines.retrain_dataset import in_validation
+
+    tasks = list(ls.tasks.list(project=project, fields="all"))
+    while sum(in_validation(t.id) for t in tasks) < n_val:
+        ls.tasks.create(project=project, data=dict(tasks[0].data))
+        tasks = list(ls.tasks.list(project=project, fields="all"))
+    return tasks
+
+
+def pick_labels(tasks: list, n: int, n_val: int = 3) -> list:
+    """``n`` tasks to label, ``n_val`` of them from the validation split (in the order given)."""
+    from detector_al.pipelines.retrain_dataset import in_validation
+
+    val = [t for t in tasks if in_validation(t.id)][:n_val]
+    return val + [t for t in tasks if not in_validation(t.id)][: n - len(val)]
+
+
 def wait_job(server: BackendServer, done_jobs: int, timeout: float = 600) -> dict:
     """The backend's /status once ``done_jobs`` jobs have finished and none is queued or running."""
 
@@ -86,6 +107,12 @@ def test_start_training_promotes_a_new_version_and_refreshes_the_queue(
         v0 = server.health()["model_version"]
         tasks = list(ls_client.tasks.list(project=project.id, fields="all"))
         assert len(tasks) == 18 and all(len(t.predictions) == 1 for t in tasks)
+        tasks = with_validation_tasks(ls_client, project.id)  # a candidate is judged on 3 held-out labels at least
+        if len(tasks) > 18:  # copies added: their predictions, as "Retrieve predictions" makes them
+            ls_client.actions.create(
+                id="retrieve_tasks_predictions", project=project.id, selected_items={"all": True, "excluded": []}
+            )
+        tasks = pick_labels(tasks, len(tasks))
 
         def annotate(task):
             ls_client.annotations.create(
@@ -99,7 +126,7 @@ def test_start_training_promotes_a_new_version_and_refreshes_the_queue(
         assert status["jobs"][0]["status"] == "failed" and "label at least" in status["jobs"][0]["error"]
         assert server.health()["model_version"] == v0
 
-        for t in tasks[1:8]:
+        for t in tasks[1:8]:  # three of the eight labels are in the validation split
             annotate(t)
         ls_client.ml.train(id=ml.id)
         status = wait_job(server, 2)
