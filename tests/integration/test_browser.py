@@ -302,13 +302,16 @@ def test_start_training_in_the_browser_queues_a_training_job(
     from selenium.webdriver.support.ui import WebDriverWait
 
     from detector_al.pipelines.retrain_dataset import in_validation
+    from tests.integration.test_retraining_label_studio import with_validation_tasks
 
     pid, _ = project
-    # a candidate is judged only on held-out labels: 3 tasks of the validation split labeled (pre-annotations kept)
-    tasks = list(ls_client.tasks.list(project=pid, fields="all"))
+    # a candidate is judged only on held-out labels: 3 tasks of the validation split labeled (pre-annotations kept;
+    # the tasks added to reach them are copies of the first task, whose pre-annotation they take)
+    tasks = with_validation_tasks(ls_client, pid, n_val=3)
+    first = tasks[0].predictions[0].result if tasks[0].predictions else []
     have = sum(in_validation(t.id) for t in tasks if t.total_annotations)
     for t in [t for t in tasks if in_validation(t.id) and not t.total_annotations][: max(3 - have, 0)]:
-        ls_client.annotations.create(id=t.id, result=t.predictions[0].result if t.predictions else [])
+        ls_client.annotations.create(id=t.id, result=t.predictions[0].result if t.predictions else first)
     jobs_before = {j["id"] for j in requests.get(f"{stream_backend.url}/status", timeout=10).json()["jobs"]}
     with evidence_on_failure(browser, tmp_path):
         browser.get(f"{label_studio.url}/projects/{pid}/data")
