@@ -41,6 +41,11 @@ class Settings(BaseSettings):
     ceal_decay: float | None = None
     train_every: int = Field(0, ge=0, description="queue a training run every N new or updated annotations (0: off)")
     train_epochs: int = Field(RETRAIN.epochs, ge=1, description="fine-tuning epochs per retraining round")
+    train_base: str | None = Field(
+        RETRAIN.base,
+        description="what each retraining starts from: unset, the serving model (fine-tuned); 'pretrained' (the "
+        "offline pretrained checkpoint), a weights path, or yolo11n.pt when online",
+    )
     train_timeout_s: float = Field(
         RETRAIN.timeout_s,
         gt=0,

@@ -84,6 +84,7 @@ class Backend:
             settings.model_dir / "training",
             RetrainConfig(
                 epochs=settings.train_epochs,
+                base=settings.train_base,
                 tolerance=settings.train_tolerance,
                 timeout_s=settings.train_timeout_s,
                 pseudo_ratio=settings.train_pseudo_ratio,

@@ -221,3 +221,23 @@ def test_the_time_limit_counts_from_the_job_start():
     assert control.remaining() == 0.0
     with pytest.raises(JobCancelled, match=r"time limit of 0.2 s \(TRAIN_TIMEOUT_S\)"):
         control.check()
+
+
+@pytest.mark.parametrize(("base", "expected"), [(None, "serving"), ("pretrained", "pretrained"), ("w.pt", "w.pt")])
+def test_a_retraining_starts_from_the_serving_model_unless_train_base_names_another(
+    tmp_path, monkeypatch, base, expected
+):
+    """TRAIN_BASE: unset, each round fine-tunes the serving weights; set, it starts from that base (as `train --base`)."""
+    from types import SimpleNamespace
+
+    from detector_al.pipelines import retrain
+    from detector_al.pipelines.job_control import JobControl
+    from detector_al.pipelines.retrain import RetrainConfig, Retrainer
+
+    seen = {}
+    monkeypatch.setattr(retrain, "run_in_subprocess", lambda fn, data, out, cfg, *a, **kw: seen.setdefault("cfg", cfg))
+    registry = SimpleNamespace(path=lambda version: tmp_path / f"{version}.pt")
+    detector = SimpleNamespace(version="v3", imgsz=128)
+    r = Retrainer(None, registry, None, None, None, tmp_path, RetrainConfig(base=base))
+    r._train(detector, tmp_path, lambda **kw: None, JobControl())
+    assert seen["cfg"].base == (str(tmp_path / "v3.pt") if expected == "serving" else expected)

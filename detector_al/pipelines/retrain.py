@@ -98,6 +98,9 @@ class RetrainConfig:
     cold_start: bool = COLD_START  # the re-scored queue's batch is TypiClust's while the new model is cold
     timeout_s: float | None = 3600.0  # the whole job, from its start: past it the job stops (failed)
     keep_job_folders: int = 3  # the newest job folders kept (datasets and runs); older ones are removed
+    # What each retraining starts from: None, the serving weights (fine-tuned, the default); else a base as
+    # `detector-al train --base` takes it: "pretrained" (the offline checkpoint), weights, or "yolo11n.pt" online.
+    base: str | None = None
 
 
 class Retrainer:
@@ -303,7 +306,7 @@ class Retrainer:
         cfg = TrainConfig(
             epochs=self.config.epochs,
             imgsz=detector.imgsz,
-            base=str(serving_path),
+            base=self.config.base or str(serving_path),
             lr0=self.config.lr0,
             warmup_epochs=FINE_TUNE.warmup_epochs,
         )
