@@ -232,7 +232,8 @@ def test_a_legacy_token_still_works_when_legacy_tokens_are_on(
 def test_on_a_stock_install_the_setup_token_is_refused_with_a_clear_message(
     label_studio, ls_client, sample_data, images, trained_weights, tmp_path
 ):
-    """Without a key of its own the backend has only /setup's token: the project creator's legacy token."""
+    """Without a key of its own the backend has only /setup's token: the project creator's legacy token. (Behind basic
+    auth: without LABEL_STUDIO_URL, a /setup host on a private address is trusted only then.)"""
     from fastapi.testclient import TestClient
 
     from ml_backend.main import create_app
@@ -242,7 +243,11 @@ def test_on_a_stock_install_the_setup_token_is_refused_with_a_clear_message(
     p = ls_client.projects.create(title="stock setup token", label_config=config)
     upload(label_studio, p.id, images[:1])
     (task,) = list(ls_client.tasks.list(project=p.id, fields="all"))
-    with TestClient(create_app(Settings(model_dir=tmp_path / "models", model_path=str(trained_weights)))) as c:
+    settings = Settings(
+        model_dir=tmp_path / "models", model_path=str(trained_weights), basic_auth_user="ls", basic_auth_pass="pw"
+    )
+    with TestClient(create_app(settings)) as c:
+        c.auth = ("ls", "pw")
         setup = {"project": f"{p.id}.1", "schema": config, "hostname": label_studio.url}
         assert c.post("/setup", json={**setup, "access_token": label_studio.legacy_token}).status_code == 200
         body = {"tasks": [{"id": task.id, "data": task.data}], "project": f"{p.id}.1", "label_config": config}
