@@ -21,7 +21,7 @@ from fastapi.testclient import TestClient
 from detector_al.demo.bootstrap_model import shipped_sample_weights
 from detector_al.signals.label_errors import LabelErrors
 from detector_al.state.signals import Signals
-from detector_al.state.store import PredictionRow
+from detector_al.state.store import PoolRow
 from ml_backend.main import create_app
 from ml_backend.settings import Settings
 
@@ -32,7 +32,17 @@ def fill(store, version: str, n: int, rng) -> None:
     decisions = rng.choice(["query", "rest", "auto_accept"], size=n, p=[0.002, 0.9, 0.098])
     emb = np.zeros(256, np.float32).tobytes()
     rows = [
-        PredictionRow(i, f"img{i}.jpg", version, float(rng.gamma(2, 0.5)), 0.2, str(d), 3, 4, embedding=emb)
+        PoolRow(
+            task_id=i,
+            path=f"img{i}.jpg",
+            model_version=version,
+            round=3,
+            score=float(rng.gamma(2, 0.5)),
+            confidence=0.2,
+            decision=str(d),
+            n_boxes=4,
+            embedding=emb,
+        )
         for i, d in enumerate(decisions)
     ]
     store.record_predictions(PROJECT, rows)

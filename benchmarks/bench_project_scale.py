@@ -1,14 +1,15 @@
 """Costs that must not grow with the project: ``/predict`` latency, the queue refresh and the end of ingest's queue
 plan, at 1k and 100k stored images (synthetic rows: embeddings of the real size, uncertainties, decisions).
 
-For each size a model folder gets a store of N stored predictions (the backend's table) and N ingested images (the
-ingest table), and then, in one run:
+For each size a model folder gets a store of N images (ingested, then predicted by the backend: one pool row each),
+and then, in one run:
 
 * ``/predict`` of one task on the real app (the shipped model, a local image) for both sizes, in alternating
   blocks: the server's own time (``Server-Timing``) per request, median and 90th percentile;
 * the backend's queue refresh (:func:`~detector_al.label_studio.project_queue.refresh_queue`, Label Studio replaced by a
   recorder: no network): seconds and peak Python memory (``tracemalloc``);
-* the end of ingest's plan (:func:`~detector_al.pipelines.ingest.plan_ingested_queue`): seconds and peak memory;
+* the plan alone (:func:`~detector_al.label_studio.project_queue.plan_project_queue`, as the end of an offline ingest
+  runs it: every model version): seconds and peak memory;
 * for contrast, what holding the whole pool costs: all rows' embeddings in memory and ``build_queue`` over them.
 
 Printed: each figure per size and the ratio 100k / 1k (flat: per-request near 1; refresh and plan memory near 1,
@@ -20,6 +21,7 @@ Usage: ``python benchmarks/bench_project_scale.py [--sizes 1000,100000] [--reque
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import tempfile
@@ -34,12 +36,18 @@ PROJECT, BUDGET, DIM = 7, 20, 448
 
 
 class RecordingLabelStudio:
-    """What refresh_queue writes to: every task has one prediction of the version (its id = the task id)."""
+    """What refresh_queue writes to: tasks 1..n, each with one prediction of the version (its id = the task id)."""
 
-    def __init__(self, version: str) -> None:
-        self.version, self.writes = version, 0
+    def __init__(self, version: str, n: int) -> None:
+        self.version, self.n, self.writes = version, n, 0
         self.predictions = SimpleNamespace(list=self._list, update=self._update)
-        self.tasks = SimpleNamespace(update=lambda id, data: None)
+        self.tasks = SimpleNamespace(update=lambda id, data: None, list=self._tasks)
+
+    def _tasks(self, project, fields, query=None, page_size=None, include=None):
+        """The tasks' data: of the ones asked for (``selectedItems``), else of the whole project (ids 1..n)."""
+        ids = json.loads(query)["selectedItems"]["included"] if query else range(1, self.n + 1)
+        items = [SimpleNamespace(id=t, data={}, predictions=self._list(task=t)) for t in ids]
+        return SimpleNamespace(items=items) if query else items
 
     def _list(self, task=None, project=None):
         return [SimpleNamespace(id=task, task=task, model_version=self.version)]
@@ -49,8 +57,8 @@ class RecordingLabelStudio:
 
 
 def fill(store, n: int, version: str, seed: int = 0) -> None:
-    from detector_al.queue.build import AUTO_ACCEPT, REST, label_studio_score, priority
-    from detector_al.state.store import ImageRow, PredictionRow
+    from detector_al.queue.build import AUTO_ACCEPT, REST, label_studio_score
+    from detector_al.state.store import PoolRow
 
     rng = np.random.default_rng(seed)
     for start in range(0, n, 5000):
@@ -66,28 +74,37 @@ def fill(store, n: int, version: str, seed: int = 0) -> None:
             ls = label_studio_score(status, 1 / (1 + u[j]))
             e = emb[j].tobytes()
             preds.append(
-                PredictionRow(i + 1, f"/data/{i}.jpg", version, float(u[j]), ls, status, 0, 3, None, e, float(conf[j]))
+                PoolRow(
+                    task_id=i + 1,
+                    path=f"/cache/{i}.jpg",
+                    model_version=version,
+                    score=float(u[j]),
+                    confidence=ls,
+                    decision=status,
+                    n_boxes=3,
+                    embedding=e,
+                    max_confidence=float(conf[j]),
+                )
             )
             images.append(
-                ImageRow(
+                PoolRow(
                     f"{i:064x}",
+                    i + 1,
                     f"/data/{i}.jpg",
-                    task_id=i + 1,
                     url=f"/data/local-files/?d={i}.jpg",
                     width=640,
                     height=480,
                     score=float(u[j]),
-                    confidence=1 / (1 + u[j]),
+                    confidence=ls,
                     decision=status,
-                    priority=priority(ls),
                     model_version=version,
                     regions="[]",
                     embedding=e,
                     max_confidence=float(conf[j]),
                 )
             )
+        store.record_ingested(PROJECT, images)
         store.record_predictions(PROJECT, preds)
-        store.record_images(PROJECT, images)
 
 
 def measured(fn):
@@ -104,8 +121,7 @@ def main() -> None:
     from fastapi.testclient import TestClient
 
     from detector_al.demo.bootstrap_model import shipped_sample_weights
-    from detector_al.label_studio.project_queue import refresh_queue
-    from detector_al.pipelines.ingest import plan_ingested_queue
+    from detector_al.label_studio.project_queue import plan_project_queue, refresh_queue
     from detector_al.queue.build import AUTO_ACCEPT, build_queue, default_confidence
     from detector_al.state.store import STORE_FILE_NAME, Store
     from ml_backend.main import create_app
@@ -151,18 +167,18 @@ def main() -> None:
         for n in sizes:
             version = apps[n].app.state.backend.service.model_version
             store = stores[n]
-            ls = RecordingLabelStudio(version)
+            ls = RecordingLabelStudio(version, n)
             ref_s, ref_mb, _ = measured(
                 lambda store=store, ls=ls, version=version: refresh_queue(
                     store, ls, PROJECT, version, BUDGET, default_confidence
                 )
             )
             plan_s, plan_mb, _ = measured(
-                lambda store=store: plan_ingested_queue(store, PROJECT, BUDGET, default_confidence)
+                lambda store=store: plan_project_queue(store, PROJECT, None, BUDGET, default_confidence)
             )
 
             def whole_pool(store=store, version=version):
-                inputs = store.queue_inputs(PROJECT, version)
+                inputs = list(store.iter_queue(PROJECT, version))
                 emb = np.stack([np.frombuffer(r["embedding"], np.float32) for r in inputs])
                 u = np.array([r["score"] for r in inputs])
                 return build_queue(u, np.array([r["decision"] == AUTO_ACCEPT for r in inputs]), emb, BUDGET)
@@ -191,7 +207,7 @@ def main() -> None:
         "p90",
         "refresh s",
         "refresh MB",
-        "ingest plan s",
+        "plan s",
         "plan MB",
         "whole pool s",
         "MB",

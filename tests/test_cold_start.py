@@ -15,7 +15,7 @@ from detector_al.pipelines.ingest import plan_queue
 from detector_al.policy.decision import Decision
 from detector_al.queue.build import AUTO_ACCEPT, QUERY, REST, build_queue, cold_start_batch, pool_max_confidence
 from detector_al.queue.ranking import ScoredImage, assign_queue
-from detector_al.state.store import ImageRow, PredictionRow, Store
+from detector_al.state.store import PoolRow, Store
 
 BUDGET = 3
 
@@ -70,7 +70,7 @@ def test_decision_max_confidence_is_the_top_shown_box():
     assert Decision("a", REST).max_confidence == 0.0
 
 
-def test_the_migration_adds_max_confidence_to_an_old_file(tmp_path):
+def test_an_old_file_without_max_confidence_migrates_with_it_unknown(tmp_path):
     path = tmp_path / "old.sqlite3"
     with sqlite3.connect(path) as c:  # the tables as an older version wrote them
         c.execute(
@@ -89,25 +89,35 @@ def test_the_migration_adds_max_confidence_to_an_old_file(tmp_path):
         )
         c.execute("INSERT INTO images (content_hash, project, path, score) VALUES ('h', 1, '/a.jpg', 0.3)")
     store = Store(path)
-    with sqlite3.connect(path) as c:
-        for table in ("predictions", "images"):
-            assert "max_confidence" in {r[1] for r in c.execute(f"PRAGMA table_info({table})")}, table
-    (row,) = store.queue_inputs(1, "v")
+    (row,) = store.iter_queue(1, "v")
     assert row["max_confidence"] is None  # written before the column: unknown
-    (image,) = store.images(1)
+    (image,) = store.pool_rows(1, "key = 'h'")
     assert image.max_confidence is None
-    store.record_predictions(1, [PredictionRow(5, "a", "v", 0.3, 0.2, "rest", 0, 1, None, b"\0" * 8, 0.8)])
-    assert store.queue_inputs(1, "v")[0]["max_confidence"] == pytest.approx(0.8)
-    store.record_images(1, [ImageRow("h", "/a.jpg", score=0.3, max_confidence=0.8)])
-    assert store.images(1)[0].max_confidence == pytest.approx(0.8)
+    store.record_predictions(
+        1,
+        [
+            PoolRow(
+                task_id=5,
+                path="a",
+                model_version="v",
+                score=0.3,
+                confidence=0.2,
+                embedding=b"\0" * 8,
+                max_confidence=0.8,
+            )
+        ],
+    )
+    assert next(store.iter_queue(1, "v"))["max_confidence"] == pytest.approx(0.8)
+    store.record_ingested(1, [PoolRow("h", path="/a.jpg", score=0.3, max_confidence=0.8)])
+    assert store.pool_rows(1, "key = 'h'")[0].max_confidence == pytest.approx(0.8)
 
 
 def _image_rows(u, emb, max_conf, accepted):
     return [
-        ImageRow(
+        PoolRow(
             f"h{i}",
+            100 + i,
             f"/{i}.jpg",
-            task_id=100 + i,
             score=float(u[i]),
             decision=AUTO_ACCEPT if accepted[i] else REST,
             embedding=emb[i].tobytes(),
@@ -129,7 +139,7 @@ def _expected_cold_batch(planned, labeled_emb):
 def test_ingest_plans_a_cold_batch_when_the_stored_rows_are_cold(tmp_path):
     u, accepted, emb = pool()
     store = Store(tmp_path / "s.sqlite3")
-    store.record_images(1, _image_rows(u, emb, np.full(len(u), 0.2), accepted))
+    store.record_ingested(1, _image_rows(u, emb, np.full(len(u), 0.2), accepted))
     planned = plan_queue(store, 1, BUDGET, lambda x: 1 / (1 + x), labeled={100, 101}, cold_start=True)
     assert {row.task_id for row, _ in planned}.isdisjoint({100, 101})
     batch = [row.task_id for row, e in sorted(planned, key=lambda x: x[1].position) if e.status == QUERY]
@@ -142,7 +152,7 @@ def test_ingest_keeps_the_uncertainty_batch_for_a_warm_pool_or_rows_without_max_
     u, accepted, emb = pool()
     for i, max_conf in enumerate((np.full(len(u), 0.9), None)):
         store = Store(tmp_path / f"s{i}.sqlite3")
-        store.record_images(1, _image_rows(u, emb, max_conf, accepted))
+        store.record_ingested(1, _image_rows(u, emb, max_conf, accepted))
         on = plan_queue(store, 1, BUDGET, lambda x: 1 / (1 + x), cold_start=True)
         assert [e for _, e in on] == [e for _, e in plan_queue(store, 1, BUDGET, lambda x: 1 / (1 + x))]
 
@@ -170,15 +180,14 @@ def test_the_backends_refresh_picks_a_cold_batch_away_from_labeled_tasks(tmp_pat
     u, accepted, emb = pool()
     store = Store(tmp_path / "s.sqlite3")
     rows = [
-        PredictionRow(
-            i,
-            f"/{i}.jpg",
-            "v",
-            float(u[i]),
-            0.3,
-            AUTO_ACCEPT if accepted[i] else REST,
-            0,
-            1,
+        PoolRow(
+            task_id=i,
+            path=f"/{i}.jpg",
+            model_version="v",
+            score=float(u[i]),
+            confidence=0.3,
+            decision=AUTO_ACCEPT if accepted[i] else REST,
+            n_boxes=1,
             embedding=emb[i].tobytes(),
             max_confidence=0.2,
         )

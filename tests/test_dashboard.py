@@ -11,7 +11,7 @@ from detector_al.model.predictions import Detections
 from detector_al.signals.label_errors import LabelErrors, find_label_errors
 from detector_al.signals.stopping import agreement, stop_set, stopping_state
 from detector_al.state.signals import Signals, boxes_from_json, boxes_to_json
-from detector_al.state.store import PredictionRow
+from detector_al.state.store import PoolRow
 from ml_backend.main import create_app
 from ml_backend.settings import Settings
 
@@ -114,11 +114,21 @@ def _fill(store, version, project=7, rounds=((20, 0.41, True), (40, 0.55, True),
     store.record_predictions(
         project,
         [
-            PredictionRow(i, f"{i}.jpg", version, float(rng.gamma(2, 0.5)), 0.2, d, 1, 2)
+            PoolRow(
+                task_id=i,
+                path=f"{i}.jpg",
+                model_version=version,
+                round=1,
+                score=float(rng.gamma(2, 0.5)),
+                confidence=0.2,
+                decision=d,
+                n_boxes=2,
+            )
             for i, d in enumerate(decisions)
         ],
     )
-    store.record_predictions(project, [PredictionRow(99, "bad.jpg", version, None, None, "error", 1, 0, "truncated")])
+    bad = PoolRow(task_id=99, path="bad.jpg", model_version=version, round=1, decision="error", error="truncated")
+    store.record_predictions(project, [bad])
     for t in (200, 201, 202):
         store.record_event("ANNOTATION_CREATED", project, t, t)
     for k, (labeled, m, promoted) in enumerate(rounds):
@@ -161,15 +171,14 @@ def test_mid_training_the_page_shows_the_live_job_with_an_eta_and_refreshes(back
 
 
 def test_a_project_filled_by_ingest_shows_its_queue_before_any_prediction_request(backend):
-    """``ingest`` records its tasks in the store's image rows, not as /predict answers: they count all the same."""
-    from detector_al.state.schema import ImageRow
+    """``ingest`` records its tasks in the store's pool, not as /predict answers: they count all the same."""
 
     state = backend.app.state.backend
     v = state.service.model_version
-    rows = [ImageRow(f"h{i}", f"{i}.jpg", task_id=i, score=0.1 * i, decision=d, model_version=v) for i, d in
+    rows = [PoolRow(f"h{i}", i, f"{i}.jpg", score=0.1 * i, decision=d, model_version=v) for i, d in
             enumerate(["query", "query", "rest", "auto_accept"])]  # fmt: skip
-    rows.append(ImageRow("bad", "bad.jpg", error="truncated"))  # unreadable: no task
-    state.store.record_images(9, rows)
+    rows.append(PoolRow("bad", path="bad.jpg", error="truncated"))  # unreadable: no task
+    state.store.record_ingested(9, rows)
     state.store.set_project(9, round=0)
     state.store.record_event("ANNOTATION_CREATED", 9, 2, 20)  # task 2 labeled since
     html = backend.get("/dashboard", params={"project": 9}).text

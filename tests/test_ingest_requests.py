@@ -30,12 +30,12 @@ def test_the_end_of_a_run_lists_each_stored_failure_once_in_linear_time(tmp_path
 
     from detector_al.label_studio.config import parse_label_config
     from detector_al.pipelines.ingest import IngestConfig, ingest
-    from detector_al.state.store import ImageRow, Store
+    from detector_al.state.store import PoolRow, Store
 
     store = Store(tmp_path / "s.sqlite3")
     n = 30_000
-    store.record_images(
-        0, [ImageRow(f"{i:064x}", f"/pool/{i}.jpg", error="truncated", decision="error") for i in range(n)]
+    store.record_ingested(
+        0, [PoolRow(f"{i:064x}", path=f"/pool/{i}.jpg", error="truncated", decision="error") for i in range(n)]
     )
     folder = tmp_path / "empty"
     folder.mkdir()

@@ -45,9 +45,9 @@ def test_predict_ingest_and_simulation_make_the_same_decisions_and_queue(tmp_pat
         r = c.post("/predict", json={"tasks": tasks, "project": 7, "label_config": label_config})
         assert r.status_code == 200, r.text
         store = c.app.state.backend.store
-        backend = {row["image"]: row for row in store.predictions(7)}
+        backend = {row["path"]: row for row in store.predictions(7)}
         version = c.app.state.backend.service.model_version
-        inputs = store.queue_inputs(7, version)
+        inputs = list(store.iter_queue(7, version))
 
     # ingest, offline
     det = Detector.load(trained_weights, conf=0.05)
@@ -89,14 +89,14 @@ def test_predict_ingest_and_simulation_make_the_same_decisions_and_queue(tmp_pat
 
 
 def test_labeled_tasks_leave_ingests_queue(tmp_path):
-    from detector_al.state.store import ImageRow
+    from detector_al.state.store import PoolRow
 
     store = Store(tmp_path / "s.sqlite3")
     emb = np.eye(3, dtype=np.float32)
-    store.record_images(
+    store.record_ingested(
         1,
         [
-            ImageRow(f"h{i}", f"/{i}.jpg", task_id=10 + i, score=s, embedding=emb[i].tobytes())
+            PoolRow(f"h{i}", 10 + i, f"/{i}.jpg", score=s, embedding=emb[i].tobytes())
             for i, s in enumerate([0.9, 0.5, 0.1])
         ],
     )

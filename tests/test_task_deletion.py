@@ -11,29 +11,39 @@ from fastapi.testclient import TestClient
 
 from detector_al.label_studio.project_queue import refresh_queue
 from detector_al.queue.build import QUERY, REST
-from detector_al.state.store import ImageRow, PredictionRow, Store
+from detector_al.state.store import PoolRow, Store
 from ml_backend.main import create_app
 from ml_backend.settings import Settings
 
 
-def _prediction(task: int, u: float) -> PredictionRow:
+def _prediction(task: int, u: float) -> PoolRow:
     emb = np.random.default_rng(task).normal(size=8).astype(np.float32).tobytes()
-    return PredictionRow(task, f"/{task}.jpg", "v", u, 0.3, REST, 0, 1, embedding=emb, max_confidence=0.9)
+    return PoolRow(
+        task_id=task,
+        path=f"/{task}.jpg",
+        model_version="v",
+        score=u,
+        confidence=0.3,
+        decision=REST,
+        n_boxes=1,
+        embedding=emb,
+        max_confidence=0.9,
+    )
 
 
 def _stored(tmp_path, tasks=range(1, 7)) -> Store:
     store = Store(tmp_path / "s.sqlite3")
-    store.record_predictions(1, [_prediction(t, 1.0 / t) for t in tasks])
-    store.record_images(1, [ImageRow(f"h{t}", f"/{t}.jpg", url=f"/data/upload/1/{t}.jpg", task_id=t) for t in tasks])
+    store.record_ingested(1, [PoolRow(f"h{t}", t, f"/{t}.jpg", url=f"/data/upload/1/{t}.jpg") for t in tasks])
+    store.record_predictions(1, [_prediction(t, 1.0 / t) for t in tasks])  # ingest's tasks, predicted since
     store.record_predictions(2, [_prediction(3, 0.5)])  # another project's task 3 (another Label Studio)
     return store
 
 
-def test_forgotten_tasks_leave_predictions_images_and_labels(tmp_path):
+def test_forgotten_tasks_leave_the_pool_and_their_labels(tmp_path):
     store = _stored(tmp_path)
     store.record_event("ANNOTATION_CREATED", 1, 2, 10)
     assert store.labeled_tasks(1) == {2}
-    assert store.forget_tasks(1, [2, 3]) == 4  # a prediction and an image row each
+    assert store.forget_tasks(1, [2, 3]) == 2  # their pool rows
     assert {r["task_id"] for r in store.predictions(1)} == {1, 4, 5, 6}
     assert set(store.image_hashes(1)) == {"h1", "h4", "h5", "h6"}  # a re-ingest makes h2 and h3 again
     assert store.labeled_tasks(1) == set()
@@ -57,16 +67,17 @@ class _LabelStudioWithoutTask:
     """Label Studio where task ``gone`` was deleted (its webhook missed); every other task has a prediction of ``v``."""
 
     def __init__(self, gone: int) -> None:
-        self.gone, self.scores = gone, {}
+        self.gone, self.scores, self.fields = gone, {}, {}
         self.predictions = SimpleNamespace(list=self._predictions, update=self._update)
-        self.tasks = SimpleNamespace(list=self._tasks)
+        self.tasks = SimpleNamespace(list=self._tasks, update=lambda id, data: self.fields.__setitem__(id, data))
 
     def _predictions(self, task=None, project=None):
         return [SimpleNamespace(id=task, task=task, model_version="v")]
 
     def _tasks(self, project, fields, query, page_size):
         ids = [t for t in json.loads(query)["selectedItems"]["included"] if t != self.gone]
-        return SimpleNamespace(items=[SimpleNamespace(id=t, predictions=self._predictions(task=t)) for t in ids])
+        items = [SimpleNamespace(id=t, predictions=self._predictions(task=t), data={}) for t in ids]
+        return SimpleNamespace(items=items)
 
     def _update(self, id, score):
         self.scores[id] = score
@@ -80,4 +91,5 @@ def test_a_refresh_forgets_a_task_found_deleted_and_gives_its_slot_away(tmp_path
     assert 1 not in {r["task_id"] for r in store.predictions(1)}
     queued = {r["task_id"] for r in store.predictions(1) if r["decision"] == QUERY}
     assert len(queued) == 2 and set(ls.scores) >= queued  # a whole batch, written
+    assert {t for t, data in ls.fields.items() if data["al_status"] == QUERY} == queued  # ingest's fields follow
     assert refresh_queue(store, ls, 1, "v", 2, lambda u: 1 / (1 + u))[:2] == (0, 0)

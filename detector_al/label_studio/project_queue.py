@@ -1,29 +1,25 @@
-"""One queue per project: one planner over one stored pool, whichever table holds a task, written to Label Studio.
+"""One queue per project: one planner over the project's one stored pool, written to Label Studio.
 
-A project's tasks are scored in two places: the backend records what ``/predict`` answered (the ``predictions``
-table), ``ingest`` what it scored of a folder (the ``images`` table). The queue is planned over both at once
-(:meth:`~detector_al.state.store.Store.iter_project_queue`: a task the backend predicted counts by that prediction,
-an ingested one it has not predicted by ingest's row), so a project serves one batch of the budget's size, whether
-ingest, the backend or both scored its tasks. The backend's refresh and the end of ``ingest`` both call
-:func:`refresh_queue`.
+A project's images are scored in two places: the backend records what ``/predict`` answered, ``ingest`` what it
+scored of a folder; both write the project's ``pool`` table, one row per image (a task the backend predicted after
+ingest recorded it is that same row, :meth:`~detector_al.state.pool_table.PoolTable.record_predictions`). The queue
+is planned over that table (:func:`plan_project_queue`), so a project serves one batch of the budget's size, whether
+ingest, the backend or both scored its tasks. The backend's refresh and the end of ``ingest`` (an offline one too,
+without Label Studio) both call :func:`refresh_queue`.
 """
 
 from __future__ import annotations
 
 import logging
-import sqlite3
-from collections.abc import Collection, Iterator
+from collections.abc import Collection
 from typing import NamedTuple
-
-import numpy as np
 
 from detector_al.label_studio.publish import TASK_GONE, TaskQueueUpdate, publish_queue
 from detector_al.queue.build import AUTO_ACCEPT, QueueEntry, embedding_matrix
-from detector_al.queue.plan import StoredPlace, plan_stored_queue
+from detector_al.queue.plan import QueuePlan, StoredPlace, plan_stored_queue
+from detector_al.state.schema import TASK_KEY
 
 log = logging.getLogger(__name__)
-
-IMAGE, PREDICTION = "image", "prediction"  # where a task of the queue comes from (the store's table)
 
 
 def queue_fields(uncertainty: float | None, entry: QueueEntry) -> dict:
@@ -45,66 +41,84 @@ class QueueRefresh(NamedTuple):
     batch: int
 
 
+def stored_place(r) -> StoredPlace:
+    """A row of :meth:`~detector_al.state.pool_table.PoolTable.iter_queue` as the planner sees it (keyed by the row's
+    key; ``max_confidence`` is NULL in rows stored before the column existed: then no cold start)."""
+    return StoredPlace(r["key"], r["score"], r["decision"] == AUTO_ACCEPT, r["max_confidence"], r["embedding"])
+
+
+def plan_project_queue(
+    store,
+    project: int,
+    model_version: str | None,
+    budget: int,
+    confidence,
+    cold_start: bool = False,
+    exclude: Collection[int] = frozenset(),
+) -> QueuePlan:
+    """The batch over the project's pool (its scored rows of ``model_version``, None: of any; not labeled, nor in
+    ``exclude``), in bounded memory (:func:`~detector_al.queue.plan.plan_stored_queue`). With ``cold_start``, a cold
+    model's batch is TypiClust's, away from the labeled tasks' clusters."""
+    return plan_stored_queue(
+        lambda: (stored_place(r) for r in _queue(store, project, model_version, exclude)),
+        budget,
+        confidence,
+        cold_start=cold_start,
+        labeled_embeddings=lambda dim: embedding_matrix(store.labeled_embeddings(project, exclude), dim),
+    )
+
+
+def _queue(store, project: int, model_version: str | None, exclude: Collection[int], **kw):
+    """:meth:`~detector_al.state.pool_table.PoolTable.iter_queue` without the tasks in ``exclude``."""
+    return (
+        r for r in store.iter_queue(project, model_version, **kw) if r["task_id"] is None or r["task_id"] not in exclude
+    )
+
+
 def refresh_queue(
     store,
     ls,
     project: int,
-    model_version: str,
+    model_version: str | None,
     budget: int,
     confidence,
     cold_start: bool = False,
     exclude: Collection[int] = frozenset(),
 ) -> QueueRefresh:
-    """Re-build a project's one queue from the store and write what changed to Label Studio.
+    """Re-build a project's one queue from the store and write what changed to Label Studio (``ls`` None: an offline
+    ingest's pool, the store only).
 
     Tasks are scored one request (or one ingest batch) at a time, each alone in its band; this chooses the batch
-    over the whole pool (:func:`~detector_al.queue.plan.plan_stored_queue`: streamed, in bounded memory) and moves
-    the changed tasks: their prediction's score, and an ingested task's ``al_*`` fields too. Labeled tasks (webhook
-    events, and ``exclude``: the ones ``ingest`` read labeled from Label Studio) are left out. With ``cold_start``, a
-    cold model's batch is TypiClust's, away from the labeled tasks' clusters.
+    over the whole pool (:func:`plan_project_queue`: streamed, in bounded memory) and moves the changed tasks: their
+    prediction's score, and an ingested task's ``al_*`` fields too. Labeled tasks (webhook events, and ``exclude``:
+    the ones ``ingest`` read labeled from Label Studio) are left out. With ``cold_start``, a cold model's batch is
+    TypiClust's, away from the labeled tasks' clusters.
 
     Tasks found deleted in Label Studio (a ``TASKS_DELETED`` webhook missed) are forgotten
     (:meth:`~detector_al.state.store.Store.forget_tasks`) and the batch is chosen again without them.
     """
-
-    def places() -> Iterator[tuple[StoredPlace, sqlite3.Row]]:
-        for r in store.iter_project_queue(project, model_version):
-            if r["task_id"] in exclude:
-                continue
-            mc = r["max_confidence"]  # NULL in rows stored before the column existed: then no cold start
-            yield StoredPlace(r["task_id"], r["score"], r["decision"] == AUTO_ACCEPT, mc, r["embedding"]), r
-
-    def labeled_embeddings(dim: int) -> np.ndarray | None:
-        blobs = store.labeled_embeddings(project)
-        if exclude:
-            rows = store.iter_images(project, "error IS NULL AND task_id IS NOT NULL AND embedding IS NOT NULL")
-            blobs += [r.embedding for r in rows if r.task_id in exclude]
-        return embedding_matrix(blobs, dim)
-
     for _ in range(3):  # a pass that finds deleted tasks plans again without them
-        plan = plan_stored_queue(
-            lambda: (p for p, _ in places()),
-            budget,
-            confidence,
-            cold_start=cold_start,
-            labeled_embeddings=labeled_embeddings,
-        )
+        plan = plan_project_queue(store, project, model_version, budget, confidence, cold_start, exclude)
         changed = []
-        for place, r in places():
-            e = plan.entry(place)
+        for r in _queue(store, project, model_version, exclude):
+            e = plan.entry(stored_place(r))
             if r["decision"] != e.status or abs((r["confidence"] or 0.0) - e.score) > 1e-12:
                 changed.append((r, e))
-        updates = [
-            TaskQueueUpdate(r["task_id"], e.score, queue_fields(r["score"], e) if r["source"] == IMAGE else None)
-            for r, e in changed
-        ]
-        results = publish_queue(ls, project, model_version, updates)
-        gone = {t for t, why in results if why == TASK_GONE}
-        failed = {t for t, _ in results} - gone
-        written = [(r, e) for r, e in changed if r["task_id"] not in failed and r["task_id"] not in gone]
-        store.set_queue(project, [(r["task_id"], e.status, e.score) for r, e in written if r["source"] == PREDICTION])
-        store.set_image_queue(
-            project, [(r["content_hash"], e.status, e.priority) for r, e in written if r["source"] == IMAGE]
+        failed: set[int] = set()
+        gone: set[int] = set()
+        if ls is not None:
+            updates = [
+                TaskQueueUpdate(
+                    r["task_id"], e.score, None if r["key"].startswith(TASK_KEY) else queue_fields(r["score"], e)
+                )
+                for r, e in changed
+                if r["task_id"] is not None
+            ]
+            results = publish_queue(ls, project, model_version, updates)
+            gone = {t for t, why in results if why == TASK_GONE}
+            failed = {t for t, _ in results} - gone
+        store.set_queue(
+            project, [(r["key"], e.status, e.score) for r, e in changed if r["task_id"] not in failed | gone]
         )
         if not gone:
             break

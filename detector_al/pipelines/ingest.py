@@ -23,11 +23,9 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from detector_al.io.images import iter_images
 from detector_al.label_studio.config import RectangleTarget
-from detector_al.label_studio.project_queue import refresh_queue
+from detector_al.label_studio.project_queue import plan_project_queue, refresh_queue, stored_place
 from detector_al.label_studio.publish import configure_project
 from detector_al.label_studio.task_sink import LabelStudioSink
 from detector_al.model.detector import Detector
@@ -37,18 +35,18 @@ from detector_al.pipelines.ingest_writer import BackgroundWriter, BatchWriter, I
 from detector_al.policy.decision import DecisionPolicy
 from detector_al.policy.strategies import serving_strategy
 from detector_al.progress import track
-from detector_al.queue.build import AUTO_ACCEPT, QueueEntry, embedding_matrix
-from detector_al.queue.plan import QueuePlan, StoredPlace, plan_stored_queue
+from detector_al.queue.build import AUTO_ACCEPT, QueueEntry
 from detector_al.scoring.executor import scored_files_on
 from detector_al.scoring.file_stream import ScoredFile
-from detector_al.state.store import ImageRow, Store
+from detector_al.state.pool_table import pool_row
+from detector_al.state.store import PoolRow, Store
 
 if TYPE_CHECKING:
     from detector_al.scoring.ray_stream import RayOptions
 
 log = logging.getLogger(__name__)
 
-__all__ = ["OFFLINE_PROJECT", "IngestConfig", "IngestReport", "ingest", "plan_ingested_queue", "plan_queue"]
+__all__ = ["OFFLINE_PROJECT", "IngestConfig", "IngestReport", "ingest", "plan_queue"]
 
 
 def walk_images(folder: Path) -> Iterator[Path]:
@@ -62,35 +60,14 @@ def count_images(folder: Path) -> int:
 
 def plan_queue(
     store: Store, project: int, budget: int, confidence, labeled: set[int] = frozenset(), cold_start: bool = False
-) -> list[tuple[ImageRow, QueueEntry]]:
+) -> list[tuple[PoolRow, QueueEntry]]:
     """Every scored, not yet labeled image of the project with its queue entry (``labeled``: task ids that have an
-    annotation), planned by :func:`plan_ingested_queue` (entries outside the batch have position -1). A listing,
-    for people and tests; the end of ingest streams instead."""
-    plan = plan_ingested_queue(store, project, budget, confidence, labeled, cold_start)
-    rows = [r for r in store.iter_images(project, "error IS NULL") if r.task_id not in labeled]
-    return [(r, plan.entry(_place(r))) for r in rows]
-
-
-def plan_ingested_queue(
-    store: Store, project: int, budget: int, confidence, labeled: set[int] = frozenset(), cold_start: bool = False
-) -> QueuePlan:
-    """The batch over the project's ingested images not labeled yet, in bounded memory
-    (:func:`~detector_al.queue.plan.plan_stored_queue`). With ``cold_start``, a cold model's batch is TypiClust's,
-    away from the labeled images' clusters."""
-
-    def places() -> Iterator[StoredPlace]:
-        return (_place(r) for r in store.iter_images(project, "error IS NULL") if r.task_id not in labeled)
-
-    def labeled_embeddings(dim: int) -> np.ndarray | None:
-        rows = store.iter_images(project, "error IS NULL AND task_id IS NOT NULL")
-        return embedding_matrix((r.embedding for r in rows if r.task_id in labeled), dim)
-
-    return plan_stored_queue(places, budget, confidence, cold_start=cold_start, labeled_embeddings=labeled_embeddings)
-
-
-def _place(row: ImageRow) -> StoredPlace:
-    # rows ingested before the column existed have no max_confidence: then no cold start
-    return StoredPlace(row.content_hash, row.score, row.decision == AUTO_ACCEPT, row.max_confidence, row.embedding)
+    annotation), planned as the end of ingest plans it (:func:`~detector_al.label_studio.project_queue.plan_project_queue`
+    over every model version; entries outside the batch have position -1). A listing, for people and tests; the end
+    of ingest streams instead."""
+    plan = plan_project_queue(store, project, None, budget, confidence, cold_start, labeled)
+    rows = store.iter_queue(project, None, columns="*")
+    return [(pool_row(r), plan.entry(stored_place(r))) for r in rows if r["task_id"] not in labeled]
 
 
 def ingest(
@@ -132,7 +109,7 @@ def ingest(
     report.elapsed_s = time.perf_counter() - start
     report.write_s, report.write_cpu_s, report.waited_s = write.busy_s, write.busy_cpu_s, write.waited_s
     listed = set(report.failed)  # the run's own failures, then the stored ones not listed yet (once each)
-    for row in store.iter_images(project, "error IS NOT NULL"):
+    for row in store.iter_pool(project, "error IS NOT NULL AND task_id IS NULL"):  # unreadable files: no task
         if (row.path, row.error) not in listed:
             listed.add((row.path, row.error))
             report.failed.append((row.path, row.error))
@@ -191,14 +168,7 @@ def _refresh_queue(
     if sink is not None:
         done = refresh_queue(store, sink.ls, project, model_version, budget, confidence, cold_start, sink.labeled)
         configure_project(sink.ls, store, project, model_version)
-        report.queried = done.batch
     else:
-        plan = plan_ingested_queue(store, project, budget, confidence, cold_start=cold_start)
-        changed = []
-        for row in store.iter_images(project, "error IS NULL"):
-            e = plan.entry(_place(row))
-            if row.decision != e.status or abs((row.priority or 0.0) - e.priority) > 1e-12:
-                changed.append((row.content_hash, e.status, e.priority))
-        store.set_image_queue(project, changed)
-        report.queried = len(plan.batch)
-    report.auto_accepted = store.count_images(project, f"decision = '{AUTO_ACCEPT}'")
+        done = refresh_queue(store, None, project, None, budget, confidence, cold_start)
+    report.queried = done.batch
+    report.auto_accepted = store.count_pool(project, f"decision = '{AUTO_ACCEPT}'")

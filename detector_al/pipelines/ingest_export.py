@@ -21,7 +21,7 @@ def write_tasks_json(store: Store, out: Path, model_version: str, project: int =
     n = 0
     with atomic_write(out) as f:
         f.write("[\n")
-        for row in store.images(project, "error IS NULL", order="priority DESC"):
+        for row in store.pool_rows(project, "error IS NULL", order="confidence IS NULL, confidence"):
             f.write((",\n" if n else "") + json.dumps(task_payload(row, model_version)))
             n += 1
         f.write("\n]\n")
@@ -37,9 +37,9 @@ def export_pseudo_labels(store: Store, out: Path, names: tuple[str, ...], projec
     img_dir.mkdir(parents=True, exist_ok=True)
     lbl_dir.mkdir(parents=True, exist_ok=True)
     n = 0
-    for row in store.images(project, f"decision = '{AUTO_ACCEPT}' AND pseudo_labels IS NOT NULL"):
+    for row in store.pool_rows(project, f"decision = '{AUTO_ACCEPT}' AND pseudo_labels IS NOT NULL"):
         pl = json.loads(row.pseudo_labels)
-        stem = f"{Path(row.path).stem}-{row.content_hash[:8]}"
+        stem = f"{Path(row.path).stem}-{row.key[:8]}"
         src = Path(row.path)
         shutil.copyfile(src, img_dir / f"{stem}{src.suffix.lower()}")
         lines = yolo_lines(pl["xyxy"], pl["class_id"], row.width, row.height)

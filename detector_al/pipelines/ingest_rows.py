@@ -11,26 +11,27 @@ import numpy as np
 from detector_al.label_studio.config import RectangleTarget
 from detector_al.label_studio.regions import to_label_studio_regions
 from detector_al.policy.decision import Decision
-from detector_al.queue.build import ERROR, label_studio_score, priority
-from detector_al.state.store import ImageRow
+from detector_al.queue.build import ERROR, label_studio_score
+from detector_al.state.store import PoolRow
 
 
-def task_data(row: ImageRow) -> dict:
+def task_data(row: PoolRow) -> dict:
     return {
         "image": row.url,
-        "al_hash": row.content_hash,
+        "al_hash": row.key,
         "al_priority": round(row.priority or 0.0, 6),
         "al_uncertainty": None if row.score is None else round(row.score, 8),
         "al_status": row.decision,
     }
 
 
-def label_studio_score_of(row: ImageRow) -> float:
-    """The prediction score Label Studio serves by: ``1 - al_priority`` (see :mod:`detector_al.queue.build`)."""
-    return 1.0 - (row.priority or 0.0)
+def label_studio_score_of(row: PoolRow) -> float:
+    """The prediction score Label Studio serves by: the row's ``confidence`` (``1 - al_priority``, see
+    :mod:`detector_al.queue.build`)."""
+    return 1.0 if row.confidence is None else row.confidence
 
 
-def task_payload(row: ImageRow, model_version: str) -> dict:
+def task_payload(row: PoolRow, model_version: str) -> dict:
     return {
         "data": task_data(row),
         "predictions": [
@@ -43,15 +44,15 @@ def task_payload(row: ImageRow, model_version: str) -> dict:
     }
 
 
-def replace_row(row: ImageRow, **kw) -> ImageRow:
+def replace_row(row: PoolRow, **kw) -> PoolRow:
     """``row`` with these fields changed."""
     return replace(row, **kw)
 
 
-def image_row(d: Decision, content_hash: str, target: RectangleTarget, round_index: int, version: str) -> ImageRow:
+def image_row(d: Decision, content_hash: str, target: RectangleTarget, round_index: int, version: str) -> PoolRow:
     """The stored row of one file's decision (its Label Studio URL and task id are the writer's to add)."""
     if d.error:
-        return ImageRow(content_hash, d.source, error=d.error, decision=ERROR, model_version=version)
+        return PoolRow(content_hash, path=d.source, error=d.error, decision=ERROR, model_version=version)
     pseudo = None
     if d.accepted:
         pl = d.pseudo_labels
@@ -62,15 +63,14 @@ def image_row(d: Decision, content_hash: str, target: RectangleTarget, round_ind
                 "confidence": pl.confidence.round(4).tolist(),
             }
         )
-    return ImageRow(
+    return PoolRow(
         content_hash,
-        d.source,
+        path=d.source,
         width=d.width,
         height=d.height,
         score=d.score,
-        confidence=round(d.confidence, 6),
+        confidence=label_studio_score(d.status, d.confidence),
         decision=d.status,
-        priority=priority(label_studio_score(d.status, d.confidence)),
         round=round_index,
         model_version=version,
         regions=json.dumps(to_label_studio_regions(d.shown, d.width, d.height, target)),
@@ -80,7 +80,7 @@ def image_row(d: Decision, content_hash: str, target: RectangleTarget, round_ind
     )
 
 
-def must_upload(row: ImageRow) -> bool:
+def must_upload(row: PoolRow) -> bool:
     """A new task's image goes through upload: it has no Label Studio URL yet, or it lies under the shared
     local-files root but a browser cannot show it raw (TIFF, HEIC, 16-bit...), so its web copy is uploaded."""
     from detector_al.io.images import needs_web_copy

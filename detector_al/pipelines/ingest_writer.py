@@ -13,7 +13,7 @@ from detector_al.model.detector import Detector
 from detector_al.pipelines.ingest_rows import image_row, must_upload, replace_row, task_payload
 from detector_al.pipelines.ingest_setup import IngestConfig
 from detector_al.scoring.file_stream import ScoredFile
-from detector_al.state.store import ImageRow, Store
+from detector_al.state.store import PoolRow, Store
 
 
 @dataclass
@@ -134,10 +134,10 @@ class BatchWriter:
         ]
         refused = self._create_tasks(good) if self.sink is not None else set()
         good = [r for i, r in enumerate(good) if i not in refused]
-        self.store.record_images(self.project, good + [r for r in rows if r.error is not None])
+        self.store.record_ingested(self.project, good + [r for r in rows if r.error is not None])
         self.report.failed += [(r.path, r.error) for r in rows if r.error is not None]
 
-    def _create_tasks(self, good: list[ImageRow]) -> set[int]:
+    def _create_tasks(self, good: list[PoolRow]) -> set[int]:
         """Create the tasks of the rows that have none (``good`` updated in place with their task ids and upload
         URLs); returns the indices of the readable files Label Studio refused."""
         new = [i for i, r in enumerate(good) if r.task_id is None]
@@ -154,7 +154,7 @@ class BatchWriter:
         self.report.created_tasks += len(ids)
         return refused
 
-    def _upload(self, good: list[ImageRow], indices: list[int]) -> set[int]:
+    def _upload(self, good: list[PoolRow], indices: list[int]) -> set[int]:
         """Upload these rows' files (``good`` updated in place with their URLs); returns the refused indices."""
         refused: set[int] = set()
         done = self.sink.upload([Path(good[i].path) for i in indices])

@@ -5,7 +5,7 @@ page at a time, each batch of images is fetched, pinned, predicted and written t
 1. the queue is planned over it (:func:`~detector_al.queue.plan.plan_stored_queue`: two passes, ``K`` embeddings);
 2. the predictions are imported a chunk at a time and the project switches to the candidate
    (:func:`~detector_al.label_studio.publish.publish_version`, the rows streamed by :meth:`RescoreTable.predictions`);
-3. after the switch the store records the new queue a page at a time, the ``al_*`` fields of ingested tasks follow,
+3. after the switch the store's pool records the new queue a page at a time, the ``al_*`` fields of ingested tasks follow,
    and the tasks' older predictions go in bulk (:func:`~detector_al.label_studio.publish.drop_other_versions`).
 
 Memory: a page of tasks, a batch of images, the plan's ``K`` embeddings: the same at 1,000 tasks as at 50,000
@@ -30,7 +30,7 @@ from detector_al.pipelines.job_control import JobControl
 from detector_al.pipelines.retrain_pool import BATCH, TaskImages, batched
 from detector_al.queue.plan import QueuePlan, StoredPlace
 from detector_al.queue.selection import use_cold_start
-from detector_al.state.schema import PredictionRow
+from detector_al.state.schema import PoolRow
 
 log = logging.getLogger(__name__)
 
@@ -192,44 +192,27 @@ def rescore_pool(
 
 
 def record_rescored(store, project: int, table: RescoreTable, plan: QueuePlan, version: str, round_index: int) -> None:
-    """After the switch: the store's predictions and the ingested images' queue places follow the new queue, a page of
-    :data:`PAGE` rows at a time."""
+    """After the switch: the store's pool rows of the tasks (the ingested images' among them) follow the new queue, a
+    page of :data:`PAGE` rows at a time."""
     for page in batched(table.rows(), PAGE):
-        entries = [(r, _entry(plan, r)) for r in page]
-        store.record_predictions(
-            project,
-            [
-                PredictionRow(
-                    r["task_id"],
-                    r["source"],
-                    version,
-                    r["score"],
-                    e.score,
-                    e.status,
-                    round_index,
-                    r["n_boxes"],
+        rows = []
+        for r in page:
+            e = _entry(plan, r)
+            rows.append(
+                PoolRow(
+                    task_id=r["task_id"],
+                    path=r["source"],
+                    model_version=version,
+                    round=round_index,
+                    score=r["score"],
+                    confidence=e.score,
+                    decision=e.status,
+                    n_boxes=r["n_boxes"],
                     embedding=r["embedding"],
                     max_confidence=r["max_confidence"],
                 )
-                for r, e in entries
-            ],
-        )
-        store.set_image_queue_by_task(  # images ingested into this store follow: a re-run of ingest agrees
-            project,
-            [
-                (
-                    r["task_id"],
-                    r["score"],
-                    r["confidence"],
-                    e.status,
-                    e.priority,
-                    round_index,
-                    version,
-                    r["max_confidence"],
-                )
-                for r, e in entries
-            ],
-        )
+            )
+        store.record_predictions(project, rows)
 
 
 def publish_queue_fields(ls, table: RescoreTable, plan: QueuePlan) -> int:

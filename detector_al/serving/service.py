@@ -27,7 +27,7 @@ from detector_al.policy.decision import Decision, decide, views_needed
 from detector_al.policy.settings import POLICY, PolicySettings
 from detector_al.policy.strategies import serving_strategy
 from detector_al.queue.build import QueueEntry, label_studio_score
-from detector_al.state.store import PredictionRow, Store
+from detector_al.state.store import PoolRow, Store
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -66,18 +66,18 @@ class ImageSummary:
         the batch needs the whole pool."""
         return label_studio_score(self.decision.status, self.decision.confidence)
 
-    def to_row(self, task_id: int, round_index: int, entry: QueueEntry | None = None) -> PredictionRow:
+    def to_row(self, task_id: int, round_index: int, entry: QueueEntry | None = None) -> PoolRow:
         """The store's record of this prediction for a task (``confidence``: the score Label Studio got)."""
         d = self.decision
-        return PredictionRow(
-            int(task_id),
-            d.source,
-            self.model_version,
-            d.score,
-            entry.score if entry else self.queue_score,
-            entry.status if entry else d.status,
-            round_index,
-            len(self.regions),
+        return PoolRow(
+            task_id=int(task_id),
+            path=d.source,
+            model_version=self.model_version,
+            round=round_index,
+            score=d.score,
+            confidence=entry.score if entry else self.queue_score,
+            decision=entry.status if entry else d.status,
+            n_boxes=len(self.regions),
             embedding=None if d.embedding is None else np.asarray(d.embedding, np.float32).tobytes(),
             max_confidence=d.max_confidence,
         )
@@ -243,7 +243,7 @@ class PredictionService:
             }
         version = self.version_for(pid, next(iter(summaries.values())).model_version if summaries else None)
         out: list[TaskPrediction] = []
-        rows: list[PredictionRow] = []
+        rows: list[PoolRow] = []
         for task, (path, fetch_error) in zip(tasks, fetched, strict=True):
             task_id = task.get("id")
             x = summaries.get(str(path)) if path is not None else None
@@ -253,8 +253,14 @@ class PredictionService:
                 out.append(TaskPrediction(task_id, [], None, version, error))
                 if task_id is not None:
                     rows.append(
-                        PredictionRow(
-                            int(task_id), str(path or ""), version, None, None, "error", round_index, 0, error
+                        PoolRow(
+                            task_id=int(task_id),
+                            path=str(path or ""),
+                            model_version=version,
+                            round=round_index,
+                            decision="error",
+                            n_boxes=0,
+                            error=error,
                         )
                     )
                 continue

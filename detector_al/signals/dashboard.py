@@ -53,9 +53,8 @@ def learning_curve(store: Store, project: int) -> list[dict]:
 
 def queue_counts(store: Store, project: int, version: str | None) -> dict:
     """Tasks of the project by where they stand: labeled, queued (the batch and the rest), auto-accepted, failed;
-    and the unlabeled tasks' uncertainty scores (for the histogram), of the serving version. A task counts once:
-    the backend's prediction when it made one (``predictions``), else what ``ingest`` recorded (``images``, where
-    unreadable files count as failed)."""
+    and the unlabeled tasks' uncertainty scores (for the histogram), of the serving version: one row of the project's
+    pool each (files ``ingest`` could not read count as failed)."""
     rows = store.unlabeled_scores(project, version)
     labeled = store.labeled_count(project)
     decisions = [r["decision"] for r in rows if not r["failed"]]

@@ -120,12 +120,11 @@ class AnnotationTimes:
         return [r["project"] for r in self.store.query("SELECT DISTINCT project FROM annotation_times ORDER BY 1")]
 
     def shown_from_store(self, project: int, task_id: int) -> ShownPrediction | None:
-        """What the store knows the task showed: the backend's prediction (version, band, boxes shown), else what
-        ``ingest`` recorded (version, band); None when it knows nothing. The boxes themselves come from Label Studio."""
+        """What the store knows the task showed: its pool row's version and band, and the boxes the backend showed (None
+        where ``ingest`` made the prediction); None when it knows nothing. The boxes themselves come from Label
+        Studio."""
         rows = self.store.query(
-            "SELECT model_version, decision, n_boxes FROM predictions WHERE project = ? AND task_id = ?"
-            " UNION ALL SELECT model_version, decision, NULL FROM images WHERE project = ? AND task_id = ?",
-            (project, task_id, project, task_id),
+            "SELECT model_version, decision, n_boxes FROM pool WHERE project = ? AND task_id = ?", (project, task_id)
         )
         if not rows:
             return None

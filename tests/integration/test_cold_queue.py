@@ -51,7 +51,7 @@ def test_a_cold_models_stream_serves_the_typiclust_batch_first(cold_project):
         lambda: queue_published(client, project, version, 16, BUDGET), timeout=180
     ):  # generous: a loaded machine scores 16 images slowly
         pytest.fail(f"the backend did not publish a batch of {BUDGET}\n{server.log.read_text()[-3000:]}")
-    rows = Store(server.model_dir / STORE_FILE_NAME).queue_inputs(project, version)
+    rows = list(Store(server.model_dir / STORE_FILE_NAME).iter_queue(project, version))
     assert len(rows) == 16
     top = pool_max_confidence(r["max_confidence"] for r in rows)
     assert top is not None and use_cold_start(top), f"the one-epoch model should be cold: {top}"

@@ -180,7 +180,7 @@ def test_a_killed_ingest_resumes_with_each_image_exactly_once(
     assert len(tasks) == 60 and len(set(hashes)) == 60, out
     assert all(len(t.predictions) == 1 for t in tasks)
     with sqlite3.connect(store) as db:
-        rows = db.execute("SELECT content_hash, task_id FROM images").fetchall()
+        rows = db.execute("SELECT key, task_id FROM pool").fetchall()
     assert sorted(h for h, _ in rows) == sorted(hashes)
     assert {t for _, t in rows} == {t.id for t in tasks}
 

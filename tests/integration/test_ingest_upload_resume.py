@@ -89,7 +89,7 @@ def test_an_upload_mode_ingest_killed_resumed_and_rerun_from_an_empty_store_keep
     queried = [t for t in tasks if t.data["al_status"] == "query"]
     assert len(queried) == 20  # the batch annotators get first: the tasks the queue updates rewrote
     with sqlite3.connect(tmp_path / "empty-models" / "detector_al.sqlite3") as db:  # rows recovered from Label Studio
-        urls = dict(db.execute("SELECT task_id, url FROM images").fetchall())
+        urls = dict(db.execute("SELECT task_id, url FROM pool").fetchall())
     assert urls == {t.id: t.data["image"] for t in tasks}
     auth = label_studio_auth(label_studio.url, label_studio.token)
     for t in queried[:3]:  # and Label Studio serves their files
