@@ -86,29 +86,27 @@ def main() -> None:
     for name in [*STRATEGIES, "typiclust"]:
         if name == "typiclust":
             scored = list(score_predictions(preds, STRATEGIES["entropy_sum"]))
-            pending = np.flatnonzero([s.decision != AUTO_ACCEPT for s in scored])
+            pending = np.flatnonzero([not s.accepted for s in scored])
             emb = np.stack([s.embedding for s in scored])
             picked = pending[typiclust(emb[pending], args.budget, labeled_emb=train_emb)]
             entries = build_queue(
                 np.array([s.score for s in scored]),
-                np.array([s.decision == AUTO_ACCEPT for s in scored]),
+                np.array([s.accepted for s in scored]),
                 emb,
                 args.budget,
                 batch=picked,
             )
-            for s, e in zip(scored, entries, strict=True):
-                s.decision, s.rank = e.status, e.position + 1
         else:
             scored = list(score_predictions(preds, build_strategy(name, labeled_counts=counts, pool=preds)))
-            assign_queue(scored, budget=args.budget)
+            entries = assign_queue(scored, budget=args.budget)
         score = np.array([s.score for s in scored])
-        position = -np.array([s.rank for s in scored], np.float64)  # higher = served earlier
-        batch = np.array([s.decision == QUERY for s in scored])
-        accepted = np.array([s.decision == AUTO_ACCEPT for s in scored])
+        position = -np.array([e.position + 1 for e in entries], np.float64)  # higher = served earlier
+        batch = np.array([e.status == QUERY for e in entries])
+        accepted = np.array([e.status == AUTO_ACCEPT for e in entries])
         pl_right = [
             corrections(s.pseudo_labels, t).errors == 0
-            for s, t in zip(scored, truth, strict=True)
-            if s.decision == AUTO_ACCEPT
+            for s, e, t in zip(scored, entries, truth, strict=True)
+            if e.status == AUTO_ACCEPT
         ]
         row = {
             "auc_errors": auc(score[wrong], score[~wrong]) if name != "typiclust" else float("nan"),

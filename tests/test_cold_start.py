@@ -14,7 +14,7 @@ from detector_al.model.predictions import Detections
 from detector_al.pipelines.ingest import plan_queue
 from detector_al.policy.decision import Decision
 from detector_al.queue.build import AUTO_ACCEPT, QUERY, REST, build_queue, cold_start_batch, pool_max_confidence
-from detector_al.queue.ranking import ScoredImage, assign_queue
+from detector_al.queue.ranking import assign_queue
 from detector_al.state.store import PoolRow, Store
 
 BUDGET = 3
@@ -207,13 +207,12 @@ def test_score_ranks_a_cold_pool_with_typiclust():
     u, accepted, emb = pool()
     weak = Detections(np.zeros((1, 4)), np.array([0.3]), np.array([0]))
     images = [
-        ScoredImage(f"{i}", score=float(u[i]), decision=AUTO_ACCEPT if accepted[i] else REST, embedding=emb[i])
+        Decision(f"{i}", AUTO_ACCEPT if accepted[i] else REST, score=float(u[i]), shown=weak, embedding=emb[i])
         for i in range(len(u))
     ]
-    for s in images:
-        s.detections = weak
-    assign_queue(images, BUDGET, cold_start=True, labeled_class_counts=np.ones(3))
-    batch = [int(s.source) for s in sorted(images, key=lambda s: s.rank) if s.decision == QUERY]
+    entries = assign_queue(images, BUDGET, cold_start=True, labeled_class_counts=np.ones(3))
+    ranked = sorted(zip(entries, images, strict=True), key=lambda x: x[0].position)
+    batch = [int(d.source) for e, d in ranked if e.status == QUERY]
     assert batch == cold_start_batch(np.full(len(u), 0.3), accepted, emb, BUDGET).tolist()
 
 

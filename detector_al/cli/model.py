@@ -165,13 +165,14 @@ def score(
 
 
 def print_summary(records: list, ceal, round_index: int, top: int = 0, names: tuple[str, ...] = ()) -> None:
-    """Counts per decision, the auto-accept threshold, score quantiles and (``top``) the head of the queue."""
+    """Counts per queue band, the auto-accept threshold, score quantiles and (``top``) the head of the queue
+    (``records``: :func:`~detector_al.pipelines.score.score_files`' decisions and entries)."""
     from rich.console import Console
     from rich.table import Table
 
     from detector_al.queue.ranking import summary
 
-    info = summary(records)
+    info = summary([d for d, _ in records], [e for _, e in records])
     console = Console()
     counts = ", ".join(f"{k}: {v}" for k, v in info["counts"].items())
     console.print(
@@ -184,8 +185,8 @@ def print_summary(records: list, ceal, round_index: int, top: int = 0, names: tu
         table = Table(title=f"Annotation queue (top {top})")
         for col in ("rank", "image", "score", "decision", "boxes"):
             table.add_column(col)
-        ranked = sorted((r for r in records if r.rank is not None), key=lambda r: r.rank)[:top]
-        for r in ranked:
-            labels = ", ".join(f"{names[int(c)]}" for c in r.detections.class_id[:6])
-            table.add_row(str(r.rank), Path(r.source).name, f"{r.score:.4g}", r.decision, labels)
+        ranked = sorted(((d, e) for d, e in records if e is not None), key=lambda r: r[1].position)[:top]
+        for d, e in ranked:
+            labels = ", ".join(f"{names[int(c)]}" for c in d.shown.class_id[:6])
+            table.add_row(str(e.position + 1), Path(d.source).name, f"{d.score:.4g}", e.status, labels)
         console.print(table)

@@ -1,5 +1,7 @@
 """Scoring a pool of image files into a ranked annotation queue, and writing it out: what ``detector-al score``
-and the offline demo do (:mod:`detector_al.queue.ranking` holds the records and the queue order)."""
+and the offline demo do (:mod:`detector_al.queue.ranking` holds the queue order). The queue is a list of
+:data:`Ranked` pairs: each image's :class:`~detector_al.policy.decision.Decision` and its
+:class:`~detector_al.queue.build.QueueEntry` (None: unreadable)."""
 
 from __future__ import annotations
 
@@ -14,15 +16,18 @@ from detector_al.io.files import atomic_write
 from detector_al.io.yolo_format import class_counts
 from detector_al.model.detector import BATCH_SIZE, Detector
 from detector_al.policy.ceal import CealConfig
-from detector_al.policy.decision import DecisionPolicy
+from detector_al.policy.decision import Decision, DecisionPolicy
 from detector_al.policy.settings import POLICY
 from detector_al.progress import track
-from detector_al.queue.build import QUERY
-from detector_al.queue.ranking import ScoredImage, assign_queue, scored_image
+from detector_al.queue.build import QUERY, QueueEntry
+from detector_al.queue.ranking import assign_queue, queue_record
 from detector_al.scoring.executor import scored_files_on
 
 if TYPE_CHECKING:
     from detector_al.scoring.ray_stream import RayOptions
+
+Ranked = tuple[Decision, QueueEntry | None]
+"""One image of a scored pool: its decision and its place in the queue (None: unreadable)."""
 
 
 def score_files(
@@ -39,7 +44,7 @@ def score_files(
     progress: str | None = None,
     ray: RayOptions | None = None,
     **queue_options,
-) -> list[ScoredImage]:
+) -> list[Ranked]:
     """Predict, decide and rank ``sources``: :func:`~detector_al.scoring.file_stream.scored_files` (on Ray with
     ``ray``: :func:`~detector_al.scoring.ray_stream.ray_scored_files`, the same records), then
     :func:`~detector_al.queue.ranking.assign_queue`.
@@ -62,48 +67,50 @@ def score_files(
     files = scored_files_on(ray, det, sources, policy, batch_size=batch_size, hash_files=False)
     if progress is not None:
         files = track(files, len(sources), progress)
-    records = [scored_image(f.decision) for f in files]
-    return assign_queue(records, budget, labeled_class_counts=counts, **queue_options)
+    decisions = [f.decision for f in files]
+    entries = assign_queue(decisions, budget, labeled_class_counts=counts, **queue_options)
+    return list(zip(decisions, entries, strict=True))
 
 
-def write_queue_file(out: Path, records: list[ScoredImage], names: tuple[str, ...]) -> None:
+def write_queue_file(out: Path, records: list[Ranked], names: tuple[str, ...]) -> None:
     """The records as JSON Lines, or as CSV (one row per image, its labels joined) when ``out`` ends in .csv."""
     if out.suffix.lower() == ".csv":
         _write_csv(out, records, names)
         return
     with atomic_write(out) as f:
         for r in records:
-            f.write(json.dumps(r.to_json(names)) + "\n")
+            f.write(json.dumps(queue_record(*r, names)) + "\n")
 
 
-def _write_csv(out: Path, records: list[ScoredImage], names: tuple[str, ...]) -> None:
+def _write_csv(out: Path, records: list[Ranked], names: tuple[str, ...]) -> None:
     import csv
 
     with atomic_write(out) as f:
         w = csv.writer(f)
         w.writerow(["image", "score", "decision", "rank", "n_detections", "labels", "error"])
-        for r in records:
-            labels = ";".join(sorted({names[int(c)] for c in r.detections.class_id}))
+        for d, e in records:
+            r = queue_record(d, e, names)
+            labels = ";".join(sorted({names[int(c)] for c in d.shown.class_id}))
             w.writerow(
                 [
-                    r.source,
-                    "" if r.score is None else f"{r.score:.6g}",
-                    r.decision,
-                    "" if r.rank is None else r.rank,
-                    len(r.detections),
+                    d.source,
+                    "" if d.score is None else f"{d.score:.6g}",
+                    r["decision"],
+                    "" if r["rank"] is None else r["rank"],
+                    len(d.shown),
                     labels,
-                    r.error or "",
+                    d.error or "",
                 ]
             )
 
 
-def plot_queue_scores(records: list[ScoredImage], ceal: CealConfig, round_index: int, path: Path, title: str) -> Path:
+def plot_queue_scores(records: list[Ranked], ceal: CealConfig, round_index: int, path: Path, title: str) -> Path:
     """A histogram of the scores with the round's auto-accept threshold and the lowest queried score marked."""
     from detector_al.plots import score_histogram
 
-    query = [r.score for r in records if r.decision == QUERY]
+    query = [d.score for d, e in records if e is not None and e.status == QUERY]
     return score_histogram(
-        np.array([r.score for r in records if r.score is not None]),
+        np.array([d.score for d, _ in records if d.score is not None]),
         path,
         {
             f"auto-accept delta_{round_index}": ceal.threshold(round_index),
