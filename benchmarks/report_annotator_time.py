@@ -43,7 +43,7 @@ def main() -> None:
         print(
             f"base {cfg['base']}, {cfg['initial']} initial images, +{cfg['budget']} a round, {cfg['rounds']} rounds, "
             f"{cfg['imgsz']} px, round 0 {cfg['epochs_initial']} epochs at lr0 {cfg['lr0']}, then at most "
-            f"{cfg['max_epochs']} epochs a round ({cfg['recipe']})\n"
+            f"{cfg['max_epochs']} epochs a round ({cfg['recipe']}: {raw.get('recipe', 'lr0 0.001 before issue #30')})\n"
         )
         if not seeds:
             continue

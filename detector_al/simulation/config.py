@@ -18,6 +18,7 @@ CONTROLS = ("oracle",)
 RECIPES = {
     "finetune_warm": Recipe("previous", 0.004, 1.0),  # the recipe before issue #14
     "finetune": FINE_TUNE,
+    "finetune_lr1e-3": Recipe("previous", 0.001, 0.0),  # FINE_TUNE until issue #30: the cpu-scratch figures' recipe
     "finetune_nowarm": Recipe("previous", 0.004, 0.0),  # the recipe before, without the warm-up's kick
     "round0": Recipe("round0", 0.002, 0.0),
 }
@@ -53,7 +54,13 @@ PRESETS = {
     "cpu": SimConfig(),
     # The regime of every figure before issue #30: YOLOv8n from random init, 40 initial labels, 60 epochs.
     "cpu-scratch": SimConfig(
-        initial=40, epochs_initial=60, max_epochs=20, base=SCRATCH_BASE, lr0=0.004, warmup_initial=3.0
+        initial=40,
+        epochs_initial=60,
+        max_epochs=20,
+        base=SCRATCH_BASE,
+        lr0=0.004,
+        warmup_initial=3.0,
+        recipe="finetune_lr1e-3",
     ),
     "gpu": SimConfig(
         initial=60,

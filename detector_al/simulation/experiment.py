@@ -229,7 +229,7 @@ class Experiment:
         self.ds = prepare_dataset(source.resolve(), self.out)
         self.recipe = RECIPES[cfg.recipe]
         self.file = self.out / "results.json"
-        fresh = {"config": asdict(cfg), "dataset": str(source), "runs": []}
+        fresh = {"config": asdict(cfg), "recipe": asdict(self.recipe), "dataset": str(source), "runs": []}
         self.results = json.loads(self.file.read_text()) if self.file.exists() else fresh
         self.started = time.perf_counter()
 
