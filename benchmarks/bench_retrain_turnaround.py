@@ -10,7 +10,9 @@ The labels are the queue's head as an annotator gets it, with enough of them in 
 (``sha256(task id) mod 5 == 0``) for a candidate to be judged on held-out labels: ``--labels`` tasks, ``--val`` of
 them from the validation split.
 
-Usage: ``python benchmarks/bench_retrain_turnaround.py [--labels 6] [--val 3] [--epochs 20] [--pseudo-ratio 2]``
+Usage: ``python benchmarks/bench_retrain_turnaround.py [--labels 6] [--val 3] [--epochs 20] [--pseudo-ratio 2]
+[--model WEIGHTS]`` (``--model``: other serving weights of the sample data's classes, e.g. a YOLOv8s fine-tuned from
+the pretrained base)
 (``--pseudo-ratio -1``: no cap, every CEAL-accepted image trains). Environment variables of the backend
 (``TRAIN_*``) pass through.
 """
@@ -74,6 +76,9 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=20, help="TRAIN_EPOCHS (the demo's default: 20)")
     ap.add_argument("--tolerance", type=float, default=0.005, help="TRAIN_TOLERANCE (the demo's default)")
     ap.add_argument("--pseudo-ratio", type=float, default=None, help="TRAIN_PSEUDO_RATIO (default: the backend's)")
+    ap.add_argument(
+        "--model", default=None, help="the serving weights (default: the shipped sample_data/model/best.pt)"
+    )
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = ap.parse_args()
 
@@ -98,7 +103,7 @@ def main() -> None:
         cfg = DemoConfig(
             data_dir=tmp,
             sample_data=sample,
-            model=str(sample / "model" / "best.pt"),
+            model=args.model or str(sample / "model" / "best.pt"),
             ls_port=ls.port,
             backend_port=free_port(),
             train_epochs=args.epochs,
