@@ -13,11 +13,18 @@ import pytest
 import requests
 
 from detector_al.label_studio.local_server import LocalLabelStudio, free_port, label_studio_bin
+from tests.integration import docker_prep
 
 REPO = Path(__file__).resolve().parents[2]
 
 
+def is_docker_test(item) -> bool:
+    return item.path.name == "test_docker.py" and item.path.parent.name == "integration"
+
+
 def pytest_collection_modifyitems(config, items):
+    # test_docker.py last: its images build in the background meanwhile (pytest_collection_finish)
+    items.sort(key=is_docker_test)  # stable: every other test keeps its place
     if label_studio_bin().exists():
         return
     if os.environ.get("DETECTOR_AL_REQUIRE_LS"):
@@ -26,6 +33,19 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "integration" in str(item.fspath):
             item.add_marker(skip)
+
+
+def pytest_collection_finish(session):
+    """Docker's set-up and the two image builds start now, in the background, when test_docker.py has tests to run
+    (tests/integration/docker_prep.py); its fixtures wait for them."""
+    if session.config.option.collectonly:
+        return
+    if any(is_docker_test(item) and not item.get_closest_marker("skip") for item in session.items):
+        docker_prep.start()
+
+
+def pytest_sessionfinish(session):
+    docker_prep.close()  # what the builds made, even when test_docker.py did not get to run (-x, Ctrl-C)
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,8 @@
    a running and a queued training job survive ``docker stop`` + ``docker start`` (the queue lives in the
    ``/models`` volume); a refused key and a URL that is not Label Studio are refused at start, on the compose network.
 
-Everything it made goes at the end: containers, networks, volumes, the two images it built (about 6 GB here with
+Steps 1 and 2 run in the background from the session's start (tests/integration/docker_prep.py), and this module
+runs last, so the builds overlap with the rest of the suite. Everything it made goes at the end: containers, networks, volumes, the two images it built (about 6 GB here with
 PyPI's CUDA PyTorch; ``DETECTOR_AL_DOCKER_KEEP_IMAGES=1`` keeps them for a faster re-run) and the dockerd it started.
 The base image (190 MB) stays, for the next run. Where Docker cannot be set up (not root, no apt-get ...) the tests
 are skipped, saying why; ``DETECTOR_AL_REQUIRE_DOCKER=1`` makes that a failure.
@@ -25,9 +26,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
@@ -35,29 +34,18 @@ import pytest
 import requests
 
 from detector_al.label_studio.local_server import free_port
+from tests.integration import docker_prep
 from tests.integration.conftest import wait_for
+from tests.integration.docker_prep import BACKEND_IMAGE, LS_IMAGE, docker
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
-DOCKER = "/usr/bin/docker"  # Debian's client: a newer static one may come first on PATH
-BASE_IMAGE = "local/python:3.11-slim"
-TAG = f"test-{os.getpid()}"
-BACKEND_IMAGE = f"detector-al:{TAG}"
-LS_IMAGE = f"detector-al/label-studio:1.23.2-{TAG}"
 PROJECT = f"detectoraltest{os.getpid()}"
 LS_USER, LS_PASSWORD = "admin@detector-al.local", "detector-al-docker"
-KEEP_IMAGES = os.environ.get("DETECTOR_AL_DOCKER_KEEP_IMAGES") == "1"
 # Sample pool images in the project: enough that a training has labels to judge it on (about 1 labeled task in 5 is
 # kept for validation, and a few are needed there), so that it runs while the container is stopped.
 N_TASKS = 18
-
-
-def docker(*args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess:
-    r = subprocess.run([DOCKER, *args], capture_output=True, text=True, timeout=timeout)
-    if check and r.returncode != 0:
-        raise AssertionError(f"docker {' '.join(args)} -> {r.returncode}\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}")
-    return r
 
 
 def report(request, line: str) -> None:
@@ -68,97 +56,39 @@ def report(request, line: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def dockerd(tmp_path_factory):
-    """Docker set up by docker/make-local-base.sh; the daemon is stopped at the end if this fixture started it."""
-    pidfile = tmp_path_factory.mktemp("dockerd") / "dockerd.pid"
-    env = {**os.environ, "DOCKERD_PIDFILE": str(pidfile), "DOCKERD_LOG": str(pidfile.with_suffix(".log"))}
-    r = subprocess.run(
-        ["bash", str(REPO / "docker" / "make-local-base.sh"), BASE_IMAGE],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    if r.returncode == 3:  # Docker cannot be set up here: say why
-        reason = r.stderr.strip().splitlines()[-1] if r.stderr.strip() else "docker cannot be set up"
+def dockerd():
+    """Docker set up by docker/make-local-base.sh (started in the background at the session's start, see
+    tests/integration/docker_prep.py); the daemon is stopped at the end if it was started for the tests."""
+    prep = docker_prep.start()
+    code, output = prep.wait_setup()
+    if code == 3:  # Docker cannot be set up here: say why
+        lines = prep.setup.stderr.strip().splitlines() if prep.setup else []
+        reason = lines[-1] if lines else "docker cannot be set up"
         if os.environ.get("DETECTOR_AL_REQUIRE_DOCKER"):
             pytest.fail(f"DETECTOR_AL_REQUIRE_DOCKER is set but {reason}")
         pytest.skip(reason)
-    assert r.returncode == 0, f"docker/make-local-base.sh failed:\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}"
-    yield
-    if pidfile.exists():
-        pid = int(pidfile.read_text())
-        os.kill(pid, signal.SIGTERM)  # dockerd stops its containers and exits
-        deadline = time.time() + 60
-        while time.time() < deadline and Path(f"/proc/{pid}").exists():
-            state = Path(f"/proc/{pid}/stat").read_text().split()[2] if Path(f"/proc/{pid}/stat").exists() else "X"
-            if state == "Z":  # exited; its parent (setsid nohup) is gone, init reaps it
-                break
-            time.sleep(0.5)
-
-
-class Build:
-    """``docker build`` in the background: the two images build side by side (downloads overlap with installs)."""
-
-    def __init__(self, name: str, args: list[str], context: str) -> None:
-        self.name, self.start = name, time.time()
-        self.end: float | None = None
-        self.log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - open while the build runs, closed in wait()
-        self.proc = subprocess.Popen(
-            [DOCKER, "build", "-t", name, *args, context], stdout=self.log, stderr=subprocess.STDOUT, text=True
-        )
-
-    def wait(self, request) -> None:
-        code = self.proc.poll()
-        if code is None:
-            self.proc.kill()
-            raise AssertionError(f"docker build -t {self.name} ran past an hour")
-        seconds = (self.end or time.time()) - self.start
-        self.log.seek(0)
-        output = self.log.read()
-        self.log.close()
-        assert code == 0, f"docker build -t {self.name} -> {code}\n{output[-4000:]}"
-        size = int(docker("image", "inspect", "-f", "{{.Size}}", self.name).stdout.strip())
-        report(request, f"{self.name}: built in {seconds:.0f} s (beside the other image), {size / 1e9:.2f} GB")
+    assert code == 0, f"docker/make-local-base.sh failed:\n{output}"
+    yield prep
+    prep.stop_dockerd()
 
 
 @pytest.fixture(scope="module")
 def images(request, dockerd):
-    """The backend's image (the repository's Dockerfile) and Label Studio's (docker/label-studio.Dockerfile)."""
-    torch_index = os.environ.get("DETECTOR_AL_DOCKER_TORCH_INDEX_URL", "")
-    builds = []
+    """The backend's image (the repository's Dockerfile) and Label Studio's (docker/label-studio.Dockerfile), built
+    side by side in the background since the session started."""
     try:
-        builds.append(
-            Build(
-                BACKEND_IMAGE,
-                ["--build-arg", f"BASE_IMAGE={BASE_IMAGE}", "--build-arg", f"TORCH_INDEX_URL={torch_index}"],
-                str(REPO),
-            )
-        )
-        builds.append(
-            Build(
-                LS_IMAGE,
-                ["-f", str(REPO / "docker" / "label-studio.Dockerfile"), "--build-arg", f"BASE_IMAGE={BASE_IMAGE}"],
-                str(REPO / "docker"),
-            )
-        )
-        deadline = time.time() + 3600
-        while time.time() < deadline and any(b.end is None for b in builds):  # each one's own build time
-            for b in builds:
-                if b.end is None and b.proc.poll() is not None:
-                    b.end = time.time()
-            time.sleep(1)
-        for b in builds:
-            b.wait(request)
+        waited, results = dockerd.wait_images()
+        assert dockerd.setup_error is None and len(results) == 2, dockerd.setup_error
+        ready = (dockerd.ready_at or time.time()) - dockerd.started
+        report(request, f"images ready {ready:.0f} s after the session started (waited {waited:.0f} s for them here)")
+        for name, code, seconds, output in results:
+            assert code is not None, f"docker build -t {name} ran past {docker_prep.BUILD_LIMIT_S} s"
+            assert code == 0, f"docker build -t {name} -> {code}\n{output}"
+            size = int(docker("image", "inspect", "-f", "{{.Size}}", name).stdout.strip())
+            report(request, f"{name}: built in {seconds:.0f} s (beside the other image), {size / 1e9:.2f} GB")
         yield
     finally:
-        for b in builds:
-            if b.proc.poll() is None:
-                b.proc.kill()
-                b.proc.wait()
-        if not KEEP_IMAGES:
-            for name in (BACKEND_IMAGE, LS_IMAGE):  # with the build's intermediate layers, which only they use
-                docker("image", "rm", "-f", name, check=False)
+        dockerd.remove_images()
 
 
 def mapped_url(container: str, port: int = 9090) -> str:
