@@ -23,4 +23,7 @@ USER labelstudio
 WORKDIR /label-studio
 VOLUME ["/label-studio/data"]
 EXPOSE 8080
+# `docker stop` / `docker compose down`: Label Studio's server (Django's runserver, the container's PID 1) ends on
+# SIGINT at once (exit 0); SIGTERM it ignores, so the stop would wait out the grace period (30 s) and kill it.
+STOPSIGNAL SIGINT
 CMD ["label-studio", "start", "--internal-host", "0.0.0.0", "--port", "8080", "--no-browser"]
