@@ -60,10 +60,13 @@ browser:
 		echo "warning: chromium + chromium-driver could not be installed: the browser test will be skipped"
 
 ## The test suite: trains its own small model, starts a real Label Studio (no network) and a real browser.
+## TEST_WORKERS pytest-xdist processes (0: one process), each test file whole in one of them (their module fixtures
+## stay shared), the files in the order tests/conftest.py gives; each worker has its own Label Studio.
+TEST_WORKERS ?= 2
 test: $(STAMP) base $(LS_STAMP) browser
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	DETECTOR_AL_REQUIRE_LS=1 $(BIN)/python -m pytest -q
+	DETECTOR_AL_REQUIRE_LS=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 test-fast: $(STAMP) base
 	$(BIN)/python -m pytest -q -m "not slow"

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration import docker_prep
+
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "sample_data"
 # Unset: the tests use the weights shipped in sample_data/model (the same model on every machine). Set to a seed:
@@ -22,6 +24,48 @@ def _sample_key(seed: int) -> str:
     h = hashlib.sha256(repr(sample_recipe(seed)).encode())
     h.update(training_data_hash(SAMPLE / "data.yaml").encode())
     return h.hexdigest()[:10]
+
+
+def _run_order(item) -> int:
+    """The integration tests first (the longest), then test_docker.py (its images build meanwhile), then the rest."""
+    parts = item.path.relative_to(REPO / "tests").parts
+    if parts[0] != "integration":
+        return 2
+    return 1 if parts[-1] == "test_docker.py" else 0
+
+
+def pytest_collection_modifyitems(config, items):
+    items.sort(key=_run_order)  # stable: within each part the tests keep their order
+
+
+# -- test_docker.py's images: built in the background from the end of collection (tests/integration/docker_prep.py),
+# by the first pytest process (the only one, or pytest-xdist's controller), whoever runs test_docker.py waits for them
+
+
+def pytest_configure(config):
+    if not hasattr(config, "workerinput"):
+        docker_prep.configure()
+
+
+def pytest_collection_finish(session):  # a run without pytest-xdist (its workers leave it to the controller)
+    if hasattr(session.config, "workerinput") or session.config.option.collectonly:
+        return
+    if any(_run_order(item) == 1 and not item.get_closest_marker("skip") for item in session.items):
+        docker_prep.start()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node, ids):  # pytest-xdist's controller: a worker has collected
+    from detector_al.label_studio.local_server import label_studio_bin
+
+    if label_studio_bin().exists() and any(i.startswith("tests/integration/test_docker.py::") for i in ids):
+        docker_prep.start()
+
+
+def pytest_sessionfinish(session):
+    terminal = session.config.pluginmanager.get_plugin("terminalreporter")
+    # what the builds made goes, even when test_docker.py did not get to run (-x, Ctrl-C)
+    docker_prep.close(terminal.write_line if terminal else print)
 
 
 @pytest.fixture(scope="session")

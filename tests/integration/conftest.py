@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
@@ -13,18 +14,11 @@ import pytest
 import requests
 
 from detector_al.label_studio.local_server import LocalLabelStudio, free_port, label_studio_bin
-from tests.integration import docker_prep
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def is_docker_test(item) -> bool:
-    return item.path.name == "test_docker.py" and item.path.parent.name == "integration"
-
-
 def pytest_collection_modifyitems(config, items):
-    # test_docker.py last: its images build in the background meanwhile (pytest_collection_finish)
-    items.sort(key=is_docker_test)  # stable: every other test keeps its place
     if label_studio_bin().exists():
         return
     if os.environ.get("DETECTOR_AL_REQUIRE_LS"):
@@ -35,24 +29,14 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
-def pytest_collection_finish(session):
-    """Docker's set-up and the two image builds start now, in the background, when test_docker.py has tests to run
-    (tests/integration/docker_prep.py); its fixtures wait for them."""
-    if session.config.option.collectonly:
-        return
-    if any(is_docker_test(item) and not item.get_closest_marker("skip") for item in session.items):
-        docker_prep.start()
-
-
-def pytest_sessionfinish(session):
-    docker_prep.close()  # what the builds made, even when test_docker.py did not get to run (-x, Ctrl-C)
-
-
 @pytest.fixture(scope="session")
 def ls_template() -> Path:
     """An initialised Label Studio data dir (migrations run once, then copied per session)."""
     template = REPO / ".cache" / "ls-template"
-    LocalLabelStudio(template).init()
+    template.parent.mkdir(exist_ok=True)
+    with (template.parent / "ls-template.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # pytest-xdist: one worker initialises it, the others wait, then copy it
+        LocalLabelStudio(template).init()
     return template
 
 

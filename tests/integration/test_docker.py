@@ -49,7 +49,11 @@ N_TASKS = 18
 
 
 def report(request, line: str) -> None:
-    """A line in pytest's output, not captured (sizes and times the README quotes)."""
+    """A line in pytest's output, not captured (sizes and times the README quotes); from a pytest-xdist worker, at
+    the end of the session."""
+    if hasattr(request.config, "workerinput"):
+        docker_prep.report_later(line)
+        return
     plugins = request.config.pluginmanager
     with plugins.get_plugin("capturemanager").global_and_fixture_disabled():
         plugins.get_plugin("terminalreporter").write_line(f"[docker] {line}")
@@ -57,38 +61,37 @@ def report(request, line: str) -> None:
 
 @pytest.fixture(scope="module")
 def dockerd():
-    """Docker set up by docker/make-local-base.sh (started in the background at the session's start, see
+    """Docker set up by docker/make-local-base.sh (in the background since collection ended, see
     tests/integration/docker_prep.py); the daemon is stopped at the end if it was started for the tests."""
-    prep = docker_prep.start()
-    code, output = prep.wait_setup()
-    if code == 3:  # Docker cannot be set up here: say why
-        lines = prep.setup.stderr.strip().splitlines() if prep.setup else []
-        reason = lines[-1] if lines else "docker cannot be set up"
+    setup = docker_prep.wait_setup()
+    if setup["code"] == 3:  # Docker cannot be set up here: say why
         if os.environ.get("DETECTOR_AL_REQUIRE_DOCKER"):
-            pytest.fail(f"DETECTOR_AL_REQUIRE_DOCKER is set but {reason}")
-        pytest.skip(reason)
-    assert code == 0, f"docker/make-local-base.sh failed:\n{output}"
-    yield prep
-    prep.stop_dockerd()
+            pytest.fail(f"DETECTOR_AL_REQUIRE_DOCKER is set but {setup['reason']}")
+        pytest.skip(setup["reason"])
+    assert setup["code"] == 0, f"docker/make-local-base.sh failed:\n{setup['output']}"
+    yield
+    docker_prep.stop_dockerd()
 
 
 @pytest.fixture(scope="module")
 def images(request, dockerd):
     """The backend's image (the repository's Dockerfile) and Label Studio's (docker/label-studio.Dockerfile), built
-    side by side in the background since the session started."""
+    side by side in the background since collection ended."""
     try:
-        waited, results = dockerd.wait_images()
-        assert dockerd.setup_error is None and len(results) == 2, dockerd.setup_error
-        ready = (dockerd.ready_at or time.time()) - dockerd.started
-        report(request, f"images ready {ready:.0f} s after the session started (waited {waited:.0f} s for them here)")
-        for name, code, seconds, output in results:
-            assert code is not None, f"docker build -t {name} ran past {docker_prep.BUILD_LIMIT_S} s"
-            assert code == 0, f"docker build -t {name} -> {code}\n{output}"
-            size = int(docker("image", "inspect", "-f", "{{.Size}}", name).stdout.strip())
-            report(request, f"{name}: built in {seconds:.0f} s (beside the other image), {size / 1e9:.2f} GB")
+        start = time.time()
+        ready = docker_prep.wait_images()
+        report(request, f"images ready {ready['ready_s']:.0f} s after collection (waited {time.time() - start:.0f} s)")
+        assert len(ready["builds"]) == 2, ready.get("error")
+        for b in ready["builds"]:
+            assert b["code"] is not None, f"docker build -t {b['name']} ran past {docker_prep.BUILD_LIMIT_S} s"
+            assert b["code"] == 0, f"docker build -t {b['name']} -> {b['code']}\n{b['output']}"
+            size = int(docker("image", "inspect", "-f", "{{.Size}}", b["name"]).stdout.strip())
+            report(request, f"{b['name']}: built in {b['seconds']:.0f} s (beside the other image), {size / 1e9:.2f} GB")
         yield
     finally:
-        dockerd.remove_images()
+        start = time.time()
+        docker_prep.remove_images()
+        report(request, f"images removed in {time.time() - start:.0f} s")
 
 
 def mapped_url(container: str, port: int = 9090) -> str:
@@ -245,7 +248,9 @@ def compose(request, images):
         report(request, f"compose: backend up in {time.time() - start:.0f} s")
         yield c
     finally:
+        start = time.time()
         c("down", "-v", "--remove-orphans", "-t", "30", check=False)
+        report(request, f"compose: down -v took {time.time() - start:.0f} s")
 
 
 def _ls_up(url: str) -> bool:
