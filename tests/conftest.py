@@ -26,16 +26,22 @@ def _sample_key(seed: int) -> str:
     return h.hexdigest()[:10]
 
 
-def _run_order(item) -> int:
-    """The integration tests first (the longest), then test_docker.py (its images build meanwhile), then the rest."""
-    parts = item.path.relative_to(REPO / "tests").parts
-    if parts[0] != "integration":
-        return 2
-    return 1 if parts[-1] == "test_docker.py" else 0
+def _is_docker_test(item) -> bool:
+    return item.path.parent.name == "integration" and item.path.name == "test_docker.py"
 
 
 def pytest_collection_modifyitems(config, items):
-    items.sort(key=_run_order)  # stable: within each part the tests keep their order
+    """The order of the files (pytest-xdist hands them out in it): the slow unit tests first (they need no Label
+    Studio: they run while its template initialises, see tests/integration/conftest.py), then the integration tests
+    (the longest), then test_docker.py (its images build meanwhile), then the other unit tests."""
+    slow_units = {i.path for i in items if i.path.parent.name != "integration" and i.get_closest_marker("slow")}
+
+    def part(item) -> int:
+        if item.path.parent.name == "integration":
+            return 2 if _is_docker_test(item) else 1
+        return 0 if item.path in slow_units else 3
+
+    items.sort(key=part)  # stable: within each part the tests keep their order
 
 
 # -- test_docker.py's images: built in the background from the end of collection (tests/integration/docker_prep.py),
@@ -50,7 +56,7 @@ def pytest_configure(config):
 def pytest_collection_finish(session):  # a run without pytest-xdist (its workers leave it to the controller)
     if hasattr(session.config, "workerinput") or session.config.option.collectonly:
         return
-    if any(_run_order(item) == 1 and not item.get_closest_marker("skip") for item in session.items):
+    if any(_is_docker_test(item) and not item.get_closest_marker("skip") for item in session.items):
         docker_prep.start()
 
 

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -29,15 +30,37 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+LS_TEMPLATE = REPO / ".cache" / "ls-template"
+_template_init: threading.Thread | None = None
+
+
+def init_ls_template() -> None:
+    """Label Studio's migrations into LS_TEMPLATE, once (about 30 s; pytest-xdist: one worker runs them, the others
+    wait for it)."""
+    LS_TEMPLATE.parent.mkdir(exist_ok=True)
+    with (LS_TEMPLATE.parent / "ls-template.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        LocalLabelStudio(LS_TEMPLATE).init()
+
+
+def pytest_collection_finish(session):
+    """The template is made in the background from the end of collection, while the first tests (which need no Label
+    Studio) run; the ls_template fixture waits for it."""
+    global _template_init
+    if session.config.option.collectonly or not label_studio_bin().exists():
+        return
+    if any(item.path.parent.name == "integration" for item in session.items):
+        _template_init = threading.Thread(target=init_ls_template, name="ls-template", daemon=True)
+        _template_init.start()
+
+
 @pytest.fixture(scope="session")
 def ls_template() -> Path:
     """An initialised Label Studio data dir (migrations run once, then copied per session)."""
-    template = REPO / ".cache" / "ls-template"
-    template.parent.mkdir(exist_ok=True)
-    with (template.parent / "ls-template.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # pytest-xdist: one worker initialises it, the others wait, then copy it
-        LocalLabelStudio(template).init()
-    return template
+    if _template_init is not None:
+        _template_init.join()
+    init_ls_template()  # at once when the background run made it; else (it failed) here, saying why
+    return LS_TEMPLATE
 
 
 @pytest.fixture(scope="session")
@@ -113,6 +136,20 @@ class BackendServer:
         return requests.get(f"{self.url}/health", timeout=5).json()
 
 
+def connect_backend(ls, project: int, url: str, title: str = "detector-al", tries: int = 3):
+    """Add the backend to the project (Settings -> Model -> Connect Model) with the SDK client ``ls``. Label Studio
+    gives its /setup 3 s and refuses the backend when that runs out (a loaded machine, the first /setup's alignment):
+    the next /setup is quick, so try again, as a user would. The ML backend Label Studio made."""
+    from label_studio_sdk.core.api_error import ApiError
+
+    for attempt in range(tries):
+        try:
+            return ls.ml.create(project=project, url=url, title=title, is_interactive=False)
+        except ApiError as exc:
+            if attempt == tries - 1 or "timed out" not in str(exc.body):
+                raise
+
+
 def uploads_with_backend(
     label_studio, sample_data: Path, weights: Path, paths: list[Path], title: str, model_dir: Path, budget: int
 ):
@@ -135,10 +172,14 @@ def uploads_with_backend(
         QUEUE_BUDGET=budget,
         QUEUE_REFRESH_DELAY_S=0.5,
     ).start()
-    client.ls.ml.create(project=project.id, url=server.url, title="detector-al", is_interactive=False)
-    client.ls.actions.create(
-        id="retrieve_tasks_predictions", project=project.id, selected_items={"all": True, "excluded": []}
-    )
+    try:
+        connect_backend(client.ls, project.id, server.url)
+        client.ls.actions.create(
+            id="retrieve_tasks_predictions", project=project.id, selected_items={"all": True, "excluded": []}
+        )
+    except BaseException:
+        server.stop()
+        raise
     return client, project.id, server
 
 

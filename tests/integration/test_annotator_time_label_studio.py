@@ -10,7 +10,7 @@ import requests
 
 from detector_al.state.annotation_times import AnnotationTimes
 from detector_al.state.store import Store
-from tests.integration.conftest import BackendServer, wait_for
+from tests.integration.conftest import BackendServer, connect_backend, wait_for
 from tests.integration.test_retraining_label_studio import oracle_regions, wait_job
 
 pytestmark = pytest.mark.slow
@@ -32,7 +32,7 @@ def local_project(ls_client, sample_data, folder, title: str):
 
 def test_annotations_with_known_lead_time_reach_status_with_their_median(ls_client, sample_data, pool_folder, backend):
     p = local_project(ls_client, sample_data, pool_folder, "annotator time")
-    ls_client.ml.create(project=p.id, url=backend.url, title="detector-al", is_interactive=False)
+    connect_backend(ls_client, p.id, backend.url)
     ls_client.actions.create(
         id="retrieve_tasks_predictions", project=p.id, selected_items={"all": True, "excluded": []}
     )
@@ -87,7 +87,7 @@ def test_retrainings_listing_records_the_annotations_the_webhook_never_saw(
         LABEL_STUDIO_API_KEY=label_studio.token,
     ).start()
     try:
-        ml = ls_client.ml.create(project=p.id, url=server.url, title="detector-al", is_interactive=False)
+        ml = connect_backend(ls_client, p.id, server.url)
         assert not (annotator_time(server, p.id) or {}).get("annotations")
         ls_client.ml.train(id=ml.id)  # one label is too few to train: the job fails, after listing the tasks
         status = wait_job(server, 1, timeout=120)

@@ -8,7 +8,7 @@ import requests
 
 from detector_al.label_studio.regions import xyxy_to_percent
 from detector_al.model.detector import Detector
-from tests.integration.conftest import wait_for
+from tests.integration.conftest import connect_backend, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -22,7 +22,7 @@ def project(ls_client, sample_data, pool_folder, backend):
         project=p.id, path=str(pool_folder), regex_filter=r".*\.jpg", use_blob_urls=True
     )
     ls_client.import_storage.local.sync(id=st.id)
-    ls_client.ml.create(project=p.id, url=backend.url, title="detector-al", is_interactive=False)
+    connect_backend(ls_client, p.id, backend.url)
     ls_client.actions.create(
         id="retrieve_tasks_predictions", project=p.id, selected_items={"all": True, "excluded": []}
     )

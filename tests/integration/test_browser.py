@@ -28,7 +28,7 @@ import requests
 
 from detector_al.label_studio.local_server import DEFAULT_PASSWORD, DEFAULT_USER
 from detector_al.policy.settings import POLICY
-from tests.integration.conftest import REPO, BackendServer, wait_for
+from tests.integration.conftest import REPO, BackendServer, connect_backend, wait_for
 
 AUTO_ACCEPT = "auto_accept"
 N_IMAGES = 14
@@ -139,7 +139,7 @@ def project(label_studio, ls_client, sample_data, trained_weights, stream_backen
         p.id,
     )
     assert report.created_tasks == N_IMAGES, report.summary()
-    ls_client.ml.create(project=p.id, url=stream_backend.url, title="detector-al", is_interactive=False)
+    connect_backend(ls_client, p.id, stream_backend.url)
     assert wait_for(lambda: ls_client.projects.get(id=p.id).model_version == version, 30), (
         f"project model_version {ls_client.projects.get(id=p.id).model_version!r} != backend's {version!r}"
     )

@@ -23,7 +23,7 @@ from detector_al.state.registry import ModelRegistry
 from detector_al.state.store import STORE_FILE_NAME, Store
 from ml_backend.main import create_app
 from ml_backend.settings import Settings
-from tests.integration.conftest import BackendServer, queue_published, uploads_with_backend, wait_for
+from tests.integration.conftest import BackendServer, connect_backend, queue_published, uploads_with_backend, wait_for
 from tests.integration.test_label_stream import queue_order, serve_stream
 from tests.integration.test_retraining_label_studio import oracle_regions, pick_labels, with_validation_tasks
 
@@ -75,7 +75,7 @@ def test_ingest_then_serve_one_version_for_ingest_backend_and_project(
         LABEL_STUDIO_API_KEY=label_studio.token,
     ).start()
     try:
-        client.ls.ml.create(project=project, url=server.url, title="detector-al", is_interactive=False)
+        connect_backend(client.ls, project, server.url)
         client.ls.actions.create(
             id="retrieve_tasks_predictions", project=project, selected_items={"all": True, "excluded": []}
         )

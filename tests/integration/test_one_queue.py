@@ -11,26 +11,12 @@ import sys
 import pytest
 
 from detector_al.label_studio.client import LabelStudioClient
-from tests.integration.conftest import REPO, BackendServer, queue_published, wait_for
+from tests.integration.conftest import REPO, BackendServer, connect_backend, queue_published, wait_for
 
 pytestmark = pytest.mark.slow
 BUDGET = 3
 # pool images the shipped model is unsure of (none auto-accepted): enough for a batch on either side
 INGESTED, ADDED = (185, 187, 188, 189, 190, 193), (194, 195, 198, 199, 200, 201)
-
-
-def connect(client: LabelStudioClient, project: int, url: str, tries: int = 3) -> None:
-    """Add the backend to the project. Label Studio gives its /setup 3 s and refuses the backend when that runs out
-    (a loaded machine, the first /setup's alignment): the next /setup is quick, so try again."""
-    from label_studio_sdk.core.api_error import ApiError
-
-    for attempt in range(tries):
-        try:
-            client.ls.ml.create(project=project, url=url, title="detector-al", is_interactive=False)
-            return
-        except ApiError as exc:
-            if attempt == tries - 1 or "timed out" not in str(exc.body):
-                raise
 
 
 def test_ingest_then_backend_predictions_publish_one_batch(label_studio, sample_data, trained_weights, tmp_path):
@@ -65,7 +51,7 @@ def test_ingest_then_backend_predictions_publish_one_batch(label_studio, sample_
     ).start()
     try:
         assert server.health()["model_version"] == version
-        connect(client, project, server.url)
+        connect_backend(client.ls, project, server.url)
         client.ls.actions.create(  # the backend predicts the 6 tasks without a prediction of its version
             id="retrieve_tasks_predictions", project=project, selected_items={"all": True, "excluded": []}
         )

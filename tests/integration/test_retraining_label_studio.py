@@ -9,7 +9,7 @@ import pytest
 import requests
 
 from detector_al.state.store import Store
-from tests.integration.conftest import BackendServer, wait_for
+from tests.integration.conftest import BackendServer, connect_backend, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -100,7 +100,7 @@ def test_start_training_promotes_a_new_version_and_refreshes_the_queue(
             project=project.id, path=str(folder), regex_filter=r".*\.jpg", use_blob_urls=True
         )
         ls_client.import_storage.local.sync(id=st.id)
-        ml = ls_client.ml.create(project=project.id, url=server.url, title="detector-al", is_interactive=False)
+        ml = connect_backend(ls_client, project.id, server.url)
         ls_client.actions.create(
             id="retrieve_tasks_predictions", project=project.id, selected_items={"all": True, "excluded": []}
         )

@@ -13,7 +13,7 @@ import pytest
 
 from detector_al.label_studio.client import LabelStudioClient
 from detector_al.state.registry import ModelRegistry, digest_of
-from tests.integration.conftest import REPO, BackendServer, wait_for
+from tests.integration.conftest import REPO, BackendServer, connect_backend, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -105,9 +105,9 @@ def test_one_backend_answers_two_projects_under_their_own_names_for_its_weights(
         client.ls.projects.update(id=a, model_version=theirs)
         for project in (a, b, a):  # connect (/setup), then "Retrieve predictions" (/setup, /predict)
             if project == a and not client.ls.ml.list(project=a):
-                client.ls.ml.create(project=a, url=server.url, title="detector-al", is_interactive=False)
+                connect_backend(client.ls, a, server.url)
             elif project == b and not client.ls.ml.list(project=b):
-                client.ls.ml.create(project=b, url=server.url, title="detector-al", is_interactive=False)
+                connect_backend(client.ls, b, server.url)
             client.ls.actions.create(
                 id="retrieve_tasks_predictions", project=project, selected_items={"all": True, "excluded": []}
             )
