@@ -353,3 +353,30 @@ def test_pinned_images_are_not_evicted_until_released(tmp_path):
         assert pinned() == 0
         fresh = fetch_image(f"{server.url}/new.jpg", cache_dir=cache, limits=limits)  # unpinned: the cap holds again
     assert fresh.exists() and [p for p in held if p.exists()] == []
+
+
+def test_a_download_is_pinned_before_another_threads_eviction_can_take_it(tmp_path, monkeypatch):
+    """Two requests fill a cache that holds one image: the other request's eviction runs right after this file
+    lands in the cache (the race a loaded machine gives: rename, then someone else's ``note_download``). The file
+    is pinned before it exists, so it survives and the request gets it (before: "evicted it at once")."""
+    from detector_al.io.fetch import cache as cache_mod
+    from detector_al.io.fetch.cache import Pins
+    from detector_al.io.fetch.download import Downloader
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    other = cache / ("0" * 20 + "__other.jpg")
+    other.write_bytes(b"x" * 500)
+    real_get = Downloader.get
+
+    def get_then_another_thread_evicts(self, url, auth, cache_dir, final_name):
+        got = real_get(self, url, auth, cache_dir, final_name)
+        os.utime(got, (0, 0))  # the least recently used file: the first an eviction takes
+        cache_mod.note_download(cache_dir, other, 1)  # another request's download, over a 1-byte cap
+        return got
+
+    monkeypatch.setattr(Downloader, "get", get_then_another_thread_evicts)
+    limits = FetchLimits(allow_private=True, cache_max_bytes=1, connect_timeout_s=2, read_timeout_s=2)
+    with Loopback(lambda req: req.send(200, b"jpeg-bytes" * 50)) as srv, Pins() as pins:
+        path = fetch_image(f"{srv.url}/a.jpg", cache_dir=cache, limits=limits, pins=pins)
+        assert path.read_bytes() == b"jpeg-bytes" * 50

@@ -199,8 +199,12 @@ class _Fetch:
             errors: list[DownloadFailed] = []
             for url in candidates:
                 try:
-                    got = self.downloader.get(url, auth, cache, f"{digest}__{fname}")
-                    if not self.pin(got):  # evicted between its rename and the pin: only a full cache of pins does it
+                    # Pinned before it exists: another thread's eviction (note_download) cannot take the file
+                    # between its rename into the cache and this request's use of it.
+                    dest = cache / f"{digest}__{fname}"
+                    self.pin(dest)
+                    got = self.downloader.get(url, auth, cache, dest.name)
+                    if Path(got) != dest and not self.pin(got):
                         raise self.fail("the image cache evicted it at once: IMAGE_CACHE_MAX_MB is too small")
                     note_download(cache, got, self.limits.cache_max_bytes)
                     return got
