@@ -18,7 +18,7 @@ import requests
 from detector_al.label_studio.auth import label_studio_auth
 from detector_al.label_studio.regions import xyxy_to_percent
 from detector_al.model.detector import Detector
-from tests.integration.conftest import BackendServer
+from tests.integration.conftest import BackendServer, connect_backend
 from tests.loopback import Loopback, Request
 
 pytestmark = pytest.mark.slow
@@ -120,7 +120,7 @@ def test_every_source_gets_the_adapters_boxes_without_a_shared_root(
         FETCH_ALLOW_PRIVATE="true",  # the plain URLs' image server, on loopback, stands in for a host on the web
     ).start()
     try:
-        ls_client.ml.create(project=p.id, url=server.url, title="detector-al", is_interactive=False)
+        connect_backend(ls_client, p.id, server.url)
         ls_client.actions.create(
             id="retrieve_tasks_predictions", project=p.id, selected_items={"all": True, "excluded": []}
         )
@@ -192,7 +192,7 @@ def test_an_access_token_refused_mid_run_is_refreshed_once_and_no_task_is_lost(
         return path
 
     monkeypatch.setattr(service, "fetch_image", fetch_then_refuse)
-    ls_client.ml.create(project=p.id, url=url, title="detector-al in-process", is_interactive=False)
+    connect_backend(ls_client, p.id, url, title="detector-al in-process")
     ls_client.actions.create(
         id="retrieve_tasks_predictions", project=p.id, selected_items={"all": True, "excluded": []}
     )
