@@ -27,37 +27,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import requests
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-
-
-def oracle_regions(sample: Path, image_name: str, names=("circle", "square", "star")) -> list[dict]:
-    """The ground truth of a pool image as Label Studio regions (what an annotator would draw)."""
-    from PIL import Image
-
-    rows = np.loadtxt(sample / "oracle" / "pool" / f"{Path(image_name).stem}.txt", ndmin=2)
-    w, h = Image.open(sample / "images" / "pool" / image_name).size
-    return [
-        {
-            "from_name": "label",
-            "to_name": "image",
-            "type": "rectanglelabels",
-            "original_width": w,
-            "original_height": h,
-            "value": {
-                "x": (cx - bw / 2) * 100,
-                "y": (cy - bh / 2) * 100,
-                "width": bw * 100,
-                "height": bh * 100,
-                "rotation": 0,
-                "rectanglelabels": [names[int(c)]],
-            },
-        }
-        for c, cx, cy, bw, bh in rows
-    ]
 
 
 def pick_labels(queue: list, n: int, n_val: int) -> list:
@@ -83,6 +56,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from detector_al.demo.run import DemoConfig, _fill_project, _start_backend
+    from detector_al.demo.sample_data import oracle_regions
     from detector_al.label_studio.client import LabelStudioClient
     from detector_al.label_studio.local_server import LocalLabelStudio, free_port
     from detector_al.label_studio.task_sink import QUEUE_TAB

@@ -307,3 +307,29 @@ def main() -> None:  # pragma: no cover - thin wrapper, used by ``python -m dete
 
 if __name__ == "__main__":  # pragma: no cover
     main()
+
+
+def oracle_regions(sample: Path, image_name: str, names=("circle", "square", "star")) -> list[dict]:
+    """The ground truth of a pool image (``oracle/pool/<stem>.txt``) as Label Studio regions: what an annotator
+    would draw, for the tests and benchmarks that label tasks."""
+    rows = np.loadtxt(sample / "oracle" / "pool" / f"{Path(image_name).stem}.txt", ndmin=2)
+    with Image.open(sample / "images" / "pool" / image_name) as im:
+        w, h = im.size
+    return [
+        {
+            "from_name": "label",
+            "to_name": "image",
+            "type": "rectanglelabels",
+            "original_width": w,
+            "original_height": h,
+            "value": {
+                "x": (cx - bw / 2) * 100,
+                "y": (cy - bh / 2) * 100,
+                "width": bw * 100,
+                "height": bh * 100,
+                "rotation": 0,
+                "rectanglelabels": [names[int(c)]],
+            },
+        }
+        for c, cx, cy, bw, bh in rows
+    ]

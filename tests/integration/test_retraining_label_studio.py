@@ -4,40 +4,14 @@ from __future__ import annotations
 
 import shutil
 
-import numpy as np
 import pytest
 import requests
 
+from detector_al.demo.sample_data import oracle_regions
 from detector_al.state.store import Store
 from tests.integration.conftest import BackendServer, connect_backend, wait_for
 
 pytestmark = pytest.mark.slow
-
-
-def oracle_regions(sample_data, image_name: str, names=("circle", "square", "star")) -> list[dict]:
-    """Ground truth of a pool image as Label Studio regions (what an annotator would draw)."""
-    from PIL import Image
-
-    rows = np.loadtxt(sample_data / "oracle" / "pool" / f"{image_name[:-4]}.txt", ndmin=2)
-    w, h = Image.open(sample_data / "images" / "pool" / image_name).size
-    return [
-        {
-            "from_name": "label",
-            "to_name": "image",
-            "type": "rectanglelabels",
-            "original_width": w,
-            "original_height": h,
-            "value": {
-                "x": (cx - bw / 2) * 100,
-                "y": (cy - bh / 2) * 100,
-                "width": bw * 100,
-                "height": bh * 100,
-                "rotation": 0,
-                "rectanglelabels": [names[int(c)]],
-            },
-        }
-        for c, cx, cy, bw, bh in rows
-    ]
 
 
 def with_validation_tasks(ls, project: int, n_val: int = 3) -> list:
