@@ -150,6 +150,20 @@ def connect_backend(ls, project: int, url: str, title: str = "detector-al", trie
                 raise
 
 
+def sync_local_storage(ls, project: int, path, regex: str = r".*\.jpg", tries: int = 3):
+    """Add a local-files source to the project (Settings -> Cloud Storage -> Add Source Storage, "Treat every bucket
+    object as a source file") and sync it, as a user does, with the SDK client ``ls``. Without Redis, Label Studio
+    syncs inside the request and records a failure (a locked SQLite file on a loaded machine) only on the storage:
+    read its status back and sync again, as a user would on seeing "Failed". The storage Label Studio made."""
+    st = ls.import_storage.local.create(project=project, path=str(path), regex_filter=regex, use_blob_urls=True)
+    for _ in range(tries):
+        ls.import_storage.local.sync(id=st.id)
+        st = ls.import_storage.local.get(id=st.id)
+        if st.status == "completed":
+            return st
+    raise AssertionError(f"local storage {path} did not sync {tries} times: {st.status} {st.traceback}")
+
+
 def uploads_with_backend(
     label_studio, sample_data: Path, weights: Path, paths: list[Path], title: str, model_dir: Path, budget: int
 ):

@@ -10,7 +10,7 @@ import requests
 
 from detector_al.state.annotation_times import AnnotationTimes
 from detector_al.state.store import Store
-from tests.integration.conftest import BackendServer, connect_backend, wait_for
+from tests.integration.conftest import BackendServer, connect_backend, sync_local_storage, wait_for
 from tests.integration.test_retraining_label_studio import oracle_regions, wait_job
 
 pytestmark = pytest.mark.slow
@@ -23,10 +23,7 @@ def annotator_time(server: BackendServer, project: int) -> dict | None:
 
 def local_project(ls_client, sample_data, folder, title: str):
     p = ls_client.projects.create(title=title, label_config=(sample_data / "label_config.xml").read_text())
-    st = ls_client.import_storage.local.create(
-        project=p.id, path=str(folder), regex_filter=r".*\.jpg", use_blob_urls=True
-    )
-    ls_client.import_storage.local.sync(id=st.id)
+    sync_local_storage(ls_client, p.id, folder)
     return p
 
 
@@ -76,6 +73,7 @@ def test_retrainings_listing_records_the_annotations_the_webhook_never_saw(
         shutil.copy(path, folder / path.name)
     p = local_project(ls_client, sample_data, folder, "annotations before the backend")
     tasks = list(ls_client.tasks.list(project=p.id, fields="all"))
+    assert len(tasks) == 4, tasks
     truth = oracle_regions(sample_data, tasks[0].data["image"].split("/")[-1])
     ls_client.annotations.create(id=tasks[0].id, result=truth, lead_time=42)  # no backend yet: no webhook
     ls_client.annotations.create(id=tasks[1].id, result=[], was_cancelled=True, lead_time=8)

@@ -8,7 +8,7 @@ import requests
 
 from detector_al.label_studio.regions import xyxy_to_percent
 from detector_al.model.detector import Detector
-from tests.integration.conftest import connect_backend, wait_for
+from tests.integration.conftest import connect_backend, sync_local_storage, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -18,10 +18,7 @@ def project(ls_client, sample_data, pool_folder, backend):
     p = ls_client.projects.create(
         title="backend integration", label_config=(sample_data / "label_config.xml").read_text()
     )
-    st = ls_client.import_storage.local.create(
-        project=p.id, path=str(pool_folder), regex_filter=r".*\.jpg", use_blob_urls=True
-    )
-    ls_client.import_storage.local.sync(id=st.id)
+    sync_local_storage(ls_client, p.id, pool_folder)
     connect_backend(ls_client, p.id, backend.url)
     ls_client.actions.create(
         id="retrieve_tasks_predictions", project=p.id, selected_items={"all": True, "excluded": []}

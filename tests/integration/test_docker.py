@@ -35,7 +35,7 @@ import requests
 
 from detector_al.label_studio.local_server import free_port
 from tests.integration import docker_prep
-from tests.integration.conftest import wait_for
+from tests.integration.conftest import sync_local_storage, wait_for
 from tests.integration.docker_prep import BACKEND_IMAGE, LS_IMAGE, docker
 
 pytestmark = pytest.mark.slow
@@ -267,13 +267,9 @@ def project(compose, sample_data):
 
     ls = LabelStudio(base_url=compose.ls_url, api_key=compose.token)
     p = ls.projects.create(title="docker compose", label_config=(sample_data / "label_config.xml").read_text())
-    st = ls.import_storage.local.create(
-        project=p.id,
-        path="/label-studio/files/pool",
-        regex_filter=rf"pool_00({'|'.join(f'{i:02d}' for i in range(N_TASKS))})\.jpg",
-        use_blob_urls=True,
+    sync_local_storage(
+        ls, p.id, "/label-studio/files/pool", rf"pool_00({'|'.join(f'{i:02d}' for i in range(N_TASKS))})\.jpg"
     )
-    ls.import_storage.local.sync(id=st.id)
     ml = ls.ml.create(project=p.id, url="http://detector-al.internal:9090", title="detector-al", is_interactive=False)
     return ls, p.id, ml.id
 

@@ -18,7 +18,7 @@ import requests
 from detector_al.label_studio.auth import label_studio_auth
 from detector_al.label_studio.regions import xyxy_to_percent
 from detector_al.model.detector import Detector
-from tests.integration.conftest import BackendServer, connect_backend
+from tests.integration.conftest import BackendServer, connect_backend, sync_local_storage
 from tests.loopback import Loopback, Request
 
 pytestmark = pytest.mark.slow
@@ -104,10 +104,7 @@ def test_every_source_gets_the_adapters_boxes_without_a_shared_root(
         shutil.copy(p, local / p.name)
     p = ls_client.projects.create(title="image sources", label_config=(sample_data / "label_config.xml").read_text())
     upload(label_studio, p.id, images[:3])
-    st = ls_client.import_storage.local.create(
-        project=p.id, path=str(local), regex_filter=r".*\.jpg", use_blob_urls=True
-    )
-    ls_client.import_storage.local.sync(id=st.id)
+    sync_local_storage(ls_client, p.id, local)
     for img in images[6:9]:
         ls_client.tasks.create(project=p.id, data={"image": f"{image_server.url}/{img.name}"})
 

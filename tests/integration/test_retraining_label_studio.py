@@ -9,7 +9,7 @@ import requests
 
 from detector_al.demo.sample_data import oracle_regions
 from detector_al.state.store import Store
-from tests.integration.conftest import BackendServer, connect_backend, wait_for
+from tests.integration.conftest import BackendServer, connect_backend, sync_local_storage, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -70,10 +70,7 @@ def test_start_training_promotes_a_new_version_and_refreshes_the_queue(
         project = ls_client.projects.create(
             title="retraining", label_config=(sample_data / "label_config.xml").read_text()
         )
-        st = ls_client.import_storage.local.create(
-            project=project.id, path=str(folder), regex_filter=r".*\.jpg", use_blob_urls=True
-        )
-        ls_client.import_storage.local.sync(id=st.id)
+        sync_local_storage(ls_client, project.id, folder)
         ml = connect_backend(ls_client, project.id, server.url)
         ls_client.actions.create(
             id="retrieve_tasks_predictions", project=project.id, selected_items={"all": True, "excluded": []}
