@@ -143,45 +143,59 @@ def write_human_split(
     return counts["train"], counts["val"]
 
 
-def write_pseudo_labels(
-    service, ls, project: int, images: TaskImages, root: Path, round_index: int, cap: int | None, control: JobControl
-) -> int:
-    """CEAL pseudo-labels of the unlabeled pool by the serving model, at most ``cap`` (None: all), the most confident
-    first (ties: the lower task id), as ``pseudo_task<id>`` files of the training split, listed in ``pseudo.txt``.
-
-    The pool streams a page at a time: each page's images are fetched and pinned, predicted, and released; only the
-    kept pseudo-labels' ``(confidence, task id)`` stay in memory."""
-    kept: list[tuple[float, int, Path, Path]] = []  # min-heap: (confidence, -task id, image file, label file)
+def predict_unlabeled(
+    service, ls, project: int, images: TaskImages, round_index: int, control: JobControl, detector=None
+) -> Iterator[list[tuple[object, Path, object]]]:
+    """The project's unlabeled tasks predicted by the serving model (or ``detector``): a page of tasks listed at a
+    time (a task labeled meanwhile is not listed), a batch of :data:`BATCH` images fetched, pinned and predicted at
+    a time. Yields each batch as ``(task, image, summary)`` (an
+    :class:`~detector_al.serving.service.ImageSummary`; images that could not be fetched or read are left out)
+    while its images are still pinned: the caller may place them in a dataset."""
     target = images.target
-    if cap == 0:
-        (root / "pseudo.txt").write_text("")
-        return 0
     for page in iter_task_pages(ls, project, labeled=False, fields="task_only"):
         control.check()
         for batch in batched(page, BATCH):
             with Pins() as pins:
                 fetched = images.fetch(batch, pins)
                 found = service.predict_paths(
-                    [str(p) for _, p in fetched], lambda d, pred: service.summarise(d, pred, target, round_index)
+                    [str(p) for _, p in fetched],
+                    lambda d, pred: service.summarise(d, pred, target, round_index),
+                    detector,
                 )
-                for (task, img), x in zip(fetched, found, strict=True):
-                    d = x.decision
-                    if x.error is not None or not d.accepted:
-                        continue
-                    key = (float(d.confidence if d.confidence is not None else -(d.score or 0.0)), -int(task.id))
-                    if cap is not None and len(kept) >= cap and key <= kept[0][:2]:
-                        continue
-                    name = f"pseudo_task{task.id}"
-                    image_file = root / "images" / "train" / f"{name}{img.suffix.lower()}"
-                    label_file = root / "labels" / "train" / f"{name}.txt"
-                    place_file(img, image_file, images.cached(img))
-                    scale = np.array([d.width, d.height, d.width, d.height], np.float32)
-                    write_labels(label_file, d.pseudo_labels.xyxy / scale, d.pseudo_labels.class_id)
-                    heapq.heappush(kept, (*key, image_file, label_file))
-                    if cap is not None and len(kept) > cap:
-                        _, _, old_image, old_label = heapq.heappop(kept)
-                        old_image.unlink(missing_ok=True)
-                        old_label.unlink(missing_ok=True)
+                yield [(t, img, x) for (t, img), x in zip(fetched, found, strict=True) if x.error is None]
+
+
+def write_pseudo_labels(
+    service, ls, project: int, images: TaskImages, root: Path, round_index: int, cap: int | None, control: JobControl
+) -> int:
+    """CEAL pseudo-labels of the unlabeled pool by the serving model, at most ``cap`` (None: all), the most confident
+    first (ties: the lower task id), as ``pseudo_task<id>`` files of the training split, listed in ``pseudo.txt``.
+
+    The pool streams through :func:`predict_unlabeled`; only the kept pseudo-labels' ``(confidence, task id)`` stay
+    in memory."""
+    kept: list[tuple[float, int, Path, Path]] = []  # min-heap: (confidence, -task id, image file, label file)
+    if cap == 0:
+        (root / "pseudo.txt").write_text("")
+        return 0
+    for batch in predict_unlabeled(service, ls, project, images, round_index, control):
+        for task, img, x in batch:
+            d = x.decision
+            if not d.accepted:
+                continue
+            key = (float(d.confidence if d.confidence is not None else -(d.score or 0.0)), -int(task.id))
+            if cap is not None and len(kept) >= cap and key <= kept[0][:2]:
+                continue
+            name = f"pseudo_task{task.id}"
+            image_file = root / "images" / "train" / f"{name}{img.suffix.lower()}"
+            label_file = root / "labels" / "train" / f"{name}.txt"
+            place_file(img, image_file, images.cached(img))
+            scale = np.array([d.width, d.height, d.width, d.height], np.float32)
+            write_labels(label_file, d.pseudo_labels.xyxy / scale, d.pseudo_labels.class_id)
+            heapq.heappush(kept, (*key, image_file, label_file))
+            if cap is not None and len(kept) > cap:
+                _, _, old_image, old_label = heapq.heappop(kept)
+                old_image.unlink(missing_ok=True)
+                old_label.unlink(missing_ok=True)
     names = sorted(label.stem for *_, label in kept)
     (root / "pseudo.txt").write_text("".join(f"{n}\n" for n in names))
     return len(names)

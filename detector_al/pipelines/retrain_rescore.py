@@ -23,11 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from detector_al.io.fetch.cache import Pins
 from detector_al.label_studio.publish import WRITERS
-from detector_al.label_studio.task_pages import iter_task_pages
 from detector_al.pipelines.job_control import JobControl
-from detector_al.pipelines.retrain_pool import BATCH, TaskImages, batched
+from detector_al.pipelines.retrain_pool import TaskImages, batched, predict_unlabeled
 from detector_al.queue.plan import QueuePlan, StoredPlace
 from detector_al.queue.selection import use_cold_start
 from detector_al.state.schema import PoolRow
@@ -167,27 +165,18 @@ def rescore_pool(
     control: JobControl,
     progress: Callable[[int], None] | None = None,
 ) -> int:
-    """Score the project's unlabeled tasks with ``candidate`` into ``table``, a page of tasks and a batch of pinned
-    images at a time (labels made meanwhile count: a task labeled by then is not listed). Returns the rows written."""
+    """Score the project's unlabeled tasks with ``candidate`` into ``table``, a batch of
+    :func:`~detector_al.pipelines.retrain_pool.predict_unlabeled` at a time (labels made meanwhile count: a task
+    labeled by then is not listed). Returns the rows written."""
     target = images.target
     n = 0
-    for page in iter_task_pages(ls, project, labeled=False, fields="task_only"):
-        control.check()
-        for batch in batched(page, BATCH):
-            with Pins() as pins:
-                fetched = images.fetch(batch, pins)
-                found = service.predict_paths(
-                    [str(p) for _, p in fetched],
-                    lambda d, pred: service.summarise(d, pred, target, round_index),
-                    candidate,
-                )
-            for (task, _), x in zip(fetched, found, strict=True):
-                if x.error is None:
-                    table.add(task, (task.data or {}).get(target.value_key), x)
-                    n += 1
-            table.commit()
-            if progress is not None:
-                progress(n)
+    for batch in predict_unlabeled(service, ls, project, images, round_index, control, candidate):
+        for task, _, x in batch:
+            table.add(task, (task.data or {}).get(target.value_key), x)
+        n += len(batch)
+        table.commit()
+        if progress is not None:
+            progress(n)
     return n
 
 
