@@ -8,7 +8,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from detector_al.pipelines.retrain import RetrainConfig
-from detector_al.policy.settings import COLD_START, POLICY, PolicySettings
+from detector_al.policy.settings import COLD_START, POLICY, PolicySettings, ceal_config
 from detector_al.policy.strategies import DEFAULT_STRATEGY, serving_strategy
 from detector_al.signals.stopping import DEFAULT_PATIENCE, DEFAULT_THRESHOLD
 from detector_al.state.registry import DEFAULT_MODEL_DIR
@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     strategy: str = Field(DEFAULT_STRATEGY, description="uncertainty strategy (one of detector_al SERVING_STRATEGIES)")
     ceal_delta0: float | None = None
     ceal_decay: float | None = None
+    ceal_min_confidence: float | None = Field(
+        None, description="CEAL: the lowest box confidence of an auto-accepted image (default from CealConfig)"
+    )
     train_every: int = Field(0, ge=0, description="queue a training run every N new or updated annotations (0: off)")
     train_epochs: int = Field(RETRAIN.epochs, ge=1, description="fine-tuning epochs per retraining round")
     train_base: str | None = Field(
@@ -104,6 +107,12 @@ class Settings(BaseSettings):
         serving_strategy(name)  # unknown or round-weighted: refused at start, saying what to choose
         return name
 
+    @field_validator("ceal_min_confidence")
+    @classmethod
+    def _ceal_min_confidence(cls, value: float | None) -> float | None:
+        ceal_config(min_confidence=value)  # outside [0, 1]: refused at start, by CealConfig's own check
+        return value
+
     def policy(self) -> PolicySettings:
         """The one policy object of this backend, from the same environment variables ``ingest`` reads
         (:data:`~detector_al.policy.settings.ENV`)."""
@@ -114,6 +123,7 @@ class Settings(BaseSettings):
             self.queue_cold_start,
             self.ceal_delta0,
             self.ceal_decay,
+            ceal_min_confidence=self.ceal_min_confidence,
         )
 
     @property

@@ -111,6 +111,34 @@ def test_round_weighted_and_unknown_strategies_are_refused_where_they_would_run_
     assert res.exit_code != 0 and "strategy" in res.output and "simulate" in res.output
 
 
+def test_a_ceal_min_confidence_outside_0_1_is_refused_at_start_everywhere(tmp_path):
+    """CEAL_MIN_CONFIDENCE (the lowest box confidence of an auto-accepted image) outside [0, 1] is refused where it is
+    read, saying which setting and why: the backend's settings (so ``serve`` does not start), ``ingest``, ``score``."""
+    from typer.testing import CliRunner
+
+    from detector_al.cli.app import app
+    from detector_al.policy.settings import PolicySettings, ceal_config
+
+    says = r"min_confidence must be in \[0, 1\], got 1\.5"
+    with pytest.raises(ValueError, match=says):
+        Settings(model_dir=tmp_path, ceal_min_confidence=1.5)
+    with pytest.raises(ValueError, match=says):
+        PolicySettings.from_options(ceal_min_confidence=1.5)
+    with pytest.raises(ValueError, match=r"got -0\.1"):
+        ceal_config(min_confidence=-0.1)
+    assert Settings(model_dir=tmp_path, ceal_min_confidence=1.0).policy().ceal.min_confidence == 1.0
+    bad = {"CEAL_MIN_CONFIDENCE": "1.5"}
+    res = CliRunner().invoke(app, ["serve", "--model-dir", str(tmp_path)], env=bad)
+    assert res.exit_code != 0 and "ceal_min_confidence" in res.output and "[0, 1]" in res.output
+    for command in (
+        ["score", str(tmp_path), "--model", "x.pt", "--out", "q.csv"],
+        ["ingest", str(tmp_path), "-m", "x.pt", "--out", str(tmp_path / "t.json")],
+    ):
+        res = CliRunner().invoke(app, command, env=bad)
+        said = " ".join(res.output.replace("│", " ").split())  # the error box wraps the message
+        assert res.exit_code == 2 and "min_confidence must be in [0, 1], got 1.5" in said, (command, res.output)
+
+
 def test_every_caller_takes_its_defaults_from_the_one_policy():
     from detector_al.demo.run import DemoConfig
     from detector_al.pipelines.ingest import IngestConfig
@@ -132,7 +160,8 @@ def test_one_environment_configures_the_backend_and_ingest_alike(tmp_path, monke
     from detector_al.pipelines import ingest as ingest_module
 
     env = {"STRATEGY": "margin", "SCORE_THRESHOLD": "0.4", "QUEUE_BUDGET": "7", "QUEUE_COLD_START": "false"}
-    env |= {"CEAL_DELTA0": "0.01", "CEAL_DECAY": "0.002", "LABEL_MAPPING": '{"circle": "square"}'}
+    env |= {"CEAL_DELTA0": "0.01", "CEAL_DECAY": "0.002", "CEAL_MIN_CONFIDENCE": "0.7"}
+    env |= {"LABEL_MAPPING": '{"circle": "square"}'}
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     backend = Settings().policy()
@@ -153,7 +182,7 @@ def test_one_environment_configures_the_backend_and_ingest_alike(tmp_path, monke
     assert res.exit_code == 0, res.output
     assert seen["policy"] == backend
     assert (backend.strategy, backend.score_threshold, backend.budget, backend.cold_start) == ("margin", 0.4, 7, False)
-    assert (backend.ceal.delta_0, backend.ceal.decay) == (0.01, 0.002)
+    assert (backend.ceal.delta_0, backend.ceal.decay, backend.ceal.min_confidence) == (0.01, 0.002, 0.7)
     assert seen["mapping"] == {"circle": "square"}
 
 

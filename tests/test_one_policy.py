@@ -22,7 +22,7 @@ from ml_backend.main import create_app
 from ml_backend.settings import Settings
 
 BUDGET = 4
-CEAL = CealConfig(delta_0=0.05)  # generous, so that the pool has auto-accepted images too
+CEAL = CealConfig(delta_0=0.05, min_confidence=0.7)  # not the defaults (0.7 refuses an image 0.5 accepts)
 
 
 def test_predict_ingest_and_simulation_make_the_same_decisions_and_queue(tmp_path, sample_data, trained_weights):
@@ -39,6 +39,7 @@ def test_predict_ingest_and_simulation_make_the_same_decisions_and_queue(tmp_pat
         model_path=str(trained_weights),
         local_files_document_root=tmp_path,
         ceal_delta0=CEAL.delta_0,
+        ceal_min_confidence=CEAL.min_confidence,
     )
     with TestClient(create_app(settings)) as c:
         tasks = [{"id": i + 1, "data": {"image": str(p)}} for i, p in enumerate(paths)]
@@ -47,6 +48,7 @@ def test_predict_ingest_and_simulation_make_the_same_decisions_and_queue(tmp_pat
         store = c.app.state.backend.store
         backend = {row["path"]: row for row in store.predictions(7)}
         version = c.app.state.backend.service.model_version
+        assert c.app.state.backend.service.config.policy.ceal == CEAL
         inputs = list(store.iter_queue(7, version))
 
     # ingest, offline

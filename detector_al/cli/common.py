@@ -71,7 +71,14 @@ def ray_options(use_ray: bool, address: str | None, workers: int | None, gpus: f
 
 
 def policy_from_options(
-    strategy, score_threshold, budget, cold_start, ceal_delta0=None, ceal_decay=None, auto_accept=True
+    strategy,
+    score_threshold,
+    budget,
+    cold_start,
+    ceal_delta0=None,
+    ceal_decay=None,
+    auto_accept=True,
+    ceal_min_confidence=None,
 ):
     """The one :class:`~detector_al.policy.settings.PolicySettings` of a command's options; a value the policy refuses
     fails as a bad parameter, saying why."""
@@ -79,7 +86,7 @@ def policy_from_options(
 
     try:
         return PolicySettings.from_options(
-            strategy, score_threshold, budget, cold_start, ceal_delta0, ceal_decay, auto_accept
+            strategy, score_threshold, budget, cold_start, ceal_delta0, ceal_decay, auto_accept, ceal_min_confidence
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None

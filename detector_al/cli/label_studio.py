@@ -177,6 +177,11 @@ def ingest(
     ),
     ceal_delta0: float = typer.Option(None, envvar=ENV["ceal_delta0"], help="CEAL threshold at round 0."),
     ceal_decay: float = typer.Option(None, envvar=ENV["ceal_decay"], help="CEAL threshold decay per round."),
+    ceal_min_confidence: float = typer.Option(
+        None,
+        envvar=ENV["ceal_min_confidence"],
+        help="CEAL: the lowest box confidence of an auto-accepted image (default from CealConfig).",
+    ),
     label_mapping: str = typer.Option(
         None, envvar=ENV["label_mapping"], help='Model class -> Label Studio label, JSON: {"car": "Vehicle"}.'
     ),
@@ -196,8 +201,8 @@ def ingest(
 
     Idempotent and resumable: the content hash of each image decides; a second run adds only new files and
     refreshes the priorities. The policy options read the backend's environment variables (STRATEGY,
-    SCORE_THRESHOLD, QUEUE_BUDGET, QUEUE_COLD_START, CEAL_DELTA0, CEAL_DECAY, LABEL_MAPPING), so one environment
-    configures both alike."""
+    SCORE_THRESHOLD, QUEUE_BUDGET, QUEUE_COLD_START, CEAL_DELTA0, CEAL_DECAY, CEAL_MIN_CONFIDENCE, LABEL_MAPPING), so
+    one environment configures both alike."""
     from detector_al.pipelines.ingest import IngestConfig
     from detector_al.pipelines.ingest import ingest as run_ingest
     from detector_al.pipelines.ingest_setup import ingest_store_path, registered_version, stale_weights
@@ -205,7 +210,9 @@ def ingest(
 
     online = ls_url is not None or project is not None or project_title is not None
     _check_ingest_options(folder, online, out, export_pseudo)
-    policy = policy_from_options(strategy, score_threshold, budget, cold_start, ceal_delta0, ceal_decay)
+    policy = policy_from_options(
+        strategy, score_threshold, budget, cold_start, ceal_delta0, ceal_decay, ceal_min_confidence=ceal_min_confidence
+    )
     mapping = parse_label_mapping(label_mapping)
     ray_opts = ray_options(use_ray, ray_address, ray_workers, ray_gpus, batch_size)
     det = load_detector(model, conf=SCORER_CONF)

@@ -110,6 +110,11 @@ def score(
         None, envvar=ENV["ceal_delta0"], help="CEAL threshold at round 0 (default from CealConfig)."
     ),
     decay: float = typer.Option(None, envvar=ENV["ceal_decay"], help="CEAL threshold decay per round."),
+    ceal_min_confidence: float = typer.Option(
+        None,
+        envvar=ENV["ceal_min_confidence"],
+        help="CEAL: the lowest box confidence of an auto-accepted image (default from CealConfig).",
+    ),
     plot: Path = typer.Option(None, help="Write a score histogram (PNG) with the thresholds marked."),
     seed: int = typer.Option(0, help="Seed of the selection."),
     batch_size: int = typer.Option(BATCH_SIZE, help="Images per forward pass."),
@@ -134,7 +139,10 @@ def score(
         serving_strategy(strategy)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--strategy") from None
-    ceal = ceal_config(delta0, decay, enabled=auto_accept)
+    try:
+        ceal = ceal_config(delta0, decay, enabled=auto_accept, min_confidence=ceal_min_confidence)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--ceal-min-confidence") from None
     ray_opts = ray_options(use_ray, ray_address, ray_workers, ray_gpus, batch_size)
     sources = expand_sources(images)
     det = load_detector(model, conf=conf)

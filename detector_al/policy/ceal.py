@@ -47,6 +47,10 @@ class CealConfig:
     enabled: bool = True
     flip_test: bool = False  # test 1 of the module docstring (needs the flipped view)
 
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.min_confidence <= 1.0:
+            raise ValueError(f"CEAL min_confidence must be in [0, 1], got {self.min_confidence}")
+
     def threshold(self, round_index: int) -> float:
         """``delta_t = max(delta_0 - dr * t, 0)``."""
         return round(max(self.delta_0 - self.decay * round_index, 0.0), 12)

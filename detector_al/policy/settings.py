@@ -4,7 +4,7 @@ the cold start, diversity and CEAL. Each caller's options default to these field
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from detector_al.policy.ceal import CealConfig
 from detector_al.policy.strategies import DEFAULT_STRATEGY, serving_strategy
@@ -17,6 +17,7 @@ ENV = {
     "cold_start": "QUEUE_COLD_START",
     "ceal_delta0": "CEAL_DELTA0",
     "ceal_decay": "CEAL_DECAY",
+    "ceal_min_confidence": "CEAL_MIN_CONFIDENCE",
     "label_mapping": "LABEL_MAPPING",
 }
 """The environment variables of the policy, read alike by the backend (its settings' field names) and by the
@@ -39,7 +40,8 @@ measured best on BCCD (``entropy+cold``; ``mi_aod+div`` tied below it): docs/ben
 @dataclass(frozen=True)
 class PolicySettings:
     """One set of policy settings, validated on construction (an unknown or round-weighted strategy, a threshold
-    outside [0, 1] or a negative budget is refused with a clear error).
+    outside [0, 1] or a negative budget is refused with a clear error; CEAL's ``min_confidence`` outside [0, 1] is
+    refused by :class:`~detector_al.policy.ceal.CealConfig` itself).
 
     Attributes:
         strategy: the uncertainty strategy (:data:`~detector_al.policy.strategies.SERVING_STRATEGIES`).
@@ -76,11 +78,12 @@ class PolicySettings:
         ceal_delta0: float | None = None,
         ceal_decay: float | None = None,
         auto_accept: bool = True,
+        ceal_min_confidence: float | None = None,
     ) -> PolicySettings:
         """The settings of an entry point (the backend's environment, a command's options): each value given
         replaces the default; None keeps it. Raises ``ValueError`` for a value the policy refuses."""
         given = {"strategy": strategy, "score_threshold": score_threshold, "budget": budget, "cold_start": cold_start}
-        ceal = ceal_config(ceal_delta0, ceal_decay, enabled=auto_accept)
+        ceal = ceal_config(ceal_delta0, ceal_decay, enabled=auto_accept, min_confidence=ceal_min_confidence)
         return cls(**{k: v for k, v in given.items() if v is not None}, ceal=ceal)
 
 
@@ -88,14 +91,16 @@ POLICY = PolicySettings()
 """The defaults every caller starts from."""
 
 
-def ceal_config(delta_0: float | None = None, decay: float | None = None, enabled: bool = True) -> CealConfig:
-    """The default :class:`~detector_al.policy.ceal.CealConfig` with the thresholds given (None: the default)."""
-    ceal = CealConfig(enabled=enabled)
-    if delta_0 is not None:
-        ceal = replace(ceal, delta_0=delta_0)
-    if decay is not None:
-        ceal = replace(ceal, decay=decay)
-    return ceal
+def ceal_config(
+    delta_0: float | None = None,
+    decay: float | None = None,
+    enabled: bool = True,
+    min_confidence: float | None = None,
+) -> CealConfig:
+    """The default :class:`~detector_al.policy.ceal.CealConfig` with the thresholds given (None: the default).
+    Raises ``ValueError`` for a ``min_confidence`` outside [0, 1]."""
+    given = {"delta_0": delta_0, "decay": decay, "min_confidence": min_confidence}
+    return CealConfig(enabled=enabled, **{k: v for k, v in given.items() if v is not None})
 
 
 TASKS_PER_REQUEST = 512
