@@ -31,15 +31,21 @@ def main() -> None:
     ap.add_argument("runs", type=Path, nargs="+", help="simulate --out folders (each with results.json)")
     ap.add_argument("--arm", default="entropy+cold+ceal", help="the arm of the sensitivity table (the shipped one)")
     ap.add_argument("--plots", type=Path, default=None, help="write <name>.png plots into this folder")
+    ap.add_argument(
+        "--split", default="test", choices=("test", "val"), help="val: every mAP read from val (to tune on)"
+    )
     args = ap.parse_args()
     cost = CostModel()
     for folder in args.runs:
         raw = json.loads((folder / "results.json").read_text())
+        if args.split == "val":  # the tables say "test"; their figures are val's
+            raw["runs"] = [{**r, "map50": r["val_map50"], "map50_95": r["val_map50_95"]} for r in raw["runs"]]
         res = finished(raw)
         seeds = sorted({r["seed"] for r in res["runs"]})
         left = sorted({r["seed"] for r in raw["runs"]} - set(seeds))
         cfg = raw["config"]
-        print(f"\n## {folder.name}: seeds {seeds} finished (unfinished, left out: {left or 'none'})\n")
+        split = " -- **every mAP below is val's** (the tables say test)" if args.split == "val" else ""
+        print(f"\n## {folder.name}: seeds {seeds} finished (unfinished, left out: {left or 'none'}){split}\n")
         print(
             f"base {cfg['base']}, {cfg['initial']} initial images, +{cfg['budget']} a round, {cfg['rounds']} rounds, "
             f"{cfg['imgsz']} px, round 0 {cfg['epochs_initial']} epochs at lr0 {cfg['lr0']}, then at most "
