@@ -19,20 +19,12 @@ from pathlib import Path
 import numpy as np
 
 
-def wilson(right: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    if n == 0:
-        return 0.0, 1.0
-    p = right / n
-    centre, spread = p + z * z / (2 * n), z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return (centre - spread) / (1 + z * z / n), (centre + spread) / (1 + z * z / n)
-
-
 def main() -> None:
     from detector_al.io.images import list_images
     from detector_al.io.yolo_format import read_yolo_labels
     from detector_al.model.detector import Detector
     from detector_al.model.geometry import same_class_matches
-    from detector_al.policy.ceal import CealConfig, auto_accept, consistency
+    from detector_al.policy.ceal import CealConfig, auto_accept, consistency, wilson_interval
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("sets", nargs="+", help="MODEL:IMAGES:LABELS")
@@ -63,7 +55,7 @@ def main() -> None:
                 c[3] += int(right == len(boxes) == len(truth))
         label = f"{Path(model).parent.name}/{Path(model).name} on {images}"
         for name, (acc, boxes, right, exact) in counts.items():
-            lo, hi = wilson(right, boxes)
+            lo, hi = wilson_interval(right, boxes)
             prec = right / boxes if boxes else float("nan")
             share = exact / acc if acc else float("nan")
             print(

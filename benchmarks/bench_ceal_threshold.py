@@ -28,14 +28,6 @@ BAND_LOW = (0.1, 0.15, 0.2)
 GRID = [(b, t) for b in BAND_LOW for t in MIN_CONFIDENCE]
 
 
-def wilson(right: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    if n == 0:
-        return 0.0, 1.0
-    p = right / n
-    centre, spread = p + z * z / (2 * n), z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return (centre - spread) / (1 + z * z / n), (centre + spread) / (1 + z * z / n)
-
-
 def decision_models(run_dir: Path) -> list[tuple[Path, int]]:
     """``(weights, round)`` of every model of ``run_dir/results.json`` that pre-annotated a round (distinct files)."""
     rows = json.loads((run_dir / "results.json").read_text())["runs"]
@@ -57,7 +49,7 @@ def main() -> None:
     from detector_al.io.yolo_format import read_yolo_labels
     from detector_al.model.detector import Detector
     from detector_al.model.geometry import same_class_matches
-    from detector_al.policy.ceal import CealConfig, auto_accept
+    from detector_al.policy.ceal import CealConfig, auto_accept, wilson_interval
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("runs", nargs="+", type=Path, help="simulate output folders (results.json, dataset/)")
@@ -106,7 +98,7 @@ def main() -> None:
         chosen, best = None, -1
         for b, t in GRID:
             n, acc, boxes, right, missed, exact = (int(v) for v in counts[(b, t)])
-            lo, hi = wilson(right, boxes)
+            lo, hi = wilson_interval(right, boxes)
             prec = right / boxes if boxes else float("nan")
             if boxes >= args.min_boxes and prec >= args.target and acc >= best:
                 chosen, best = (b, t), acc

@@ -154,20 +154,32 @@ def box_pseudo_labels(pred: ImagePredictions, cfg: BoxPseudoConfig = BoxPseudoCo
 CALIBRATION_GRID = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.7, 0.8, 0.9)
 
 
+def wilson_interval(right: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson interval of a proportion ``p = right / n``: ``(centre -+ spread) / (1 + z^2/n)`` with ``centre =
+    p + z^2/2n`` and ``spread = z sqrt(p (1 - p) / n + z^2 / 4n^2)`` (``z = 1.96``: two-sided 95 %); ``(0, 1)``
+    when ``n = 0``.
+
+    Example:
+        >>> [round(x, 3) for x in wilson_interval(95, 100)]
+        [0.888, 0.978]
+    """
+    if n == 0:
+        return 0.0, 1.0
+    p = right / n
+    centre = p + z * z / (2 * n)
+    spread = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return float((centre - spread) / (1 + z * z / n)), float((centre + spread) / (1 + z * z / n))
+
+
 def wilson_lower(right: int, n: int, z: float = 1.645) -> float:
-    """The one-sided 95 % Wilson lower bound of a proportion ``p = right / n`` (``z = 1.645``):
-    ``(p + z^2/2n - z sqrt(p (1 - p) / n + z^2 / 4n^2)) / (1 + z^2 / n)``; 0 when ``n = 0``.
+    """The one-sided 95 % Wilson lower bound of a proportion (:func:`wilson_interval`'s lower end at ``z = 1.645``);
+    0 when ``n = 0``.
 
     Example:
         >>> round(wilson_lower(95, 100), 3)
         0.901
     """
-    if n == 0:
-        return 0.0
-    p = right / n
-    centre = p + z * z / (2 * n)
-    spread = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return float((centre - spread) / (1 + z * z / n))
+    return wilson_interval(right, n, z)[0]
 
 
 def calibrate_box_pseudo_labels(
