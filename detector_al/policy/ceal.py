@@ -35,11 +35,18 @@ from detector_al.policy.thresholds import SCORE_THRESHOLD
 
 @dataclass(frozen=True)
 class CealConfig:
-    """Auto-accept settings. ``delta_0`` and ``decay`` are on the scale of the strategy's score."""
+    """Auto-accept settings. ``delta_0`` and ``decay`` are on the scale of the strategy's score.
+
+    ``min_confidence = 0.6`` (0.5 until issue #30): chosen on val splits with the pretrained base's models
+    (``benchmarks/bench_ceal_threshold.py``, docs/annotator_time_pretrained.md). The sample data's 20 models: box
+    precision 0.933 at 0.5, 0.951 at 0.6 (coverage 0.55 -> 0.49 of the images); on BCCD (dense) and aquarium (models
+    at mAP50 0.06-0.17) no threshold of 0.3-0.9 reaches 0.95, and 0.6 accepts less there (aquarium 1.4 % -> 0.8 % of
+    the images, precision 0.47 -> 0.56). A weak model's confidence is not a precision: CEAL still fires on it.
+    """
 
     delta_0: float = 0.004
     decay: float = 0.0005
-    min_confidence: float = 0.5
+    min_confidence: float = 0.6
     detect_threshold: float = SCORE_THRESHOLD
     band_low: float = 0.1
     duplicate_iou: float = 0.3

@@ -29,7 +29,7 @@ DEFAULT_DUP_EPS = 0.02
 TYPICLUST_KNN = 20  # TypiClust's K_NN
 TYPICLUST_MIN_CLUSTER = 5  # TypiClust's MIN_CLUSTER_SIZE (clusters of at most this many are skipped)
 TYPICLUST_MAX_CLUSTERS = 500  # TypiClust's MAX_NUM_CLUSTERS
-COLD_START_CONF = 0.5  # a box the model is sure of (CEAL's min_confidence)
+COLD_START_CONF = 0.5  # a box the model is sure of (the cold-start rule's own threshold: it was measured so)
 COLD_START_MIN_SHARE = 0.5  # below this share of pool images with such a box, the model is still cold
 
 
