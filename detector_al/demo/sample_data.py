@@ -295,20 +295,6 @@ def make_bad_inputs(out: Path, rng: np.random.Generator) -> dict[str, str]:
     return expected
 
 
-def main() -> None:  # pragma: no cover - thin wrapper, used by ``python -m detector_al.demo.sample_data``
-    import argparse
-
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("out", type=Path, nargs="?", default=Path("sample_data"))
-    ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args()
-    print(generate(args.out, args.seed))
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()
-
-
 def oracle_regions(sample: Path, image_name: str, names=("circle", "square", "star")) -> list[dict]:
     """The ground truth of a pool image (``oracle/pool/<stem>.txt``) as Label Studio regions: what an annotator
     would draw, for the tests and benchmarks that label tasks."""
@@ -333,3 +319,17 @@ def oracle_regions(sample: Path, image_name: str, names=("circle", "square", "st
         }
         for c, cx, cy, bw, bh in rows
     ]
+
+
+def main() -> None:  # pragma: no cover - thin wrapper, used by ``python -m detector_al.demo.sample_data``
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("out", type=Path, nargs="?", default=Path("sample_data"))
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    print(generate(args.out, args.seed))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
