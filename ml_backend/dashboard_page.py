@@ -222,6 +222,7 @@ def _project(o: dict, ls_url: str | None) -> str:
   <div><div class="num">{q["auto_accepted"]}</div><span class="muted">auto-accepted</span></div>
   <div><div class="num">{q["labeled"]}</div><span class="muted">labeled</span></div>
   <div><div class="num">{q["failed"]}</div><span class="muted">failed</span></div></div>
+  <p class="muted" id="ceal">Auto-accept: {escape(o["ceal"])}</p>
   {f'<p><a href="{escape(ls_url)}/projects/{p}/data">Label Studio: tabs "Active learning queue", "Auto-accepted (review)"</a></p>' if ls_url else ""}</div>
  {_stopping_card(o["stopping"])}
  <div class="card" id="curve"><h3>Learning curve of this project</h3>{line_chart(series, "human labels", "mAP50")}</div>

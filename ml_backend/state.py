@@ -9,6 +9,7 @@ import logging
 from detector_al.io.fetch.task_image import FetchLimits
 from detector_al.label_studio.client import LabelStudioClient, LabelStudioError
 from detector_al.model.detector import Detector
+from detector_al.pipelines.ceal_gate import restore as restore_ceal
 from detector_al.pipelines.retrain import RetrainConfig, Retrainer
 from detector_al.policy.settings import SCORER_CONF
 from detector_al.serving.project_sync import Credentials, ProjectSync, QueueSettings
@@ -60,6 +61,7 @@ class Backend:
             )
         else:
             self.service = PredictionService(detector, self.store, config)
+        restore_ceal(self.service, self.registry, self.service.model_version)  # as the last training judged it
         self.credentials = Credentials.configured(settings.label_studio_url, settings.label_studio_api_key)
         self._client: tuple[tuple[str, str], LabelStudioClient] | None = None
         self.sync = ProjectSync(

@@ -203,9 +203,11 @@ def ingest(
     refreshes the priorities. The policy options read the backend's environment variables (STRATEGY,
     SCORE_THRESHOLD, QUEUE_BUDGET, QUEUE_COLD_START, CEAL_DELTA0, CEAL_DECAY, CEAL_MIN_CONFIDENCE, LABEL_MAPPING), so
     one environment configures both alike."""
+    from detector_al.pipelines.ceal_gate import gated_policy
     from detector_al.pipelines.ingest import IngestConfig
     from detector_al.pipelines.ingest import ingest as run_ingest
     from detector_al.pipelines.ingest_setup import ingest_store_path, registered_version, stale_weights
+    from detector_al.state.registry import DEFAULT_MODEL_DIR, ModelRegistry
     from detector_al.state.store import Store
 
     online = ls_url is not None or project is not None or project_title is not None
@@ -225,7 +227,7 @@ def ingest(
     det.version = registered_version(model, model_dir) or det.version
     store = Store(ingest_store_path(store_path, model_dir))
     cfg = IngestConfig(
-        policy=policy,
+        policy=gated_policy(policy, ModelRegistry(model_dir or DEFAULT_MODEL_DIR), det.version),
         round_index=store.project(pid)["round"] if round_index is None else round_index,
         batch_size=batch_size,
         tasks_per_request=tasks_per_request,

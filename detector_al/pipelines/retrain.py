@@ -7,12 +7,15 @@
    Until the validation split holds ``min_val_images`` images the job stops here, saying how many more labels it
    needs: a candidate is never judged on its own training images
    (:func:`~detector_al.pipelines.retrain_dataset.check_splits`).
-2. **Pseudo-labels** (CEAL): the serving model scores the unlabeled tasks a page at a time; of the auto-accepted
+2. **Pseudo-labels** (CEAL): the serving model's CEAL is judged on the human validation split
+   (:mod:`~detector_al.pipelines.ceal_gate`: off for a model whose held-out pseudo-labels are shown below 95 %
+   precise), then the serving model scores the unlabeled tasks a page at a time; of the auto-accepted
    ones at most ``pseudo_ratio`` per human training image join the *training* split, the most confident first, as
    ``pseudo_*`` files listed in ``pseudo.txt``; they are never written to Label Studio as annotations.
 3. **Fine-tune** from the serving weights (ultralytics, in a child process, so serving stays fast and a crash
    of the training cannot take the server down); progress (phase, epoch) goes to ``/health``.
-4. **Evaluate** the serving and the new weights on the human validation split and **promote** the new weights only
+4. **Evaluate** the serving and the new weights on the human validation split (and judge the candidate's CEAL there)
+   and **promote** the new weights only
    if ``new mAP50-95 >= serving mAP50-95 - (tolerance + 0.05 / sqrt(n))`` for its ``n`` images
    (:func:`~detector_al.pipelines.retrain_dataset.promotion_rule`). Every version is kept on disk with its metrics;
    the swap is atomic.
@@ -34,7 +37,7 @@ import logging
 import shutil
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from detector_al.io.fetch.cache import Pins
@@ -44,6 +47,7 @@ from detector_al.label_studio.lead_times import record_listed
 from detector_al.label_studio.publish import drop_other_versions, publish_version
 from detector_al.label_studio.task_sink import ensure_label_error_tab
 from detector_al.model.training import FINE_TUNE, TrainConfig, TrainingCancelled, run_in_subprocess, train_and_evaluate
+from detector_al.pipelines.ceal_gate import judge_on_validation, record
 from detector_al.pipelines.job_control import JobCancelled, JobControl
 from detector_al.pipelines.retrain_dataset import (
     check_splits,
@@ -153,6 +157,7 @@ class Retrainer:
 
         phase(phase="pseudo-labels")
         round_index = self.store.project(project)["round"]
+        serving_ceal = self._judge_ceal(detector, root, control)  # before it writes this round's pseudo-labels
         cap = pseudo_label_cap(cfg.pseudo_ratio, n_train) if cfg.pseudo_labels else 0
         n_pseudo = write_pseudo_labels(self.service, client.ls, project, images, root, round_index, cap, control)
         names = "\n".join(f"  {i}: {n}" for i, n in enumerate(detector.names))
@@ -191,6 +196,7 @@ class Retrainer:
             imgsz=detector.imgsz,
             max_decode_bytes=detector.max_decode_bytes,
         )
+        result["ceal"] = {"serving": serving_ceal, "candidate": self._judge_ceal(candidate, root, control)}
         phase(phase="reviewing labels")
         result["label_errors"] = self._review(client, project, labeled, target, images, candidate, control)
         result["class_counts"] = class_counts(labeled, target, len(detector.names))
@@ -291,6 +297,13 @@ class Retrainer:
         except Exception as exc:
             log.warning("project %s: label review failed: %s", project, exc)
             return {"warning": f"{type(exc).__name__}: {exc}"}
+
+    def _judge_ceal(self, detector, root: Path, control: JobControl) -> dict:
+        """``detector``'s CEAL gate on this job's human validation split, recorded for its version
+        (:mod:`~detector_al.pipelines.ceal_gate`); the job result's record of it."""
+        gate = judge_on_validation(self.service, detector, root, control)
+        record(self.service, self.registry, detector.version, gate)
+        return asdict(gate) | {"version": detector.version, "summary": gate.describe()}
 
     def _prune_job_folders(self) -> None:
         """Keep the newest ``config.keep_job_folders`` job folders (by job id); remove the rest."""

@@ -17,6 +17,10 @@ Its pseudo-labels are its detections with ``conf_b >= detect_threshold``. They a
 current model every round and live only in the round's training set (the trainer marks them); nothing
 here writes them anywhere a human annotation could be mistaken for them.
 
+Whether CEAL runs at all for a model, and at which ``min_confidence``, is judged on labeled images it never trained
+on (:func:`calibrate_ceal`: calibrated, unproven, or off when shown unsafe); the backend does it for every model
+version (:mod:`detector_al.pipelines.ceal_gate`), the simulation every round.
+
 Example:
     >>> CealConfig(delta_0=0.01, decay=0.002).threshold(2)
     0.006
@@ -24,6 +28,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -189,6 +194,12 @@ def wilson_lower(right: int, n: int, z: float = 1.645) -> float:
     return wilson_interval(right, n, z)[0]
 
 
+def wilson_upper(right: int, n: int, z: float = 1.645) -> float:
+    """The one-sided 95 % Wilson upper bound of a proportion (:func:`wilson_interval`'s upper end at ``z = 1.645``);
+    1 when ``n = 0``."""
+    return wilson_interval(right, n, z)[1]
+
+
 def calibrate_box_pseudo_labels(
     preds: list[ImagePredictions],
     truths: list[Detections],
@@ -215,3 +226,116 @@ def calibrate_box_pseudo_labels(
         if wilson_lower(right, kept) >= target:
             return cfg
     return None
+
+
+def accepted_boxes(pred: ImagePredictions, truth: Detections, cfg: CealConfig, round_index: int = 0) -> tuple[int, int]:
+    """``(right, boxes)``: the pseudo-labels :func:`auto_accept` gives ``pred`` under ``cfg`` (none when it does not
+    accept the image) and those matched to a true box of their class (IoU >= 0.5, one to one)."""
+    if not pred.ok:
+        return 0, 0
+    verdict = auto_accept(pred, consistency(pred) if cfg.flip_test else 0.0, round_index, cfg)
+    if not verdict.accepted:
+        return 0, 0
+    return same_class_matches(verdict.pseudo_labels, truth), len(verdict.pseudo_labels)
+
+
+def ceal_evidence(
+    pred: ImagePredictions, truth: Detections, base: CealConfig, grid: tuple[float, ...] = CALIBRATION_GRID
+) -> dict[float, tuple[int, int]]:
+    """One held-out image's :func:`accepted_boxes` at each ``min_confidence`` of ``grid`` and at ``base``'s own
+    (add the images' dicts up for :func:`calibrate_ceal`)."""
+    return {t: accepted_boxes(pred, truth, replace(base, min_confidence=t)) for t in {*grid, base.min_confidence}}
+
+
+def pool_evidence(images: Iterable[dict[float, tuple[int, int]] | None]) -> tuple[dict[float, tuple[int, int]], int]:
+    """Images' :func:`ceal_evidence` pooled (``right`` and ``boxes`` summed per threshold) and how many images it
+    covers (None: an image that could not be read, not counted)."""
+    pooled: dict[float, tuple[int, int]] = {}
+    n = 0
+    for found in images:
+        if found is None:
+            continue
+        n += 1
+        for t, (right, boxes) in found.items():
+            r0, b0 = pooled.get(t, (0, 0))
+            pooled[t] = (r0 + right, b0 + boxes)
+    return pooled, n
+
+
+@dataclass(frozen=True)
+class CealCalibration:
+    """What one model's held-out human labels say of its CEAL pseudo-labels (:func:`calibrate_ceal`).
+
+    ``verdict``: ``calibrated`` (``min_confidence`` shown safe), ``unproven`` (too few held-out boxes to say: the
+    settings' threshold is kept), ``unsafe`` (the settings' threshold shown below the target: CEAL off for this
+    model), ``off`` (CEAL disabled by the settings). ``right`` / ``boxes``: the pseudo boxes at the threshold judged.
+    """
+
+    verdict: str
+    min_confidence: float | None
+    right: int
+    boxes: int
+    images: int
+    target: float = 0.95
+
+    def apply(self, base: CealConfig) -> CealConfig:
+        """The CEAL this model runs with: ``base`` at the calibrated threshold, ``base`` switched off when unsafe,
+        else ``base`` itself."""
+        if self.verdict == "calibrated" and self.min_confidence is not None:
+            return replace(base, min_confidence=self.min_confidence)
+        if self.verdict == "unsafe":
+            return replace(base, enabled=False)
+        return base
+
+    @property
+    def precision(self) -> float | None:
+        return self.right / self.boxes if self.boxes else None
+
+    def describe(self) -> str:
+        """One line for people: the verdict and its evidence."""
+        seen = f"{self.right}/{self.boxes} pseudo boxes right on {self.images} held-out images"
+        return {
+            "calibrated": f"on at min_confidence {self.min_confidence}: {seen}",
+            "unproven": f"kept at min_confidence {self.min_confidence}, not yet judged: {seen}",
+            "unsafe": f"off: at min_confidence {self.min_confidence}, {seen} (below {self.target:.0%})",
+            "off": "off by the settings",
+        }[self.verdict]
+
+
+def calibrate_ceal(
+    evidence: dict[float, tuple[int, int]],
+    images: int,
+    base: CealConfig = CealConfig(),
+    target: float = 0.95,
+    grid: tuple[float, ...] = CALIBRATION_GRID,
+) -> CealCalibration:
+    """CEAL's gate for one model, from its :func:`ceal_evidence` pooled over ``images`` held-out labeled images
+    (:func:`pool_evidence`).
+
+    With ``(right_t, boxes_t)`` the pseudo boxes at ``min_confidence = t``:
+
+    - ``calibrated`` at the lowest ``t`` of ``grid`` with ``wilson_lower(right_t, boxes_t) >= target`` (the
+      precision is at least ``target`` with 95 % confidence, one-sided);
+    - else ``unsafe`` when ``wilson_upper(right_b, boxes_b) < target`` at ``base``'s own ``b``: the precision is
+      below ``target`` with 95 % confidence, and this model auto-accepts nothing;
+    - else ``unproven``: ``base`` is kept (a handful of labels proves nothing either way; its threshold was chosen
+      on pooled val splits, docs/annotator_time_pretrained.md).
+
+    Example:
+        >>> calibrate_ceal({0.6: (10, 20)}, 5, grid=(0.6,)).verdict
+        'unsafe'
+        >>> calibrate_ceal({0.6: (60, 60)}, 30, grid=(0.6,)).min_confidence
+        0.6
+        >>> calibrate_ceal({0.6: (3, 3)}, 3, grid=(0.6,)).verdict
+        'unproven'
+    """
+    b = base.min_confidence
+    if not base.enabled:
+        return CealCalibration("off", None, 0, 0, images, target)
+    for t in sorted(grid):
+        right, boxes = evidence.get(t, (0, 0))
+        if wilson_lower(right, boxes) >= target:
+            return CealCalibration("calibrated", t, right, boxes, images, target)
+    right, boxes = evidence.get(b, (0, 0))
+    verdict = "unsafe" if wilson_upper(right, boxes) < target else "unproven"
+    return CealCalibration(verdict, b, right, boxes, images, target)

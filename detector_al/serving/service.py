@@ -23,6 +23,7 @@ from detector_al.label_studio.config import RectangleTarget, parse_label_config
 from detector_al.label_studio.regions import to_label_studio_regions
 from detector_al.model.detector import BATCH_SIZE, Detector
 from detector_al.model.predictions import ImagePredictions
+from detector_al.policy.ceal import CealCalibration, CealConfig
 from detector_al.policy.decision import Decision, decide, views_needed
 from detector_al.policy.settings import POLICY, PolicySettings
 from detector_al.policy.strategies import serving_strategy
@@ -100,6 +101,9 @@ class TaskPrediction:
 MAX_PROJECT_NAMES = 256
 """Projects whose own name for the serving weights is kept in memory (set again at each /setup)."""
 
+MAX_CEAL_VERSIONS = 64
+"""Model versions whose CEAL gate is kept in memory (each is in its version's meta.json too)."""
+
 
 class PredictionService:
     """Thread-safe: inference runs on one dedicated thread, and :meth:`swap` replaces the model between batches.
@@ -125,6 +129,7 @@ class PredictionService:
         self._targets: dict[str, RectangleTarget] = {}
         self._fetch_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="detector-al-fetch")
         self._names: dict[int, tuple[str, str]] = {}  # project -> (our version, the project's name for it)
+        self._ceal: dict[str, CealCalibration] = {}  # version -> its CEAL gate (pipelines.ceal_gate)
 
     @property
     def detector(self) -> Detector:
@@ -138,6 +143,23 @@ class PredictionService:
         """Serve ``detector`` from now on; a request in flight finishes on the old one, never on a mix."""
         self._detector = detector  # one reference assignment: a batch uses either model, never a mix
         log.info("now serving model version %s", detector.version)
+
+    def set_ceal(self, version: str, calibration: CealCalibration) -> None:
+        """Run ``version``'s CEAL as ``calibration`` says (:mod:`~detector_al.pipelines.ceal_gate`)."""
+        self._ceal.pop(version, None)
+        self._ceal[version] = calibration
+        while len(self._ceal) > MAX_CEAL_VERSIONS:
+            self._ceal.pop(next(iter(self._ceal)))
+
+    def ceal_calibration(self, version: str | None = None) -> CealCalibration | None:
+        """The gate of ``version`` (default: the serving one); None until a retraining judged it."""
+        return self._ceal.get(version or self.model_version)
+
+    def ceal_for(self, version: str | None = None) -> CealConfig:
+        """The CEAL ``version`` (default: the serving one) runs with: the settings' as its gate says."""
+        calibration = self.ceal_calibration(version)
+        base = self.config.policy.ceal
+        return calibration.apply(base) if calibration is not None else base
 
     def set_project_name(self, project: int, version: str, name: str) -> None:
         """Call ``version`` (the serving weights) ``name`` in ``project``'s answers and records: the name another
@@ -199,7 +221,8 @@ class PredictionService:
 
     def summarise(self, detector: Detector, pred: ImagePredictions, target: RectangleTarget, round_index: int):
         """What the queue needs of one prediction (:func:`~detector_al.policy.decision.decide`, then the regions)."""
-        d = decide(pred, self.strategy, round_index, self.config.policy.ceal, self.config.policy.score_threshold)
+        ceal = self.ceal_for(detector.version)
+        d = decide(pred, self.strategy, round_index, ceal, self.config.policy.score_threshold)
         regions = [] if d.error else to_label_studio_regions(d.shown, d.width, d.height, target)
         return ImageSummary(d, detector.version, regions)
 

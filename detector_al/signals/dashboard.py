@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import asdict
 
 import numpy as np
 
 from detector_al.pipelines.retrain_dataset import promotion_rule
-from detector_al.policy.ceal import CealConfig
+from detector_al.policy.ceal import CealCalibration, CealConfig
 from detector_al.queue.build import AUTO_ACCEPT, ERROR, QUERY, REST
 from detector_al.signals.annotator_time import STATISTIC, project_time
 from detector_al.signals.stopping import DEFAULT_PATIENCE, DEFAULT_THRESHOLD
@@ -94,6 +95,7 @@ def project_overview(
     stop_threshold: float = DEFAULT_THRESHOLD,
     stop_patience: int = DEFAULT_PATIENCE,
     promotion: str | None = None,
+    ceal_gate: CealCalibration | None = None,
 ) -> dict:
     """Everything the dashboard shows of one project (see the module docstring); ``promotion``: the promotion rule
     as a sentence (:func:`~detector_al.pipelines.retrain_dataset.promotion_rule`; default: with its defaults)."""
@@ -119,12 +121,23 @@ def project_overview(
         "queue": queue,
         "scores": histogram(scores),
         "ceal_threshold": ceal.threshold(info["round"]) if ceal.enabled else None,
+        "ceal": ceal_summary(ceal_gate, ceal),
         "labels_per_class": None if counts is None else dict(zip(names, counts, strict=False)),
         "stopping": signals.stopping(project, stop_threshold, stop_patience),
         "label_errors": signals.label_errors(project),
         "annotator_time": project_time(AnnotationTimes(store).records(project), remaining_by_band(queue)),
         "generated_at": time.time(),
     }
+
+
+def ceal_summary(gate: CealCalibration | None, ceal: CealConfig) -> str:
+    """What auto-accept does with the serving model, in words: its gate's verdict
+    (:mod:`~detector_al.pipelines.ceal_gate`), or the settings' threshold until a retraining judges it."""
+    if gate is not None:
+        return gate.describe()
+    if not ceal.enabled:
+        return "off by the settings"
+    return f"at min_confidence {ceal.min_confidence} (the settings'); judged on held-out labels at the next training"
 
 
 def histogram(scores: np.ndarray, bins: int = 30) -> dict:
@@ -167,4 +180,17 @@ def status_annotator_time(store: Store, version: str | None) -> dict:
         "projects": {
             str(p): project_time(times.records(p), remaining_by_band(queue_counts(store, p, version))) for p in projects
         },
+    }
+
+
+def status_ceal(service) -> dict:
+    """``/status``'s ``ceal``: what auto-accept runs with for the serving version, and its gate's evidence (None until
+    a retraining judged it)."""
+    gate, ceal = service.ceal_calibration(), service.ceal_for()
+    return {
+        "version": service.model_version,
+        "enabled": ceal.enabled,
+        "min_confidence": ceal.min_confidence,
+        "summary": ceal_summary(gate, ceal),
+        "gate": None if gate is None else asdict(gate),
     }

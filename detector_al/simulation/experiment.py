@@ -12,7 +12,8 @@ Protocol (the lessons of ``shared/docs/active-learning.md``):
   ``entropy_sum``) or the control ``oracle`` (the images needing the most corrections first, counted against the
   oracle: what a perfect error-seeking score would pick), ``+div`` a k-center batch over the top candidates
   (else the plain top-``budget``), ``+ceal`` the round's auto-accepted images with the model's boxes as labels
-  in that round's training set only, ``+boxes`` box-level pseudo-labels
+  in that round's training set only (CEAL gated as the backend gates it: judged on the val split each round,
+  :func:`~detector_al.policy.ceal.calibrate_ceal`, off when shown unsafe), ``+boxes`` box-level pseudo-labels
   (:func:`~detector_al.policy.ceal.box_pseudo_labels`) on the most certain images left (at most as many as
   are labeled), their doubtful regions blanked out, at the round's box confidence calibrated on the val split
   (:func:`~detector_al.policy.ceal.calibrate_box_pseudo_labels`; none when no threshold is safe), ``+cold``
@@ -68,6 +69,7 @@ class RoundOutcome:
     actions: Actions = field(default_factory=Actions)  # what correcting the batch's pre-annotations takes
     accepted_images: int = 0  # CEAL auto-accepted images of the round (a review pass looks at them)
     accepted_boxes: int = 0
+    ceal_gate: str = "off"  # the round model's CEAL verdict on the val split (policy.ceal.calibrate_ceal)
 
 
 def play_round(
@@ -75,7 +77,7 @@ def play_round(
 ) -> RoundOutcome:
     """Score the pool with ``weights`` through the production policy and label the queue's batch."""
     from detector_al.model.detector import Detector
-    from detector_al.policy.ceal import CealConfig
+    from detector_al.policy.ceal import CealConfig, calibrate_box_pseudo_labels
     from detector_al.policy.decision import decide
     from detector_al.policy.settings import SCORER_CONF
     from detector_al.policy.strategies import build_strategy, random_score
@@ -85,7 +87,9 @@ def play_round(
     preds = list(det.predict([str(x) for x in unlabeled]))
     counts = labeled_class_counts(ds, labeled)
     strategy = build_strategy("random" if name in CONTROLS else name, labeled_counts=counts, pool=preds)
-    decisions = [decide(p, strategy, rnd, CealConfig(enabled="ceal" in flags)) for p in preds]
+    held_out = _held_out(ds, det) if flags & {"ceal", "boxes"} else ([], [])
+    gate = _ceal_gate(*held_out, CealConfig(enabled="ceal" in flags))
+    decisions = [decide(p, strategy, rnd, gate.apply(CealConfig(enabled="ceal" in flags))) for p in preds]
     scores = {p: random_score(p.name, seed * 1000 + rnd) for p in unlabeled} if name == "random" else None
     if name == "oracle":
         scores = oracle_scores(ds, unlabeled, decisions, seed * 1000 + rnd)
@@ -93,9 +97,10 @@ def play_round(
     if "cold" in flags:
         labeled_emb = np.stack([p.embedding for p in det.predict([str(x) for x in labeled]) if p.ok])
     chosen, pseudo = choose_from_decisions(unlabeled, decisions, cfg.budget, "div" in flags, scores, labeled_emb)
-    outcome = RoundOutcome(chosen, pseudo)
+    outcome = RoundOutcome(chosen, pseudo, ceal_gate=gate.verdict)
     if "boxes" in flags:
-        _add_box_pseudo_labels(outcome, unlabeled, preds, decisions, len(labeled) + cfg.budget, _calibrated(ds, det))
+        rule = calibrate_box_pseudo_labels(*held_out)
+        _add_box_pseudo_labels(outcome, unlabeled, preds, decisions, len(labeled) + cfg.budget, rule)
     return _with_effort(ds, outcome, dict(zip(unlabeled, decisions, strict=True)))
 
 
@@ -121,14 +126,21 @@ def labeled_class_counts(ds: SimDataset, labeled: list[Path]) -> np.ndarray:
     return counts
 
 
-def _calibrated(ds: SimDataset, det):
-    """This round's box pseudo-label rule, calibrated on the val split (labeled images the model never saw)."""
-    from detector_al.policy.ceal import calibrate_box_pseudo_labels
-
+def _held_out(ds: SimDataset, det) -> tuple[list, list]:
+    """The round model's predictions of the val split (labeled images it never trained on) and their truths: what
+    this round's pseudo-label rules are judged on."""
     images = ds.images("val")
     preds = list(det.predict([str(p) for p in images]))
-    truths = [read_yolo_labels(ds.label_of(p), q.width, q.height) for p, q in zip(images, preds, strict=True)]
-    return calibrate_box_pseudo_labels(preds, truths)
+    return preds, [read_yolo_labels(ds.label_of(p), q.width, q.height) for p, q in zip(images, preds, strict=True)]
+
+
+def _ceal_gate(preds: list, truths: list, base):
+    """This round's CEAL gate (:func:`~detector_al.policy.ceal.calibrate_ceal`) on the held-out images, as the
+    backend judges each model on its human validation split (:mod:`~detector_al.pipelines.ceal_gate`)."""
+    from detector_al.policy.ceal import calibrate_ceal, ceal_evidence, pool_evidence
+
+    found = (ceal_evidence(p, t, base) if p.ok else None for p, t in zip(preds, truths, strict=True))
+    return calibrate_ceal(*pool_evidence(found), base)
 
 
 def _add_box_pseudo_labels(outcome: RoundOutcome, paths: list[Path], preds: list, decisions: list, cap: int, rule):
@@ -289,6 +301,7 @@ class Experiment:
         }
         row |= m
         row |= {"actions": asdict(o.actions), "accepted_images": o.accepted_images, "accepted_boxes": o.accepted_boxes}
+        row |= {"ceal_gate": o.ceal_gate}
         row |= {"chosen": [p.name for p in o.chosen], "weights": str(weights)}
         row |= {"train_s": round(train_s, 1), "elapsed_s": round(time.perf_counter() - self.started, 1)}
         self.results["runs"].append(row)

@@ -76,6 +76,13 @@ class ModelRegistry:
     def meta(self, version: str) -> dict:
         return json.loads((self.root / "versions" / version / "meta.json").read_text())
 
+    def update_meta(self, version: str, **fields) -> None:
+        """Add or replace ``fields`` of ``version``'s ``meta.json`` (atomically, under the registry's lock)."""
+        with self._numbering():
+            meta = self.meta(version) | fields
+            with atomic_write(self.root / "versions" / version / "meta.json") as f:
+                json.dump(meta, f, indent=2)
+
     def current(self) -> str | None:
         f = self.root / "current.json"
         if not f.exists():

@@ -28,11 +28,12 @@ def overviews(backend: Backend, project: int | None = None) -> list[dict]:
             p,
             backend.service.model_version,
             state,
-            backend.service.config.policy.ceal,
+            backend.service.ceal_for(),
             backend.service.detector.names,
             s.stop_threshold,
             s.stop_patience,
             promotion_rule(s.train_min_val_images, s.train_tolerance),
+            backend.service.ceal_calibration(),
         )
         for p in ids
     ]

@@ -7,7 +7,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, HTTPException, Query
 
 from detector_al.signals.annotator_time import MIN_FIT, export
-from detector_al.signals.dashboard import status_annotator_time, status_signals
+from detector_al.signals.dashboard import status_annotator_time, status_ceal, status_signals
 from detector_al.state.annotation_times import AnnotationTimes
 from ml_backend.dependencies import authenticated, get_backend, require_auth
 from ml_backend.schemas import MAX_ID, ErrorResponse, HealthResponse
@@ -43,6 +43,7 @@ def status(backend: Backend = Depends(get_backend)) -> dict:
         "stopping": stopping,
         "label_errors": label_errors,
         "annotator_time": status_annotator_time(backend.store, backend.service.model_version),
+        "ceal": status_ceal(backend.service),
     }
 
 

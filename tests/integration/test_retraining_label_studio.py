@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
 import requests
 
 from detector_al.demo.sample_data import oracle_regions
+from detector_al.policy.ceal import calibrate_ceal
 from detector_al.state.store import Store
 from tests.integration.conftest import BackendServer, connect_backend, sync_local_storage, wait_for
 
@@ -127,5 +129,22 @@ def test_start_training_promotes_a_new_version_and_refreshes_the_queue(
         assert ranks == list(range(1, len(ranks) + 1))
         meta = requests.get(f"{server.url}/status", timeout=5).json()["jobs"][0]
         assert meta["model_version"] == v1
+        # CEAL's gate: both models judged on the 3 held-out labels, the verdict the one its evidence gives, and kept
+        gates = json.loads(meta["detail"])["ceal"]
+        assert (gates["serving"]["version"], gates["candidate"]["version"]) == (v0, v1)
+        for gate in gates.values():
+            assert gate["images"] == 3 and gate["right"] <= gate["boxes"]
+            assert (
+                gate["verdict"]
+                == calibrate_ceal(
+                    {gate["min_confidence"]: (gate["right"], gate["boxes"])}, 3, grid=(gate["min_confidence"],)
+                ).verdict
+            )
+        assert (
+            json.loads((server.model_dir / "versions" / v1 / "meta.json").read_text())["ceal"]["verdict"]
+            == (gates["candidate"]["verdict"])
+        )
+        served = requests.get(f"{server.url}/status", timeout=5).json()["ceal"]
+        assert served["version"] == v1 and served["gate"]["verdict"] == gates["candidate"]["verdict"]
     finally:
         server.stop()
