@@ -48,6 +48,13 @@ def test_the_gate_is_calibrated_off_or_unproven_as_the_held_out_boxes_say():
     assert not wrong.apply(base).enabled
     assert not auto_accept(confident_scene(), 0.0, 0, wrong.apply(base)).accepted
 
+    # a weak model accepts no held-out image (an object in the ambiguous band), but its confident boxes are wrong
+    truth = Detections(np.array([[10, 10, 30, 30]]), np.ones(1), np.array([1]))
+    blocked = confident_scene(extra_anchor_p=0.2)
+    assert not auto_accept(blocked, 0.0, 0, base).accepted
+    weak = calibrate_ceal(*pool_evidence([ceal_evidence(blocked, truth, base)] * 6), base)
+    assert weak.verdict == "unsafe" and (weak.boxes, weak.confident_right, weak.confident_boxes) == (0, 0, 6)
+
     few = calibrate_ceal(held_out(3, True), 3, base)  # 3/3 right: too few to prove or refute 95 %
     assert few.verdict == "unproven" and few.apply(base) == base
     assert wilson_lower(3, 3) < 0.95 <= wilson_upper(3, 3)

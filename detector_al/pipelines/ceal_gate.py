@@ -61,7 +61,13 @@ def record(service, registry: ModelRegistry, version: str, calibration: CealCali
 def stored(registry: ModelRegistry, version: str | None) -> CealCalibration | None:
     """The gate kept for ``version`` in ``registry`` (None: never judged, or not a version of it)."""
     meta = registry.meta(version) if version in registry.versions() else {}
-    return CealCalibration(**meta["ceal"]) if meta.get("ceal") else None
+    if not meta.get("ceal"):
+        return None
+    try:
+        return CealCalibration(**meta["ceal"])
+    except TypeError:  # written by another release: judged again at the next training
+        log.warning("%s: CEAL gate in meta.json not understood (%s); the settings' CEAL applies", version, meta["ceal"])
+        return None
 
 
 def restore(service, registry: ModelRegistry, version: str) -> CealCalibration | None:

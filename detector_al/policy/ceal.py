@@ -228,6 +228,10 @@ def calibrate_box_pseudo_labels(
     return None
 
 
+Evidence = dict[float, tuple[int, int, int, int]]
+"""Per ``min_confidence``: ``(right, boxes, confident_right, confident_boxes)`` (see :func:`ceal_evidence`)."""
+
+
 def accepted_boxes(pred: ImagePredictions, truth: Detections, cfg: CealConfig, round_index: int = 0) -> tuple[int, int]:
     """``(right, boxes)``: the pseudo-labels :func:`auto_accept` gives ``pred`` under ``cfg`` (none when it does not
     accept the image) and those matched to a true box of their class (IoU >= 0.5, one to one)."""
@@ -241,24 +245,29 @@ def accepted_boxes(pred: ImagePredictions, truth: Detections, cfg: CealConfig, r
 
 def ceal_evidence(
     pred: ImagePredictions, truth: Detections, base: CealConfig, grid: tuple[float, ...] = CALIBRATION_GRID
-) -> dict[float, tuple[int, int]]:
-    """One held-out image's :func:`accepted_boxes` at each ``min_confidence`` of ``grid`` and at ``base``'s own
-    (add the images' dicts up for :func:`calibrate_ceal`)."""
-    return {t: accepted_boxes(pred, truth, replace(base, min_confidence=t)) for t in {*grid, base.min_confidence}}
+) -> Evidence:
+    """One held-out image's evidence at each ``min_confidence = t`` of ``grid`` and at ``base``'s own: its
+    :func:`accepted_boxes` ``(right, boxes)``, and ``(confident_right, confident_boxes)``, the same count for every box
+    of the image with ``conf_b >= t``, accepted or not (pool the images with :func:`pool_evidence`)."""
+    out = {}
+    for t in {*grid, base.min_confidence}:
+        confident = pred.detections[pred.detections.confidence >= t] if pred.ok else None
+        seen = (same_class_matches(confident, truth), len(confident)) if confident is not None else (0, 0)
+        out[t] = (*accepted_boxes(pred, truth, replace(base, min_confidence=t)), *seen)
+    return out
 
 
-def pool_evidence(images: Iterable[dict[float, tuple[int, int]] | None]) -> tuple[dict[float, tuple[int, int]], int]:
-    """Images' :func:`ceal_evidence` pooled (``right`` and ``boxes`` summed per threshold) and how many images it
-    covers (None: an image that could not be read, not counted)."""
-    pooled: dict[float, tuple[int, int]] = {}
+def pool_evidence(images: Iterable[Evidence | None]) -> tuple[Evidence, int]:
+    """Images' :func:`ceal_evidence` pooled (every count summed per threshold) and how many images it covers (None:
+    an image that could not be read, not counted)."""
+    pooled: Evidence = {}
     n = 0
     for found in images:
         if found is None:
             continue
         n += 1
-        for t, (right, boxes) in found.items():
-            r0, b0 = pooled.get(t, (0, 0))
-            pooled[t] = (r0 + right, b0 + boxes)
+        for t, counts in found.items():
+            pooled[t] = tuple(a + b for a, b in zip(pooled.get(t, (0, 0, 0, 0)), counts, strict=True))
     return pooled, n
 
 
@@ -267,14 +276,16 @@ class CealCalibration:
     """What one model's held-out human labels say of its CEAL pseudo-labels (:func:`calibrate_ceal`).
 
     ``verdict``: ``calibrated`` (``min_confidence`` shown safe), ``unproven`` (too few held-out boxes to say: the
-    settings' threshold is kept), ``unsafe`` (the settings' threshold shown below the target: CEAL off for this
-    model), ``off`` (CEAL disabled by the settings). ``right`` / ``boxes``: the pseudo boxes at the threshold judged.
+    settings' threshold is kept), ``unsafe`` (shown below the target at the settings' threshold: CEAL off for this
+    model), ``off`` (CEAL disabled by the settings). The counts are :func:`ceal_evidence`'s at ``min_confidence``.
     """
 
     verdict: str
     min_confidence: float | None
     right: int
     boxes: int
+    confident_right: int
+    confident_boxes: int
     images: int
     target: float = 0.95
 
@@ -287,23 +298,27 @@ class CealCalibration:
             return replace(base, enabled=False)
         return base
 
-    @property
-    def precision(self) -> float | None:
-        return self.right / self.boxes if self.boxes else None
-
     def describe(self) -> str:
         """One line for people: the verdict and its evidence."""
-        seen = f"{self.right}/{self.boxes} pseudo boxes right on {self.images} held-out images"
+        seen = (
+            f"{self.right}/{self.boxes} auto-accepted and {self.confident_right}/{self.confident_boxes} confident boxes "
+            f"right on {self.images} held-out images"
+        )
         return {
             "calibrated": f"on at min_confidence {self.min_confidence}: {seen}",
             "unproven": f"kept at min_confidence {self.min_confidence}, not yet judged: {seen}",
-            "unsafe": f"off: at min_confidence {self.min_confidence}, {seen} (below {self.target:.0%})",
+            "unsafe": f"off: at min_confidence {self.min_confidence}, {seen} (shown below {self.target:.0%})",
             "off": "off by the settings",
         }[self.verdict]
 
 
+def shown_below(right: int, boxes: int, target: float) -> bool:
+    """Whether a precision ``right / boxes`` is below ``target`` with 95 % confidence: ``wilson_upper < target``."""
+    return wilson_upper(right, boxes) < target
+
+
 def calibrate_ceal(
-    evidence: dict[float, tuple[int, int]],
+    evidence: Evidence,
     images: int,
     base: CealConfig = CealConfig(),
     target: float = 0.95,
@@ -312,30 +327,33 @@ def calibrate_ceal(
     """CEAL's gate for one model, from its :func:`ceal_evidence` pooled over ``images`` held-out labeled images
     (:func:`pool_evidence`).
 
-    With ``(right_t, boxes_t)`` the pseudo boxes at ``min_confidence = t``:
+    With ``(right_t, boxes_t, confident_right_t, confident_boxes_t)`` at ``min_confidence = t`` and the one-sided 95 %
+    Wilson bounds, ``unsafe_t = wilson_upper(right_t, boxes_t) < target or wilson_upper(confident_right_t,
+    confident_boxes_t) < target`` (the auto-accepted boxes, or the model's confident boxes at all, are shown below
+    ``target``; the second sees far more boxes, as a weak model accepts few images):
 
-    - ``calibrated`` at the lowest ``t`` of ``grid`` with ``wilson_lower(right_t, boxes_t) >= target`` (the
-      precision is at least ``target`` with 95 % confidence, one-sided);
-    - else ``unsafe`` when ``wilson_upper(right_b, boxes_b) < target`` at ``base``'s own ``b``: the precision is
-      below ``target`` with 95 % confidence, and this model auto-accepts nothing;
+    - ``calibrated`` at the lowest ``t`` of ``grid`` with ``wilson_lower(right_t, boxes_t) >= target`` and not
+      ``unsafe_t`` (the precision is at least ``target`` with 95 % confidence);
+    - else ``unsafe`` when ``unsafe_b`` at ``base``'s own ``b``: this model auto-accepts nothing;
     - else ``unproven``: ``base`` is kept (a handful of labels proves nothing either way; its threshold was chosen
       on pooled val splits, docs/annotator_time_pretrained.md).
 
     Example:
-        >>> calibrate_ceal({0.6: (10, 20)}, 5, grid=(0.6,)).verdict
+        >>> calibrate_ceal({0.6: (1, 2, 30, 60)}, 5, grid=(0.6,)).verdict
         'unsafe'
-        >>> calibrate_ceal({0.6: (60, 60)}, 30, grid=(0.6,)).min_confidence
+        >>> calibrate_ceal({0.6: (60, 60, 80, 80)}, 30, grid=(0.6,)).min_confidence
         0.6
-        >>> calibrate_ceal({0.6: (3, 3)}, 3, grid=(0.6,)).verdict
+        >>> calibrate_ceal({0.6: (3, 3, 9, 9)}, 3, grid=(0.6,)).verdict
         'unproven'
     """
-    b = base.min_confidence
     if not base.enabled:
-        return CealCalibration("off", None, 0, 0, images, target)
+        return CealCalibration("off", None, 0, 0, 0, 0, images, target)
     for t in sorted(grid):
-        right, boxes = evidence.get(t, (0, 0))
-        if wilson_lower(right, boxes) >= target:
-            return CealCalibration("calibrated", t, right, boxes, images, target)
-    right, boxes = evidence.get(b, (0, 0))
-    verdict = "unsafe" if wilson_upper(right, boxes) < target else "unproven"
-    return CealCalibration(verdict, b, right, boxes, images, target)
+        right, boxes, c_right, c_boxes = evidence.get(t, (0, 0, 0, 0))
+        unsafe = shown_below(right, boxes, target) or shown_below(c_right, c_boxes, target)
+        if wilson_lower(right, boxes) >= target and not unsafe:
+            return CealCalibration("calibrated", t, right, boxes, c_right, c_boxes, images, target)
+    b = base.min_confidence
+    right, boxes, c_right, c_boxes = evidence.get(b, (0, 0, 0, 0))
+    unsafe = shown_below(right, boxes, target) or shown_below(c_right, c_boxes, target)
+    return CealCalibration("unsafe" if unsafe else "unproven", b, right, boxes, c_right, c_boxes, images, target)

@@ -133,17 +133,12 @@ def test_start_training_promotes_a_new_version_and_refreshes_the_queue(
         gates = json.loads(meta["detail"])["ceal"]
         assert (gates["serving"]["version"], gates["candidate"]["version"]) == (v0, v1)
         for gate in gates.values():
-            assert gate["images"] == 3 and gate["right"] <= gate["boxes"]
-            assert (
-                gate["verdict"]
-                == calibrate_ceal(
-                    {gate["min_confidence"]: (gate["right"], gate["boxes"])}, 3, grid=(gate["min_confidence"],)
-                ).verdict
-            )
-        assert (
-            json.loads((server.model_dir / "versions" / v1 / "meta.json").read_text())["ceal"]["verdict"]
-            == (gates["candidate"]["verdict"])
-        )
+            assert gate["images"] == 3 and gate["right"] <= gate["boxes"] <= gate["confident_boxes"]
+            counts = tuple(gate[k] for k in ("right", "boxes", "confident_right", "confident_boxes"))
+            judged = calibrate_ceal({gate["min_confidence"]: counts}, 3, grid=(gate["min_confidence"],))
+            assert gate["verdict"] == judged.verdict
+        kept = json.loads((server.model_dir / "versions" / v1 / "meta.json").read_text())["ceal"]
+        assert kept["verdict"] == gates["candidate"]["verdict"]
         served = requests.get(f"{server.url}/status", timeout=5).json()["ceal"]
         assert served["version"] == v1 and served["gate"]["verdict"] == gates["candidate"]["verdict"]
     finally:

@@ -1,0 +1,111 @@
+"""CEAL's gate on a backend-sized validation split: are the boxes it lets through >= 95 % right, and how many?
+
+The backend judges each model's CEAL on its human validation split (:mod:`detector_al.pipelines.ceal_gate`): about a
+fifth of the labels, so 4, 8 and 14 images at 20, 40 and 70 labels. This replays that. For every model a
+``detector-al simulate`` run trained that pre-annotated a round (as ``bench_ceal_threshold.py`` takes them), ``k``
+images drawn at random from the run's ``val`` split (``--draws`` draws per model; ``k`` of ``--k``, and all of val)
+are the held-out labels; the gate judged on them (:func:`~detector_al.policy.ceal.calibrate_ceal`) decides the CEAL
+the model runs with on the ``test`` split, which the gate never sees. Printed per run and ``k``: the share of
+model-draws judged calibrated / unproven / unsafe (off), the test images auto-accepted (coverage) and the box
+precision of their pseudo-labels (right: matched one to one, IoU >= 0.5, to a true box of its class) with its 95 %
+Wilson interval, the wrong pseudo boxes per model-draw (what would teach the next model wrong objects), and the
+share of firing model-draws whose own test precision is below 0.95; the first row is the fixed threshold without the
+gate.
+
+Usage: ``python benchmarks/bench_ceal_gate.py RUN_DIR [RUN_DIR ...] [--k 4 8 14] [--draws 20]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_ceal_threshold import decision_models
+
+
+def evidence_of(det, images: Path, labels: Path, base) -> list[dict]:
+    """Each readable image's :func:`~detector_al.policy.ceal.ceal_evidence` under ``det``."""
+    from detector_al.io.images import list_images
+    from detector_al.io.yolo_format import read_yolo_labels
+    from detector_al.policy.ceal import ceal_evidence
+
+    paths = list_images(images)
+    out = []
+    for path, pred in zip(paths, det.predict([str(p) for p in paths]), strict=True):
+        if pred.ok:
+            out.append(
+                ceal_evidence(pred, read_yolo_labels(labels / f"{path.stem}.txt", pred.width, pred.height), base)
+            )
+    return out
+
+
+def main() -> None:
+    from detector_al.model.detector import Detector
+    from detector_al.policy.ceal import CealConfig, calibrate_ceal, pool_evidence, wilson_interval
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("runs", nargs="+", type=Path, help="simulate output folders (results.json, dataset/)")
+    ap.add_argument("--k", type=int, nargs="+", default=[4, 8, 14], help="held-out images per judgement")
+    ap.add_argument("--draws", type=int, default=20, help="random draws of the k images per model")
+    ap.add_argument("--target", type=float, default=0.95)
+    args = ap.parse_args()
+
+    base = CealConfig()
+    print(f"CEAL gate: held-out val images k in {args.k} and all, {args.draws} draws per model; test split judged")
+    print(f"(settings: min_confidence {base.min_confidence}; target box precision {args.target})")
+    for run in args.runs:
+        imgsz = json.loads((run / "results.json").read_text())["config"]["imgsz"]
+        data = run / "dataset"
+        models = decision_models(run)
+        val, test = [], []
+        for i, (weights, _) in enumerate(models, 1):
+            det = Detector.load(weights, conf=0.05, imgsz=imgsz)
+            val.append(evidence_of(det, data / "images" / "val", data / "labels" / "val", base))
+            test.append(evidence_of(det, data / "images" / "test", data / "labels" / "test", base))
+            print(f"  {run.name}: model {i}/{len(models)} scored", flush=True)
+        n_test = len(test[0])
+        print(f"\n### {run.name}: {len(models)} models, {len(val[0])} val images (judged), {n_test} test images\n")
+        print("| held-out images | calibrated / unproven / unsafe | test coverage | pseudo boxes | box precision [95 %] "
+              "| wrong boxes per model-draw | firing model-draws below target |")  # fmt: skip
+        print("|---|---|---|---|---|---|---|")
+        for k in [None, *args.k, "all"]:
+            verdicts = {"calibrated": 0, "unproven": 0, "unsafe": 0}
+            accepted = right = boxes = firing = low = 0
+            draws = 0
+            for m, (v, t) in enumerate(zip(val, test, strict=True)):
+                rng = np.random.default_rng(m)
+                for _ in range(1 if k in (None, "all") else args.draws):
+                    if k is None:  # the fixed threshold, no gate
+                        cfg = base
+                    else:
+                        take = v if k == "all" else [v[j] for j in rng.choice(len(v), min(k, len(v)), replace=False)]
+                        gate = calibrate_ceal(*pool_evidence(take), base, args.target)
+                        verdicts[gate.verdict] += 1
+                        cfg = gate.apply(base)
+                    draws += 1
+                    if not cfg.enabled:
+                        continue
+                    per = [e[cfg.min_confidence][:2] for e in t]  # (right, boxes) of the auto-accepted
+                    r, b = sum(x for x, _ in per), sum(y for _, y in per)
+                    accepted += sum(y > 0 for _, y in per)
+                    right, boxes = right + r, boxes + b
+                    if b:
+                        firing += 1
+                        low += r / b < args.target
+            lo, hi = wilson_interval(right, boxes)
+            prec = f"{right / boxes:.3f} [{lo:.3f}, {hi:.3f}]" if boxes else "-"
+            label = "no gate" if k is None else str(k)
+            split = "-" if k is None else " / ".join(str(verdicts[x]) for x in ("calibrated", "unproven", "unsafe"))
+            print(
+                f"| {label} | {split} | {accepted}/{draws * n_test} ({accepted / (draws * n_test):.3f}) | {boxes} | "
+                f"{prec} | {(boxes - right) / draws:.2f} | {low}/{firing} |"
+            )
+
+
+if __name__ == "__main__":
+    main()
