@@ -128,3 +128,26 @@ def test_a_model_shown_unsafe_auto_accepts_nothing_and_a_restart_keeps_it(
         assert after == [] and status["summary"].startswith("off:")
     elif gate.verdict == "unproven":
         assert after == before
+
+
+def test_ingest_runs_a_version_with_the_gate_its_training_kept(tmp_path):
+    from dataclasses import asdict
+
+    from detector_al.pipelines.ceal_gate import gated_policy, stored
+    from detector_al.policy.ceal import CealCalibration
+    from detector_al.policy.settings import POLICY
+    from detector_al.state.registry import ModelRegistry
+
+    registry = ModelRegistry(tmp_path / "models")
+    weights = tmp_path / "w.pt"
+    weights.write_bytes(b"weights")
+    version = registry.add(weights)
+    assert gated_policy(POLICY, registry, version) == POLICY  # never judged: the settings' CEAL
+    unsafe = CealCalibration("unsafe", 0.6, 1, 4, 10, 40, 8)
+    registry.update_meta(version, ceal=asdict(unsafe))
+    assert stored(registry, version) == unsafe and registry.meta(version)["version"] == version  # the rest kept
+    policy = gated_policy(POLICY, registry, version)
+    assert not policy.ceal.enabled and policy.strategy == POLICY.strategy
+    assert gated_policy(POLICY, registry, "v9-00000000") == POLICY  # not a version of this registry
+    registry.update_meta(version, ceal={"verdict": "unsafe", "from": "another release"})
+    assert gated_policy(POLICY, registry, version) == POLICY  # not understood: judged again at the next training
