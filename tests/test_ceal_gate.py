@@ -10,7 +10,6 @@ from fastapi.testclient import TestClient
 
 from detector_al.model.predictions import Detections
 from detector_al.policy.ceal import (
-    CALIBRATION_GRID,
     CealConfig,
     auto_accept,
     calibrate_ceal,
@@ -40,8 +39,19 @@ def test_the_gate_is_calibrated_off_or_unproven_as_the_held_out_boxes_say():
     assert auto_accept(confident_scene(), 0.0, 0, base).accepted  # the scene CEAL accepts under the settings
 
     proven = calibrate_ceal(held_out(80, True), 80, base)
-    assert proven.verdict == "calibrated" and proven.min_confidence == min(CALIBRATION_GRID)
-    assert wilson_lower(proven.right, proven.boxes) >= 0.95 and proven.apply(base).min_confidence == 0.3
+    assert proven.verdict == "calibrated" and proven.min_confidence == base.min_confidence  # never below the settings
+    assert wilson_lower(proven.right, proven.boxes) >= 0.95 and proven.apply(base) == base
+    # the settings' threshold shown too loose (wrong boxes at 0.6-0.7), a higher one safe: CEAL runs there
+    right = Detections(np.array([[10, 10, 30, 30]]), np.ones(1), np.array([0]))
+    wrong = Detections(np.array([[10, 10, 30, 30]]), np.ones(1), np.array([1]))
+    pooled, n = pool_evidence(
+        [ceal_evidence(confident_scene(conf=0.95), right, base)] * 80
+        + [ceal_evidence(confident_scene(conf=0.65), wrong, base)] * 20
+    )
+    tighter = calibrate_ceal(pooled, n, base)
+    assert pooled[0.6][:2] == (80, 100) and pooled[0.7][:2] == (80, 80)
+    assert tighter.verdict == "calibrated" and tighter.min_confidence == 0.7
+    assert tighter.apply(base).min_confidence == 0.7
 
     wrong = calibrate_ceal(held_out(6, False), 6, base)
     assert wrong.verdict == "unsafe" and (wrong.right, wrong.boxes) == (0, 6)

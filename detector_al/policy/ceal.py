@@ -332,7 +332,8 @@ def calibrate_ceal(
     confident_boxes_t) < target`` (the auto-accepted boxes, or the model's confident boxes at all, are shown below
     ``target``; the second sees far more boxes, as a weak model accepts few images):
 
-    - ``calibrated`` at the lowest ``t`` of ``grid`` with ``wilson_lower(right_t, boxes_t) >= target`` and not
+    - ``calibrated`` at the lowest ``t``, of ``base``'s own ``b`` and the values of ``grid`` above it (the gate never
+      makes CEAL more permissive than the settings), with ``wilson_lower(right_t, boxes_t) >= target`` and not
       ``unsafe_t`` (the precision is at least ``target`` with 95 % confidence);
     - else ``unsafe`` when ``unsafe_b`` at ``base``'s own ``b``: this model auto-accepts nothing;
     - else ``unproven``: ``base`` is kept (a handful of labels proves nothing either way; its threshold was chosen
@@ -348,12 +349,12 @@ def calibrate_ceal(
     """
     if not base.enabled:
         return CealCalibration("off", None, 0, 0, 0, 0, images, target)
-    for t in sorted(grid):
+    b = base.min_confidence
+    for t in sorted({b, *(t for t in grid if t > b)}):  # never more permissive than the settings
         right, boxes, c_right, c_boxes = evidence.get(t, (0, 0, 0, 0))
         unsafe = shown_below(right, boxes, target) or shown_below(c_right, c_boxes, target)
         if wilson_lower(right, boxes) >= target and not unsafe:
             return CealCalibration("calibrated", t, right, boxes, c_right, c_boxes, images, target)
-    b = base.min_confidence
     right, boxes, c_right, c_boxes = evidence.get(b, (0, 0, 0, 0))
     unsafe = shown_below(right, boxes, target) or shown_below(c_right, c_boxes, target)
     return CealCalibration("unsafe" if unsafe else "unproven", b, right, boxes, c_right, c_boxes, images, target)
