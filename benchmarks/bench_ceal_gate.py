@@ -28,20 +28,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_ceal_threshold import decision_models
 
 
-def evidence_of(det, images: Path, labels: Path, base) -> list[dict]:
-    """Each readable image's :func:`~detector_al.policy.ceal.ceal_evidence` under ``det``."""
+def evidence_of_split(det, images: Path, labels: Path, base) -> list[dict]:
+    """Each readable image's CEAL evidence under ``det`` (:func:`~detector_al.pipelines.ceal_gate.evidence_of`)."""
     from detector_al.io.images import list_images
-    from detector_al.io.yolo_format import read_yolo_labels
-    from detector_al.policy.ceal import ceal_evidence
+    from detector_al.pipelines.ceal_gate import evidence_of
 
     paths = list_images(images)
-    out = []
-    for path, pred in zip(paths, det.predict([str(p) for p in paths]), strict=True):
-        if pred.ok:
-            out.append(
-                ceal_evidence(pred, read_yolo_labels(labels / f"{path.stem}.txt", pred.width, pred.height), base)
-            )
-    return out
+    found = (evidence_of(pred, labels, base) for pred in det.predict([str(p) for p in paths]))
+    return [e for e in found if e is not None]
 
 
 def main() -> None:
@@ -65,8 +59,8 @@ def main() -> None:
         val, test = [], []
         for i, (weights, _) in enumerate(models, 1):
             det = Detector.load(weights, conf=0.05, imgsz=imgsz)
-            val.append(evidence_of(det, data / "images" / "val", data / "labels" / "val", base))
-            test.append(evidence_of(det, data / "images" / "test", data / "labels" / "test", base))
+            val.append(evidence_of_split(det, data / "images" / "val", data / "labels" / "val", base))
+            test.append(evidence_of_split(det, data / "images" / "test", data / "labels" / "test", base))
             print(f"  {run.name}: model {i}/{len(models)} scored", flush=True)
         n_test = len(test[0])
         print(f"\n### {run.name}: {len(models)} models, {len(val[0])} val images (judged), {n_test} test images\n")

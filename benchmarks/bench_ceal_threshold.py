@@ -48,8 +48,7 @@ def main() -> None:
     from detector_al.io.images import list_images
     from detector_al.io.yolo_format import read_yolo_labels
     from detector_al.model.detector import Detector
-    from detector_al.model.geometry import same_class_matches
-    from detector_al.policy.ceal import CealConfig, auto_accept, wilson_interval
+    from detector_al.policy.ceal import CealConfig, accepted_boxes, wilson_interval
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("runs", nargs="+", type=Path, help="simulate output folders (results.json, dataset/)")
@@ -83,12 +82,9 @@ def main() -> None:
                 for b, t in GRID:
                     c = counts[(b, t)]
                     c[0] += 1
-                    verdict = auto_accept(pred, -np.inf, 0, replace(base, band_low=b, min_confidence=t))
-                    if not verdict.accepted:
-                        continue
-                    boxes = verdict.pseudo_labels
-                    right = same_class_matches(boxes, truth)
-                    c[1:] += (1, len(boxes), right, len(truth) - right, int(right == len(boxes) == len(truth)))
+                    right, boxes = accepted_boxes(pred, truth, replace(base, band_low=b, min_confidence=t))
+                    if boxes:  # accepted (an image without a box is never accepted)
+                        c[1:] += (1, boxes, right, len(truth) - right, int(right == boxes == len(truth)))
             print(f"  {run.name}: model {i}/{len(models)} scored ({len(paths)} {args.split} images)", flush=True)
         print(f"\n### {run.name}: {len(models)} models x {len(paths)} {args.split} images\n")
         print(

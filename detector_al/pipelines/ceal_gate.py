@@ -20,7 +20,7 @@ from detector_al.io.images import list_images
 from detector_al.io.yolo_format import read_yolo_labels
 from detector_al.pipelines.job_control import JobControl
 from detector_al.pipelines.retrain_pool import BATCH, batched
-from detector_al.policy.ceal import CealCalibration, calibrate_ceal, ceal_evidence, pool_evidence
+from detector_al.policy.ceal import CealCalibration, CealConfig, Evidence, calibrate_ceal, ceal_evidence, pool_evidence
 from detector_al.policy.settings import PolicySettings
 from detector_al.state.registry import ModelRegistry
 
@@ -36,18 +36,24 @@ def judge_on_validation(service, detector, root: Path, control: JobControl) -> C
         return calibrate_ceal({}, 0, base)  # "off": nothing to judge
     labels = root / "labels" / "val"
 
-    def evidence(_, pred) -> dict | None:
-        if not pred.ok:
-            return None
-        truth = read_yolo_labels(labels / f"{Path(pred.source).stem}.txt", pred.width, pred.height)
-        return ceal_evidence(pred, truth, base)
-
     def evidences():
         for batch in batched(list_images(root / "images" / "val"), BATCH):
             control.check()
-            yield from service.predict_paths([str(p) for p in batch], evidence, detector)
+            yield from service.predict_paths(
+                [str(p) for p in batch], lambda _, p: evidence_of(p, labels, base), detector
+            )
 
     return calibrate_ceal(*pool_evidence(evidences()), base)
+
+
+def evidence_of(pred, labels: Path, base: CealConfig) -> Evidence | None:
+    """One held-out image's :func:`~detector_al.policy.ceal.ceal_evidence` against its YOLO label file in ``labels``
+    (``<image stem>.txt``); None for an image that could not be read."""
+    if not pred.ok:
+        return None
+    return ceal_evidence(
+        pred, read_yolo_labels(labels / f"{Path(pred.source).stem}.txt", pred.width, pred.height), base
+    )
 
 
 def record(service, registry: ModelRegistry, version: str, calibration: CealCalibration) -> None:

@@ -248,8 +248,11 @@ def ceal_evidence(
 ) -> Evidence:
     """One held-out image's evidence at each ``min_confidence = t`` of ``grid`` and at ``base``'s own: its
     :func:`accepted_boxes` ``(right, boxes)``, and ``(confident_right, confident_boxes)``, the same count for every box
-    of the image with ``conf_b >= t``, accepted or not (pool the images with :func:`pool_evidence`)."""
+    of the image with ``conf_b >= t``, accepted or not (pool the images with :func:`pool_evidence`). None counted
+    when ``base`` is disabled: there is nothing to judge."""
     out = {}
+    if not base.enabled:
+        return out
     for t in {*grid, base.min_confidence}:
         confident = pred.detections[pred.detections.confidence >= t] if pred.ok else None
         seen = (same_class_matches(confident, truth), len(confident)) if confident is not None else (0, 0)
@@ -350,11 +353,9 @@ def calibrate_ceal(
     if not base.enabled:
         return CealCalibration("off", None, 0, 0, 0, 0, images, target)
     b = base.min_confidence
-    for t in sorted({b, *(t for t in grid if t > b)}):  # never more permissive than the settings
-        right, boxes, c_right, c_boxes = evidence.get(t, (0, 0, 0, 0))
-        unsafe = shown_below(right, boxes, target) or shown_below(c_right, c_boxes, target)
-        if wilson_lower(right, boxes) >= target and not unsafe:
-            return CealCalibration("calibrated", t, right, boxes, c_right, c_boxes, images, target)
-    right, boxes, c_right, c_boxes = evidence.get(b, (0, 0, 0, 0))
-    unsafe = shown_below(right, boxes, target) or shown_below(c_right, c_boxes, target)
-    return CealCalibration("unsafe" if unsafe else "unproven", b, right, boxes, c_right, c_boxes, images, target)
+    counts = {t: evidence.get(t, (0, 0, 0, 0)) for t in sorted({b, *(t for t in grid if t > b)})}  # never below b
+    unsafe = {t: shown_below(r, n, target) or shown_below(cr, cn, target) for t, (r, n, cr, cn) in counts.items()}
+    proven = next((t for t, (r, n, _, _) in counts.items() if wilson_lower(r, n) >= target and not unsafe[t]), None)
+    if proven is not None:
+        return CealCalibration("calibrated", proven, *counts[proven], images, target)
+    return CealCalibration("unsafe" if unsafe[b] else "unproven", b, *counts[b], images, target)
