@@ -6,7 +6,7 @@ fifth of the labels, so 4, 8 and 14 images at 20, 40 and 70 labels. This replays
 images drawn at random from the run's ``val`` split (``--draws`` draws per model; ``k`` of ``--k``, and all of val)
 are the held-out labels; the gate judged on them (:func:`~detector_al.policy.ceal.calibrate_ceal`) decides the CEAL
 the model runs with on the ``test`` split, which the gate never sees. Printed per run and ``k``: the share of
-model-draws judged calibrated / unproven / unsafe (off), the test images auto-accepted (coverage) and the box
+model-draws judged calibrated / unproven / unsafe / untested (the last two: off), the test images auto-accepted (coverage) and the box
 precision of their pseudo-labels (right: matched one to one, IoU >= 0.5, to a true box of its class) with its 95 %
 Wilson interval, the wrong pseudo boxes per model-draw (what would teach the next model wrong objects), and the
 share of firing model-draws whose own test precision is below 0.95; the first row is the fixed threshold without the
@@ -26,6 +26,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_ceal_threshold import decision_models
+
+VERDICTS = ("calibrated", "unproven", "unsafe", "untested")
 
 
 def evidence_of_split(det, images: Path, labels: Path, base) -> list[dict]:
@@ -64,11 +66,11 @@ def main() -> None:
             print(f"  {run.name}: model {i}/{len(models)} scored", flush=True)
         n_test = len(test[0])
         print(f"\n### {run.name}: {len(models)} models, {len(val[0])} val images (judged), {n_test} test images\n")
-        print("| held-out images | calibrated / unproven / unsafe | test coverage | pseudo boxes | box precision [95 %] "
+        print("| held-out images | calibrated / unproven / unsafe / untested | test coverage | pseudo boxes | box precision [95 %] "
               "| wrong boxes per model-draw | firing model-draws below target |")  # fmt: skip
         print("|---|---|---|---|---|---|---|")
         for k in [None, *args.k, "all"]:
-            verdicts = {"calibrated": 0, "unproven": 0, "unsafe": 0}
+            verdicts = dict.fromkeys(VERDICTS, 0)
             accepted = right = boxes = firing = low = 0
             draws = 0
             for m, (v, t) in enumerate(zip(val, test, strict=True)):
@@ -94,7 +96,7 @@ def main() -> None:
             lo, hi = wilson_interval(right, boxes)
             prec = f"{right / boxes:.3f} [{lo:.3f}, {hi:.3f}]" if boxes else "-"
             label = "no gate" if k is None else str(k)
-            split = "-" if k is None else " / ".join(str(verdicts[x]) for x in ("calibrated", "unproven", "unsafe"))
+            split = "-" if k is None else " / ".join(str(verdicts[x]) for x in VERDICTS)
             print(
                 f"| {label} | {split} | {accepted}/{draws * n_test} ({accepted / (draws * n_test):.3f}) | {boxes} | "
                 f"{prec} | {(boxes - right) / draws:.2f} | {low}/{firing} |"

@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 
 from detector_al.model.predictions import Detections
 from detector_al.policy.ceal import (
+    MIN_CONFIDENT_BOXES,
     CealConfig,
     auto_accept,
     calibrate_ceal,
@@ -34,7 +35,7 @@ def held_out(n: int, right: bool) -> dict:
     return pooled
 
 
-def test_the_gate_is_calibrated_off_or_unproven_as_the_held_out_boxes_say():
+def test_the_gate_is_calibrated_off_untested_or_unproven_as_the_held_out_boxes_say():
     base = CealConfig()
     assert auto_accept(confident_scene(), 0.0, 0, base).accepted  # the scene CEAL accepts under the settings
 
@@ -65,9 +66,17 @@ def test_the_gate_is_calibrated_off_or_unproven_as_the_held_out_boxes_say():
     weak = calibrate_ceal(*pool_evidence([ceal_evidence(blocked, truth, base)] * 6), base)
     assert weak.verdict == "unsafe" and (weak.boxes, weak.confident_right, weak.confident_boxes) == (0, 0, 6)
 
-    few = calibrate_ceal(held_out(3, True), 3, base)  # 3/3 right: too few to prove or refute 95 %
+    few = calibrate_ceal(held_out(6, True), 6, base)  # 6/6 right: too few to prove or refute 95 %
     assert few.verdict == "unproven" and few.apply(base) == base
-    assert wilson_lower(3, 3) < 0.95 <= wilson_upper(3, 3)
+    assert wilson_lower(6, 6) < 0.95 <= wilson_upper(6, 6)
+    # fewer confident held-out boxes than the gate needs to look at (a handful of labels, or a weak model that is
+    # seldom sure): nothing seen, nothing auto-accepted
+    assert MIN_CONFIDENT_BOXES == 5
+    unseen = calibrate_ceal(held_out(4, True), 4, base)
+    assert unseen.verdict == "untested" and unseen.confident_boxes == 4 and unseen.switches_off
+    assert not unseen.apply(base).enabled and unseen.describe().startswith("off:")
+    assert calibrate_ceal(*pool_evidence([]), base).verdict == "untested"  # no held-out image at all
+    assert calibrate_ceal(held_out(4, True), 4, base, min_boxes=4).verdict == "unproven"
 
     assert calibrate_ceal(held_out(80, False), 80, CealConfig(enabled=False)).verdict == "off"
 
@@ -130,11 +139,11 @@ def test_a_model_shown_unsafe_auto_accepts_nothing_and_a_restart_keeps_it(
 
     with _client(model_dir, trained_weights) as client:  # a restart: the gate is read back from the version's meta
         status = client.get("/status").json()["ceal"]
-        assert status["gate"]["verdict"] == gate.verdict and status["enabled"] == (gate.verdict != "unsafe")
+        assert status["gate"]["verdict"] == gate.verdict and status["enabled"] == (not gate.switches_off)
         after = _auto_accepted(client, model_dir, pool, 2, config)
         page = client.get("/dashboard").text
     assert f"Auto-accept: {gate.describe()}" in page.replace("&#x27;", "'")
-    if gate.verdict == "unsafe":
+    if gate.switches_off:
         assert after == [] and status["summary"].startswith("off:")
     elif gate.verdict == "unproven":
         assert after == before

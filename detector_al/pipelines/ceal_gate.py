@@ -4,8 +4,9 @@ Every retraining scores its human validation split (labels no model of the proje
 ``sha256(task id) mod 5 == 0``, :func:`~detector_al.pipelines.retrain_dataset.in_validation`) twice: with the serving
 model before that model writes the round's pseudo-labels, and with the candidate before it re-scores the pool.
 :func:`~detector_al.policy.ceal.calibrate_ceal` decides from the pseudo boxes right there whether CEAL runs for that
-model, and at which threshold: a model whose held-out pseudo-labels are shown below 95 % precise auto-accepts
-nothing, in its pseudo-labels and in its queue. The verdict goes into the version's ``meta.json`` (key ``ceal``) and
+model, and at which threshold: a model whose held-out pseudo-labels are shown below 95 % precise, or whose held-out
+images hold too few of its confident boxes to judge it by, auto-accepts nothing, in its pseudo-labels and in its
+queue. The verdict goes into the version's ``meta.json`` (key ``ceal``) and
 to the service (:meth:`~detector_al.serving.service.PredictionService.set_ceal`); :func:`restore` reads it back when
 a backend starts, so a restart serves the same decisions.
 """

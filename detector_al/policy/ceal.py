@@ -18,7 +18,7 @@ current model every round and live only in the round's training set (the trainer
 here writes them anywhere a human annotation could be mistaken for them.
 
 Whether CEAL runs at all for a model, and at which ``min_confidence``, is judged on labeled images it never trained
-on (:func:`calibrate_ceal`: calibrated, unproven, or off when shown unsafe); the backend does it for every model
+on (:func:`calibrate_ceal`: calibrated, unproven, or off when shown unsafe or untested); the backend does it for every model
 version (:mod:`detector_al.pipelines.ceal_gate`), the simulation every round.
 
 Example:
@@ -165,6 +165,13 @@ def box_pseudo_labels(pred: ImagePredictions, cfg: BoxPseudoConfig = BoxPseudoCo
 
 CALIBRATION_GRID = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.7, 0.8, 0.9)
 
+MIN_CONFIDENT_BOXES = 5
+"""The fewest confident boxes (``conf_b >= min_confidence``) the held-out images must hold for CEAL to run unproven.
+Chosen on val (docs/annotator_time_pretrained.md, "CEAL's gate needs evidence"): judged on k of run 2's val images and
+measured on the rest of val, 5 keeps the sample data's coverage (0.414 -> 0.399 of the images at k = 4, unchanged at
+8 and 14) and cuts aquarium's wrong auto-accepted boxes per model from 0.13-0.27 to 0.00-0.01 (3: 0.02; 8 and 10
+halve the sample data's coverage at k = 4)."""
+
 
 def wilson_interval(right: int, n: int, z: float = 1.96) -> tuple[float, float]:
     """The Wilson interval of a proportion ``p = right / n``: ``(centre -+ spread) / (1 + z^2/n)`` with ``centre =
@@ -278,9 +285,11 @@ def pool_evidence(images: Iterable[Evidence | None]) -> tuple[Evidence, int]:
 class CealCalibration:
     """What one model's held-out human labels say of its CEAL pseudo-labels (:func:`calibrate_ceal`).
 
-    ``verdict``: ``calibrated`` (``min_confidence`` shown safe), ``unproven`` (too few held-out boxes to say: the
-    settings' threshold is kept), ``unsafe`` (shown below the target at the settings' threshold: CEAL off for this
-    model), ``off`` (CEAL disabled by the settings). The counts are :func:`ceal_evidence`'s at ``min_confidence``.
+    ``verdict``: ``calibrated`` (``min_confidence`` shown safe), ``unproven`` (enough confident held-out boxes to
+    look at, too few to prove or refute the target: the settings' threshold is kept), ``unsafe`` (shown below the
+    target at the settings' threshold: CEAL off for this model), ``untested`` (fewer than :data:`MIN_CONFIDENT_BOXES`
+    confident held-out boxes: nothing seen, nothing auto-accepted; CEAL off), ``off`` (CEAL disabled by the settings).
+    The counts are :func:`ceal_evidence`'s at ``min_confidence``.
     """
 
     verdict: str
@@ -292,12 +301,17 @@ class CealCalibration:
     images: int
     target: float = 0.95
 
+    @property
+    def switches_off(self) -> bool:
+        """Whether this verdict switches the settings' CEAL off for the model (``unsafe``, ``untested``)."""
+        return self.verdict in ("unsafe", "untested")
+
     def apply(self, base: CealConfig) -> CealConfig:
-        """The CEAL this model runs with: ``base`` at the calibrated threshold, ``base`` switched off when unsafe,
-        else ``base`` itself."""
+        """The CEAL this model runs with: ``base`` at the calibrated threshold, ``base`` switched off when unsafe or
+        untested, else ``base`` itself."""
         if self.verdict == "calibrated" and self.min_confidence is not None:
             return replace(base, min_confidence=self.min_confidence)
-        if self.verdict == "unsafe":
+        if self.switches_off:
             return replace(base, enabled=False)
         return base
 
@@ -311,6 +325,7 @@ class CealCalibration:
             "calibrated": f"on at min_confidence {self.min_confidence}: {seen}",
             "unproven": f"kept at min_confidence {self.min_confidence}, not yet judged: {seen}",
             "unsafe": f"off: at min_confidence {self.min_confidence}, {seen} (shown below {self.target:.0%})",
+            "untested": f"off: {seen} (fewer than {MIN_CONFIDENT_BOXES} confident boxes to judge it by)",
             "off": "off by the settings",
         }[self.verdict]
 
@@ -326,6 +341,7 @@ def calibrate_ceal(
     base: CealConfig = CealConfig(),
     target: float = 0.95,
     grid: tuple[float, ...] = CALIBRATION_GRID,
+    min_boxes: int = MIN_CONFIDENT_BOXES,
 ) -> CealCalibration:
     """CEAL's gate for one model, from its :func:`ceal_evidence` pooled over ``images`` held-out labeled images
     (:func:`pool_evidence`).
@@ -339,8 +355,10 @@ def calibrate_ceal(
       makes CEAL more permissive than the settings), with ``wilson_lower(right_t, boxes_t) >= target`` and not
       ``unsafe_t`` (the precision is at least ``target`` with 95 % confidence);
     - else ``unsafe`` when ``unsafe_b`` at ``base``'s own ``b``: this model auto-accepts nothing;
-    - else ``unproven``: ``base`` is kept (a handful of labels proves nothing either way; its threshold was chosen
-      on pooled val splits, docs/annotator_time_pretrained.md).
+    - else ``untested`` when ``confident_boxes_b < min_boxes``: the held-out images hold too few of the model's
+      confident boxes to look at (a weak model, or a handful of labels), and it auto-accepts nothing either;
+    - else ``unproven``: ``base`` is kept (enough boxes to look at, too few to prove or refute the target; its
+      threshold was chosen on pooled val splits, docs/annotator_time_pretrained.md).
 
     Example:
         >>> calibrate_ceal({0.6: (1, 2, 30, 60)}, 5, grid=(0.6,)).verdict
@@ -349,6 +367,8 @@ def calibrate_ceal(
         0.6
         >>> calibrate_ceal({0.6: (3, 3, 9, 9)}, 3, grid=(0.6,)).verdict
         'unproven'
+        >>> calibrate_ceal({0.6: (1, 1, 3, 3)}, 1, grid=(0.6,)).verdict
+        'untested'
     """
     if not base.enabled:
         return CealCalibration("off", None, 0, 0, 0, 0, images, target)
@@ -358,4 +378,5 @@ def calibrate_ceal(
     proven = next((t for t, (r, n, _, _) in counts.items() if wilson_lower(r, n) >= target and not unsafe[t]), None)
     if proven is not None:
         return CealCalibration("calibrated", proven, *counts[proven], images, target)
-    return CealCalibration("unsafe" if unsafe[b] else "unproven", b, *counts[b], images, target)
+    verdict = "unsafe" if unsafe[b] else "untested" if counts[b][3] < min_boxes else "unproven"
+    return CealCalibration(verdict, b, *counts[b], images, target)
