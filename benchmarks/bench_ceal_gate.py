@@ -12,7 +12,12 @@ Wilson interval, the wrong pseudo boxes per model-draw (what would teach the nex
 share of firing model-draws whose own test precision is below 0.95; the first row is the fixed threshold without the
 gate.
 
-Usage: ``python benchmarks/bench_ceal_gate.py RUN_DIR [RUN_DIR ...] [--k 4 8 14] [--draws 20]``
+With ``--tune-min-boxes N [N ...]`` it first chooses the gate's ``min_boxes`` (the fewest confident held-out boxes
+it judges by, :data:`~detector_al.policy.ceal.MIN_CONFIDENT_BOXES`) on val alone: each draw's ``k`` val images judge
+the model and the rest of val measures what its CEAL lets through, for each ``N``; test is not read for it.
+
+Usage: ``python benchmarks/bench_ceal_gate.py RUN_DIR [RUN_DIR ...] [--k 4 8 14] [--draws 20] [--tune-min-boxes 0 1 3
+5 8 10]``
 """
 
 from __future__ import annotations
@@ -40,6 +45,39 @@ def evidence_of_split(det, images: Path, labels: Path, base) -> list[dict]:
     return [e for e in found if e is not None]
 
 
+def tune_min_boxes(name: str, val: list[list[dict]], args, base) -> None:
+    """The val-only table of ``--tune-min-boxes``: judged on ``k`` drawn val images, measured on the rest of val."""
+    from detector_al.policy.ceal import calibrate_ceal, pool_evidence, wilson_interval
+
+    print(f"\n### {name}: min_boxes chosen on val (judged on k val images, measured on the rest of val)\n")
+    print(
+        "| min_boxes | held-out images | off | coverage | pseudo boxes | box precision [95 %] | wrong boxes per model-draw |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for n_min in args.tune_min_boxes:
+        for k in args.k:
+            off = accepted = right = boxes = draws = seen = 0
+            for m, v in enumerate(val):
+                rng = np.random.default_rng(m)
+                for _ in range(args.draws):
+                    take = set(rng.choice(len(v), min(k, len(v)), replace=False).tolist())
+                    gate = calibrate_ceal(*pool_evidence(v[j] for j in take), base, args.target, min_boxes=n_min)
+                    cfg, rest = gate.apply(base), [e for j, e in enumerate(v) if j not in take]
+                    draws, seen = draws + 1, seen + len(rest)
+                    if not cfg.enabled:
+                        off += 1
+                        continue
+                    per = [e[cfg.min_confidence][:2] for e in rest]
+                    right, boxes = right + sum(x for x, _ in per), boxes + sum(y for _, y in per)
+                    accepted += sum(y > 0 for _, y in per)
+            lo, hi = wilson_interval(right, boxes)
+            prec = f"{right / boxes:.3f} [{lo:.3f}, {hi:.3f}]" if boxes else "-"
+            print(
+                f"| {n_min} | {k} | {off / draws:.2f} | {accepted / seen:.3f} | {boxes} | {prec} | "
+                f"{(boxes - right) / draws:.2f} |"
+            )
+
+
 def main() -> None:
     from detector_al.model.detector import Detector
     from detector_al.policy.ceal import CealConfig, calibrate_ceal, pool_evidence, wilson_interval
@@ -49,6 +87,7 @@ def main() -> None:
     ap.add_argument("--k", type=int, nargs="+", default=[4, 8, 14], help="held-out images per judgement")
     ap.add_argument("--draws", type=int, default=20, help="random draws of the k images per model")
     ap.add_argument("--target", type=float, default=0.95)
+    ap.add_argument("--tune-min-boxes", type=int, nargs="*", default=[], help="choose min_boxes on val (see above)")
     args = ap.parse_args()
 
     base = CealConfig()
@@ -64,6 +103,8 @@ def main() -> None:
             val.append(evidence_of_split(det, data / "images" / "val", data / "labels" / "val", base))
             test.append(evidence_of_split(det, data / "images" / "test", data / "labels" / "test", base))
             print(f"  {run.name}: model {i}/{len(models)} scored", flush=True)
+        if args.tune_min_boxes:
+            tune_min_boxes(run.name, val, args, base)
         n_test = len(test[0])
         print(f"\n### {run.name}: {len(models)} models, {len(val[0])} val images (judged), {n_test} test images\n")
         print("| held-out images | calibrated / unproven / unsafe / untested | test coverage | pseudo boxes | box precision [95 %] "

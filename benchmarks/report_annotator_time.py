@@ -3,7 +3,8 @@ and the plot, from one or more ``detector-al simulate`` result folders (a runnin
 
 A seed counts once every variant has every round; unfinished seeds are left out and counted.
 
-Usage: ``python benchmarks/report_annotator_time.py runs/bccd runs/aquarium runs/sample [--arm entropy+cold+ceal]``
+Usage: ``python benchmarks/report_annotator_time.py runs/bccd runs/aquarium runs/sample [--arm entropy+cold+ceal]
+[--versus entropy+cold+ceal]`` (``--versus``: also every arm's paired ratio of hours to that arm's).
 """
 
 from __future__ import annotations
@@ -25,11 +26,12 @@ def finished(results: dict) -> dict:
 def main() -> None:
     from detector_al.policy.annotator_cost import CostModel
     from detector_al.simulation.report import report
-    from detector_al.simulation.time_report import plot_annotator_time, sensitivity_table, time_report
+    from detector_al.simulation.time_report import plot_annotator_time, sensitivity_table, time_report, versus_table
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("runs", type=Path, nargs="+", help="simulate --out folders (each with results.json)")
     ap.add_argument("--arm", default="entropy+cold+ceal", help="the arm of the sensitivity table (the shipped one)")
+    ap.add_argument("--versus", default=None, help="also the paired ratio of every arm's hours to this arm's")
     ap.add_argument("--plots", type=Path, default=None, help="write <name>.png plots into this folder")
     ap.add_argument(
         "--split", default="test", choices=("test", "val"), help="val: every mAP read from val (to tune on)"
@@ -57,6 +59,9 @@ def main() -> None:
         print("\n" + time_report(res, cost))
         print(f"\n**Sensitivity to the cost model** (`{args.arm}`; modelled)\n")
         print(sensitivity_table(res, args.arm, cost))
+        if args.versus:
+            print(f"\n**Against `{args.versus}`** (modelled hours to reach scratch's full-budget mAP50)\n")
+            print(versus_table(res, args.versus, cost))
         if args.plots:
             args.plots.mkdir(parents=True, exist_ok=True)
             path = plot_annotator_time(res, cost, args.plots / f"annotator_time_pretrained_{folder.name}.png")

@@ -166,3 +166,19 @@ def test_the_sensitivity_table_prices_every_draw_and_verify_pair():
     # ours verifies 20 boxes a round instead of drawing: the cheaper the verification against the drawing, the less
     # of scratch's time it needs
     assert shares[(" 35 ", " 1.6 ")] < shares[(" 7 ", " 3 ")]
+
+
+def test_the_versus_table_pairs_every_arm_with_the_named_one():
+    """``report_annotator_time --versus ARM``: candidates against the shipped arm, not only against random order."""
+    from detector_al.simulation.time_report import versus_table
+
+    c = CostModel(draw_box=10, verify_box=1, look_image=0)
+    text = versus_table(results(), "ours", c)
+    rows = {line.split("|")[1].strip(): line.split("|")[2:4] for line in text.splitlines() if line.startswith("| `")}
+    assert "`ours`" not in rows and {"`random`", f"`{SCRATCH}`"} <= set(rows)
+    # random needs 420 s where ours needs 213.3 s (seed 0) and 214.0 s (seed 1); after the 200 s initial set: 220 s
+    # against 13.3 s and 14.0 s
+    expect = np.mean([420 / (200 + 20 * 0.2 / 0.3), 420 / (200 + 20 * 0.21 / 0.3)])
+    assert float(rows["`random`"][0].split()[0]) == pytest.approx(expect, abs=0.01)
+    expect_after = np.mean([220 / (20 * 0.2 / 0.3), 220 / (20 * 0.21 / 0.3)])
+    assert float(rows["`random`"][1].split()[0]) == pytest.approx(expect_after, abs=0.06)

@@ -166,6 +166,16 @@ def _paired_ratio(p: dict, base: str, after_initial: bool = False) -> dict[str, 
     return out
 
 
+def versus_table(results: dict, base: str, cost: CostModel = CostModel()) -> str:
+    """Markdown: every arm's hours to reach ``scratch``'s full-budget mAP50 over ``base``'s, paired by seed (mean [95 %
+    interval]; a seed that never reaches counts with its full-budget hours, as in :func:`time_report`), to compare
+    candidates with the shipped arm rather than with random order."""
+    p = priced(results, cost)
+    ratios, after = _paired_ratio(p, base), _paired_ratio(p, base, after_initial=True)
+    rows = [[f"`{arm}`", _fmt(ratios[arm], 2), _fmt(after[arm], 2)] for arm in sorted(ratios) if arm != base]
+    return "\n".join(_table(["arm", f"ratio to `{base}`'s hours (paired)", "after the initial set"], rows))
+
+
 SENSITIVITY = {"draw_box": (7.0, 15.0, 25.5, 35.0), "verify_box": (1.6, 3.0)}
 """The cost model's two decisive prices, over the range the literature gives (docs/annotator_time.md): extreme
 clicking's 7 s to a full 35 s box; a 1.6 s to 3 s verification."""
