@@ -6,8 +6,8 @@ fifth of the labels, so 4, 8 and 14 images at 20, 40 and 70 labels. This replays
 images drawn at random from the run's ``val`` split (``--draws`` draws per model; ``k`` of ``--k``, and all of val)
 are the held-out labels; the gate judged on them (:func:`~detector_al.policy.ceal.calibrate_ceal`) decides the CEAL
 the model runs with on the ``test`` split, which the gate never sees. Printed per run and ``k``: the share of
-model-draws judged calibrated / unproven / unsafe / untested (the last two: off), the test images auto-accepted (coverage) and the box
-precision of their pseudo-labels (right: matched one to one, IoU >= 0.5, to a true box of its class) with its 95 %
+model-draws judged calibrated / unproven / unsafe / untested (the last two: off), the test images auto-accepted
+(coverage) and the box precision of their pseudo-labels (right: matched one to one, IoU >= 0.5, to a true box of its class) with its 95 %
 Wilson interval, the wrong pseudo boxes per model-draw (what would teach the next model wrong objects), and the
 share of firing model-draws whose own test precision is below 0.95; the first row is the fixed threshold without the
 gate.
@@ -45,6 +45,14 @@ def evidence_of_split(det, images: Path, labels: Path, base) -> list[dict]:
     return [e for e in found if e is not None]
 
 
+def let_through(evidence: list[dict], cfg) -> tuple[int, int, int]:
+    """``(images, right, boxes)``: what CEAL under ``cfg`` auto-accepts of images with this evidence (none when off)."""
+    if not cfg.enabled:
+        return 0, 0, 0
+    per = [e[cfg.min_confidence][:2] for e in evidence]  # (right, boxes) of the auto-accepted
+    return sum(b > 0 for _, b in per), sum(r for r, _ in per), sum(b for _, b in per)
+
+
 def tune_min_boxes(name: str, val: list[list[dict]], args, base) -> None:
     """The val-only table of ``--tune-min-boxes``: judged on ``k`` drawn val images, measured on the rest of val."""
     from detector_al.policy.ceal import calibrate_ceal, pool_evidence, wilson_interval
@@ -63,13 +71,9 @@ def tune_min_boxes(name: str, val: list[list[dict]], args, base) -> None:
                     take = set(rng.choice(len(v), min(k, len(v)), replace=False).tolist())
                     gate = calibrate_ceal(*pool_evidence(v[j] for j in take), base, args.target, min_boxes=n_min)
                     cfg, rest = gate.apply(base), [e for j, e in enumerate(v) if j not in take]
-                    draws, seen = draws + 1, seen + len(rest)
-                    if not cfg.enabled:
-                        off += 1
-                        continue
-                    per = [e[cfg.min_confidence][:2] for e in rest]
-                    right, boxes = right + sum(x for x, _ in per), boxes + sum(y for _, y in per)
-                    accepted += sum(y > 0 for _, y in per)
+                    draws, seen, off = draws + 1, seen + len(rest), off + (not cfg.enabled)
+                    a, r, b = let_through(rest, cfg)
+                    accepted, right, boxes = accepted + a, right + r, boxes + b
             lo, hi = wilson_interval(right, boxes)
             prec = f"{right / boxes:.3f} [{lo:.3f}, {hi:.3f}]" if boxes else "-"
             print(
@@ -125,12 +129,8 @@ def main() -> None:
                         verdicts[gate.verdict] += 1
                         cfg = gate.apply(base)
                     draws += 1
-                    if not cfg.enabled:
-                        continue
-                    per = [e[cfg.min_confidence][:2] for e in t]  # (right, boxes) of the auto-accepted
-                    r, b = sum(x for x, _ in per), sum(y for _, y in per)
-                    accepted += sum(y > 0 for _, y in per)
-                    right, boxes = right + r, boxes + b
+                    a, r, b = let_through(t, cfg)
+                    accepted, right, boxes = accepted + a, right + r, boxes + b
                     if b:
                         firing += 1
                         low += r / b < args.target
