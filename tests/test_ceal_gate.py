@@ -77,6 +77,8 @@ def test_the_gate_is_calibrated_off_untested_or_unproven_as_the_held_out_boxes_s
     assert not unseen.apply(base).enabled and unseen.describe().startswith("off:")
     assert calibrate_ceal(*pool_evidence([]), base).verdict == "untested"  # no held-out image at all
     assert calibrate_ceal(held_out(4, True), 4, base, min_boxes=4).verdict == "unproven"
+    fewer = calibrate_ceal(held_out(2, True), 2, base, min_boxes=3)
+    assert fewer.verdict == "untested" and "fewer than 3 confident boxes" in fewer.describe()  # the rule it ran under
 
     assert calibrate_ceal(held_out(80, False), 80, CealConfig(enabled=False)).verdict == "off"
 
@@ -168,5 +170,12 @@ def test_ingest_runs_a_version_with_the_gate_its_training_kept(tmp_path):
     policy = gated_policy(POLICY, registry, version)
     assert not policy.ceal.enabled and policy.strategy == POLICY.strategy
     assert gated_policy(POLICY, registry, "v9-00000000") == POLICY  # not a version of this registry
+    # kept by the release before the untested verdict: unproven on 3 confident boxes, judged again as untested (off)
+    older = {k: v for k, v in asdict(CealCalibration("unproven", 0.6, 3, 3, 3, 3, 2)).items() if k != "min_boxes"}
+    registry.update_meta(version, ceal=older)
+    assert stored(registry, version).verdict == "untested" and not gated_policy(POLICY, registry, version).ceal.enabled
+    enough = CealCalibration("unproven", 0.6, 3, 3, 9, 9, 3)  # enough confident boxes: it stays unproven, CEAL on
+    registry.update_meta(version, ceal=asdict(enough))
+    assert stored(registry, version) == enough and gated_policy(POLICY, registry, version) == POLICY
     registry.update_meta(version, ceal={"verdict": "unsafe", "from": "another release"})
     assert gated_policy(POLICY, registry, version) == POLICY  # not understood: judged again at the next training

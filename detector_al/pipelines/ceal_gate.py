@@ -66,15 +66,20 @@ def record(service, registry: ModelRegistry, version: str, calibration: CealCali
 
 
 def stored(registry: ModelRegistry, version: str | None) -> CealCalibration | None:
-    """The gate kept for ``version`` in ``registry`` (None: never judged, or not a version of it)."""
+    """The gate kept for ``version`` in ``registry``, its counts judged by the current rule
+    (:meth:`~detector_al.policy.ceal.CealCalibration.rejudged`); None: never judged, or not a version of it."""
     meta = registry.meta(version) if version in registry.versions() else {}
     if not meta.get("ceal"):
         return None
     try:
-        return CealCalibration(**meta["ceal"])
+        kept = CealCalibration(**meta["ceal"])
     except TypeError:  # written by another release: judged again at the next training
         log.warning("%s: CEAL gate in meta.json not understood (%s); the settings' CEAL applies", version, meta["ceal"])
         return None
+    now = kept.rejudged()
+    if now.verdict != kept.verdict:
+        log.info("%s: CEAL gate kept as %s, %s under the current rule", version, kept.verdict, now.verdict)
+    return now
 
 
 def restore(service, registry: ModelRegistry, version: str) -> CealCalibration | None:

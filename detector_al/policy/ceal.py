@@ -18,8 +18,8 @@ current model every round and live only in the round's training set (the trainer
 here writes them anywhere a human annotation could be mistaken for them.
 
 Whether CEAL runs at all for a model, and at which ``min_confidence``, is judged on labeled images it never trained
-on (:func:`calibrate_ceal`: calibrated, unproven, or off when shown unsafe or untested); the backend does it for every model
-version (:mod:`detector_al.pipelines.ceal_gate`), the simulation every round.
+on (:func:`calibrate_ceal`: calibrated, unproven, or off when shown unsafe or untested); the backend does it for every
+model version (:mod:`detector_al.pipelines.ceal_gate`), the simulation every round.
 
 Example:
     >>> CealConfig(delta_0=0.01, decay=0.002).threshold(2)
@@ -289,7 +289,8 @@ class CealCalibration:
     look at, too few to prove or refute the target: the settings' threshold is kept), ``unsafe`` (shown below the
     target at the settings' threshold: CEAL off for this model), ``untested`` (fewer than :data:`MIN_CONFIDENT_BOXES`
     confident held-out boxes: nothing seen, nothing auto-accepted; CEAL off), ``off`` (CEAL disabled by the settings).
-    The counts are :func:`ceal_evidence`'s at ``min_confidence``.
+    The counts are :func:`ceal_evidence`'s at ``min_confidence``; ``min_boxes`` is the evidence the *untested* verdict
+    asked for.
     """
 
     verdict: str
@@ -300,6 +301,7 @@ class CealCalibration:
     confident_boxes: int
     images: int
     target: float = 0.95
+    min_boxes: int = MIN_CONFIDENT_BOXES
 
     @property
     def switches_off(self) -> bool:
@@ -315,6 +317,15 @@ class CealCalibration:
             return replace(base, enabled=False)
         return base
 
+    def rejudged(self) -> CealCalibration:
+        """The verdict the current rule gives these stored counts (:func:`fallback_verdict`): a gate kept by an older
+        release (say, *unproven* on fewer confident boxes than the gate now asks for) is judged as a new one would be.
+        *calibrated* and *off* stand: the counts kept are those at the threshold chosen, not at every threshold."""
+        if self.verdict not in ("unproven", "unsafe", "untested"):
+            return self
+        counts = (self.right, self.boxes, self.confident_right, self.confident_boxes)
+        return replace(self, verdict=fallback_verdict(*counts, self.target, self.min_boxes))
+
     def describe(self) -> str:
         """One line for people: the verdict and its evidence."""
         seen = (
@@ -325,7 +336,7 @@ class CealCalibration:
             "calibrated": f"on at min_confidence {self.min_confidence}: {seen}",
             "unproven": f"kept at min_confidence {self.min_confidence}, not yet judged: {seen}",
             "unsafe": f"off: at min_confidence {self.min_confidence}, {seen} (shown below {self.target:.0%})",
-            "untested": f"off: {seen} (fewer than {MIN_CONFIDENT_BOXES} confident boxes to judge it by)",
+            "untested": f"off: {seen} (fewer than {self.min_boxes} confident boxes to judge it by)",
             "off": "off by the settings",
         }[self.verdict]
 
@@ -333,6 +344,28 @@ class CealCalibration:
 def shown_below(right: int, boxes: int, target: float) -> bool:
     """Whether a precision ``right / boxes`` is below ``target`` with 95 % confidence: ``wilson_upper < target``."""
     return wilson_upper(right, boxes) < target
+
+
+def shown_unsafe(right: int, boxes: int, confident_right: int, confident_boxes: int, target: float) -> bool:
+    """``unsafe_t`` of :func:`calibrate_ceal`: the auto-accepted boxes, or the model's confident boxes at all, are
+    :func:`shown_below` ``target``."""
+    return shown_below(right, boxes, target) or shown_below(confident_right, confident_boxes, target)
+
+
+def fallback_verdict(
+    right: int, boxes: int, confident_right: int, confident_boxes: int, target: float, min_boxes: int
+) -> str:
+    """The verdict at the settings' own threshold when no threshold is proven safe: ``unsafe`` when
+    :func:`shown_unsafe`, else ``untested`` when ``confident_boxes <
+    min_boxes``, else ``unproven``.
+
+    Example:
+        >>> fallback_verdict(3, 3, 3, 3, 0.95, 5), fallback_verdict(3, 3, 9, 9, 0.95, 5)
+        ('untested', 'unproven')
+    """
+    if shown_unsafe(right, boxes, confident_right, confident_boxes, target):
+        return "unsafe"
+    return "untested" if confident_boxes < min_boxes else "unproven"
 
 
 def calibrate_ceal(
@@ -371,12 +404,11 @@ def calibrate_ceal(
         'untested'
     """
     if not base.enabled:
-        return CealCalibration("off", None, 0, 0, 0, 0, images, target)
+        return CealCalibration("off", None, 0, 0, 0, 0, images, target, min_boxes)
     b = base.min_confidence
     counts = {t: evidence.get(t, (0, 0, 0, 0)) for t in sorted({b, *(t for t in grid if t > b)})}  # never below b
-    unsafe = {t: shown_below(r, n, target) or shown_below(cr, cn, target) for t, (r, n, cr, cn) in counts.items()}
+    unsafe = {t: shown_unsafe(*c, target) for t, c in counts.items()}
     proven = next((t for t, (r, n, _, _) in counts.items() if wilson_lower(r, n) >= target and not unsafe[t]), None)
     if proven is not None:
-        return CealCalibration("calibrated", proven, *counts[proven], images, target)
-    verdict = "unsafe" if unsafe[b] else "untested" if counts[b][3] < min_boxes else "unproven"
-    return CealCalibration(verdict, b, *counts[b], images, target)
+        return CealCalibration("calibrated", proven, *counts[proven], images, target, min_boxes)
+    return CealCalibration(fallback_verdict(*counts[b], target, min_boxes), b, *counts[b], images, target, min_boxes)
