@@ -24,7 +24,8 @@ def main() -> None:
     from detector_al.io.yolo_format import read_yolo_labels
     from detector_al.model.detector import Detector
     from detector_al.model.geometry import same_class_matches
-    from detector_al.policy.ceal import CealConfig, auto_accept, consistency, wilson_interval
+    from detector_al.policy.ceal import CealConfig, auto_accept, consistency
+    from detector_al.policy.formulas.proportions import wilson_interval
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("sets", nargs="+", help="MODEL:IMAGES:LABELS")

@@ -4,7 +4,7 @@ The backend judges each model's CEAL on its human validation split (:mod:`detect
 fifth of the labels, so 4, 8 and 14 images at 20, 40 and 70 labels. This replays that. For every model a
 ``detector-al simulate`` run trained that pre-annotated a round (as ``bench_ceal_threshold.py`` takes them), ``k``
 images drawn at random from the run's ``val`` split (``--draws`` draws per model; ``k`` of ``--k``, and all of val)
-are the held-out labels; the gate judged on them (:func:`~detector_al.policy.ceal.calibrate_ceal`) decides the CEAL
+are the held-out labels; the gate judged on them (:func:`~detector_al.policy.ceal_calibration.calibrate_ceal`) decides the CEAL
 the model runs with on the ``test`` split, which the gate never sees. Printed per run and ``k``: the share of
 model-draws judged calibrated / unproven / unsafe / untested (the last two: off), the test images auto-accepted
 (coverage) and the box precision of their pseudo-labels (right: matched one to one, IoU >= 0.5, to a true box of its class) with its 95 %
@@ -13,7 +13,7 @@ share of firing model-draws whose own test precision is below 0.95; the first ro
 gate.
 
 With ``--tune-min-boxes N [N ...]`` it first chooses the gate's ``min_boxes`` (the fewest confident held-out boxes
-it judges by, :data:`~detector_al.policy.ceal.MIN_CONFIDENT_BOXES`) on val alone: each draw's ``k`` val images judge
+it judges by, :data:`~detector_al.policy.ceal_calibration.MIN_CONFIDENT_BOXES`) on val alone: each draw's ``k`` val images judge
 the model and the rest of val measures what its CEAL lets through, for each ``N``; test is not read for it.
 
 Usage: ``python benchmarks/bench_ceal_gate.py RUN_DIR [RUN_DIR ...] [--k 4 8 14] [--draws 20] [--tune-min-boxes 0 1 3
@@ -55,7 +55,8 @@ def let_through(evidence: list[dict], cfg) -> tuple[int, int, int]:
 
 def tune_min_boxes(name: str, val: list[list[dict]], args, base) -> None:
     """The val-only table of ``--tune-min-boxes``: judged on ``k`` drawn val images, measured on the rest of val."""
-    from detector_al.policy.ceal import calibrate_ceal, pool_evidence, wilson_interval
+    from detector_al.policy.ceal_calibration import calibrate_ceal, pool_evidence
+    from detector_al.policy.formulas.proportions import wilson_interval
 
     print(f"\n### {name}: min_boxes chosen on val (judged on k val images, measured on the rest of val)\n")
     print(
@@ -84,7 +85,9 @@ def tune_min_boxes(name: str, val: list[list[dict]], args, base) -> None:
 
 def main() -> None:
     from detector_al.model.detector import Detector
-    from detector_al.policy.ceal import CealConfig, calibrate_ceal, pool_evidence, wilson_interval
+    from detector_al.policy.ceal import CealConfig
+    from detector_al.policy.ceal_calibration import calibrate_ceal, pool_evidence
+    from detector_al.policy.formulas.proportions import wilson_interval
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("runs", nargs="+", type=Path, help="simulate output folders (results.json, dataset/)")

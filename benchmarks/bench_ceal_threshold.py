@@ -48,7 +48,9 @@ def main() -> None:
     from detector_al.io.images import list_images
     from detector_al.io.yolo_format import read_yolo_labels
     from detector_al.model.detector import Detector
-    from detector_al.policy.ceal import CealConfig, accepted_boxes, wilson_interval
+    from detector_al.policy.ceal import CealConfig
+    from detector_al.policy.ceal_calibration import accepted_boxes
+    from detector_al.policy.formulas.proportions import wilson_interval
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("runs", nargs="+", type=Path, help="simulate output folders (results.json, dataset/)")

@@ -42,11 +42,11 @@ from detector_al.simulation.ranking_quality import auc, auc_interval, spearman
 
 
 def box_pseudo_table(preds: list, truth: list) -> dict[float, dict]:
-    """The shipped box pseudo-label rule (:func:`~detector_al.policy.ceal.box_pseudo_labels`) at several
+    """The shipped box pseudo-label rule (:func:`~detector_al.policy.box_pseudo_labels.box_pseudo_labels`) at several
     ``min_confidence``: box precision (same class, IoU >= 0.5), recall of the true boxes, and the share of true
     boxes neither pseudo-labeled nor masked (they would be taught as background)."""
     from detector_al.model.geometry import box_iou, match_boxes, same_class_matches
-    from detector_al.policy.ceal import BoxPseudoConfig, box_pseudo_labels
+    from detector_al.policy.box_pseudo_labels import BoxPseudoConfig, box_pseudo_labels
 
     table = {}
     print(

@@ -9,16 +9,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from detector_al.model.predictions import Detections
-from detector_al.policy.ceal import (
-    MIN_CONFIDENT_BOXES,
-    CealConfig,
-    auto_accept,
-    calibrate_ceal,
-    ceal_evidence,
-    pool_evidence,
-    wilson_lower,
-    wilson_upper,
-)
+from detector_al.policy.ceal import CealConfig, auto_accept
+from detector_al.policy.ceal_calibration import MIN_CONFIDENT_BOXES, calibrate_ceal, ceal_evidence, pool_evidence
+from detector_al.policy.formulas.proportions import wilson_lower, wilson_upper
 from detector_al.state.store import Store
 from ml_backend.main import create_app
 from ml_backend.settings import Settings
@@ -155,7 +148,7 @@ def test_ingest_runs_a_version_with_the_gate_its_training_kept(tmp_path):
     from dataclasses import asdict
 
     from detector_al.pipelines.ceal_gate import gated_policy, stored
-    from detector_al.policy.ceal import CealCalibration
+    from detector_al.policy.ceal_calibration import CealCalibration
     from detector_al.policy.settings import POLICY
     from detector_al.state.registry import ModelRegistry
 

@@ -84,7 +84,7 @@ def test_box_pseudo_labels_keep_flip_agreed_confident_boxes_and_mask_the_doubtfu
     from PIL import Image
 
     from detector_al.model.predictions import ImagePredictions
-    from detector_al.policy.ceal import box_pseudo_labels
+    from detector_al.policy.box_pseudo_labels import box_pseudo_labels
     from detector_al.simulation.training import write_masked
 
     det = Detections(
@@ -120,7 +120,8 @@ def _held_out_image(conf: float, right: bool):
 
 
 def test_the_box_pseudo_label_threshold_is_the_lowest_whose_held_out_precision_is_surely_high_enough():
-    from detector_al.policy.ceal import calibrate_box_pseudo_labels, wilson_lower
+    from detector_al.policy.box_pseudo_labels import calibrate_box_pseudo_labels
+    from detector_al.policy.formulas.proportions import wilson_lower
 
     # 100 right boxes at 0.65, 20 wrong ones at 0.42: at 0.4 the precision is 83 %; from 0.45 on, 100 %
     images = [_held_out_image(0.65, True) for _ in range(100)] + [_held_out_image(0.42, False) for _ in range(20)]

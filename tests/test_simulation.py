@@ -62,14 +62,10 @@ def test_box_pseudo_label_calibration_returns_the_first_threshold_whose_lower_bo
     from detector_al.io.yolo_format import read_yolo_labels
     from detector_al.model.detector import Detector
     from detector_al.model.geometry import same_class_matches
-    from detector_al.policy.ceal import (
-        CALIBRATION_GRID,
-        BoxPseudoConfig,
-        box_pseudo_labels,
-        calibrate_box_pseudo_labels,
-        wilson_lower,
-    )
+    from detector_al.policy.box_pseudo_labels import BoxPseudoConfig, box_pseudo_labels, calibrate_box_pseudo_labels
+    from detector_al.policy.formulas.proportions import wilson_lower
     from detector_al.policy.settings import SCORER_CONF
+    from detector_al.policy.thresholds import CALIBRATION_GRID
     from detector_al.simulation.dataset import prepare_dataset
 
     ds = prepare_dataset(sample_data / "data.yaml", tmp_path)

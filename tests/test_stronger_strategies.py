@@ -10,9 +10,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+import detector_al.policy.ceal
+import detector_al.policy.ceal_calibration
 import detector_al.policy.formulas.box_consistency
 import detector_al.policy.formulas.box_uncertainty
 import detector_al.policy.formulas.class_weights
+import detector_al.policy.formulas.proportions
 import detector_al.policy.strategies
 import detector_al.queue.selection
 from detector_al.model.predictions import Detections
@@ -44,6 +47,9 @@ H = binary_entropy
         detector_al.policy.formulas.box_uncertainty,
         detector_al.policy.formulas.box_consistency,
         detector_al.policy.formulas.class_weights,
+        detector_al.policy.formulas.proportions,
+        detector_al.policy.ceal,
+        detector_al.policy.ceal_calibration,
         detector_al.queue.selection,
     ],
 )

@@ -23,7 +23,8 @@ from detector_al.label_studio.config import RectangleTarget, parse_label_config
 from detector_al.label_studio.regions import to_label_studio_regions
 from detector_al.model.detector import BATCH_SIZE, Detector
 from detector_al.model.predictions import ImagePredictions
-from detector_al.policy.ceal import CealCalibration, CealConfig
+from detector_al.policy.ceal import CealConfig
+from detector_al.policy.ceal_calibration import CealCalibration
 from detector_al.policy.decision import Decision, decide, views_needed
 from detector_al.policy.settings import POLICY, PolicySettings
 from detector_al.policy.strategies import serving_strategy

@@ -14,7 +14,8 @@ from dataclasses import asdict
 import numpy as np
 
 from detector_al.pipelines.retrain_dataset import promotion_rule
-from detector_al.policy.ceal import CealCalibration, CealConfig
+from detector_al.policy.ceal import CealConfig
+from detector_al.policy.ceal_calibration import CealCalibration
 from detector_al.queue.build import AUTO_ACCEPT, ERROR, QUERY, REST
 from detector_al.signals.annotator_time import STATISTIC, project_time
 from detector_al.signals.stopping import DEFAULT_PATIENCE, DEFAULT_THRESHOLD

@@ -13,10 +13,10 @@ Protocol (the lessons of ``shared/docs/active-learning.md``):
   oracle: what a perfect error-seeking score would pick), ``+div`` a k-center batch over the top candidates
   (else the plain top-``budget``), ``+ceal`` the round's auto-accepted images with the model's boxes as labels
   in that round's training set only (CEAL gated as the backend gates it: judged on the val split each round,
-  :func:`~detector_al.policy.ceal.calibrate_ceal`, off when shown unsafe), ``+boxes`` box-level pseudo-labels
-  (:func:`~detector_al.policy.ceal.box_pseudo_labels`) on the most certain images left (at most as many as
+  :func:`~detector_al.policy.ceal_calibration.calibrate_ceal`, off when shown unsafe), ``+boxes`` box-level pseudo-labels
+  (:func:`~detector_al.policy.box_pseudo_labels.box_pseudo_labels`) on the most certain images left (at most as many as
   are labeled), their doubtful regions blanked out, at the round's box confidence calibrated on the val split
-  (:func:`~detector_al.policy.ceal.calibrate_box_pseudo_labels`; none when no threshold is safe), ``+cold``
+  (:func:`~detector_al.policy.box_pseudo_labels.calibrate_box_pseudo_labels`; none when no threshold is safe), ``+cold``
   a TypiClust batch while the model is cold (:func:`~detector_al.queue.build.cold_start_batch`), then the strategy;
 * class-weighted strategies are built each round from the labeled set and the pool
   (:func:`~detector_al.policy.strategies.build_strategy`), as the backend builds them from its store;
@@ -69,7 +69,7 @@ class RoundOutcome:
     actions: Actions = field(default_factory=Actions)  # what correcting the batch's pre-annotations takes
     accepted_images: int = 0  # CEAL auto-accepted images of the round (a review pass looks at them)
     accepted_boxes: int = 0
-    ceal_gate: str = "off"  # the round model's CEAL verdict on the val split (policy.ceal.calibrate_ceal)
+    ceal_gate: str = "off"  # the round model's CEAL verdict on the val split (policy.ceal_calibration.calibrate_ceal)
 
 
 def play_round(
@@ -77,7 +77,8 @@ def play_round(
 ) -> RoundOutcome:
     """Score the pool with ``weights`` through the production policy and label the queue's batch."""
     from detector_al.model.detector import Detector
-    from detector_al.policy.ceal import CealConfig, calibrate_box_pseudo_labels
+    from detector_al.policy.box_pseudo_labels import calibrate_box_pseudo_labels
+    from detector_al.policy.ceal import CealConfig
     from detector_al.policy.decision import decide
     from detector_al.policy.settings import SCORER_CONF
     from detector_al.policy.strategies import build_strategy, random_score
@@ -135,9 +136,9 @@ def _held_out(ds: SimDataset, det) -> tuple[list, list]:
 
 
 def _ceal_gate(preds: list, truths: list, base):
-    """This round's CEAL gate (:func:`~detector_al.policy.ceal.calibrate_ceal`) on the held-out images, as the
+    """This round's CEAL gate (:func:`~detector_al.policy.ceal_calibration.calibrate_ceal`) on the held-out images, as the
     backend judges each model on its human validation split (:mod:`~detector_al.pipelines.ceal_gate`)."""
-    from detector_al.policy.ceal import calibrate_ceal, ceal_evidence, pool_evidence
+    from detector_al.policy.ceal_calibration import calibrate_ceal, ceal_evidence, pool_evidence
 
     found = (ceal_evidence(p, t, base) if p.ok else None for p, t in zip(preds, truths, strict=True))
     return calibrate_ceal(*pool_evidence(found), base)
@@ -146,7 +147,7 @@ def _ceal_gate(preds: list, truths: list, base):
 def _add_box_pseudo_labels(outcome: RoundOutcome, paths: list[Path], preds: list, decisions: list, cap: int, rule):
     """Box pseudo-labels by ``rule`` (none if None) on at most ``cap`` images left out of the batch, lowest
     strategy score first."""
-    from detector_al.policy.ceal import box_pseudo_labels
+    from detector_al.policy.box_pseudo_labels import box_pseudo_labels
 
     outcome.pseudo_threshold = None if rule is None else rule.min_confidence
     if rule is None:

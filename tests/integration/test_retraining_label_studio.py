@@ -9,7 +9,7 @@ import pytest
 import requests
 
 from detector_al.demo.sample_data import oracle_regions
-from detector_al.policy.ceal import calibrate_ceal
+from detector_al.policy.ceal_calibration import calibrate_ceal
 from detector_al.state.store import Store
 from tests.integration.conftest import BackendServer, connect_backend, sync_local_storage, wait_for
 
