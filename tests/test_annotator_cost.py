@@ -182,3 +182,46 @@ def test_the_versus_table_pairs_every_arm_with_the_named_one():
     assert float(rows["`random`"][0].split()[0]) == pytest.approx(expect, abs=0.01)
     expect_after = np.mean([220 / (20 * 0.2 / 0.3), 220 / (20 * 0.21 / 0.3)])
     assert float(rows["`random`"][1].split()[0]) == pytest.approx(expect_after, abs=0.06)
+
+
+def test_the_pooled_ratio_pairs_within_each_dataset_and_pools_the_pairs():
+    """``benchmarks/report_batch_size.py``: one (dataset, seed) is one pair; a dataset without the arm adds none."""
+    from detector_al.simulation.time_report import pooled_ratio
+
+    c = CostModel(draw_box=10, verify_box=1, look_image=0)
+    one = [420 / (200 + 20 * 0.2 / 0.3), 420 / (200 + 20 * 0.21 / 0.3)]  # random / ours per seed (as above)
+    (mean, lo, hi), n = pooled_ratio([results()], "random", "ours", c)
+    assert n == 2 and mean == pytest.approx(np.mean(one), abs=1e-9) and lo < mean < hi
+    other = results()
+    other["runs"] = [r for r in other["runs"] if r["variant"] != "ours"]
+    (pooled, _, _), n = pooled_ratio([results(), results(), other], "random", "ours", c)
+    assert n == 4 and pooled == pytest.approx(np.mean(one), abs=1e-9)  # the dataset without ``ours`` adds no pair
+    assert pooled_ratio([other], "random", "ours", c)[1] == 0
+
+
+def test_the_batch_size_report_reads_the_published_rows_and_pools_the_tuning_sets():
+    """The figures docs/annotator_time_pretrained.md gives for the batch size come from the rows it publishes."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    files = [str(repo / "docs" / f"simulate_{d}_pretrained_batch.json") for d in ("bccd", "aquarium", "sample")]
+    out = subprocess.run(
+        [sys.executable, "benchmarks/report_batch_size.py", *files, "--tune", "bccd", "aquarium"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    header = next(line for line in out.splitlines() if line.startswith("| arm / base"))
+    assert [c.strip() for c in header.split("|")[2:-1]] == [
+        "bccd",
+        "aquarium",
+        "sample",
+        "bccd + aquarium",
+        "bccd + aquarium + sample",
+    ]
+    rows = [line for line in out.splitlines() if line.startswith("| `entropy+cold+ceal b10` / `entropy+cold+ceal` |")]
+    assert len(rows) == 2  # val, test
+    assert all(row.split("|")[5].strip().endswith("(n=10)") for row in rows)  # 5 seeds of each tuning set, paired

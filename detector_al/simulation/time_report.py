@@ -146,9 +146,14 @@ def _share(p: dict, arm: str, after_initial: bool = False) -> tuple[float, float
 
 
 def _paired_ratio(p: dict, base: str, after_initial: bool = False) -> dict[str, tuple[float, float, float]]:
-    """arm -> seconds to reach / ``base``'s seconds to reach, per seed (mean [interval]); a seed on which an arm never
-    reaches counts with that arm's full-budget seconds (a lower bound of what it would have needed), so no seed is
-    dropped (the table's ``never`` column says how many). ``after_initial``: both counted after the initial set."""
+    """arm -> mean [interval] of :func:`_seed_ratios` over the seeds."""
+    return {arm: t_interval(ratios) for arm, ratios in _seed_ratios(p, base, after_initial).items()}
+
+
+def _seed_ratios(p: dict, base: str, after_initial: bool = False) -> dict[str, list[float]]:
+    """arm -> seconds to reach / ``base``'s seconds to reach, one per seed; a seed on which an arm never reaches
+    counts with that arm's full-budget seconds (a lower bound of what it would have needed), so no seed is dropped
+    (the table's ``never`` column says how many). ``after_initial``: both counted after the initial set."""
     start = _initial(p)
 
     def spent(arm: str) -> dict[int, float]:
@@ -161,9 +166,18 @@ def _paired_ratio(p: dict, base: str, after_initial: bool = False) -> dict[str, 
         mine = spent(arm)
         both = [s for s in mine if s in ref]
         shift = {s: start[s] if after_initial else 0.0 for s in both}
-        ratios = [(mine[s] - shift[s]) / (ref[s] - shift[s]) for s in both if ref[s] > shift[s]]
-        out[arm] = t_interval(ratios)
+        out[arm] = [(mine[s] - shift[s]) / (ref[s] - shift[s]) for s in both if ref[s] > shift[s]]
     return out
+
+
+def pooled_ratio(
+    results: list[dict], arm: str, base: str, cost: CostModel = CostModel()
+) -> tuple[tuple[float, float, float], int]:
+    """``arm``'s hours to reach ``scratch``'s full-budget mAP50 over ``base``'s, paired within each results (one
+    dataset's seeds) and pooled over all of them: mean [95 % interval] over every (dataset, seed) pair, and how many
+    pairs. A dataset without both arms adds none."""
+    ratios = [x for res in results for x in _seed_ratios(priced(res, cost), base).get(arm, [])]
+    return t_interval(ratios), len(ratios)
 
 
 def versus_table(results: dict, base: str, cost: CostModel = CostModel()) -> str:

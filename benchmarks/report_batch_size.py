@@ -1,0 +1,64 @@
+"""The batch size's report: hours to reach plain labeling's full-budget mAP50 at each batch, paired by seed, per
+dataset and pooled over datasets (each (dataset, seed) one pair), on val (to choose) and test (to confirm).
+
+Reads merged results (``docs/simulate_<dataset>_pretrained_batch.json``: the arms at batch 20 as they ran, the others
+renamed ``<arm> b<N>``, their rounds scaled to the batch-20 run's).
+
+Usage: ``python benchmarks/report_batch_size.py docs/simulate_{bccd,aquarium,sample}_pretrained_batch.json
+--tune bccd aquarium`` (``--tune``: the datasets pooled to choose on; the file name's ``simulate_<dataset>_`` names
+them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+ARMS = ("entropy+cold+ceal", "random")
+
+
+def dataset_name(path: Path) -> str:
+    """``simulate_<dataset>_...json`` -> ``<dataset>``."""
+    m = re.match(r"simulate_([^_]+)_", path.name)
+    return m.group(1) if m else path.stem
+
+
+def with_split(results: dict, split: str) -> dict:
+    """``results`` with every mAP read from ``split`` (val: to choose on; the tables' figures are then val's)."""
+    if split == "test":
+        return results
+    return {**results, "runs": [{**r, "map50": r["val_map50"], "map50_95": r["val_map50_95"]} for r in results["runs"]]}
+
+
+def main() -> None:
+    from detector_al.simulation.report import _fmt
+    from detector_al.simulation.time_report import pooled_ratio
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("results", type=Path, nargs="+", help="merged results JSON files, one per dataset")
+    ap.add_argument("--tune", nargs="*", default=[], help="the datasets pooled to choose on")
+    args = ap.parse_args()
+    data = {dataset_name(p): json.loads(p.read_text()) for p in args.results}
+    batches = sorted({int(m) for d in data.values() for r in d["runs"] for m in re.findall(r" b(\d+)$", r["variant"])})
+    pairs = [(f"{a} b{b}", a) for b in batches for a in ARMS] + [
+        (f"{ARMS[0]} b{b}", f"{ARMS[1]} b{b}") for b in batches
+    ]
+    groups = [[name] for name in data] + ([args.tune] if len(args.tune) > 1 else [])
+    groups += [list(data)] if len(data) > 1 and sorted(data) != sorted(args.tune) else []
+    for split in ("val", "test"):
+        print(f"\n### Paired ratio of modelled hours to reach plain labeling's full-budget mAP50 ({split})\n")
+        cols = [" + ".join(g) for g in groups]
+        print("| arm / base | " + " | ".join(cols) + " |")
+        print("|---|" + "---|" * len(cols))
+        for arm, base in pairs:
+            cells = []
+            for g in groups:
+                (m, lo, hi), n = pooled_ratio([with_split(data[d], split) for d in g], arm, base)
+                cells.append(f"{_fmt((m, lo, hi), 2)} (n={n})" if n else "-")
+            print(f"| `{arm}` / `{base}` | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
