@@ -1,20 +1,20 @@
 """CEAL's gate on a backend-sized validation split: are the boxes it lets through >= 95 % right, and how many?
 
 The backend judges each model's CEAL on its human validation split (:mod:`detector_al.pipelines.ceal_gate`): about a
-fifth of the labels, so 4, 8 and 14 images at 20, 40 and 70 labels. This replays that. For every model a
-``detector-al simulate`` run trained that pre-annotated a round (as ``bench_ceal_threshold.py`` takes them), ``k``
-images drawn at random from the run's ``val`` split (``--draws`` draws per model; ``k`` of ``--k``, and all of val)
-are the held-out labels; the gate judged on them (:func:`~detector_al.policy.ceal_calibration.calibrate_ceal`) decides the CEAL
-the model runs with on the ``test`` split, which the gate never sees. Printed per run and ``k``: the share of
-model-draws judged calibrated / unproven / unsafe / untested (the last two: off), the test images auto-accepted
-(coverage) and the box precision of their pseudo-labels (right: matched one to one, IoU >= 0.5, to a true box of its class) with its 95 %
-Wilson interval, the wrong pseudo boxes per model-draw (what would teach the next model wrong objects), and the
-share of firing model-draws whose own test precision is below 0.95; the first row is the fixed threshold without the
-gate.
+fifth of the labels, so 4, 8 and 14 images at 20, 40 and 70 labels. This replays that. For every model a ``detector-al
+simulate`` run trained that pre-annotated a round (as ``bench_ceal_threshold.py`` takes them), ``k`` images drawn at
+random from the run's ``val`` split (``--draws`` draws per model; ``k`` of ``--k``, and all of val) are the held-out
+labels; the gate judged on them (:func:`~detector_al.policy.ceal_calibration.calibrate_ceal`) decides the CEAL the model
+runs with on the ``test`` split, which the gate never sees. Printed per run and ``k``: the share of model-draws judged
+calibrated / unproven / unsafe / untested (the last two: off), the test images auto-accepted (coverage) and the box
+precision of their pseudo-labels (right: matched one to one, IoU >= 0.5, to a true box of its class) with its 95 %
+Wilson interval, the wrong pseudo boxes per model-draw (what would teach the next model wrong objects), and the share of
+firing model-draws whose own test precision is below 0.95; the first row is the fixed threshold without the gate.
 
 With ``--tune-min-boxes N [N ...]`` it first chooses the gate's ``min_boxes`` (the fewest confident held-out boxes
-it judges by, :data:`~detector_al.policy.ceal_calibration.MIN_CONFIDENT_BOXES`) on val alone: each draw's ``k`` val images judge
-the model and the rest of val measures what its CEAL lets through, for each ``N``; test is not read for it.
+it judges by, :data:`~detector_al.policy.ceal_calibration.MIN_CONFIDENT_BOXES`) on val alone: each draw's ``k`` val
+images judge the model and the rest of val measures what its CEAL lets through, for each ``N``; test is not read for
+it.
 
 Usage: ``python benchmarks/bench_ceal_gate.py RUN_DIR [RUN_DIR ...] [--k 4 8 14] [--draws 20] [--tune-min-boxes 0 1 3
 5 8 10]``

@@ -3,12 +3,12 @@
 Every retraining scores its human validation split (labels no model of the project trains on: a task is there when
 ``sha256(task id) mod 5 == 0``, :func:`~detector_al.pipelines.retrain_dataset.in_validation`) twice: with the serving
 model before that model writes the round's pseudo-labels, and with the candidate before it re-scores the pool.
-:func:`~detector_al.policy.ceal_calibration.calibrate_ceal` decides from the pseudo boxes right there whether CEAL runs for that
-model, and at which threshold: a model whose held-out pseudo-labels are shown below 95 % precise, or whose held-out
-images hold too few of its confident boxes to judge it by, auto-accepts nothing, in its pseudo-labels and in its
-queue. The verdict goes into the version's ``meta.json`` (key ``ceal``) and
-to the service (:meth:`~detector_al.serving.service.PredictionService.set_ceal`); :func:`restore` reads it back when
-a backend starts, so a restart serves the same decisions.
+:func:`~detector_al.policy.ceal_calibration.calibrate_ceal` decides from the pseudo boxes right there whether CEAL runs
+for that model, and at which threshold: a model whose held-out pseudo-labels are shown below 95 % precise, or whose
+held-out images hold too few of its confident boxes to judge it by, auto-accepts nothing, in its pseudo-labels and in
+its queue. The verdict goes into the version's ``meta.json`` (key ``ceal``) and to the service
+(:meth:`~detector_al.serving.service.PredictionService.set_ceal`); :func:`restore` reads it back when a backend starts,
+so a restart serves the same decisions.
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ log = logging.getLogger(__name__)
 
 
 def judge_on_validation(service, detector, root: Path, control: JobControl) -> CealCalibration:
-    """:func:`~detector_al.policy.ceal_calibration.calibrate_ceal` of ``detector`` on a retraining dataset's validation split
-    (``root/images/val``, labels in ``root/labels/val``), a batch at a time on the service's inference thread; only
-    the per-threshold counts stay in memory."""
+    """:func:`~detector_al.policy.ceal_calibration.calibrate_ceal` of ``detector`` on a retraining dataset's
+    validation split (``root/images/val``, labels in ``root/labels/val``), a batch at a time on the service's
+    inference thread; only the per-threshold counts stay in memory."""
     base = service.config.policy.ceal
     if not base.enabled:
         return calibrate_ceal({}, 0, base)  # "off": nothing to judge
@@ -49,8 +49,8 @@ def judge_on_validation(service, detector, root: Path, control: JobControl) -> C
 
 
 def evidence_of(pred, labels: Path, base: CealConfig) -> Evidence | None:
-    """One held-out image's :func:`~detector_al.policy.ceal_calibration.ceal_evidence` against its YOLO label file in ``labels``
-    (``<image stem>.txt``); None for an image that could not be read."""
+    """One held-out image's :func:`~detector_al.policy.ceal_calibration.ceal_evidence` against its YOLO label file in
+    ``labels`` (``<image stem>.txt``); None for an image that could not be read."""
     if not pred.ok:
         return None
     return ceal_evidence(
@@ -68,7 +68,8 @@ def record(service, registry: ModelRegistry, version: str, calibration: CealCali
 
 def stored(registry: ModelRegistry, version: str | None) -> CealCalibration | None:
     """The gate kept for ``version`` in ``registry``, its counts judged by the current rule
-    (:meth:`~detector_al.policy.ceal_calibration.CealCalibration.rejudged`); None: never judged, or not a version of it."""
+    (:meth:`~detector_al.policy.ceal_calibration.CealCalibration.rejudged`); None: never judged, or not a version of
+    it."""
     meta = registry.meta(version) if version in registry.versions() else {}
     if not meta.get("ceal"):
         return None

@@ -120,8 +120,8 @@ class CealCalibration:
     def describe(self) -> str:
         """One line for people: the verdict and its evidence."""
         seen = (
-            f"{self.right}/{self.boxes} auto-accepted and {self.confident_right}/{self.confident_boxes} confident boxes "
-            f"right on {self.images} held-out images"
+            f"{self.right}/{self.boxes} auto-accepted and {self.confident_right}/{self.confident_boxes} confident "
+            f"boxes right on {self.images} held-out images"
         )
         return {
             "calibrated": f"on at min_confidence {self.min_confidence}: {seen}",

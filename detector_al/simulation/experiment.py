@@ -8,16 +8,17 @@ Protocol (the lessons of ``shared/docs/active-learning.md``):
   (:func:`~detector_al.policy.decision.decide` per image, :func:`~detector_al.queue.build.build_queue` over the pool: the
   code the backend and ingest run), labels the queue's batch of ``budget`` images (the oracle reveals their
   boxes), and trains the next model by the config's :class:`Recipe`;
-* a variant is ``<strategy>[+div][+ceal][+boxes][+cold]``: any strategy of the registry (``entropy`` =
-  ``entropy_sum``) or the control ``oracle`` (the images needing the most corrections first, counted against the
-  oracle: what a perfect error-seeking score would pick), ``+div`` a k-center batch over the top candidates
-  (else the plain top-``budget``), ``+ceal`` the round's auto-accepted images with the model's boxes as labels
-  in that round's training set only (CEAL gated as the backend gates it: judged on the val split each round,
-  :func:`~detector_al.policy.ceal_calibration.calibrate_ceal`, off when shown unsafe), ``+boxes`` box-level pseudo-labels
-  (:func:`~detector_al.policy.box_pseudo_labels.box_pseudo_labels`) on the most certain images left (at most as many as
-  are labeled), their doubtful regions blanked out, at the round's box confidence calibrated on the val split
-  (:func:`~detector_al.policy.box_pseudo_labels.calibrate_box_pseudo_labels`; none when no threshold is safe), ``+cold``
-  a TypiClust batch while the model is cold (:func:`~detector_al.queue.build.cold_start_batch`), then the strategy;
+* a variant is ``<strategy>[+div][+ceal][+boxes][+cold]``: any strategy of the registry (``entropy`` = ``entropy_sum``)
+  or the control ``oracle`` (the images needing the most corrections first, counted against the oracle: what a perfect
+  error-seeking score would pick), ``+div`` a k-center batch over the top candidates (else the plain top-``budget``),
+  ``+ceal`` the round's auto-accepted images with the model's boxes as labels in that round's training set only (CEAL
+  gated as the backend gates it: judged on the val split each round,
+  :func:`~detector_al.policy.ceal_calibration.calibrate_ceal`, off when shown unsafe), ``+boxes`` box-level
+  pseudo-labels (:func:`~detector_al.policy.box_pseudo_labels.box_pseudo_labels`) on the most certain images left (at
+  most as many as are labeled), their doubtful regions blanked out, at the round's box confidence calibrated on the val
+  split (:func:`~detector_al.policy.box_pseudo_labels.calibrate_box_pseudo_labels`; none when no threshold is safe),
+  ``+cold`` a TypiClust batch while the model is cold (:func:`~detector_al.queue.build.cold_start_batch`), then the
+  strategy;
 * class-weighted strategies are built each round from the labeled set and the pool
   (:func:`~detector_al.policy.strategies.build_strategy`), as the backend builds them from its store;
 * mAP50 and mAP50-95 on the fixed **val** split (for choosing recipes and defaults) and **test** split (the
@@ -136,8 +137,8 @@ def _held_out(ds: SimDataset, det) -> tuple[list, list]:
 
 
 def _ceal_gate(preds: list, truths: list, base):
-    """This round's CEAL gate (:func:`~detector_al.policy.ceal_calibration.calibrate_ceal`) on the held-out images, as the
-    backend judges each model on its human validation split (:mod:`~detector_al.pipelines.ceal_gate`)."""
+    """This round's CEAL gate (:func:`~detector_al.policy.ceal_calibration.calibrate_ceal`) on the held-out images,
+    as the backend judges each model on its human validation split (:mod:`~detector_al.pipelines.ceal_gate`)."""
     from detector_al.policy.ceal_calibration import calibrate_ceal, ceal_evidence, pool_evidence
 
     found = (ceal_evidence(p, t, base) if p.ok else None for p, t in zip(preds, truths, strict=True))
