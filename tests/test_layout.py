@@ -95,4 +95,4 @@ def test_the_box_threshold_default_is_written_once():
         for i, line in enumerate(p.read_text().splitlines(), 1)
         if re.search(r"(:|=)\s*0\.25\b", line.split("#")[0])
     ]
-    assert written == ["detector_al/policy/thresholds.py:3"]
+    assert [w.split(":")[0] for w in written] == ["detector_al/policy/thresholds.py"]  # once, in one file
