@@ -25,7 +25,7 @@ def finished(results: dict) -> dict:
 
 def main() -> None:
     from detector_al.policy.annotator_cost import CostModel
-    from detector_al.simulation.report import report
+    from detector_al.simulation.report import on_split, report
     from detector_al.simulation.time_report import plot_annotator_time, sensitivity_table, time_report, versus_table
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -39,9 +39,7 @@ def main() -> None:
     args = ap.parse_args()
     cost = CostModel()
     for folder in args.runs:
-        raw = json.loads((folder / "results.json").read_text())
-        if args.split == "val":  # the tables say "test"; their figures are val's
-            raw["runs"] = [{**r, "map50": r["val_map50"], "map50_95": r["val_map50_95"]} for r in raw["runs"]]
+        raw = on_split(json.loads((folder / "results.json").read_text()), args.split)  # the tables say test
         res = finished(raw)
         seeds = sorted({r["seed"] for r in res["runs"]})
         left = sorted({r["seed"] for r in raw["runs"]} - set(seeds))

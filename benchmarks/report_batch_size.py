@@ -25,15 +25,8 @@ def dataset_name(path: Path) -> str:
     return m.group(1) if m else path.stem
 
 
-def with_split(results: dict, split: str) -> dict:
-    """``results`` with every mAP read from ``split`` (val: to choose on; the tables' figures are then val's)."""
-    if split == "test":
-        return results
-    return {**results, "runs": [{**r, "map50": r["val_map50"], "map50_95": r["val_map50_95"]} for r in results["runs"]]}
-
-
 def main() -> None:
-    from detector_al.simulation.report import _fmt
+    from detector_al.simulation.report import _fmt, on_split
     from detector_al.simulation.time_report import pooled_ratio
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -55,7 +48,7 @@ def main() -> None:
         for arm, base in pairs:
             cells = []
             for g in groups:
-                (m, lo, hi), n = pooled_ratio([with_split(data[d], split) for d in g], arm, base)
+                (m, lo, hi), n = pooled_ratio([on_split(data[d], split) for d in g], arm, base)
                 cells.append(f"{_fmt((m, lo, hi), 2)} (n={n})" if n else "-")
             print(f"| `{arm}` / `{base}` | " + " | ".join(cells) + " |")
 

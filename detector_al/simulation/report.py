@@ -41,6 +41,14 @@ def t_interval(values) -> tuple[float, float, float]:
     return mean, mean - half, mean + half
 
 
+def on_split(results: dict, split: str) -> dict:
+    """``results`` with every mAP read from ``split``: ``"test"`` as they are, ``"val"`` with each row's val mAP in its
+    ``map50`` / ``map50_95`` (to choose on val; every table then shows val's figures under the test names)."""
+    if split == "test":
+        return results
+    return {**results, "runs": [{**r, "map50": r["val_map50"], "map50_95": r["val_map50_95"]} for r in results["runs"]]}
+
+
 def curves(results: dict, metric: str = "map50", x: str = "labeled") -> dict[str, dict[int, dict[int, float]]]:
     """variant -> seed -> spent -> ``metric``, variants in the order they ran; ``spent`` is ``x`` of the round:
     labeled images (``"labeled"``), or the effort so far, summed over the rounds up to it (``"drawn"``,
