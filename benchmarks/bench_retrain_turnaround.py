@@ -62,6 +62,7 @@ def main() -> None:
     from detector_al.label_studio.task_sink import QUEUE_TAB
     from detector_al.model.training import evaluate
     from detector_al.state.registry import ModelRegistry
+    from detector_al.state.store import FINISHED
 
     sample = REPO / "sample_data"
     if args.pseudo_ratio is not None:
@@ -103,7 +104,7 @@ def main() -> None:
             if not phases or phases[-1][0] != phase:
                 phases.append((phase, time.perf_counter() - started))
             jobs = requests.get(f"{backend.url}/status", timeout=5).json()["jobs"]
-            if jobs and jobs[0]["status"] in ("done", "failed", "cancelled"):
+            if jobs and jobs[0]["status"] in FINISHED:
                 break
             time.sleep(0.5)
         total = time.perf_counter() - started

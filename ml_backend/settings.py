@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from detector_al.pipelines.retrain import RetrainConfig
@@ -42,7 +42,12 @@ class Settings(BaseSettings):
     ceal_min_confidence: float | None = Field(
         None, description="CEAL: the lowest box confidence of an auto-accepted image (default from CealConfig)"
     )
-    train_every: int = Field(0, ge=0, description="queue a training run every N new or updated annotations (0: off)")
+    train_every: int | None = Field(
+        None,
+        ge=0,
+        description="queue a training run every N new or updated annotations (unset: QUEUE_BUDGET, a retraining after"
+        " each batch, the cadence measured best; 0: only Start Training)",
+    )
     train_epochs: int = Field(RETRAIN.epochs, ge=1, description="fine-tuning epochs per retraining round")
     train_base: str | None = Field(
         RETRAIN.base,
@@ -112,6 +117,18 @@ class Settings(BaseSettings):
     def _ceal_min_confidence(cls, value: float | None) -> float | None:
         ceal_config(min_confidence=value)  # outside [0, 1]: refused at start, by CealConfig's own check
         return value
+
+    @field_validator("train_every", mode="before")
+    @classmethod
+    def _train_every_unset(cls, value):
+        return None if value == "" else value  # TRAIN_EVERY= (compose passes an unset variable so): the default
+
+    @model_validator(mode="after")
+    def _train_after_each_batch(self) -> Settings:
+        """``TRAIN_EVERY`` unset: ``QUEUE_BUDGET``, so the model retrains after each batch the queue serves."""
+        if self.train_every is None:
+            self.train_every = self.queue_budget
+        return self
 
     def policy(self) -> PolicySettings:
         """The one policy object of this backend, from the same environment variables ``ingest`` reads

@@ -3,6 +3,7 @@ strategies refused at start, training time limits and cancellation, bounded stat
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
@@ -207,6 +208,22 @@ def test_a_hung_training_is_killed_at_its_time_limit_and_a_cancel_kills_it_at_on
     with pytest.raises(TrainingCancelled, match="cancelled"):
         run_in_subprocess(_sleeps, 60, cancel=cancel)
     assert time.monotonic() - started < 20
+
+
+def _niceness(on_epoch=None):  # the training process's niceness, as it sees it
+    return os.nice(0)
+
+
+def test_the_training_process_yields_the_cores_to_the_server():
+    """The retraining's child runs ``RetrainConfig.niceness`` above the server (benchmarks/bench_predict_while_training.py
+    measures what that saves /predict); at 0 it runs as the server does."""
+    from detector_al.model.training import run_in_subprocess
+    from detector_al.pipelines.retrain import RetrainConfig
+
+    mine, step = os.nice(0), RetrainConfig().niceness
+    assert step > 0
+    assert run_in_subprocess(_niceness) == mine
+    assert run_in_subprocess(_niceness, niceness=step) == min(mine + step, 19)
 
 
 def test_cancel_endpoint_stops_the_running_job_and_a_queued_one(tmp_path, trained_weights):

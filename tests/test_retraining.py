@@ -235,9 +235,10 @@ def test_a_retraining_starts_from_the_serving_model_unless_train_base_names_anot
     from detector_al.pipelines.retrain import RetrainConfig, Retrainer
 
     seen = {}
-    monkeypatch.setattr(retrain, "run_in_subprocess", lambda fn, data, out, cfg, *a, **kw: seen.setdefault("cfg", cfg))
+    monkeypatch.setattr(retrain, "run_in_subprocess", lambda fn, data, out, cfg, *a, **kw: seen.update(cfg=cfg, **kw))
     registry = SimpleNamespace(path=lambda version: tmp_path / f"{version}.pt")
     detector = SimpleNamespace(version="v3", imgsz=128)
     r = Retrainer(None, registry, None, None, None, tmp_path, RetrainConfig(base=base))
     r._train(detector, tmp_path, lambda **kw: None, JobControl())
     assert seen["cfg"].base == (str(tmp_path / "v3.pt") if expected == "serving" else expected)
+    assert seen["niceness"] == RetrainConfig().niceness > 0  # the server's requests come first

@@ -113,9 +113,10 @@ detector-al demo is ready ({time.perf_counter() - started:.0f} s)
 
 Next: press "Label All Tasks" (the project uses "Uncertainty sampling", so Label Studio serves the
 active-learning queue: the diverse batch first, then the rest by uncertainty, auto-accepted images last),
-correct the pre-annotations and submit. Then Settings -> Model -> "Start Training". The backend fine-tunes,
-promotes the new model if it is not worse on held-out labels (it needs 3 labeled tasks of the validation split,
-about 1 in 5: about 15 labels; before that it says how many more), re-scores the pool and refreshes the queue:
+correct the pre-annotations and submit. After each batch (TRAIN_EVERY labels, 10 by default), or when you
+press Settings -> Model -> "Start Training", the backend fine-tunes, promotes the new model if it is not worse
+on held-out labels (it needs 3 labeled tasks of the validation split, about 1 in 5: about 15 labels; before
+that the job ends "waiting" and says how many more: see the status link), re-scores the pool and refreshes the queue:
 watch the model version and the al_priority column change. The tabs "Active learning queue" and "Auto-accepted (review)"
 are for browsing; the button serves the same order from any tab.
 Ctrl-C stops both servers; running `make demo` again resumes in seconds.

@@ -228,6 +228,7 @@ def run_in_subprocess(
     on_epoch: Callable[[int, int], None] | None = None,
     timeout_s: float | None = None,
     cancel: threading.Event | None = None,
+    niceness: int = 0,
 ) -> T:
     """``fn(*args, on_epoch=...)`` (a module-level training function) in a separate (spawned) process.
 
@@ -235,7 +236,8 @@ def run_in_subprocess(
     second OpenMP thread team in the same process makes both teams stop spinning between parallel regions
     (single-image inference went from 23 to 38 ms on 2 cores). A crash of the training (out of memory, a
     native error) cannot take the server down either. ``on_epoch`` is called in this process as epochs finish.
-    A hung or endless child is killed after ``timeout_s`` seconds, and at once when ``cancel`` is set.
+    A hung or endless child is killed after ``timeout_s`` seconds, and at once when ``cancel`` is set. The child runs
+    at ``niceness`` (``os.nice``) above this process: a server's requests then come first on shared cores.
 
     Raises:
         TrainingCancelled: ``cancel`` was set, or the child ran past ``timeout_s``.
@@ -246,7 +248,7 @@ def run_in_subprocess(
 
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
-    proc = ctx.Process(target=_child, args=(fn, args, q), name="detector-al-train")
+    proc = ctx.Process(target=_child, args=(fn, args, q, niceness), name="detector-al-train")
     proc.start()
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     try:
@@ -275,8 +277,10 @@ def run_in_subprocess(
             proc.kill()
 
 
-def _child(fn, args, queue) -> None:  # pragma: no cover - runs in a spawned process
+def _child(fn, args, queue, niceness: int = 0) -> None:  # pragma: no cover - runs in a spawned process
     try:
+        if niceness:
+            os.nice(niceness)
         result = fn(*args, on_epoch=lambda e, n: queue.put(("epoch", e, n)))
         queue.put(("done", result))
     except BaseException as exc:  # reported to the parent, which raises it there

@@ -1,4 +1,5 @@
-"""Cancel and time limit of a whole job (a retraining): checked between every step, not only during training.
+"""Cancel and time limit of a whole job (a retraining): checked between every step, not only during training; and
+the early end of a job that cannot run yet (:class:`JobWaiting`).
 
 The worker sets ``cancel`` (``POST /jobs/<id>/cancel``); the job calls :meth:`JobControl.check` between steps (each
 page of tasks it lists, each batch it predicts, each phase) and hands :meth:`JobControl.remaining` to its training
@@ -14,6 +15,11 @@ from dataclasses import dataclass, field
 
 class JobCancelled(RuntimeError):
     """The job was cancelled, or ran past its time limit: it stops where it is, and promotes nothing."""
+
+
+class JobWaiting(RuntimeError):
+    """The job cannot do its work yet and nothing is wrong (a retraining before the project has enough labels): it
+    stops before its work and ends ``waiting`` with this message, a failure for no one (no back-off)."""
 
 
 @dataclass

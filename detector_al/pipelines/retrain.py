@@ -102,6 +102,9 @@ class RetrainConfig:
     cold_start: bool = COLD_START  # the re-scored queue's batch is TypiClust's while the new model is cold
     timeout_s: float | None = 3600.0  # the whole job, from its start: past it the job stops (failed)
     keep_job_folders: int = 3  # the newest job folders kept (datasets and runs); older ones are removed
+    # The training process's niceness above the server's: /predict comes first while a retraining shares the cores
+    # (benchmarks/bench_predict_while_training.py).
+    niceness: int = 10
     # What each retraining starts from: None, the serving weights (fine-tuned, the default); else a base as
     # `detector-al train --base` takes it: "pretrained" (the offline checkpoint), weights, or "yolo11n.pt" online.
     base: str | None = None
@@ -312,9 +315,9 @@ class Retrainer:
             shutil.rmtree(old, ignore_errors=True)
 
     def _train(self, detector, root: Path, report, control: JobControl) -> tuple[Path, dict, dict]:
-        """Fine-tune from the serving weights and evaluate both, in a child process: in the server torch stays on
-        the one inference thread (see run_in_subprocess), and a crash stays in the child. It gets what is left of the
-        job's time limit, and is killed at once on a cancel."""
+        """Fine-tune from the serving weights and evaluate both, in a child process at ``config.niceness``: in the
+        server torch stays on the one inference thread (see run_in_subprocess), requests come first on the cores, and
+        a crash stays in the child. It gets what is left of the job's time limit, and is killed at once on a cancel."""
         serving_path = self.registry.path(detector.version)
         cfg = TrainConfig(
             epochs=self.config.epochs,
@@ -334,6 +337,7 @@ class Retrainer:
                 on_epoch=lambda e, n: report(phase="training" if e < n else "evaluating", epoch=e, epochs=n),
                 timeout_s=control.remaining(),
                 cancel=control.cancel,
+                niceness=self.config.niceness,
             )
         except TrainingCancelled:
             control.check()  # the job's own words: cancelled, or past TRAIN_TIMEOUT_S since the job started

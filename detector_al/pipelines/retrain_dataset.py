@@ -4,7 +4,8 @@ pseudo-labels join, labels per class, and the YOLO files the training reads.
 **The promotion rule.** A candidate is judged only on human labels it was not trained on: the validation split
 (:func:`in_validation`, about one labeled task in five, chosen by task id, so a task never moves between splits).
 Until that split holds ``min_val_images`` images there is nothing fair to judge on: the job stops before training,
-saying how many more labels it needs, and the serving model stays (:func:`check_splits`). There is always a serving
+saying how many more labels it needs, and the serving model stays (:func:`check_splits`; the job ends ``waiting``,
+not failed). There is always a serving
 model (the backend starts from weights), so a project's first candidate is held to the same rule. Once judged, the
 candidate is promoted if it is not worse than the serving model on the same images, within the noise of a small
 split (:func:`should_promote`).
@@ -23,6 +24,7 @@ import numpy as np
 from detector_al.io.files import atomic_write
 from detector_al.io.yolo_format import yolo_lines
 from detector_al.label_studio.regions import from_label_studio_regions
+from detector_al.pipelines.job_control import JobWaiting
 
 VALIDATION_SHARE = 5
 """One task in ``VALIDATION_SHARE`` (by the hash of its id) validates."""
@@ -49,26 +51,30 @@ def promotion_rule(min_val_images: int = 3, tolerance: float = 0.005) -> str:
     )
 
 
+class TooFewLabels(JobWaiting, ValueError):
+    """The project has too few labels, or too few in one split, to train a candidate and judge it fairly yet."""
+
+
 def check_splits(n_labeled: int, n_train: int, n_val: int, min_labeled: int, min_val_images: int, project: int) -> None:
     """Refuse a training that could not be judged fairly, saying what to label (see the module docstring).
 
     Raises:
-        ValueError: too few labels, too few of them in the validation split, or none in the training split.
+        TooFewLabels: too few labels, too few of them in the validation split, or none in the training split.
     """
     if n_labeled < min_labeled:
-        raise ValueError(
+        raise TooFewLabels(
             f"only {n_labeled} labeled tasks in project {project}; label at least {min_labeled} before training"
         )
     if n_val < min_val_images:
         more = (min_val_images - n_val) * VALIDATION_SHARE
-        raise ValueError(
+        raise TooFewLabels(
             f"project {project}: {n_val} of the {n_labeled} labeled tasks are in the validation split, and a new "
             f"model is judged only on labels it was not trained on: {min_val_images} are needed there (about 1 "
-            f"labeled task in {VALIDATION_SHARE} goes there, by task id). Label about {more} more tasks, then press "
-            "Start Training again; the serving model stays meanwhile"
+            f"labeled task in {VALIDATION_SHARE} goes there, by task id). Label about {more} more tasks, then train "
+            "again (Start Training, or the next TRAIN_EVERY annotations); the serving model stays meanwhile"
         )
     if n_train == 0:
-        raise ValueError(
+        raise TooFewLabels(
             f"project {project}: every labeled task is in the validation split, so there is nothing to train on "
             "that the judgement would not use; label a few more tasks"
         )

@@ -2,7 +2,9 @@
 
 Bursts of triggers coalesce in the store (one queued job per project); the worker runs one job at a time
 and publishes its state (phase, job, epoch, elapsed) for ``/health`` and ``/status``. A job that raises is
-marked failed with its error and the worker carries on; jobs left running by a crash are re-queued at start.
+marked failed with its error and the worker carries on; one that raises :class:`JobWaiting` (a project with too few
+labels yet) ends ``waiting`` with its message, which is no failure; jobs left running by a crash are re-queued at
+start.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ import time
 import traceback
 from collections.abc import Callable
 
-from detector_al.state.store import CANCELLED, DONE, FAILED, Store
+from detector_al.pipelines.job_control import JobWaiting
+from detector_al.state.store import CANCELLED, DONE, FAILED, WAITING, Store
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +117,10 @@ class TrainingWorker:
             if self.run_job is None:
                 raise RuntimeError("no trainer is configured for this backend")
             result = self.run_job({**job, "cancel": self._cancel}, self._report) or {}
+        except JobWaiting as exc:  # too few labels yet: said, not failed
+            log.info("training job %s waiting: %s", job["id"], exc)
+            self.store.finish_training(job["id"], WAITING, error=str(exc))
+            last = {"job": job["id"], "status": WAITING, "error": str(exc)}
         except Exception as exc:  # a failed training must never take the server down
             status = CANCELLED if self._cancel.is_set() else FAILED
             log.error("training job %s %s: %s\n%s", job["id"], status, exc, traceback.format_exc())

@@ -127,6 +127,11 @@ MIGRATIONS = (  # (table, column, declaration) added since the first release
 )
 
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"  # training_jobs.status
+WAITING = "waiting"
+"""A training job that ended before training because the project has too few labels yet: nothing failed, so it costs
+no back-off, and its ``error`` says how many more labels the next one needs."""
+FINISHED = (DONE, FAILED, CANCELLED, WAITING)
+"""The statuses of a job that has ended (the others: queued, running)."""
 
 TASK_KEY = "task:"
 """The key prefix of a pool row the backend made for a task ingest never recorded (``task:<id>``); any other key is

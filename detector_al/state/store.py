@@ -21,18 +21,20 @@ from detector_al.state.events_table import ANNOTATION_EVENTS, LABELED_TASKS, MAX
 from detector_al.state.jobs_table import JobsTable
 from detector_al.state.pool_table import PoolTable
 from detector_al.state.projects_table import ProjectsTable
-from detector_al.state.schema import CANCELLED, DONE, FAILED, QUEUED, RUNNING, PoolRow
+from detector_al.state.schema import CANCELLED, DONE, FAILED, FINISHED, QUEUED, RUNNING, WAITING, PoolRow
 
 __all__ = [
     "ANNOTATION_EVENTS",
     "CANCELLED",
     "DONE",
     "FAILED",
+    "FINISHED",
     "LABELED_TASKS",
     "MAX_EVENTS",
     "QUEUED",
     "RUNNING",
     "STORE_FILE_NAME",
+    "WAITING",
     "PoolRow",
     "Store",
 ]

@@ -28,6 +28,7 @@ import requests
 
 from detector_al.label_studio.local_server import DEFAULT_PASSWORD, DEFAULT_USER
 from detector_al.policy.settings import POLICY
+from detector_al.state.store import FINISHED
 from tests.integration.conftest import REPO, BackendServer, connect_backend, wait_for
 
 AUTO_ACCEPT = "auto_accept"
@@ -352,7 +353,7 @@ def test_the_dashboard_after_a_retraining_shows_versions_curve_queue_and_stoppin
 
     def finished():
         jobs = requests.get(f"{stream_backend.url}/status", timeout=10).json()["jobs"]
-        return [j for j in jobs if j["project"] == pid and j["status"] in ("done", "failed")]
+        return [j for j in jobs if j["project"] == pid and j["status"] in FINISHED]
 
     jobs = wait_for(finished, 300, every=1)
     assert jobs and jobs[0]["status"] == "done", jobs

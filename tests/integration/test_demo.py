@@ -14,6 +14,8 @@ import requests
 from label_studio_sdk import LabelStudio
 
 from detector_al.label_studio.local_server import free_port
+from detector_al.policy.settings import QUEUE_BATCH
+from detector_al.state.store import FINISHED
 from tests.integration.conftest import REPO
 from tests.integration.test_retraining_label_studio import oracle_regions, pick_labels
 
@@ -84,7 +86,7 @@ def test_demo_end_to_end(trained_weights, sample_data, tmp_path):
         deadline = time.time() + 600
         while time.time() < deadline:
             jobs = requests.get(f"{backend}/status", timeout=5).json()["jobs"]
-            if jobs and jobs[0]["status"] in ("done", "failed"):
+            if jobs and jobs[0]["status"] in FINISHED:
                 break
             time.sleep(2)
         assert jobs[0]["status"] == "done", jobs[0]
@@ -100,6 +102,20 @@ def test_demo_end_to_end(trained_weights, sample_data, tmp_path):
         assert changed > len(unlabeled) // 2
         prio = [t.data["al_priority"] for t in after]
         assert prio == sorted(prio, reverse=True)
+
+        # five more labels make a batch of 10 (TRAIN_EVERY unset: QUEUE_BUDGET): the backend retrains by itself
+        for t in [t for t in after if t.id not in labeled][: QUEUE_BATCH - len(chosen)]:
+            ls.annotations.create(id=t.id, result=oracle_regions(sample_data, t.data["image"].split("/")[-1]))
+
+        def self_started():
+            jobs = requests.get(f"{backend}/status", timeout=5).json()["jobs"]
+            return [j for j in jobs if "new or updated annotations" in j["reason"] and j["status"] in FINISHED]
+
+        deadline = time.time() + 600
+        while time.time() < deadline and not self_started():
+            time.sleep(2)
+        job = self_started()
+        assert job and job[0]["status"] == "done" and job[0]["reason"].startswith(f"{QUEUE_BATCH} new"), job
     finally:
         proc.send_signal(signal.SIGINT)
         code = proc.wait(60)

@@ -20,7 +20,7 @@ from detector_al.pipelines.ingest import IngestConfig, ingest
 from detector_al.pipelines.ingest_setup import registered_version
 from detector_al.policy.settings import POLICY
 from detector_al.state.registry import ModelRegistry
-from detector_al.state.store import STORE_FILE_NAME, Store
+from detector_al.state.store import FINISHED, STORE_FILE_NAME, Store
 from ml_backend.main import create_app
 from ml_backend.settings import Settings
 from tests.integration.conftest import BackendServer, connect_backend, queue_published, uploads_with_backend, wait_for
@@ -189,7 +189,7 @@ def test_a_rescoring_that_fails_half_way_leaves_the_old_queue_serving(
         state.worker.run_job.client = lambda: client
         job = backend.post("/webhook", json={"action": "START_TRAINING", "project": {"id": project}}).json()
         finished = wait_for(
-            lambda: (j := state.store.training_job(job["training_job"]))["status"] in ("done", "failed") and j, 300
+            lambda: (j := state.store.training_job(job["training_job"]))["status"] in FINISHED and j, 300
         )
         assert finished and finished["status"] == "failed", finished
         assert "keeps serving" in finished["error"] and v0 in finished["error"]
