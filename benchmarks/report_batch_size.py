@@ -2,7 +2,8 @@
 dataset and pooled over datasets (each (dataset, seed) one pair), on val (to choose) and test (to confirm).
 
 Reads merged results (``docs/simulate_<dataset>_pretrained_batch.json``: the arms at batch 20 as they ran, the others
-renamed ``<arm> b<N>``, their rounds scaled to the batch-20 run's).
+renamed ``<arm> b<N>``, their rounds scaled to the batch-20 run's). Where a control (the ``oracle``) ran at a batch,
+it is compared with both arms at that batch.
 
 Usage: ``python benchmarks/report_batch_size.py docs/simulate_{bccd,aquarium,sample}_pretrained_batch.json
 --tune bccd aquarium`` (``--tune``: the datasets pooled to choose on; the file name's ``simulate_<dataset>_`` names
@@ -17,6 +18,8 @@ import re
 from pathlib import Path
 
 ARMS = ("entropy+cold+ceal", "random")
+CONTROLS = ("oracle",)
+"""Arms that read the truth (what an order could be worth at all), compared with both arms at the same batch."""
 
 
 def dataset_name(path: Path) -> str:
@@ -35,9 +38,11 @@ def main() -> None:
     args = ap.parse_args()
     data = {dataset_name(p): json.loads(p.read_text()) for p in args.results}
     batches = sorted({int(m) for d in data.values() for r in d["runs"] for m in re.findall(r" b(\d+)$", r["variant"])})
+    arms = {r["variant"] for d in data.values() for r in d["runs"]}
     pairs = [(f"{a} b{b}", a) for b in batches for a in ARMS] + [
         (f"{ARMS[0]} b{b}", f"{ARMS[1]} b{b}") for b in batches
     ]
+    pairs += [(f"{c} b{b}", f"{a} b{b}") for c in CONTROLS for b in batches for a in ARMS if f"{c} b{b}" in arms]
     groups = [[name] for name in data] + ([args.tune] if len(args.tune) > 1 else [])
     groups += [list(data)] if len(data) > 1 and sorted(data) != sorted(args.tune) else []
     for split in ("val", "test"):
