@@ -21,7 +21,6 @@ import contextlib
 import itertools
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -52,6 +51,7 @@ def train_until_cancelled(
 
 def main() -> None:
     from detector_al.demo.bootstrap_model import ensure_bootstrap_model
+    from detector_al.demo.run import ChildServer
     from detector_al.label_studio.local_server import free_port
     from detector_al.pipelines.retrain import RetrainConfig
 
@@ -72,7 +72,9 @@ def main() -> None:
         env = {**os.environ, "MODEL_DIR": f"{tmp}/models", "LOCAL_FILES_DOCUMENT_ROOT": str(root), "TRAIN_EVERY": "0"}
         port = url.rsplit(":", 1)[1]
         cmd = [sys.executable, "-m", "detector_al", "serve", "--model", weights, "--port", port]
-        server = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # in this process's session, so in the CPU scheduling group (autogroup) of the trainings this process starts,
+        # as the backend's own training processes are in its
+        server = ChildServer(cmd, env, url, Path(tmp) / "backend.log", own_session=False)
         session = requests.Session()
 
         def predict_one() -> float:
@@ -86,12 +88,7 @@ def main() -> None:
             return time.perf_counter() - t
 
         try:
-            for _ in range(300):
-                try:
-                    if requests.get(f"{url}/health", timeout=1).ok:
-                        break
-                except requests.RequestException:
-                    time.sleep(0.2)
+            server.wait_ready()
             for _ in range(3):
                 predict_one()  # warm-up
             for block in range(args.blocks):
@@ -114,8 +111,7 @@ def main() -> None:
                     print(f"block {block + 1}/{args.blocks} {name:24s} median "
                           f"{1000 * statistics.median(times[name][-1]):6.1f} ms", flush=True)  # fmt: skip
         finally:
-            server.terminate()
-            server.wait(30)
+            server.stop()
     print(f"\n/predict of one task ({args.blocks} blocks x {args.requests} requests, {os.cpu_count()} CPU cores)")
     idle = [statistics.median(b) for b in times["idle"]]
     for name in conditions:

@@ -46,14 +46,16 @@ class DemoConfig:
 
 
 class ChildServer:
-    """The backend as a child process, stopped with its process group."""
+    """The backend as a child process, stopped with its process group (``own_session``: in a session of its own, as
+    the demo runs it; else in this process's, whose CPU scheduling group it then shares)."""
 
-    def __init__(self, cmd: list[str], env: dict[str, str], url: str, log_file: Path) -> None:
+    def __init__(self, cmd: list[str], env: dict[str, str], url: str, log_file: Path, own_session: bool = True) -> None:
         self.url = url
         log_file.parent.mkdir(parents=True, exist_ok=True)
         self.log_file = log_file
+        self.own_session = own_session
         self.proc = subprocess.Popen(
-            cmd, env=env, stdout=log_file.open("a"), stderr=subprocess.STDOUT, start_new_session=True
+            cmd, env=env, stdout=log_file.open("a"), stderr=subprocess.STDOUT, start_new_session=own_session
         )
 
     def wait_ready(self, timeout: float = 120.0) -> None:
@@ -71,11 +73,17 @@ class ChildServer:
 
     def stop(self) -> None:
         if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
+            self._signal(signal.SIGTERM)
             try:
                 self.proc.wait(20)
             except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
+                self._signal(signal.SIGKILL)
+
+    def _signal(self, sig: int) -> None:
+        if self.own_session:
+            os.killpg(self.proc.pid, sig)
+        else:
+            self.proc.send_signal(sig)
 
 
 def run_demo(cfg: DemoConfig) -> int:
