@@ -121,8 +121,8 @@ detector-al demo is ready ({time.perf_counter() - started:.0f} s)
 
 Next: press "Label All Tasks" (the project uses "Uncertainty sampling", so Label Studio serves the
 active-learning queue: the diverse batch first, then the rest by uncertainty, auto-accepted images last),
-correct the pre-annotations and submit. After each batch (TRAIN_EVERY labels, 10 by default), or when you
-press Settings -> Model -> "Start Training", the backend fine-tunes, promotes the new model if it is not worse
+correct the pre-annotations and submit. After each batch ({cfg.budget} labels; TRAIN_EVERY sets another number), or
+when you press Settings -> Model -> "Start Training", the backend fine-tunes, promotes the new model if it is not worse
 on held-out labels (it needs 3 labeled tasks of the validation split, about 1 in 5: about 15 labels; before
 that the job ends "waiting" and says how many more: see the status link), re-scores the pool and refreshes the queue:
 watch the model version and the al_priority column change. The tabs "Active learning queue" and "Auto-accepted (review)"
@@ -165,6 +165,8 @@ def _start_backend(
         "LABEL_STUDIO_API_KEY": token,
         "TRAIN_EPOCHS": str(cfg.train_epochs),
         "TRAIN_TOLERANCE": str(cfg.train_tolerance),
+        # the batch its refreshes serve and, TRAIN_EVERY unset, the labels it retrains after
+        "QUEUE_BUDGET": str(cfg.budget),
         "PYTHONUNBUFFERED": "1",
     }
     if files_root is not None:
