@@ -207,7 +207,8 @@ def _project(o: dict, ls_url: str | None) -> str:
     )
     jobs = "".join(
         f"<tr><td>{j['id']}</td><td>{escape(j['status'])}</td><td>{'promoted' if j['promoted'] else ''}</td>"
-        f"<td>{escape((j['error'] or j['reason'] or '')[:140])}</td><td>{_when(j['finished_at'])}</td></tr>"
+        f'<td title="{escape(j["error"] or j["reason"] or "")}">{escape((j["error"] or j["reason"] or "")[:140])}</td>'
+        f"<td>{_when(j['finished_at'])}</td></tr>"
         for j in o["jobs"]
     )
     hist = o["scores"]
@@ -228,7 +229,7 @@ def _project(o: dict, ls_url: str | None) -> str:
  <div class="card" id="curve"><h3>Learning curve of this project</h3>{line_chart(series, "human labels", "mAP50")}</div>
  {_errors_card(o["label_errors"], ls_url, p)}
  {_time_card(o["annotator_time"], p)}
- <div class="card" id="training"><h3>Training</h3>{live_html}<table><tr><th>job</th><th>status</th><th></th><th>reason / error</th><th>finished</th></tr>{jobs}</table></div>
+ <div class="card" id="training"><h3>Training</h3>{live_html}<p class="muted" id="cadence">Retrains {escape(o["retraining"])}</p><table><tr><th>job</th><th>status</th><th></th><th>reason / error</th><th>finished</th></tr>{jobs}</table></div>
  <div class="card" id="scores"><h3>Uncertainty of the unlabeled images ({hist["n"]})</h3>{bar_chart(labels, hist["counts"], o["ceal_threshold"], hist["edges"])}</div>
  <div class="card" id="classes"><h3>Human labels per class</h3>{bar_chart(list(classes), list(classes.values())) if classes else '<p class="muted">known after the first training</p>'}</div>
 </div>

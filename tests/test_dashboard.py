@@ -213,3 +213,46 @@ def test_the_versions_show_what_each_candidate_was_judged_on_and_the_rule(backen
     with TestClient(create_app(s, run_job=lambda job, report: {})) as other:
         other.app.state.backend.store.set_project(7, round=0)
         assert "holds 5 images" in other.get("/dashboard").text  # the backend's own setting
+
+
+def html_text(page: str) -> str:
+    """The page with its character references read (``&quot;`` -> ``"``), as a person reads its text."""
+    import html
+
+    return html.unescape(page)
+
+
+def test_the_training_card_says_when_the_project_retrains_and_why_a_job_waits(backend, tmp_path):
+    """The cadence (TRAIN_EVERY, by default the batch) with the annotations counted since the last trigger, and a
+    job that ended for too few labels shown as waiting, with what it needs."""
+    from detector_al.pipelines.retrain_dataset import TooFewLabels, check_splits
+    from detector_al.policy.settings import QUEUE_BATCH
+    from detector_al.state.store import WAITING
+
+    state = backend.app.state.backend
+    _fill(state.store, state.service.model_version, rounds=())  # 3 annotations
+    job, _ = state.store.enqueue_training(7, f"{QUEUE_BATCH} new or updated annotations")
+    state.store.claim_training()
+    with pytest.raises(TooFewLabels) as too_few:
+        check_splits(10, 9, 1, min_labeled=2, min_val_images=3, project=7)
+    state.store.finish_training(job, WAITING, error=str(too_few.value))
+    html = html_text(backend.get("/dashboard").text)
+    card = html[html.index('id="training"') : html.index('id="scores"')]
+    assert (
+        f"after every {QUEUE_BATCH} new or updated annotations (TRAIN_EVERY): 3 counted, {QUEUE_BATCH - 3} to go"
+        in card
+    )
+    assert f"<td>{job}</td><td>waiting</td>" in card and "Label about 10 more tasks" in card
+    s = Settings(model_dir=tmp_path / "m2", model_path=str(state.settings.model_path), train_every=0)
+    with TestClient(create_app(s, run_job=lambda job, report: {})) as other:
+        other.app.state.backend.store.set_project(7, round=0)
+        assert 'only when "Start Training" is pressed (TRAIN_EVERY=0)' in html_text(other.get("/dashboard").text)
+
+
+def test_the_dashboard_signals_docstring_examples_run():
+    import doctest
+
+    import detector_al.signals.dashboard
+
+    result = doctest.testmod(detector_al.signals.dashboard)
+    assert result.attempted > 0 and result.failed == 0

@@ -68,10 +68,10 @@ def check_splits(n_labeled: int, n_train: int, n_val: int, min_labeled: int, min
     if n_val < min_val_images:
         more = (min_val_images - n_val) * VALIDATION_SHARE
         raise TooFewLabels(
-            f"project {project}: {n_val} of the {n_labeled} labeled tasks are in the validation split, and a new "
-            f"model is judged only on labels it was not trained on: {min_val_images} are needed there (about 1 "
-            f"labeled task in {VALIDATION_SHARE} goes there, by task id). Label about {more} more tasks, then train "
-            "again (Start Training, or the next TRAIN_EVERY annotations); the serving model stays meanwhile"
+            f"Label about {more} more tasks in project {project}, then train again (Start Training, or the next "
+            f"TRAIN_EVERY annotations): {n_val} of its {n_labeled} labeled tasks are in the validation split, and a "
+            f"new model is judged only on labels it was not trained on: {min_val_images} are needed there (about 1 "
+            f"labeled task in {VALIDATION_SHARE} goes there, by task id). The serving model stays meanwhile"
         )
     if n_train == 0:
         raise TooFewLabels(

@@ -86,6 +86,25 @@ def live_job(worker_state: dict, project: int) -> dict | None:
     return {**worker_state, "eta_s": None if eta is None else round(eta, 1)}
 
 
+def retraining_cadence(train_every: int, counted: int) -> str:
+    """When the project retrains by itself, in words: after every ``train_every`` new or updated annotations
+    (``TRAIN_EVERY``), ``counted`` of them so far; 0: only when someone presses "Start Training".
+
+    Example:
+        >>> retraining_cadence(10, 3)
+        'by itself after every 10 new or updated annotations (TRAIN_EVERY): 3 counted, 7 to go; or "Start Training"'
+        >>> retraining_cadence(0, 3)
+        'only when "Start Training" is pressed (TRAIN_EVERY=0)'
+    """
+    if train_every <= 0:
+        return 'only when "Start Training" is pressed (TRAIN_EVERY=0)'
+    to_go = max(train_every - counted, 0)
+    return (
+        f"by itself after every {train_every} new or updated annotations (TRAIN_EVERY): {counted} counted, "
+        f'{to_go} to go; or "Start Training"'
+    )
+
+
 def project_overview(
     store: Store,
     project: int,
@@ -97,9 +116,11 @@ def project_overview(
     stop_patience: int = DEFAULT_PATIENCE,
     promotion: str | None = None,
     ceal_gate: CealCalibration | None = None,
+    train_every: int = 0,
 ) -> dict:
     """Everything the dashboard shows of one project (see the module docstring); ``promotion``: the promotion rule
-    as a sentence (:func:`~detector_al.pipelines.retrain_dataset.promotion_rule`; default: with its defaults)."""
+    as a sentence (:func:`~detector_al.pipelines.retrain_dataset.promotion_rule`; default: with its defaults);
+    ``train_every``: the backend's ``TRAIN_EVERY``."""
     info = store.project(project)
     signals = Signals(store)
     curve = learning_curve(store, project)
@@ -114,6 +135,7 @@ def project_overview(
         "curve": curve,
         "promotion_rule": promotion or promotion_rule(),
         "live_job": live_job(worker_state, project),
+        "retraining": retraining_cadence(train_every, info["annotations_since_training"]),
         "jobs": [
             {k: j[k] for k in ("id", "status", "reason", "requested_at", "finished_at", "error", "model_version")}
             | {"promoted": bool(json.loads(j["detail"] or "{}").get("promoted"))}

@@ -34,6 +34,7 @@ def overviews(backend: Backend, project: int | None = None) -> list[dict]:
             s.stop_patience,
             promotion_rule(s.train_min_val_images, s.train_tolerance),
             backend.service.ceal_calibration(),
+            s.train_every,
         )
         for p in ids
     ]
