@@ -365,6 +365,8 @@ def test_the_dashboard_after_a_retraining_shows_versions_curve_queue_and_stoppin
         assert version in versions and ("promoted" in versions or "kept the serving model" in versions), versions
         curve = section.find_element(By.ID, "curve")
         assert curve.find_elements(By.CSS_SELECTOR, "svg circle"), "no point on the learning curve"
+        cadence = section.find_element(By.ID, "cadence").text  # when it retrains by itself (TRAIN_EVERY)
+        assert cadence.startswith("Retrains by itself after every") and "to go" in cadence, cadence
         queue = section.find_element(By.ID, "queue").text
         status = requests.get(f"{stream_backend.url}/status", timeout=10).json()
         assert "queued" in queue and "auto-accepted" in queue and "labeled" in queue, queue
