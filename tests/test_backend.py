@@ -187,8 +187,10 @@ def test_the_model_retrains_after_each_batch_by_default(tmp_path, trained_weight
             ]
             for i in range(2 * QUEUE_BATCH)
         ]
+        status = c.get("/status").json()
     assert jobs[: QUEUE_BATCH - 1] == [None] * (QUEUE_BATCH - 1) and jobs[QUEUE_BATCH - 1] is not None
     assert jobs[QUEUE_BATCH:-1] == [None] * (QUEUE_BATCH - 1) and jobs[-1] == jobs[QUEUE_BATCH - 1]  # coalesced
+    assert status["train_every"] == QUEUE_BATCH and status["projects"][0]["annotations_since_training"] == 0
 
 
 def test_too_few_labels_ends_a_job_waiting_not_failed(tmp_path, trained_weights):

@@ -38,6 +38,7 @@ def status(backend: Backend = Depends(get_backend)) -> dict:
         "versions": backend.registry.versions(),
         "training": backend.worker.state(),
         "jobs": backend.store.training_jobs(10),
+        "train_every": backend.settings.train_every,  # a project trains by itself at this annotations_since_training
         "projects": backend.store.projects(),
         "warnings": [p["sampling_warning"] for p in backend.store.projects() if p["sampling_warning"]],
         "stopping": stopping,
