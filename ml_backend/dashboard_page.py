@@ -183,6 +183,15 @@ def _judged_on(c: dict) -> str:
     return "its training images (before the rule)" if c.get("validated_on") else "-"
 
 
+def _job_row(j: dict) -> str:
+    """A training job's row: its error (or, without one, its reason) cut at 140 characters, the whole on hover."""
+    said = j["error"] or j["reason"] or ""
+    return (
+        f"<tr><td>{j['id']}</td><td>{escape(j['status'])}</td><td>{'promoted' if j['promoted'] else ''}</td>"
+        f'<td title="{escape(said)}">{escape(said[:140])}</td><td>{_when(j["finished_at"])}</td></tr>'
+    )
+
+
 def _project(o: dict, ls_url: str | None) -> str:
     p, q = o["project"], o["queue"]
     curve = o["curve"]
@@ -205,12 +214,7 @@ def _project(o: dict, ls_url: str | None) -> str:
         if live
         else '<p class="muted">no training running</p>'
     )
-    jobs = "".join(
-        f"<tr><td>{j['id']}</td><td>{escape(j['status'])}</td><td>{'promoted' if j['promoted'] else ''}</td>"
-        f'<td title="{escape(j["error"] or j["reason"] or "")}">{escape((j["error"] or j["reason"] or "")[:140])}</td>'
-        f"<td>{_when(j['finished_at'])}</td></tr>"
-        for j in o["jobs"]
-    )
+    jobs = "".join(_job_row(j) for j in o["jobs"])
     hist = o["scores"]
     labels = [f"{a:.3g}-{b:.3g}" for a, b in zip(hist["edges"], hist["edges"][1:], strict=False)]
     classes = o["labels_per_class"] or {}

@@ -4,11 +4,10 @@ pseudo-labels join, labels per class, and the YOLO files the training reads.
 **The promotion rule.** A candidate is judged only on human labels it was not trained on: the validation split
 (:func:`in_validation`, about one labeled task in five, chosen by task id, so a task never moves between splits).
 Until that split holds ``min_val_images`` images there is nothing fair to judge on: the job stops before training,
-saying how many more labels it needs, and the serving model stays (:func:`check_splits`; the job ends ``waiting``,
-not failed). There is always a serving
-model (the backend starts from weights), so a project's first candidate is held to the same rule. Once judged, the
-candidate is promoted if it is not worse than the serving model on the same images, within the noise of a small
-split (:func:`should_promote`).
+saying how many more labels it needs, and the serving model stays (:func:`check_splits`: the job ends ``waiting``,
+not failed). There is always a serving model (the backend starts from weights), so a project's first candidate is
+held to the same rule. Once judged, the candidate is promoted if it is not worse than the serving model on the same
+images, within the noise of a small split (:func:`should_promote`).
 """
 
 from __future__ import annotations
