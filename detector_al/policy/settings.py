@@ -26,10 +26,11 @@ commands (``ingest``, ``score``: their options' ``envvar``): one environment con
 QUEUE_BATCH = 10
 """The batch served first, and the labels to retrain after: the backend's ``TRAIN_EVERY`` follows ``QUEUE_BUDGET``
 unless set. 20 until issue #30's batch-size runs (docs/annotator_time_pretrained.md, "Session 16"): from
-the pretrained base, retraining every 10 labels instead of 20 reached plain labeling's full-budget mAP50 with 0.85
-[0.78, 0.92] of the modelled annotator hours on BCCD and aquarium val (10 paired seeds; tuned there), 0.84 [0.78,
-0.91] on their test splits and 0.89 [0.88, 0.91] on the sample data's; random order gains as much, so the saving is
-the retraining's, not the order's. Retraining every 40 labels never reached it on aquarium."""
+the pretrained base, retraining every 10 labels instead of 20 reached plain labeling's full-budget mAP50 with 0.84
+[0.76, 0.93] of the modelled annotator hours on BCCD and aquarium val (10 paired seeds; tuned there; session 17's
+rows, all with the code that ships), 0.88 [0.74, 1.02] on their test splits and 0.89 [0.88, 0.91] on the sample
+data's; random order gains as much, so the saving is the retraining's, not the order's. Retraining every 40 labels
+never reached it on aquarium."""
 
 COLD_START = True
 """The one switch of the cold start: while the model is cold (:func:`~detector_al.queue.selection.use_cold_start`) the
