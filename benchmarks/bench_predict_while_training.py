@@ -66,7 +66,8 @@ def main() -> None:
     images = itertools.cycle(sorted(root.rglob("*.jpg")))  # 420 images: none repeats in the default run
     config = (REPO / "sample_data" / "label_config.xml").read_text()
     url = f"http://127.0.0.1:{free_port()}"
-    conditions = ("idle", "training, niceness 0", f"training, niceness {niceness}")
+    # each condition's training niceness (None: no training)
+    conditions = {"idle": None, "training, niceness 0": 0, f"training, niceness {niceness}": niceness}
     times: dict[str, list[list[float]]] = {c: [] for c in conditions}
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "MODEL_DIR": f"{tmp}/models", "LOCAL_FILES_DOCUMENT_ROOT": str(root), "TRAIN_EVERY": "0"}
@@ -92,11 +93,12 @@ def main() -> None:
             for _ in range(3):
                 predict_one()  # warm-up
             for block in range(args.blocks):
-                for name in conditions if block % 2 == 0 else conditions[::-1]:  # no condition always goes first
+                order = list(conditions) if block % 2 == 0 else list(conditions)[::-1]  # none always goes first
+                for name in order:
                     cancel, started = threading.Event(), threading.Event()
                     trainer = None
-                    if name != "idle":
-                        nice = niceness if name.endswith(str(niceness)) else 0
+                    nice = conditions[name]
+                    if nice is not None:
                         out = Path(tmp) / f"run-{block}-{nice}"
                         trainer = threading.Thread(
                             target=train_until_cancelled, args=(weights, out, args.imgsz, nice, started, cancel)
