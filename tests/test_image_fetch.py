@@ -264,27 +264,35 @@ def test_concurrent_first_requests_for_one_url_download_it_once_and_never_see_a_
 
 
 def test_a_hung_url_does_not_hold_the_others(tmp_path):
-    """Four fetch threads, one URL that never answers: the others are served at once, the hung one fails at its deadline."""
+    """Four fetch threads, one URL that never answers: the others are served while it hangs, and it fails at its
+    read deadline. Order, not seconds: the hung one's server holds it until the test lets go, so the four must be done
+    while it is still pending (a 3 s read timeout leaves a loaded CI machine room), and it then fails by itself."""
     from concurrent.futures import ThreadPoolExecutor
+
+    release = threading.Event()
+    limits = FetchLimits(
+        connect_timeout_s=3.0, read_timeout_s=3.0, total_timeout_s=6.0, max_bytes=1_000_000, allow_private=True
+    )
 
     def route(req: Request) -> None:
         if req.path == "/hung.jpg":
-            time.sleep(3)
+            release.wait(30)
             return
         req.send(200, JPEG)
 
     with Loopback(route) as srv, ThreadPoolExecutor(4) as pool:
-        t = time.monotonic()
-        futures = {
-            name: pool.submit(fetch_image, f"{srv.url}/{name}", cache_dir=tmp_path, limits=FAST)
-            for name in ("hung.jpg", "a.jpg", "b.jpg", "c.jpg", "d.jpg")
-        }
-        for name in ("a.jpg", "b.jpg", "c.jpg", "d.jpg"):
-            assert futures[name].result().read_bytes() == JPEG
-        assert time.monotonic() - t < 1.0
-        with pytest.raises(ImageFetchError, match="timed out"):
-            futures["hung.jpg"].result()
-        assert time.monotonic() - t < 2.0
+        try:
+            futures = {
+                name: pool.submit(fetch_image, f"{srv.url}/{name}", cache_dir=tmp_path, limits=limits)
+                for name in ("hung.jpg", "a.jpg", "b.jpg", "c.jpg", "d.jpg")
+            }
+            for name in ("a.jpg", "b.jpg", "c.jpg", "d.jpg"):
+                assert futures[name].result().read_bytes() == JPEG
+            assert not futures["hung.jpg"].done()
+            with pytest.raises(ImageFetchError, match="timed out: no data for 3 s"):
+                futures["hung.jpg"].result(timeout=20)
+        finally:
+            release.set()
 
 
 def test_a_name_without_an_image_suffix_gets_one_from_the_content(tmp_path):
