@@ -23,14 +23,14 @@ ENV = {
 """The environment variables of the policy, read alike by the backend (its settings' field names) and by the
 commands (``ingest``, ``score``: their options' ``envvar``): one environment configures both the same way."""
 
-QUEUE_BATCH = 10
+QUEUE_BATCH = 5
 """The batch served first, and the labels to retrain after: the backend's ``TRAIN_EVERY`` follows ``QUEUE_BUDGET``
-unless set. 20 until issue #30's batch-size runs (docs/annotator_time_pretrained.md, "Session 16"): from
-the pretrained base, retraining every 10 labels instead of 20 reached plain labeling's full-budget mAP50 with 0.84
-[0.76, 0.93] of the modelled annotator hours on BCCD and aquarium val (10 paired seeds; tuned there; session 17's
-rows, all with the code that ships), 0.88 [0.74, 1.02] on their test splits and 0.89 [0.88, 0.91] on the sample
-data's; random order gains as much, so the saving is the retraining's, not the order's. Retraining every 40 labels
-never reached it on aquarium."""
+unless set. Issue #30's batch-size runs from the pretrained base (docs/annotator_time_pretrained.md, sessions 16 and
+18), tuned on BCCD and aquarium val (10 paired seeds), modelled annotator hours to reach plain labeling's full-budget
+mAP50: retraining every 10 labels needed 0.84 [0.76, 0.93] of every 20's (20 until session 16), every 5 labels 0.82
+[0.73, 0.91] of every 10's (10 until session 18); on their test splits 0.88 [0.74, 1.02] and 0.81 [0.71, 0.91].
+Random order gained as much from 20 to 10, so the saving is the retraining's, not the order's. Retraining every 40
+labels never reached it on aquarium."""
 
 COLD_START = True
 """The one switch of the cold start: while the model is cold (:func:`~detector_al.queue.selection.use_cold_start`) the
