@@ -3,8 +3,9 @@ dataset and pooled over datasets (each (dataset, seed) one pair), on val (to cho
 
 Reads merged results (``docs/simulate_<dataset>_pretrained_batch.json``: the arms at batch 20 as they ran, the others
 renamed ``<arm> b<N>``, their rounds scaled to the batch-20 run's). Where a control (the ``oracle``) ran at a batch,
-it is compared with both arms at that batch; an arm run at a batch below the shipped one (``QUEUE_BATCH``) is also
-compared with both arms at the shipped batch (a row is printed only where both of its arms ran).
+it is compared with both arms at that batch. An arm run at a batch below the next smaller one than the unsuffixed
+arms' (batch 5 below 10) is also compared with both arms at that next batch up. A row is printed only where both of
+its arms ran.
 
 Usage: ``python benchmarks/report_batch_size.py docs/simulate_{bccd,aquarium,sample}_pretrained_batch.json
 --tune bccd aquarium`` (``--tune``: the datasets pooled to choose on; the file name's ``simulate_<dataset>_`` names
@@ -30,7 +31,6 @@ def dataset_name(path: Path) -> str:
 
 
 def main() -> None:
-    from detector_al.policy.settings import QUEUE_BATCH
     from detector_al.simulation.report import _fmt, on_split
     from detector_al.simulation.time_report import pooled_ratio
 
@@ -45,10 +45,9 @@ def main() -> None:
         (f"{ARMS[0]} b{b}", f"{ARMS[1]} b{b}") for b in batches
     ]
     pairs += [(f"{c} b{b}", f"{a} b{b}") for c in CONTROLS for b in batches for a in ARMS if f"{c} b{b}" in arms]
-    shipped = [f"{a} b{QUEUE_BATCH}" for a in ARMS]
-    pairs += [
-        (f"{a} b{b}", s) for b in batches if b < QUEUE_BATCH for a in ARMS for s in shipped if f"{a} b{b}" in arms
-    ]
+    base_batch = {d["config"]["budget"] for d in data.values()}  # the unsuffixed arms' batch (20)
+    above = {b: min(x for x in {*batches, *base_batch} if x > b) for b in batches if b < min(base_batch)}
+    pairs += [(f"{a} b{b}", f"{x} b{up}") for b, up in above.items() if up in batches for a in ARMS for x in ARMS]
     pairs = [(arm, base) for arm, base in pairs if arm in arms and base in arms]
     groups = [[name] for name in data] + ([args.tune] if len(args.tune) > 1 else [])
     groups += [list(data)] if len(data) > 1 and sorted(data) != sorted(args.tune) else []

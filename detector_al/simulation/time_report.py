@@ -239,15 +239,20 @@ def plot_annotator_time(results: dict, cost: CostModel, path: Path, title: str =
 
     p = priced(results, cost)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
-    colors = {}
-    for i, (arm, by_seed) in enumerate(curves(p, "map50", "seconds").items()):
-        colors[arm] = f"C{i % 10}"
+    arms = curves(p, "map50", "seconds")
+    bases = list(dict.fromkeys(arm.removesuffix(" +review") for arm in arms))  # an arm and its +review twin share
+    step = 2 if len(bases) <= 10 else 1  # a colour (the twin's line dashed); tab20's darker shades while they suffice
+    palette = plt.get_cmap("tab20").colors
+    colors = {arm: palette[(step * bases.index(arm.removesuffix(" +review"))) % 20] for arm in arms}
+    for arm, by_seed in arms.items():
         rounds: dict[int, list[tuple[float, float]]] = {}
         for curve in by_seed.values():
             for k, (x, y) in enumerate(sorted(curve.items())):
                 rounds.setdefault(k, []).append((x / 3600, y))
         xy = np.array([np.mean(v, axis=0) for _, v in sorted(rounds.items())])
-        ax1.plot(xy[:, 0], xy[:, 1], "--" if "+" in arm else "-", marker="o", label=arm, color=colors[arm])
+        ax1.plot(
+            xy[:, 0], xy[:, 1], "--" if arm.endswith(" +review") else "-", marker="o", label=arm, color=colors[arm]
+        )
     ax1.set_xlabel("annotator hours so far")
     ax1.set_ylabel("test mAP50")
     ax1.grid(alpha=0.3)
