@@ -3,9 +3,9 @@ dataset and pooled over datasets (each (dataset, seed) one pair), on val (to cho
 
 Reads merged results (``docs/simulate_<dataset>_pretrained_batch.json``: the arms at batch 20 as they ran, the others
 renamed ``<arm> b<N>``, their rounds scaled to the batch-20 run's). Where a control (the ``oracle``) ran at a batch,
-it is compared with both arms at that batch. An arm run at a batch below the next smaller one than the unsuffixed
-arms' (batch 5 below 10) is also compared with both arms at that next batch up. A row is printed only where both of
-its arms ran.
+it is compared with both arms at that batch. An arm run below the unsuffixed arms' batch is compared with that arm
+at it (the first rows) and, where another batch ran between them, with both arms at the next batch up (batch 5 with
+batch 10). A row is printed only where both of its arms ran.
 
 Usage: ``python benchmarks/report_batch_size.py docs/simulate_{bccd,aquarium,sample}_pretrained_batch.json
 --tune bccd aquarium`` (``--tune``: the datasets pooled to choose on; the file name's ``simulate_<dataset>_`` names
