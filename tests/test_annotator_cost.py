@@ -225,8 +225,15 @@ def test_the_batch_size_report_reads_the_published_rows_and_pools_the_tuning_set
     rows = [line for line in out.splitlines() if line.startswith("| `entropy+cold+ceal b10` / `entropy+cold+ceal` |")]
     assert len(rows) == 2  # val, test
     assert all(row.split("|")[5].strip().endswith("(n=10)") for row in rows)  # 5 seeds of each tuning set, paired
-    # batch 5 ran with the shipped arm on the tuning sets only: compared with both arms at batch 10, the next batch up
-    for base in ("entropy+cold+ceal b10", "random b10"):
-        rows = [line for line in out.splitlines() if line.startswith(f"| `entropy+cold+ceal b5` / `{base}` |")]
-        assert len(rows) == 2 and all(row.split("|")[5].strip().endswith("(n=10)") for row in rows)
-        assert all(row.split("|")[4].strip() == "-" for row in rows)  # the sample data did not run batch 5
+    # batch 5 ran with both arms on all three datasets: compared with each other and with both arms at batch 10 (the
+    # next batch up), each dataset's 5 seeds paired, 10 pairs pooled over the tuning sets and 15 over all three
+    for arm, base in (
+        ("entropy+cold+ceal b5", "random b5"),
+        ("entropy+cold+ceal b5", "entropy+cold+ceal b10"),
+        ("entropy+cold+ceal b5", "random b10"),
+        ("random b5", "random b10"),
+    ):
+        rows = [line for line in out.splitlines() if line.startswith(f"| `{arm}` / `{base}` |")]
+        assert len(rows) == 2
+        for row in rows:
+            assert [cell.split()[-1] for cell in row.split("|")[2:-1]] == ["(n=5)"] * 3 + ["(n=10)", "(n=15)"]
