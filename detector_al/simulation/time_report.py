@@ -25,6 +25,8 @@ from detector_al.policy.annotator_cost import Actions, CostModel
 from detector_al.simulation.report import _fmt, _table, curves, savings, t_interval
 
 SCRATCH = "scratch"
+REVIEW = " +review"
+"""The suffix of an arm's twin that also pays for reviewing its CEAL pseudo-labels (:func:`priced`)."""
 
 
 def priced(results: dict, cost: CostModel) -> dict:
@@ -42,7 +44,7 @@ def priced(results: dict, cost: CostModel) -> dict:
     for r in results["runs"]:
         if r["variant"] in reviewed:
             review = cost.review_seconds(r.get("accepted_images", 0), r.get("accepted_boxes", 0))
-            row = {**r, "variant": f"{r['variant']} +review"}
+            row = {**r, "variant": r["variant"] + REVIEW}
             out["runs"].append({**row, "seconds": cost.seconds(Actions(**r["actions"])) + review})
     return out
 
@@ -240,19 +242,18 @@ def plot_annotator_time(results: dict, cost: CostModel, path: Path, title: str =
     p = priced(results, cost)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
     arms = curves(p, "map50", "seconds")
-    bases = list(dict.fromkeys(arm.removesuffix(" +review") for arm in arms))  # an arm and its +review twin share
-    step = 2 if len(bases) <= 10 else 1  # a colour (the twin's line dashed); tab20's darker shades while they suffice
+    base_of = {arm: arm.removesuffix(REVIEW) for arm in arms}  # an arm and its review twin share a colour (the
+    bases = list(dict.fromkeys(base_of.values()))  # twin's line dashed); tab20's darker shades while they suffice
+    step = 2 if len(bases) <= 10 else 1
     palette = plt.get_cmap("tab20").colors
-    colors = {arm: palette[(step * bases.index(arm.removesuffix(" +review"))) % 20] for arm in arms}
+    colors = {arm: palette[(step * bases.index(base_of[arm])) % 20] for arm in arms}
     for arm, by_seed in arms.items():
         rounds: dict[int, list[tuple[float, float]]] = {}
         for curve in by_seed.values():
             for k, (x, y) in enumerate(sorted(curve.items())):
                 rounds.setdefault(k, []).append((x / 3600, y))
         xy = np.array([np.mean(v, axis=0) for _, v in sorted(rounds.items())])
-        ax1.plot(
-            xy[:, 0], xy[:, 1], "--" if arm.endswith(" +review") else "-", marker="o", label=arm, color=colors[arm]
-        )
+        ax1.plot(xy[:, 0], xy[:, 1], "--" if arm != base_of[arm] else "-", marker="o", label=arm, color=colors[arm])
     ax1.set_xlabel("annotator hours so far")
     ax1.set_ylabel("test mAP50")
     ax1.grid(alpha=0.3)
