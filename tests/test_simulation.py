@@ -53,6 +53,20 @@ def test_simulate_smoke_records_effort_shares_identical_trainings_and_resumes(sa
     assert len(json.loads((out / "results.json").read_text())["runs"]) == 8
 
 
+def test_a_round_whose_queue_is_empty_labels_nothing_and_keeps_its_model(sample_data, tmp_path):
+    out = tmp_path / "sim"
+    args = ["simulate", str(sample_data / "data.yaml"), "--out", str(out), "--preset", "smoke", "--variants", "random"]
+    args += ["--initial", "78", "--budget", "3", "--rounds", "2", "--imgsz", "64", "--base", "yolov8n.yaml"]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    runs = json.loads((out / "results.json").read_text())["runs"]
+    # the 80-image pool: round 1 labels the last 2, round 2 finds nothing to queue
+    assert [(r["round"], r["labeled"], len(r["chosen"])) for r in runs] == [(0, 78, 0), (1, 80, 2), (2, 80, 0)]
+    assert runs[2]["weights"] == runs[1]["weights"] and runs[2]["train_s"] == 0
+    assert runs[2]["drawn"] == 0 and not any(runs[2]["actions"].values()), runs[2]  # nothing to pay for
+    assert len(list((out / "trainings").iterdir())) == 2  # round 0 and round 1: no third training
+
+
 def test_box_pseudo_label_calibration_returns_the_first_threshold_whose_lower_bound_meets_the_target(
     sample_data, trained_weights, tmp_path
 ):

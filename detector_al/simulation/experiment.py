@@ -7,7 +7,9 @@ Protocol (the lessons of ``shared/docs/active-learning.md``):
 * each round scores the unlabeled pool with the previous round's model through the **production policy**
   (:func:`~detector_al.policy.decision.decide` per image, :func:`~detector_al.queue.build.build_queue` over the pool: the
   code the backend and ingest run), labels the queue's batch of ``budget`` images (the oracle reveals their
-  boxes), and trains the next model by the config's :class:`Recipe`;
+  boxes), and trains the next model by the config's :class:`Recipe`; a round whose queue is empty (every image
+  left auto-accepted or labeled) labels nothing and keeps its model, as the backend retrains by itself only after
+  new annotations (``TRAIN_EVERY``);
 * a variant is ``<strategy>[+div][+ceal][+boxes][+cold]``: any strategy of the registry (``entropy`` = ``entropy_sum``)
   or the control ``oracle`` (the images needing the most corrections first, counted against the oracle: what a perfect
   error-seeking score would pick), ``+div`` a k-center batch over the top candidates (else the plain top-``budget``),
@@ -275,6 +277,11 @@ class Experiment:
             taken = set(labeled)
             unlabeled = [p for p in self.ds.pool if p not in taken]
             o = play_round(self.ds, weights, labeled, unlabeled, variant, self.cfg, seed, rnd - 1)
+            if not o.chosen:  # the queue ran dry: no new human label, so no retraining (as the backend does)
+                log.info("seed %d %s round %d: the queue is empty at %d labels; the model stays", seed, variant, rnd,
+                         len(labeled))  # fmt: skip
+                self._record(seed, variant, rnd, labeled, RoundOutcome([], ceal_gate=o.ceal_gate), weights)
+                continue
             labeled = labeled + o.chosen
             parent = str(weights if self.recipe.start == "previous" else w0)
             epochs = epochs_for(self.cfg, len(labeled) + len(o.pseudo))
