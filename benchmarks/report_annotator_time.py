@@ -4,7 +4,8 @@ and the plot, from one or more ``detector-al simulate`` result folders (a runnin
 A seed counts once every variant has every round; unfinished seeds are left out and counted.
 
 Usage: ``python benchmarks/report_annotator_time.py runs/bccd runs/aquarium runs/sample [--arm entropy+cold+ceal]
-[--versus entropy+cold+ceal]`` (``--versus``: also every arm's paired ratio of hours to that arm's).
+[--versus entropy+cold+ceal]`` (``--versus``: also every arm's paired ratio of hours to that arm's, and with several
+folders that ratio pooled over all their (dataset, seed) pairs: what a default is chosen on).
 """
 
 from __future__ import annotations
@@ -26,7 +27,13 @@ def finished(results: dict) -> dict:
 def main() -> None:
     from detector_al.policy.annotator_cost import CostModel
     from detector_al.simulation.report import on_split, report
-    from detector_al.simulation.time_report import plot_annotator_time, sensitivity_table, time_report, versus_table
+    from detector_al.simulation.time_report import (
+        plot_annotator_time,
+        pooled_ratio,
+        sensitivity_table,
+        time_report,
+        versus_table,
+    )
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("runs", type=Path, nargs="+", help="simulate --out folders (each with results.json)")
@@ -38,6 +45,7 @@ def main() -> None:
     )
     args = ap.parse_args()
     cost = CostModel()
+    done = []
     for folder in args.runs:
         raw = on_split(json.loads((folder / "results.json").read_text()), args.split)  # the tables say test
         res = finished(raw)
@@ -53,6 +61,7 @@ def main() -> None:
         )
         if not seeds:
             continue
+        done.append(res)
         print(report(res))
         print("\n" + time_report(res, cost))
         print(f"\n**Sensitivity to the cost model** (`{args.arm}`; modelled)\n")
@@ -64,6 +73,14 @@ def main() -> None:
             args.plots.mkdir(parents=True, exist_ok=True)
             path = plot_annotator_time(res, cost, args.plots / f"annotator_time_pretrained_{folder.name}.png")
             print(f"\nplot: {path}")
+    if args.versus and len(done) > 1:
+        names = ", ".join(f.name for f in args.runs)
+        print(f"\n## Pooled over {names}: hours to reach scratch's full-budget mAP50 / `{args.versus}`'s (modelled)\n")
+        arms = sorted({r["variant"] for res in done for r in res["runs"]} - {args.versus})
+        print("| arm | ratio (paired within each dataset) | pairs |\n|---|---|---|")
+        for arm in arms:
+            (m, lo, hi), n = pooled_ratio(done, arm, args.versus, cost)
+            print(f"| `{arm}` | {m:.2f} [{lo:.2f}, {hi:.2f}] | {n} |")
 
 
 if __name__ == "__main__":
