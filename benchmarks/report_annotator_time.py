@@ -1,5 +1,6 @@
 """The annotator-time program's report over the seeds that finished: every arm's tables, the cost-model sensitivity
-and the plot, from one or more ``detector-al simulate`` result folders (a running experiment's too).
+and the plot, from one or more ``detector-al simulate`` result folders (a running experiment's too) or their
+``results.json`` files (the rows docs/ publishes).
 
 A seed counts once every variant has every round; unfinished seeds are left out and counted.
 
@@ -36,7 +37,7 @@ def main() -> None:
     )
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("runs", type=Path, nargs="+", help="simulate --out folders (each with results.json)")
+    ap.add_argument("runs", type=Path, nargs="+", help="simulate --out folders (each with results.json), or such files")
     ap.add_argument("--arm", default="entropy+cold+ceal", help="the arm of the sensitivity table (the shipped one)")
     ap.add_argument("--versus", default=None, help="also the paired ratio of every arm's hours to this arm's")
     ap.add_argument("--plots", type=Path, default=None, help="write <name>.png plots into this folder")
@@ -47,13 +48,14 @@ def main() -> None:
     cost = CostModel()
     done = []
     for folder in args.runs:
-        raw = on_split(json.loads((folder / "results.json").read_text()), args.split)  # the tables say test
+        file = folder / "results.json" if folder.is_dir() else folder  # a run's folder, or published rows
+        raw = on_split(json.loads(file.read_text()), args.split)  # the tables say test
         res = finished(raw)
         seeds = sorted({r["seed"] for r in res["runs"]})
         left = sorted({r["seed"] for r in raw["runs"]} - set(seeds))
         cfg = raw["config"]
         split = " -- **every mAP below is val's** (the tables say test)" if args.split == "val" else ""
-        print(f"\n## {folder.name}: seeds {seeds} finished (unfinished, left out: {left or 'none'}){split}\n")
+        print(f"\n## {folder.stem}: seeds {seeds} finished (unfinished, left out: {left or 'none'}){split}\n")
         print(
             f"base {cfg['base']}, {cfg['initial']} initial images, +{cfg['budget']} a round, {cfg['rounds']} rounds, "
             f"{cfg['imgsz']} px, round 0 {cfg['epochs_initial']} epochs at lr0 {cfg['lr0']}, then at most "
@@ -71,10 +73,10 @@ def main() -> None:
             print(versus_table(res, args.versus, cost))
         if args.plots:
             args.plots.mkdir(parents=True, exist_ok=True)
-            path = plot_annotator_time(res, cost, args.plots / f"annotator_time_pretrained_{folder.name}.png")
+            path = plot_annotator_time(res, cost, args.plots / f"annotator_time_pretrained_{folder.stem}.png")
             print(f"\nplot: {path}")
     if args.versus and len(done) > 1:
-        names = ", ".join(f.name for f in args.runs)
+        names = ", ".join(f.stem for f in args.runs)
         print(f"\n## Pooled over {names}: hours to reach scratch's full-budget mAP50 / `{args.versus}`'s (modelled)\n")
         arms = sorted({r["variant"] for res in done for r in res["runs"]} - {args.versus})
         print("| arm | ratio (paired within each dataset) | pairs |\n|---|---|---|")
