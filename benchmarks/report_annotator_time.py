@@ -73,7 +73,12 @@ def main() -> None:
             print(versus_table(res, args.versus, cost))
         if args.plots:
             args.plots.mkdir(parents=True, exist_ok=True)
-            path = plot_annotator_time(res, cost, args.plots / f"annotator_time_pretrained_{folder.stem}.png")
+            name = (
+                f"annotator_time_pretrained_{folder.name}"
+                if folder.is_dir()
+                else f"annotator_time_{folder.stem.removeprefix('simulate_')}"
+            )
+            path = plot_annotator_time(res, cost, args.plots / f"{name}.png")  # a file: simulate_<name>.json
             print(f"\nplot: {path}")
     if args.versus and len(done) > 1:
         names = ", ".join(f.stem for f in args.runs)
