@@ -237,3 +237,31 @@ def test_the_batch_size_report_reads_the_published_rows_and_pools_the_tuning_set
         assert len(rows) == 2
         for row in rows:
             assert [cell.split()[-1] for cell in row.split("|")[2:-1]] == ["(n=5)"] * 3 + ["(n=10)", "(n=15)"]
+
+
+def test_the_order_report_reads_the_published_rows_of_batch_5s_order():
+    """docs/annotator_time_pretrained.md's session-20 figures: random order with the cold start and CEAL against the
+    shipped order at batch 5, from the rows it publishes (aquarium: 5 seeds, 3 arms; BCCD: seed 0, 2 arms)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    aquarium = repo / "docs" / "simulate_aquarium_pretrained_b5_order.json"
+    args = [str(aquarium), "--split", "val", "--versus", "entropy+cold+ceal"]
+    out = subprocess.run(
+        [sys.executable, "benchmarks/report_annotator_time.py", *args],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "seeds [0, 1, 2, 3, 4] finished (unfinished, left out: none)" in out
+    versus = out[out.index("**Against `entropy+cold+ceal`**") :]
+    assert {"`random`", "`random+cold+ceal`", f"`{SCRATCH}`"} <= {
+        line.split("|")[1].strip() for line in versus.splitlines() if line.startswith("| `")
+    }
+    # on BCCD the cold start never fires and CEAL's gate stays shut: random order with both trains on random's images
+    bccd = json.loads((repo / "docs" / "simulate_bccd_pretrained_b5_order.json").read_text())["runs"]
+    weights = {(r["variant"], r["round"]): r["weights"] for r in bccd}
+    assert len(weights) == 26 and all(weights[("random+cold+ceal", k)] == weights[("random", k)] for k in range(13))
