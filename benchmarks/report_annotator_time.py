@@ -48,7 +48,8 @@ def main() -> None:
     cost = CostModel()
     done = []
     for folder in args.runs:
-        file = folder / "results.json" if folder.is_dir() else folder  # a run's folder, or published rows
+        published = not folder.is_dir()  # a results file (the rows docs/ publishes), else a run's folder
+        file = folder if published else folder / "results.json"
         raw = on_split(json.loads(file.read_text()), args.split)  # the tables say test
         res = finished(raw)
         seeds = sorted({r["seed"] for r in res["runs"]})
@@ -73,12 +74,12 @@ def main() -> None:
             print(versus_table(res, args.versus, cost))
         if args.plots:
             args.plots.mkdir(parents=True, exist_ok=True)
-            name = (
-                f"annotator_time_pretrained_{folder.name}"
-                if folder.is_dir()
-                else f"annotator_time_{folder.stem.removeprefix('simulate_')}"
+            name = (  # a file: simulate_<name>.json
+                f"annotator_time_{folder.stem.removeprefix('simulate_')}"
+                if published
+                else f"annotator_time_pretrained_{folder.name}"
             )
-            path = plot_annotator_time(res, cost, args.plots / f"{name}.png")  # a file: simulate_<name>.json
+            path = plot_annotator_time(res, cost, args.plots / f"{name}.png")
             print(f"\nplot: {path}")
     if args.versus and len(done) > 1:
         names = ", ".join(f.stem for f in args.runs)
